@@ -1,0 +1,172 @@
+//! `/metrics`: the counters, gauges and request latency histogram in Prometheus text format,
+//! through a collector that reads the live counters at scrape time.
+
+use std::sync::Arc;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{Bucket, Counter as ProtoCounter, Gauge as ProtoGauge, Histogram, Metric, MetricFamily, MetricType};
+use prometheus::{Encoder, Registry, TextEncoder};
+
+use crate::counters::{Counters, COUNTER_NAMES, GAUGE_NAMES, LATENCY_BOUNDS_US};
+
+const PREFIX: &str = "pricebeast_";
+
+/// Reads [`Counters`] on every scrape.
+struct CountersCollector {
+    counters: Arc<Counters>,
+    descs: Vec<Desc>,
+}
+
+impl CountersCollector {
+    fn new(counters: Arc<Counters>) -> prometheus::Result<Self> {
+        let mut descs = Vec::new();
+        for name in COUNTER_NAMES {
+            descs.push(Desc::new(format!("{PREFIX}{name}_total"), help(name).into(), vec![], Default::default())?);
+        }
+        for name in GAUGE_NAMES {
+            descs.push(Desc::new(format!("{PREFIX}{name}"), help(name).into(), vec![], Default::default())?);
+        }
+        descs.push(Desc::new(
+            format!("{PREFIX}request_latency_seconds"),
+            "Time from a request batch's read to its response's write, HTTP path".into(),
+            vec![],
+            Default::default(),
+        )?);
+        Ok(Self { counters, descs })
+    }
+}
+
+impl Collector for CountersCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let snap = self.counters.snapshot();
+        let mut families = Vec::new();
+        for (i, name) in COUNTER_NAMES.iter().enumerate() {
+            let mut counter = ProtoCounter::default();
+            counter.set_value(snap.counts[i] as f64);
+            let mut metric = Metric::default();
+            metric.set_counter(counter);
+            families.push(family(format!("{PREFIX}{name}_total"), help(name), MetricType::COUNTER, metric));
+        }
+        for (i, name) in GAUGE_NAMES.iter().enumerate() {
+            let mut gauge = ProtoGauge::default();
+            gauge.set_value(snap.gauges[i] as f64);
+            let mut metric = Metric::default();
+            metric.set_gauge(gauge);
+            families.push(family(format!("{PREFIX}{name}"), help(name), MetricType::GAUGE, metric));
+        }
+        let mut histogram = Histogram::default();
+        let mut cumulative = 0;
+        let mut buckets = Vec::new();
+        for (i, bound) in LATENCY_BOUNDS_US.iter().enumerate() {
+            cumulative += snap.latency_buckets[i];
+            let mut bucket = Bucket::default();
+            bucket.set_cumulative_count(cumulative);
+            bucket.set_upper_bound(*bound as f64 / 1e6);
+            buckets.push(bucket);
+        }
+        histogram.set_bucket(buckets);
+        histogram.set_sample_count(snap.latency_count);
+        histogram.set_sample_sum(snap.latency_sum_us as f64 / 1e6);
+        let mut metric = Metric::default();
+        metric.set_histogram(histogram);
+        families.push(family(
+            format!("{PREFIX}request_latency_seconds"),
+            "Time from a request batch's read to its response's write, HTTP path",
+            MetricType::HISTOGRAM,
+            metric,
+        ));
+        families
+    }
+}
+
+fn family(name: String, help: &str, kind: MetricType, metric: Metric) -> MetricFamily {
+    let mut family = MetricFamily::default();
+    family.set_name(name);
+    family.set_help(help.to_owned());
+    family.set_field_type(kind);
+    family.set_metric(vec![metric]);
+    family
+}
+
+fn help(name: &str) -> &'static str {
+    match name {
+        "tcp_requests" => "HTTP requests read on the public path",
+        "udp_requests" => "UDP price queries from known keys",
+        "responses_2xx" => "HTTP responses with a 2xx status",
+        "responses_4xx" => "HTTP responses with a 4xx status",
+        "responses_5xx" => "HTTP responses with a 5xx status",
+        "auth_failures" => "Requests with a missing, unknown or revoked key",
+        "rate_limit_hits" => "Requests refused by a public key's rate limit",
+        "quota_hits" => "Requests refused by a public key's monthly cap",
+        "book_hits" => "Prices served from the in-process book",
+        "cache_hits" => "Prices served from the L2 cache",
+        "cache_misses" => "L2 cache lookups that missed",
+        "rest_fallbacks" => "Prices fetched from an exchange's REST API",
+        "udp_packets_received" => "UDP datagrams received",
+        "udp_packets_sent" => "UDP datagrams sent",
+        "udp_dropped" => "UDP datagrams dropped unanswered (malformed or unknown key)",
+        "bg_submitted" => "Background jobs submitted",
+        "bg_completed" => "Background jobs completed",
+        "bg_dropped" => "Background jobs dropped (queue full)",
+        "usage_rows_queued" => "Usage rows queued for the store",
+        "batch_flushes" => "Usage batches flushed to the store",
+        "batch_flush_errors" => "Usage batch flushes that failed",
+        "feed_messages" => "Messages received from price feeds",
+        "feed_reconnects" => "Price feed reconnects",
+        "usage_report_requests" => "GET /v1/usage requests answered",
+        "open_connections" => "Open HTTP connections",
+        "open_websocket_sessions" => "Open WebSocket streams",
+        "redis_pool_in_use" => "Redis connections in use",
+        "shards" => "Shards serving",
+        "feeds_connected" => "Price feeds connected",
+        _ => "pricebeast metric",
+    }
+}
+
+/// The registry `/metrics` renders.
+pub struct Metrics {
+    registry: Registry,
+}
+
+impl Metrics {
+    pub fn new(counters: Arc<Counters>) -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        registry.register(Box::new(CountersCollector::new(counters)?))?;
+        Ok(Self { registry })
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!("metrics encoding failed: {e}");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::counters::Counter;
+
+    #[test]
+    fn renders_every_counter_and_the_histogram() {
+        let counters = Arc::new(Counters::new(2));
+        counters.shard(1).add(Counter::TcpRequests, 7);
+        counters.shard(0).observe_latency_us(40);
+        let text = Metrics::new(Arc::clone(&counters)).expect("registry").render();
+        assert!(text.contains("pricebeast_tcp_requests_total 7"), "{text}");
+        assert!(text.contains("# TYPE pricebeast_tcp_requests_total counter"));
+        assert!(text.contains("pricebeast_shards 2"));
+        assert!(text.contains("pricebeast_request_latency_seconds_bucket{le=\"0.00005\"} 1"), "{text}");
+        assert!(text.contains("pricebeast_request_latency_seconds_count 1"));
+        for name in COUNTER_NAMES {
+            assert!(text.contains(&format!("pricebeast_{name}_total")), "{name}");
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! The admin listener, on its own port off the public shards (default 127.0.0.1:9090), behind a
+//! bearer token. Routes:
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /admin/stress-stats` | the 24 counters, the gauges, and rates over the last interval |
+//! | `POST /admin/stress-reset` | zeroes the counters |
+//! | `POST /admin/keys/reload` | re-reads the keys file (as SIGHUP does) |
+//! | `GET /metrics` | Prometheus text: counters, gauges, request latency histogram |
+
+pub mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::clock::Now;
+use crate::counters::stats::{stress_stats_json, StatsWindow};
+use crate::state::Shared;
+
+/// What the admin handlers share.
+pub struct AdminState {
+    pub shared: Arc<Shared>,
+    pub stats: Arc<StatsWindow>,
+    pub metrics: metrics::Metrics,
+    pub token: Option<String>,
+}
+
+/// Why the admin listener refuses to start.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("admin listener on {0} is not loopback and has no token: set admin.token or PRICEBEAST_ADMIN_TOKEN (or pass --danger-admin-without-token)")]
+    NoToken(SocketAddr),
+}
+
+/// Refuses a non-loopback admin address without a token, unless the operator said otherwise.
+pub fn check_exposure(addr: SocketAddr, token: Option<&str>, danger_without_token: bool) -> Result<(), AdminError> {
+    if token.is_none() && !addr.ip().is_loopback() && !danger_without_token {
+        return Err(AdminError::NoToken(addr));
+    }
+    Ok(())
+}
+
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/admin/stress-stats", get(stress_stats))
+        .route("/admin/stress-reset", post(stress_reset))
+        .route("/admin/keys/reload", post(keys_reload))
+        .route("/metrics", get(metrics_text))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), require_token))
+        .with_state(state)
+}
+
+async fn require_token(State(state): State<Arc<AdminState>>, request: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .unwrap_or("");
+        if !constant_time_eq(presented.as_bytes(), token.as_bytes()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                json_body(r#"{"error":"unauthorized","message":"admin token required"}"#.into()),
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn json_body(text: String) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], text)
+}
+
+async fn stress_stats(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    let now_ms = Now::read().unix_ms;
+    let uptime_s = now_ms.saturating_sub(state.shared.started_ms) / 1000;
+    let doc = stress_stats_json(&state.shared.node, uptime_s, &state.shared.counters.snapshot(), &state.stats.derived());
+    json_body(doc.to_string())
+}
+
+async fn stress_reset(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    state.shared.counters.reset();
+    state.stats.restart(&state.shared.counters, Now::read().unix_ms);
+    json_body(r#"{"reset":true}"#.into())
+}
+
+async fn keys_reload(State(state): State<Arc<AdminState>>) -> Response {
+    match state.shared.keys.reload() {
+        Ok(count) => {
+            tracing::info!(keys = count, "keys reloaded (admin)");
+            json_body(format!(r#"{{"reloaded":true,"keys":{count}}}"#)).into_response()
+        }
+        Err(e) => {
+            tracing::warn!("keys reload failed, previous keys stay in force: {e}");
+            let body = serde_json::json!({"error": "bad_request", "message": e.to_string()}).to_string();
+            (StatusCode::BAD_REQUEST, json_body(body)).into_response()
+        }
+    }
+}
+
+async fn metrics_text(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposure_rules() {
+        let public: SocketAddr = "0.0.0.0:9090".parse().expect("literal");
+        let loopback: SocketAddr = "127.0.0.1:9090".parse().expect("literal");
+        assert!(check_exposure(loopback, None, false).is_ok());
+        assert!(check_exposure(public, None, false).is_err());
+        assert!(check_exposure(public, Some("t"), false).is_ok());
+        assert!(check_exposure(public, None, true).is_ok());
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret!"));
+    }
+}

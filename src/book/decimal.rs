@@ -1,0 +1,355 @@
+//! Exact decimal prices, `mantissa × 10^exponent`, parsed from and written as decimal strings.
+//!
+//! No floating point touches a price between an exchange message and a response: feeds parse
+//! the venue's decimal string into this type, the book compares and averages it exactly, and the
+//! encoders write it back out digit by digit.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+/// The smallest exponent a price may have: 18 fractional digits, more than any venue sends.
+pub const EXPONENT_MIN: i8 = -18;
+/// The largest exponent a price may have.
+pub const EXPONENT_MAX: i8 = 18;
+/// The longest text [`Decimal::write`] produces: sign, 19 digits, "0." and 18 zeros of padding.
+pub const TEXT_BYTES_MAX: usize = 48;
+
+/// An exact decimal number. Two values compare by their numeric value, not their spelling, via
+/// [`Decimal::cmp_value`]; `==` compares the representation, so `1.50` and `1.5` are not equal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Decimal {
+    mantissa: i64,
+    exponent: i8,
+}
+
+/// Why a decimal string was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecimalError {
+    /// The text is empty or holds something other than an optional sign, digits, one point and an
+    /// optional `e` exponent.
+    #[error("not a decimal number")]
+    Syntax,
+    /// The value needs more than 19 significant digits or an exponent outside -18..=18.
+    #[error("decimal out of range")]
+    Range,
+}
+
+impl Decimal {
+    /// A decimal from its parts, or `None` when the exponent is outside the supported range.
+    pub const fn new(mantissa: i64, exponent: i8) -> Option<Self> {
+        if exponent < EXPONENT_MIN || exponent > EXPONENT_MAX {
+            return None;
+        }
+        Some(Self { mantissa, exponent })
+    }
+
+    pub const fn mantissa(self) -> i64 {
+        self.mantissa
+    }
+
+    pub const fn exponent(self) -> i8 {
+        self.exponent
+    }
+
+    /// Parses `-12.340`, `97123.45`, `0.000012`, `1.5e-3` exactly. Trailing fractional zeros are
+    /// kept while they fit, so a venue's `97123.40` is served back as `97123.40`.
+    pub fn parse(text: &[u8]) -> Result<Self, DecimalError> {
+        let (negative, rest) = match text.split_first() {
+            Some((b'-', rest)) => (true, rest),
+            Some((b'+', rest)) => (false, rest),
+            Some(_) => (false, text),
+            None => return Err(DecimalError::Syntax),
+        };
+        let (number, exp_text) = match rest.iter().position(|&b| b == b'e' || b == b'E') {
+            Some(at) => (&rest[..at], Some(&rest[at + 1..])),
+            None => (rest, None),
+        };
+        let mut mantissa: i64 = 0;
+        let mut exponent: i32 = 0;
+        let mut digits = 0usize;
+        let mut seen_point = false;
+        // Zeros after the point not yet folded into the mantissa: folding them late lets a long
+        // run of trailing zeros be dropped instead of overflowing.
+        let mut pending_zeros: i32 = 0;
+        for &byte in number {
+            match byte {
+                b'.' if !seen_point => seen_point = true,
+                b'0'..=b'9' => {
+                    digits += 1;
+                    let digit = i64::from(byte - b'0');
+                    if seen_point && digit == 0 {
+                        pending_zeros += 1;
+                        continue;
+                    }
+                    for _ in 0..pending_zeros {
+                        mantissa = mantissa.checked_mul(10).ok_or(DecimalError::Range)?;
+                        exponent -= 1;
+                    }
+                    pending_zeros = 0;
+                    mantissa = mantissa
+                        .checked_mul(10)
+                        .and_then(|m| m.checked_add(digit))
+                        .ok_or(DecimalError::Range)?;
+                    if seen_point {
+                        exponent -= 1;
+                    }
+                }
+                _ => return Err(DecimalError::Syntax),
+            }
+        }
+        if digits == 0 {
+            return Err(DecimalError::Syntax);
+        }
+        if let Some(exp_text) = exp_text {
+            exponent += parse_small_exponent(exp_text)?;
+        }
+        // Keep as many trailing zeros as fit, so the spelling survives when it can.
+        while pending_zeros > 0 && exponent > i32::from(EXPONENT_MIN) {
+            match mantissa.checked_mul(10) {
+                Some(m) => {
+                    mantissa = m;
+                    exponent -= 1;
+                    pending_zeros -= 1;
+                }
+                None => break,
+            }
+        }
+        // A large positive exponent folds into the mantissa where it can.
+        while exponent > i32::from(EXPONENT_MAX) {
+            mantissa = mantissa.checked_mul(10).ok_or(DecimalError::Range)?;
+            exponent -= 1;
+        }
+        // Too many fractional digits: drop trailing zeros of the mantissa, never a significant digit.
+        while exponent < i32::from(EXPONENT_MIN) && mantissa % 10 == 0 {
+            mantissa /= 10;
+            exponent += 1;
+        }
+        let exponent = i8::try_from(exponent).map_err(|_| DecimalError::Range)?;
+        let mantissa = if negative { -mantissa } else { mantissa };
+        Self::new(mantissa, exponent).ok_or(DecimalError::Range)
+    }
+
+    /// Writes the plain decimal text (`97123.45`, `0.00001`, `1200`) into `out` and returns its
+    /// length. Never allocates.
+    pub fn write(self, out: &mut [u8; TEXT_BYTES_MAX]) -> usize {
+        let mut digits = [0u8; 20];
+        let mut magnitude = self.mantissa.unsigned_abs();
+        let mut count = 0;
+        loop {
+            digits[digits.len() - 1 - count] = b'0' + (magnitude % 10) as u8;
+            magnitude /= 10;
+            count += 1;
+            if magnitude == 0 {
+                break;
+            }
+        }
+        let digits = &digits[digits.len() - count..];
+        let mut len = 0;
+        if self.mantissa < 0 {
+            out[0] = b'-';
+            len = 1;
+        }
+        if self.exponent >= 0 {
+            out[len..len + count].copy_from_slice(digits);
+            len += count;
+            if self.mantissa != 0 {
+                for _ in 0..self.exponent {
+                    out[len] = b'0';
+                    len += 1;
+                }
+            }
+            return len;
+        }
+        let fraction = usize::from(self.exponent.unsigned_abs());
+        if count > fraction {
+            let whole = count - fraction;
+            out[len..len + whole].copy_from_slice(&digits[..whole]);
+            len += whole;
+            out[len] = b'.';
+            len += 1;
+            out[len..len + fraction].copy_from_slice(&digits[whole..]);
+            len + fraction
+        } else {
+            out[len] = b'0';
+            out[len + 1] = b'.';
+            len += 2;
+            for _ in 0..fraction - count {
+                out[len] = b'0';
+                len += 1;
+            }
+            out[len..len + count].copy_from_slice(digits);
+            len + count
+        }
+    }
+
+    /// Numeric comparison: `1.50` and `1.5` are equal here.
+    pub fn cmp_value(self, other: Self) -> Ordering {
+        let (a, b, _) = align(self, other);
+        match (a, b) {
+            (Some(a), Some(b)) => a.cmp(&b),
+            // Only the side scaled up can overflow, and then its magnitude beats any i64.
+            (None, _) => sign_order(self.mantissa),
+            (_, None) => sign_order(other.mantissa).reverse(),
+        }
+    }
+
+    /// The exact mean of two prices, with one more fractional digit when the sum is odd. Used for
+    /// the median of an even number of venues.
+    pub fn midpoint(self, other: Self) -> Self {
+        let (Some(a), Some(b), exponent) = align(self, other) else {
+            // The two differ by more than 10^19: no meaningful mean, keep the lower.
+            return if self.cmp_value(other) == Ordering::Greater { other } else { self };
+        };
+        let sum = a + b;
+        let (mut value, mut exponent) = if sum % 2 == 0 || exponent == EXPONENT_MIN {
+            (sum / 2, exponent)
+        } else {
+            (sum * 5, exponent - 1)
+        };
+        while i64::try_from(value).is_err() {
+            value /= 10;
+            exponent += 1;
+        }
+        let mantissa = i64::try_from(value).unwrap_or(i64::MAX);
+        Self::new(mantissa, exponent.min(EXPONENT_MAX)).unwrap_or(self)
+    }
+}
+
+impl fmt::Display for Decimal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = [0u8; TEXT_BYTES_MAX];
+        let len = self.write(&mut text);
+        // The writer emits ASCII digits, '-' and '.', always valid UTF-8.
+        f.write_str(std::str::from_utf8(&text[..len]).map_err(|_| fmt::Error)?)
+    }
+}
+
+fn sign_order(mantissa: i64) -> Ordering {
+    mantissa.cmp(&0)
+}
+
+/// Both mantissas scaled to the smaller exponent, `None` for a side whose scaling overflows.
+fn align(a: Decimal, b: Decimal) -> (Option<i128>, Option<i128>, i8) {
+    let exponent = a.exponent.min(b.exponent);
+    let scale = |d: Decimal| {
+        let shift = u32::try_from(d.exponent - exponent).ok()?;
+        i128::from(d.mantissa).checked_mul(10i128.checked_pow(shift)?)
+    };
+    (scale(a), scale(b), exponent)
+}
+
+fn parse_small_exponent(text: &[u8]) -> Result<i32, DecimalError> {
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, text),
+    };
+    if digits.is_empty() || digits.len() > 3 || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(DecimalError::Syntax);
+    }
+    let value = digits.iter().fold(0i32, |acc, &d| acc * 10 + i32::from(d - b'0'));
+    Ok(if negative { -value } else { value })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn text(d: Decimal) -> String {
+        d.to_string()
+    }
+
+    fn dec(s: &str) -> Decimal {
+        Decimal::parse(s.as_bytes()).expect("test literal parses")
+    }
+
+    #[test]
+    fn parses_venue_spellings_exactly() {
+        assert_eq!(dec("97123.45"), Decimal::new(9712345, -2).expect("in range"));
+        assert_eq!(dec("97123.40"), Decimal::new(9712340, -2).expect("in range"));
+        assert_eq!(dec("0.000012"), Decimal::new(12, -6).expect("in range"));
+        assert_eq!(dec("1200"), Decimal::new(1200, 0).expect("in range"));
+        assert_eq!(dec("-3.5"), Decimal::new(-35, -1).expect("in range"));
+        assert_eq!(dec("1.5e-3"), Decimal::new(15, -4).expect("in range"));
+        assert_eq!(dec(".5"), Decimal::new(5, -1).expect("in range"));
+        assert_eq!(dec("5."), Decimal::new(5, 0).expect("in range"));
+    }
+
+    #[test]
+    fn long_trailing_zeros_are_dropped_not_overflowed() {
+        let d = dec("97123.400000000000000000000000");
+        assert_eq!(d.cmp_value(dec("97123.4")), Ordering::Equal);
+        assert_eq!(text(dec("0.10000000000000000000")), "0.100000000000000000");
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_number() {
+        for bad in ["", "-", ".", "1.2.3", "abc", "1e", "1e1234", "1,5", " 1", "0x10", "1-2"] {
+            assert!(Decimal::parse(bad.as_bytes()).is_err(), "{bad:?} should be refused");
+        }
+        assert_eq!(
+            Decimal::parse(b"99999999999999999999"),
+            Err(DecimalError::Range)
+        );
+        assert_eq!(
+            Decimal::parse(b"0.0000000000000000001"),
+            Err(DecimalError::Range)
+        );
+    }
+
+    #[test]
+    fn writes_plain_text() {
+        assert_eq!(text(Decimal::new(9712345, -2).expect("in range")), "97123.45");
+        assert_eq!(text(Decimal::new(12, -6).expect("in range")), "0.000012");
+        assert_eq!(text(Decimal::new(-12, -1).expect("in range")), "-1.2");
+        assert_eq!(text(Decimal::new(12, 3).expect("in range")), "12000");
+        assert_eq!(text(Decimal::new(0, 3).expect("in range")), "0");
+        assert_eq!(text(Decimal::new(i64::MIN, -18).expect("in range")), "-9.223372036854775808");
+    }
+
+    #[test]
+    fn compares_by_value() {
+        assert_eq!(dec("1.50").cmp_value(dec("1.5")), Ordering::Equal);
+        assert_eq!(dec("1.49").cmp_value(dec("1.5")), Ordering::Less);
+        assert_eq!(dec("-2").cmp_value(dec("1")), Ordering::Less);
+        let huge = Decimal::new(i64::MAX, 18).expect("in range");
+        let tiny = Decimal::new(1, -18).expect("in range");
+        assert_eq!(huge.cmp_value(tiny), Ordering::Greater);
+        assert_eq!(tiny.cmp_value(huge), Ordering::Less);
+    }
+
+    #[test]
+    fn midpoint_is_exact() {
+        assert_eq!(text(dec("97123.45").midpoint(dec("97123.40"))), "97123.425");
+        assert_eq!(text(dec("10").midpoint(dec("20"))), "15");
+        assert_eq!(text(dec("1.1").midpoint(dec("1.15"))), "1.125");
+    }
+
+    proptest! {
+        #[test]
+        fn write_then_parse_round_trips(mantissa in any::<i64>(), exponent in EXPONENT_MIN..=0i8) {
+            let d = Decimal::new(mantissa, exponent).expect("exponent in range");
+            let mut out = [0u8; TEXT_BYTES_MAX];
+            let len = d.write(&mut out);
+            let back = Decimal::parse(&out[..len]).expect("written text parses");
+            prop_assert_eq!(back.cmp_value(d), Ordering::Equal);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = Decimal::parse(&bytes);
+        }
+
+        #[test]
+        fn midpoint_lies_between(a in -1_000_000_000i64..1_000_000_000, b in -1_000_000_000i64..1_000_000_000,
+                                 ea in -8i8..=0, eb in -8i8..=0) {
+            let a = Decimal::new(a, ea).expect("in range");
+            let b = Decimal::new(b, eb).expect("in range");
+            let m = a.midpoint(b);
+            let (lo, hi) = if a.cmp_value(b) == Ordering::Greater { (b, a) } else { (a, b) };
+            prop_assert_ne!(m.cmp_value(lo), Ordering::Less);
+            prop_assert_ne!(m.cmp_value(hi), Ordering::Greater);
+        }
+    }
+}

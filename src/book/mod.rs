@@ -1,0 +1,259 @@
+//! The price book: a fixed table of cells, one per (symbol, venue), written by the feeds and read
+//! lock-free by every shard. The served price is the median of the venues that are fresh.
+
+pub mod cell;
+pub mod decimal;
+pub mod symbols;
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, Guard};
+
+pub use cell::{Cell, Quote};
+pub use decimal::Decimal;
+pub use symbols::{SymbolError, SymbolId, SymbolIndex, SymbolName, SYMBOL_BYTES_MAX};
+
+/// The most venues one symbol can have: six exchanges plus the simulator's or fallback slots.
+pub const VENUES_MAX: usize = 8;
+
+/// A venue's column in the book.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VenueId(u8);
+
+impl VenueId {
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// The price a client is served for one symbol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Served {
+    pub price: Decimal,
+    /// The newest exchange event time among the venues used, Unix ms.
+    pub ts_ms: u64,
+    /// How many fresh venues the median was taken over (at least 1).
+    pub sources: u8,
+}
+
+/// One venue's fresh price, for `sources=1` responses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VenueQuote {
+    pub venue: VenueId,
+    pub price: Decimal,
+    pub ts_ms: u64,
+}
+
+/// Why a book is refused at start.
+#[derive(Debug, thiserror::Error)]
+pub enum BookError {
+    #[error(transparent)]
+    Symbol(#[from] SymbolError),
+    #[error("{0} venues configured, at most {VENUES_MAX}")]
+    TooManyVenues(usize),
+    #[error("venue {0:?} is listed twice")]
+    DuplicateVenue(String),
+}
+
+/// The shared price table. Sized once at start for `symbols_max` rows; the symbol index may grow
+/// into that room at runtime (swapped whole), the table never reallocates.
+pub struct PriceBook {
+    index: ArcSwap<SymbolIndex>,
+    venues: Box<[Box<str>]>,
+    cells: Box<[Cell]>,
+    symbols_max: usize,
+    stale_after_ms: u64,
+}
+
+impl PriceBook {
+    pub fn new(symbols: &[&str], venues: &[&str], symbols_max: usize, stale_after_ms: u64) -> Result<Self, BookError> {
+        if venues.len() > VENUES_MAX {
+            return Err(BookError::TooManyVenues(venues.len()));
+        }
+        for (i, venue) in venues.iter().enumerate() {
+            if venues[..i].contains(venue) {
+                return Err(BookError::DuplicateVenue((*venue).to_owned()));
+            }
+        }
+        let index = SymbolIndex::new(symbols.iter().copied(), symbols_max)?;
+        let cells = (0..symbols_max * VENUES_MAX).map(|_| Cell::default()).collect();
+        Ok(Self {
+            index: ArcSwap::from_pointee(index),
+            venues: venues.iter().map(|v| Box::<str>::from(*v)).collect(),
+            cells,
+            symbols_max,
+            stale_after_ms,
+        })
+    }
+
+    /// The current symbol index. Holding the guard is cheap and lock-free; do not hold it across
+    /// an await.
+    pub fn symbols(&self) -> Guard<Arc<SymbolIndex>> {
+        self.index.load()
+    }
+
+    /// Adds a symbol at runtime (an exchange lists a new pair), or returns its existing id.
+    pub fn add_symbol(&self, name: &str) -> Result<SymbolId, SymbolError> {
+        let mut added = None;
+        let mut error = None;
+        self.index.rcu(|current| match current.with(name, self.symbols_max) {
+            Ok((next, id)) => {
+                added = Some(id);
+                Arc::new(next)
+            }
+            Err(e) => {
+                error = Some(e);
+                Arc::clone(current)
+            }
+        });
+        match (added, error) {
+            (Some(id), _) => Ok(id),
+            (None, Some(e)) => Err(e),
+            (None, None) => Err(SymbolError::Full(self.symbols_max)),
+        }
+    }
+
+    /// The venue column named `name`.
+    pub fn venue(&self, name: &str) -> Option<VenueId> {
+        self.venues.iter().position(|v| &**v == name).map(|i| VenueId(i as u8))
+    }
+
+    pub fn venue_name(&self, venue: VenueId) -> &str {
+        self.venues.get(venue.index()).map_or("", |v| v)
+    }
+
+    pub fn venue_count(&self) -> usize {
+        self.venues.len()
+    }
+
+    pub fn stale_after_ms(&self) -> u64 {
+        self.stale_after_ms
+    }
+
+    pub fn cell(&self, symbol: SymbolId, venue: VenueId) -> &Cell {
+        &self.cells[symbol.index() * VENUES_MAX + venue.index()]
+    }
+
+    /// Records a venue's price. `recv_ms` is this process's clock at receipt.
+    pub fn write(&self, symbol: SymbolId, venue: VenueId, price: Decimal, ts_ms: u64, recv_ms: u64) {
+        self.cell(symbol, venue).write(price, ts_ms, recv_ms);
+    }
+
+    /// Every fresh venue quote of `symbol` into `out`; returns how many. Never allocates.
+    pub fn fresh_quotes(&self, symbol: SymbolId, now_ms: u64, out: &mut [VenueQuote; VENUES_MAX]) -> usize {
+        let mut count = 0;
+        for v in 0..self.venues.len() {
+            let venue = VenueId(v as u8);
+            let Some(quote) = self.cell(symbol, venue).read() else { continue };
+            if now_ms.saturating_sub(quote.recv_ms) > self.stale_after_ms {
+                continue;
+            }
+            out[count] = VenueQuote { venue, price: quote.price, ts_ms: quote.ts_ms };
+            count += 1;
+        }
+        count
+    }
+
+    /// The served price of `symbol`: the median over fresh venues, `None` when no venue is fresh.
+    pub fn served(&self, symbol: SymbolId, now_ms: u64) -> Option<Served> {
+        let mut quotes = [VenueQuote { venue: VenueId(0), price: Decimal::default(), ts_ms: 0 }; VENUES_MAX];
+        let count = self.fresh_quotes(symbol, now_ms, &mut quotes);
+        median(&mut quotes[..count])
+    }
+
+    /// True when any symbol has a fresh price: the process can serve.
+    pub fn any_fresh(&self, now_ms: u64) -> bool {
+        let symbols = self.symbols();
+        let any = symbols.iter().any(|(id, _)| self.served(id, now_ms).is_some());
+        any
+    }
+
+    /// The sum of `symbol`'s cell versions: changes whenever any venue writes it.
+    pub fn symbol_version(&self, symbol: SymbolId) -> u64 {
+        (0..self.venues.len()).map(|v| self.cell(symbol, VenueId(v as u8)).version()).sum()
+    }
+}
+
+/// Median of the quotes' prices (the exact mean of the middle two for an even count) with the
+/// newest event time. Sorts `quotes` in place.
+pub fn median(quotes: &mut [VenueQuote]) -> Option<Served> {
+    if quotes.is_empty() {
+        return None;
+    }
+    // At most VENUES_MAX elements: insertion sort beats anything fancier and never allocates.
+    for i in 1..quotes.len() {
+        let mut j = i;
+        while j > 0 && quotes[j - 1].price.cmp_value(quotes[j].price) == Ordering::Greater {
+            quotes.swap(j - 1, j);
+            j -= 1;
+        }
+    }
+    let mid = quotes.len() / 2;
+    let price = if quotes.len() % 2 == 1 {
+        quotes[mid].price
+    } else {
+        quotes[mid - 1].price.midpoint(quotes[mid].price)
+    };
+    let ts_ms = quotes.iter().map(|q| q.ts_ms).max().unwrap_or(0);
+    Some(Served { price, ts_ms, sources: quotes.len() as u8 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dec(s: &str) -> Decimal {
+        Decimal::parse(s.as_bytes()).expect("test literal parses")
+    }
+
+    fn book() -> PriceBook {
+        PriceBook::new(&["BTC-USD", "ETH-USD"], &["coinbase", "kraken", "okx"], 16, 1_000).expect("valid book")
+    }
+
+    #[test]
+    fn median_of_fresh_venues_only() {
+        let book = book();
+        let btc = book.symbols().lookup(b"BTC-USD").expect("interned");
+        let [cb, kr, okx] = ["coinbase", "kraken", "okx"].map(|v| book.venue(v).expect("venue"));
+        book.write(btc, cb, dec("100.0"), 10, 5_000);
+        book.write(btc, kr, dec("102.0"), 30, 5_000);
+        book.write(btc, okx, dec("90"), 20, 1_000); // stale at now = 5_500
+        let served = book.served(btc, 5_500).expect("two fresh venues");
+        assert_eq!(served.price.to_string(), "101.0");
+        assert_eq!(served.sources, 2);
+        assert_eq!(served.ts_ms, 30);
+        book.write(btc, okx, dec("101.5"), 40, 5_400);
+        let served = book.served(btc, 5_500).expect("three fresh venues");
+        assert_eq!(served.price.to_string(), "101.5");
+        assert_eq!((served.sources, served.ts_ms), (3, 40));
+    }
+
+    #[test]
+    fn a_symbol_with_no_fresh_venue_is_not_served() {
+        let book = book();
+        let eth = book.symbols().lookup(b"eth-usd").expect("interned");
+        assert_eq!(book.served(eth, 0), None);
+        book.write(eth, VenueId(0), dec("3000"), 1, 1);
+        assert!(book.served(eth, 1_001).is_some());
+        assert_eq!(book.served(eth, 1_002), None);
+        assert!(!book.any_fresh(1_002));
+    }
+
+    #[test]
+    fn symbols_added_at_runtime_get_rows() {
+        let book = book();
+        let sol = book.add_symbol("SOL-USD").expect("room left");
+        assert_eq!(book.add_symbol("sol-usd").expect("existing"), sol);
+        book.write(sol, VenueId(1), dec("240.5"), 9, 9);
+        assert_eq!(book.served(sol, 10).map(|s| s.price), Some(dec("240.5")));
+        assert_eq!(book.symbols().name(sol), "SOL-USD");
+    }
+
+    #[test]
+    fn refuses_bad_venue_sets() {
+        assert!(matches!(PriceBook::new(&[], &["a", "a"], 1, 1), Err(BookError::DuplicateVenue(_))));
+        let nine = ["1", "2", "3", "4", "5", "6", "7", "8", "9"];
+        assert!(matches!(PriceBook::new(&[], &nine, 1, 1), Err(BookError::TooManyVenues(9))));
+    }
+}

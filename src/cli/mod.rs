@@ -1,0 +1,85 @@
+//! The command line: `serve`, `keys`, `query`. Parsing here, work in the modules named.
+
+pub mod keys;
+pub mod query;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, IoDriver};
+
+#[derive(Debug, Parser)]
+#[command(name = "pricebeast", version, about = "Live market prices over HTTP, UDP and WebSocket, from one binary")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the simulator feed and in-process stores by default).
+    Serve(ServeArgs),
+    /// Create, list and revoke API keys in the keys file.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Ask a running server one question over HTTP or UDP and print the answer.
+    Query(query::QueryArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Configuration file (TOML); without it, the defaults of config/pricebeast.toml.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Public HTTP listen address (server.http).
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+    /// Partner UDP listen address (server.udp).
+    #[arg(long, value_name = "ADDR")]
+    pub udp: Option<SocketAddr>,
+    /// Admin and metrics listen address (admin.addr).
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
+    /// Number of shards; 0 for one per core (server.shards).
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
+    /// The keys file (keys.file).
+    #[arg(long, value_name = "FILE")]
+    pub keys_file: Option<PathBuf>,
+    /// The shards' io driver (server.io_driver).
+    #[arg(long, value_enum, value_name = "DRIVER")]
+    pub io_driver: Option<IoDriver>,
+    /// Serve the admin listener on a non-loopback address without a token.
+    #[arg(long)]
+    pub danger_admin_without_token: bool,
+}
+
+impl ServeArgs {
+    /// The config file with the flags applied over it.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(addr) = self.http {
+            config.server.http = addr;
+        }
+        if let Some(addr) = self.udp {
+            config.server.udp = addr;
+        }
+        if let Some(addr) = self.admin {
+            config.admin.addr = addr;
+        }
+        if let Some(shards) = self.shards {
+            config.server.shards = shards;
+        }
+        if let Some(file) = &self.keys_file {
+            config.keys.file = file.clone();
+        }
+        if let Some(driver) = self.io_driver {
+            config.server.io_driver = driver;
+        }
+        let origin = self.config.as_ref().map_or_else(|| "command line".to_owned(), |p| p.display().to_string());
+        config.check(&origin)?;
+        Ok(config)
+    }
+}

@@ -1,0 +1,73 @@
+//! `pricebeast query`: one question to a running server, the answer on stdout.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+
+use crate::client::{http, udp::UdpClient};
+use crate::udp::codec::UdpStatus;
+
+#[derive(Debug, clap::Args)]
+pub struct QueryArgs {
+    /// Symbols to price (one: /v1/price; several: /v1/prices). Not needed with --usage.
+    pub symbols: Vec<String>,
+    /// API key (or PRICEBEAST_KEY).
+    #[arg(long, env = "PRICEBEAST_KEY", hide_env_values = true)]
+    pub key: String,
+    /// Server HTTP address.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
+    pub http: String,
+    /// Ask over UDP at this address instead of HTTP.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub udp: Option<String>,
+    /// HTTP: include each venue's price (`sources=1`).
+    #[arg(long)]
+    pub sources: bool,
+    /// HTTP: show this key's usage this month instead of a price.
+    #[arg(long)]
+    pub usage: bool,
+    /// How long to wait for an answer.
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    pub timeout_ms: u64,
+}
+
+pub fn run(args: QueryArgs) -> anyhow::Result<()> {
+    let timeout = Duration::from_millis(args.timeout_ms);
+    if let Some(addr) = &args.udp {
+        if args.symbols.is_empty() {
+            bail!("name at least one symbol");
+        }
+        let mut client = UdpClient::connect(addr.as_str()).with_context(|| format!("UDP {addr}"))?;
+        let mut failed = false;
+        for symbol in &args.symbols {
+            let answer = client.query(args.key.as_bytes(), symbol.as_bytes(), timeout).with_context(|| format!("UDP {addr}"))?;
+            failed |= answer.status != UdpStatus::Ok;
+            let line = serde_json::json!({
+                "symbol": answer.symbol,
+                "status": answer.status.as_str(),
+                "price": answer.price.to_string(),
+                "ts": answer.ts_ms,
+                "sources": answer.sources,
+            });
+            println!("{line}");
+        }
+        if failed {
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
+    let target = match (args.usage, args.symbols.as_slice()) {
+        (true, _) => "/v1/usage".to_owned(),
+        (false, []) => bail!("name at least one symbol, or --usage"),
+        (false, [one]) => format!("/v1/price?symbol={one}{}", if args.sources { "&sources=1" } else { "" }),
+        (false, many) => format!("/v1/prices?symbols={}", many.join(",")),
+    };
+    let response = http::request(args.http.as_str(), "GET", &target, &[("X-API-Key", &args.key)], &[], timeout)
+        .with_context(|| format!("HTTP {}", args.http))?;
+    println!("{}", response.text());
+    if !(200..300).contains(&response.status) {
+        eprintln!("HTTP {}", response.status);
+        std::process::exit(1);
+    }
+    Ok(())
+}

@@ -1,0 +1,4 @@
+//! Clients of pricebeast's own protocols, for `pricebeast query`, the stress client and tests.
+
+pub mod http;
+pub mod udp;

@@ -1,0 +1,385 @@
+//! Configuration: one `Config` made of per-part sections, parsed whole from TOML (plus command-line
+//! overrides) before any socket binds. `config/pricebeast.toml` documents every setting and equals
+//! `Config::default()`, which a test keeps true.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Everything the server needs to start.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub http: HttpConfig,
+    pub udp: UdpConfig,
+    pub admin: AdminConfig,
+    pub keys: KeysConfig,
+    pub book: BookConfig,
+    pub feed: FeedConfig,
+    pub log: LogConfig,
+}
+
+/// Listeners and shards.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub http: SocketAddr,
+    pub udp: SocketAddr,
+    /// 0: one shard per core.
+    pub shards: usize,
+    pub io_driver: IoDriver,
+    /// Pin shard i to core i.
+    pub pin_shards: bool,
+    pub listen_backlog: u32,
+    pub shutdown_deadline_ms: u64,
+    /// This node's name in cluster stats; empty: the host name.
+    pub node_name: String,
+}
+
+/// Which monoio driver the shards run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum IoDriver {
+    /// io_uring, or epoll where io_uring is refused.
+    Auto,
+    #[value(name = "io_uring")]
+    IoUring,
+    Epoll,
+}
+
+/// Limits of the public HTTP path. Per connection the shard holds
+/// `head_bytes_max + body_bytes_max` of read buffer and `response_bytes_max` of write buffer.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub head_bytes_max: usize,
+    pub body_bytes_max: usize,
+    pub header_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub connections_per_shard_max: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UdpConfig {
+    /// SO_RCVBUF and SO_SNDBUF of each shard's socket.
+    pub socket_buffer_bytes: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub addr: SocketAddr,
+    /// Bearer token for the admin listener; empty: `PRICEBEAST_ADMIN_TOKEN`, else none (loopback only).
+    pub token: String,
+    /// How often the counters are sampled for the derived rates.
+    pub stats_interval_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    pub file: PathBuf,
+    /// How often the keys file's modification time is checked; 0: only on SIGHUP or the admin call.
+    pub poll_ms: u64,
+    /// Limits given to `pricebeast keys new --tier public` when none are named.
+    pub public_qps: u32,
+    pub public_burst: u32,
+    pub public_monthly_cap: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BookConfig {
+    /// A venue's price is no longer used this long after it was received.
+    pub stale_after_ms: u64,
+    /// Rows the book is sized for at start.
+    pub symbols_max: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedConfig {
+    pub kind: FeedKind,
+    pub simulator: SimulatorConfig,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeedKind {
+    Simulator,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimulatorConfig {
+    /// Simulated venues (`sim-1` ...), each a slightly different price around one random walk.
+    pub venues: usize,
+    pub tick_ms: u64,
+    /// Largest move per tick, in basis points of the price (100 = 1%).
+    pub step_bps_max: u32,
+    /// 0: a different walk every run; otherwise a repeatable one.
+    pub seed: u64,
+    pub crypto: Vec<String>,
+    /// Also simulate the 859 built-in stock tickers.
+    pub stocks: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `pricebeast=debug`, ... (`RUST_LOG` wins when set).
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            http: HttpConfig::default(),
+            udp: UdpConfig::default(),
+            admin: AdminConfig::default(),
+            keys: KeysConfig::default(),
+            book: BookConfig::default(),
+            feed: FeedConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            http: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            udp: SocketAddr::from(([0, 0, 0, 0], 2679)),
+            shards: 0,
+            io_driver: IoDriver::Auto,
+            pin_shards: true,
+            listen_backlog: 4096,
+            shutdown_deadline_ms: 10_000,
+            node_name: String::new(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            head_bytes_max: 8192,
+            body_bytes_max: 4096,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            connections_per_shard_max: 10_000,
+        }
+    }
+}
+
+impl Default for UdpConfig {
+    fn default() -> Self {
+        Self { socket_buffer_bytes: 4 << 20 }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { addr: SocketAddr::from(([127, 0, 0, 1], 9090)), token: String::new(), stats_interval_ms: 1000 }
+    }
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self {
+            file: PathBuf::from("keys.toml"),
+            poll_ms: 1000,
+            public_qps: 10,
+            public_burst: 20,
+            public_monthly_cap: 1_000_000,
+        }
+    }
+}
+
+impl Default for BookConfig {
+    fn default() -> Self {
+        Self { stale_after_ms: 5000, symbols_max: 4096 }
+    }
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        Self { kind: FeedKind::Simulator, simulator: SimulatorConfig::default() }
+    }
+}
+
+impl Default for SimulatorConfig {
+    fn default() -> Self {
+        Self {
+            venues: 3,
+            tick_ms: 100,
+            step_bps_max: 100,
+            seed: 0,
+            crypto: ["BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD", "DOGE-USD", "ADA-USD", "AVAX-USD", "LTC-USD"]
+                .map(String::from)
+                .to_vec(),
+            stocks: true,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".into() }
+    }
+}
+
+/// Why a configuration was refused. The message names the file, the line and the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{origin}: {setting}: {problem}")]
+    Invalid { origin: String, setting: &'static str, problem: String },
+}
+
+/// The smallest and largest head buffer: below 1 KiB ordinary browsers' headers do not fit.
+pub const HEAD_BYTES_MIN: usize = 1024;
+pub const HEAD_BYTES_LIMIT: usize = 64 * 1024;
+pub const BODY_BYTES_LIMIT: usize = 64 * 1024;
+pub const CONNECTIONS_PER_SHARD_LIMIT: usize = 100_000;
+
+impl Config {
+    /// Reads `path`, or the defaults when `None`.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = path else { return Ok(Self::default()) };
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+        let config = Self::parse(&text, &shown)?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        config.check(origin)?;
+        Ok(config)
+    }
+
+    /// The relations between settings that a type alone cannot hold.
+    pub fn check(&self, origin: &str) -> Result<(), ConfigError> {
+        let fail = |setting: &'static str, problem: String| {
+            Err(ConfigError::Invalid { origin: origin.to_owned(), setting, problem })
+        };
+        let h = &self.http;
+        if !(HEAD_BYTES_MIN..=HEAD_BYTES_LIMIT).contains(&h.head_bytes_max) {
+            return fail("http.head_bytes_max", format!("must be {HEAD_BYTES_MIN} to {HEAD_BYTES_LIMIT}"));
+        }
+        if h.body_bytes_max > BODY_BYTES_LIMIT {
+            return fail("http.body_bytes_max", format!("must be at most {BODY_BYTES_LIMIT}"));
+        }
+        if h.header_timeout_ms == 0 || h.idle_timeout_ms == 0 {
+            return fail("http.header_timeout_ms", "timeouts must be at least 1 ms".into());
+        }
+        if !(1..=CONNECTIONS_PER_SHARD_LIMIT).contains(&h.connections_per_shard_max) {
+            return fail("http.connections_per_shard_max", format!("must be 1 to {CONNECTIONS_PER_SHARD_LIMIT}"));
+        }
+        if self.admin.stats_interval_ms < 100 {
+            return fail("admin.stats_interval_ms", "must be at least 100".into());
+        }
+        if self.server.shards > 1024 {
+            return fail("server.shards", "must be 0 (one per core) to 1024".into());
+        }
+        if self.book.stale_after_ms == 0 {
+            return fail("book.stale_after_ms", "must be at least 1".into());
+        }
+        if !(1..=1_000_000).contains(&self.book.symbols_max) {
+            return fail("book.symbols_max", "must be 1 to 1000000".into());
+        }
+        let sim = &self.feed.simulator;
+        if !(1..=crate::book::VENUES_MAX).contains(&sim.venues) {
+            return fail("feed.simulator.venues", format!("must be 1 to {}", crate::book::VENUES_MAX));
+        }
+        if sim.tick_ms == 0 {
+            return fail("feed.simulator.tick_ms", "must be at least 1".into());
+        }
+        if sim.step_bps_max > 1000 {
+            return fail("feed.simulator.step_bps_max", "must be at most 1000 (10%)".into());
+        }
+        if self.keys.public_qps == 0 || self.keys.public_burst == 0 || self.keys.public_monthly_cap == 0 {
+            return fail("keys.public_qps", "public key defaults must be at least 1".into());
+        }
+        if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
+            return fail("log.level", format!("{:?} is not a tracing filter", self.log.level));
+        }
+        Ok(())
+    }
+
+    /// The number of shards to start.
+    pub fn shard_count(&self) -> usize {
+        match self.server.shards {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+    }
+
+    /// The admin token: the config's, else `PRICEBEAST_ADMIN_TOKEN`'s, else none.
+    pub fn admin_token(&self) -> Option<String> {
+        if !self.admin.token.is_empty() {
+            return Some(self.admin.token.clone());
+        }
+        std::env::var("PRICEBEAST_ADMIN_TOKEN").ok().filter(|t| !t.is_empty())
+    }
+
+    /// This node's name in stats.
+    pub fn node_name(&self) -> String {
+        if !self.server.node_name.is_empty() {
+            return self.server.node_name.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "pricebeast".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_default_file_is_the_default() {
+        let text = include_str!("../../config/pricebeast.toml");
+        let parsed = Config::parse(text, "config/pricebeast.toml").expect("default file parses");
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn an_empty_file_is_the_default() {
+        assert_eq!(Config::parse("", "empty").expect("parses"), Config::default());
+    }
+
+    #[test]
+    fn errors_name_file_line_and_setting() {
+        let err = Config::parse("[server]\nshards = \"many\"\n", "my.toml").expect_err("bad type");
+        let text = err.to_string();
+        assert!(text.starts_with("my.toml: "), "{text}");
+        assert!(text.contains("line 2"), "{text}");
+        assert!(text.contains("shards"), "{text}");
+
+        let err = Config::parse("[http]\nhead_bytez_max = 1\n", "my.toml").expect_err("unknown");
+        assert!(err.to_string().contains("head_bytez_max"), "{err}");
+
+        let err = Config::parse("[http]\nhead_bytes_max = 10\n", "my.toml").expect_err("too small");
+        assert_eq!(err.to_string(), "my.toml: http.head_bytes_max: must be 1024 to 65536");
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let err = Config::load(Some(Path::new("/nonexistent/pb.toml"))).expect_err("missing");
+        assert!(err.to_string().starts_with("/nonexistent/pb.toml: "), "{err}");
+    }
+}

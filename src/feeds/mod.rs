@@ -1,0 +1,49 @@
+//! Feeds: where prices come from. Each feed owns one venue column of the book and writes it
+//! through a [`BookWriter`]; the built-in simulator is one, each exchange will be another.
+
+pub mod simulator;
+
+use std::sync::Arc;
+
+use crate::book::{Decimal, PriceBook, SymbolId, VenueId};
+use crate::counters::{Counter, Counters, Gauge};
+
+/// A feed's handle on the book: its venue column and the counters it reports to.
+#[derive(Clone)]
+pub struct BookWriter {
+    book: Arc<PriceBook>,
+    venue: VenueId,
+    counters: Arc<Counters>,
+}
+
+impl BookWriter {
+    /// A writer for the venue column named `venue`, if the book has one.
+    pub fn new(book: Arc<PriceBook>, venue: &str, counters: Arc<Counters>) -> Option<Self> {
+        let venue = book.venue(venue)?;
+        Some(Self { book, venue, counters })
+    }
+
+    pub fn book(&self) -> &PriceBook {
+        &self.book
+    }
+
+    /// Records one venue price. `event_ts_ms` is the venue's time, `recv_ms` ours.
+    pub fn publish(&self, symbol: SymbolId, price: Decimal, event_ts_ms: u64, recv_ms: u64) {
+        self.book.write(symbol, self.venue, price, event_ts_ms, recv_ms);
+    }
+
+    /// Counts one message received from the venue (`feed_messages`).
+    pub fn count_message(&self) {
+        self.counters.control().inc(Counter::FeedMessages);
+    }
+
+    /// Counts one reconnect to the venue (`feed_reconnects`).
+    pub fn count_reconnect(&self) {
+        self.counters.control().inc(Counter::FeedReconnects);
+    }
+
+    /// Marks the feed connected (+1) or disconnected (-1) in the `feeds_connected` gauge.
+    pub fn connected(&self, delta: i64) {
+        self.counters.control().gauge_add(Gauge::FeedsConnected, delta);
+    }
+}

@@ -1,0 +1,316 @@
+//! The public HTTP path's decisions: one request in, one response written into the connection's
+//! buffer. A pure function of (request, now, shared state): no socket, no clock, no allocation.
+
+use crate::admission::{self, Charge, Refusal};
+use crate::book::{SymbolName, VenueQuote, SYMBOL_BYTES_MAX, VENUES_MAX};
+use crate::buf::FixedBuf;
+use crate::clock::{Now, SecondCache};
+use crate::counters::{Counter, CounterBlock};
+use crate::http::json::{self, PRICE_OBJECT_BYTES_MAX};
+use crate::http::request::{Method, Request, RequestError};
+use crate::http::response::{self, ContentType, ErrorCode, Extra, Status, HEAD_BYTES_MAX};
+use crate::http::route::{self, Route};
+use crate::keys::KeyEntry;
+use crate::state::Shared;
+
+/// Most symbols in one `/v1/prices` request.
+pub const PRICES_MAX: usize = 100;
+
+/// The largest body: a full `/v1/prices` answer with every symbol also listed as missing.
+pub const BODY_BYTES_MAX: usize =
+    32 + PRICES_MAX * (PRICE_OBJECT_BYTES_MAX + 1) + PRICES_MAX * (SYMBOL_BYTES_MAX + 3);
+/// The largest response; a connection's write buffer holds at least one.
+pub const RESPONSE_BYTES_MAX: usize = HEAD_BYTES_MAX + BODY_BYTES_MAX;
+
+// A `/v1/price?sources=1` body (8 venues) is far smaller than the `/v1/prices` bound.
+const _: () = assert!(PRICE_OBJECT_BYTES_MAX + 12 + VENUES_MAX * 160 < BODY_BYTES_MAX);
+const _: () = assert!(RESPONSE_BYTES_MAX <= 32 * 1024);
+
+/// Buffers a shard allocates once and reuses for every request.
+pub struct Scratch {
+    body: FixedBuf,
+    decoded: Box<[u8]>,
+}
+
+impl Scratch {
+    /// `head_bytes_max` bounds any query value, so decoding one always fits.
+    pub fn new(head_bytes_max: usize) -> Self {
+        Self { body: FixedBuf::with_capacity(BODY_BYTES_MAX), decoded: vec![0; head_bytes_max].into_boxed_slice() }
+    }
+}
+
+/// What the handler sees of the world for one batch of requests.
+pub struct Context<'a> {
+    pub shared: &'a Shared,
+    pub counters: &'a CounterBlock,
+    pub second: &'a SecondCache,
+    pub now: Now,
+}
+
+/// What the connection does after a response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum After {
+    KeepAlive,
+    Close,
+}
+
+struct Reply {
+    status: Status,
+    content_type: ContentType,
+    extra: Extra,
+}
+
+/// Answers one request, appending the response to `out`.
+pub fn respond(req: &Request<'_>, ctx: &Context<'_>, scratch: &mut Scratch, out: &mut FixedBuf) -> After {
+    ctx.counters.inc(Counter::TcpRequests);
+    scratch.body.clear();
+    let mut reply = route(req, ctx, scratch);
+    let close = !req.keep_alive || ctx.shared.draining();
+    reply.extra.close |= close;
+    finish(ctx, &reply, scratch, out, req.method == Method::Head);
+    if reply.extra.close {
+        After::Close
+    } else {
+        After::KeepAlive
+    }
+}
+
+/// Answers a request that could not be read; the connection closes after it.
+pub fn respond_unreadable(error: RequestError, ctx: &Context<'_>, scratch: &mut Scratch, out: &mut FixedBuf) {
+    ctx.counters.inc(Counter::TcpRequests);
+    let (code, message): (ErrorCode, &[u8]) = match error {
+        RequestError::HeadTooLarge => (ErrorCode::HeadTooLarge, b"request line and headers are over the limit"),
+        RequestError::BodyTooLarge => (ErrorCode::BodyTooLarge, b"request body is over the limit"),
+        RequestError::Malformed => (ErrorCode::BadRequest, b"malformed HTTP request"),
+        RequestError::TransferEncoding => (ErrorCode::BadRequest, b"chunked request bodies are not accepted"),
+    };
+    answer_and_close(code, message, ctx, scratch, out);
+}
+
+/// Answers a connection whose request headers did not arrive in time.
+pub fn respond_timeout(ctx: &Context<'_>, scratch: &mut Scratch, out: &mut FixedBuf) {
+    answer_and_close(ErrorCode::RequestTimeout, b"request headers did not arrive in time", ctx, scratch, out);
+}
+
+/// Answers a connection the shard has no room for.
+pub fn respond_overloaded(ctx: &Context<'_>, scratch: &mut Scratch, out: &mut FixedBuf) {
+    answer_and_close(ErrorCode::Overloaded, b"too many connections, try again shortly", ctx, scratch, out);
+}
+
+fn answer_and_close(code: ErrorCode, message: &[u8], ctx: &Context<'_>, scratch: &mut Scratch, out: &mut FixedBuf) {
+    scratch.body.clear();
+    let mut reply = error(scratch, code, &[message], Extra::default());
+    reply.extra.close = true;
+    if code == ErrorCode::Overloaded {
+        reply.extra.retry_after_s = Some(1);
+    }
+    finish(ctx, &reply, scratch, out, false);
+}
+
+fn finish(ctx: &Context<'_>, reply: &Reply, scratch: &mut Scratch, out: &mut FixedBuf, head_only: bool) {
+    let start = out.len();
+    if scratch.body.overflowed() {
+        // Unreachable by the size bounds above; answered, never panicked on.
+        scratch.body.clear();
+        let internal = error(scratch, ErrorCode::Internal, &[b"response too large"], Extra::default());
+        return finish(ctx, &internal, scratch, out, head_only);
+    }
+    response::write(out, reply.status, ctx.second.http_date(), reply.content_type, scratch.body.as_slice(), &reply.extra, head_only);
+    if out.overflowed() {
+        out.truncate(start);
+        scratch.body.clear();
+        let mut internal = error(scratch, ErrorCode::Internal, &[b"response too large"], Extra::default());
+        internal.extra.close = true;
+        response::write(out, internal.status, ctx.second.http_date(), ContentType::Json, scratch.body.as_slice(), &internal.extra, false);
+    }
+    ctx.counters.inc(match reply.status.code {
+        200..=299 => Counter::Responses2xx,
+        400..=499 => Counter::Responses4xx,
+        _ => Counter::Responses5xx,
+    });
+}
+
+fn route(req: &Request<'_>, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply {
+    let (route, query) = Route::of(req.target);
+    if route == Route::NotFound {
+        return error(scratch, ErrorCode::NotFound, &[b"no such path"], Extra::default());
+    }
+    if !route.allows(req.method) {
+        let extra = Extra { allow: Some(route.allow_header()), ..Extra::default() };
+        return error(scratch, ErrorCode::MethodNotAllowed, &[b"use GET"], extra);
+    }
+    match route {
+        Route::Health => text(scratch, Status::OK, b"ok"),
+        Route::Ready if ctx.shared.book.any_fresh(ctx.now.unix_ms) => text(scratch, Status::OK, b"ready"),
+        Route::Ready => error(scratch, ErrorCode::Stale, &[b"no fresh price yet"], Extra::default()),
+        Route::Price | Route::Prices | Route::Usage => keyed(route, query, req, ctx, scratch),
+        Route::NotFound => error(scratch, ErrorCode::NotFound, &[b"no such path"], Extra::default()),
+    }
+}
+
+fn keyed(route: Route, query: &[u8], req: &Request<'_>, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply {
+    if route::carries_key(query) {
+        return error(
+            scratch,
+            ErrorCode::BadRequest,
+            &[b"API keys are refused in the query string; send X-API-Key or Authorization: Bearer"],
+            Extra::default(),
+        );
+    }
+    let table = ctx.shared.keys.table();
+    let key = match admission::authenticate(&table, req.api_key.unwrap_or_default()) {
+        Ok(key) => key,
+        Err(refusal) => return refused(refusal, ctx, scratch),
+    };
+    match route {
+        Route::Price => price(query, key, ctx, scratch),
+        Route::Prices => prices(query, key, ctx, scratch),
+        _ => usage(key, ctx, scratch),
+    }
+}
+
+fn price(query: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply {
+    let Some(raw) = route::param(query, b"symbol").filter(|v| !v.is_empty()) else {
+        return error(scratch, ErrorCode::BadRequest, &[b"missing parameter: symbol"], Extra::default());
+    };
+    let Some(name) = route::percent_decode(raw, &mut scratch.decoded).and_then(SymbolName::parse) else {
+        return error(scratch, ErrorCode::BadRequest, &[b"invalid symbol: 1 to 32 of A-Z 0-9 - _ . /"], Extra::default());
+    };
+    let with_venues = match route::param(query, b"sources") {
+        None | Some(b"0") | Some(b"false") => false,
+        Some(b"1") | Some(b"true") => true,
+        Some(_) => return error(scratch, ErrorCode::BadRequest, &[b"sources must be 0 or 1"], Extra::default()),
+    };
+    let admitted = match admission::admit(key, ctx.now, ctx.second, Charge::Billable) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refused(refusal, ctx, scratch),
+    };
+    let extra = Extra { rate: admitted.rate, ..Extra::default() };
+    let book = &ctx.shared.book;
+    let Some(id) = book.symbols().lookup(name.as_bytes()) else {
+        return error(scratch, ErrorCode::UnknownSymbol, &[b"unknown symbol ", name.as_bytes()], extra);
+    };
+    let mut quotes = [VenueQuote { venue: crate::book::VenueId::default(), price: Default::default(), ts_ms: 0 }; VENUES_MAX];
+    let fresh = book.fresh_quotes(id, ctx.now.unix_ms, &mut quotes);
+    let quotes = &mut quotes[..fresh];
+    let Some(served) = crate::book::median(quotes) else {
+        return error(scratch, ErrorCode::Stale, &[b"no fresh price for ", name.as_bytes()], extra);
+    };
+    ctx.counters.inc(Counter::BookHits);
+    json::open_price(&mut scratch.body, name.as_str(), &served, ctx.now.unix_ms);
+    if with_venues {
+        json::put_venues(&mut scratch.body, book, quotes);
+    }
+    scratch.body.put(b"}");
+    Reply { status: Status::OK, content_type: ContentType::Json, extra }
+}
+
+fn prices(query: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply {
+    let Some(raw) = route::param(query, b"symbols").filter(|v| !v.is_empty()) else {
+        return error(scratch, ErrorCode::BadRequest, &[b"missing parameter: symbols"], Extra::default());
+    };
+    let Some(list) = route::percent_decode(raw, &mut scratch.decoded) else {
+        return error(scratch, ErrorCode::BadRequest, &[b"malformed parameter: symbols"], Extra::default());
+    };
+    let list: &[u8] = list;
+    let mut count = 0;
+    for item in list.split(|&b| b == b',') {
+        count += 1;
+        if count > PRICES_MAX {
+            return error(scratch, ErrorCode::BadRequest, &[b"at most 100 symbols per request"], Extra::default());
+        }
+        if SymbolName::parse(item).is_none() {
+            return error(scratch, ErrorCode::BadRequest, &[b"invalid symbol: 1 to 32 of A-Z 0-9 - _ . /"], Extra::default());
+        }
+    }
+    let admitted = match admission::admit(key, ctx.now, ctx.second, Charge::Billable) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refused(refusal, ctx, scratch),
+    };
+    let book = &ctx.shared.book;
+    let index = book.symbols();
+    let body = &mut scratch.body;
+    // Which items were served, so the "missing" pass agrees with the "prices" pass exactly even
+    // if a venue goes stale in between.
+    let mut served_mask: u128 = 0;
+    body.put(b"{\"prices\":[");
+    let mut first = true;
+    for (i, item) in list.split(|&b| b == b',').enumerate() {
+        let Some(name) = SymbolName::parse(item) else { continue };
+        let Some(served) = index.lookup(name.as_bytes()).and_then(|id| book.served(id, ctx.now.unix_ms)) else {
+            continue;
+        };
+        served_mask |= 1 << i;
+        ctx.counters.inc(Counter::BookHits);
+        if !first {
+            body.put(b",");
+        }
+        first = false;
+        json::open_price(body, name.as_str(), &served, ctx.now.unix_ms);
+        body.put(b"}");
+    }
+    body.put(b"],\"missing\":[");
+    first = true;
+    for (i, item) in list.split(|&b| b == b',').enumerate() {
+        if served_mask & (1 << i) != 0 {
+            continue;
+        }
+        let Some(name) = SymbolName::parse(item) else { continue };
+        if !first {
+            body.put(b",");
+        }
+        first = false;
+        body.put(b"\"");
+        body.put(name.as_bytes());
+        body.put(b"\"");
+    }
+    body.put(b"]}");
+    Reply { status: Status::OK, content_type: ContentType::Json, extra: Extra { rate: admitted.rate, ..Extra::default() } }
+}
+
+fn usage(key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply {
+    let admitted = match admission::admit(key, ctx.now, ctx.second, Charge::Free) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refused(refusal, ctx, scratch),
+    };
+    ctx.counters.inc(Counter::UsageReportRequests);
+    let month = ctx.second.month();
+    let cap = key.limits.map(|l| l.monthly_cap);
+    json::usage(&mut scratch.body, &key.name, key.tier.as_str(), month, key.state.usage.used(month), cap);
+    Reply { status: Status::OK, content_type: ContentType::Json, extra: Extra { rate: admitted.rate, ..Extra::default() } }
+}
+
+fn refused(refusal: Refusal, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply {
+    match refusal {
+        Refusal::Unknown => {
+            ctx.counters.inc(Counter::AuthFailures);
+            let extra = Extra { www_authenticate: true, ..Extra::default() };
+            error(scratch, ErrorCode::Unauthorized, &[b"missing or unknown API key"], extra)
+        }
+        Refusal::Revoked => {
+            ctx.counters.inc(Counter::AuthFailures);
+            let extra = Extra { www_authenticate: true, ..Extra::default() };
+            error(scratch, ErrorCode::Unauthorized, &[b"API key revoked"], extra)
+        }
+        Refusal::RateLimited { retry_after_s, rate } => {
+            ctx.counters.inc(Counter::RateLimitHits);
+            let extra = Extra { rate: Some(rate), retry_after_s: Some(retry_after_s), ..Extra::default() };
+            error(scratch, ErrorCode::RateLimited, &[b"over the key's rate limit"], extra)
+        }
+        Refusal::QuotaExceeded { retry_after_s } => {
+            ctx.counters.inc(Counter::QuotaHits);
+            let extra = Extra { retry_after_s: Some(retry_after_s), ..Extra::default() };
+            error(scratch, ErrorCode::QuotaExceeded, &[b"monthly cap reached"], extra)
+        }
+    }
+}
+
+fn error(scratch: &mut Scratch, code: ErrorCode, message: &[&[u8]], extra: Extra) -> Reply {
+    response::write_error_body(&mut scratch.body, code, message);
+    Reply { status: code.status(), content_type: ContentType::Json, extra }
+}
+
+fn text(scratch: &mut Scratch, status: Status, body: &[u8]) -> Reply {
+    scratch.body.put(body);
+    Reply { status, content_type: ContentType::Text, extra: Extra::default() }
+}

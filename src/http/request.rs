@@ -1,0 +1,228 @@
+//! Reads one HTTP/1.1 request head (and its small body) from the bytes a connection has so far.
+//! Zero-copy: every field borrows the connection's read buffer.
+
+/// Headers beyond this count are refused with 431, like an oversized head.
+pub const HEADERS_MAX: usize = 48;
+
+/// The request methods this server distinguishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Other,
+}
+
+/// One parsed request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request<'b> {
+    pub method: Method,
+    /// The request target as sent: path and optional `?query`.
+    pub target: &'b [u8],
+    /// From `X-API-Key`, or `Authorization: Bearer`.
+    pub api_key: Option<&'b [u8]>,
+    /// HTTP/1.1 without `Connection: close`, or HTTP/1.0 with `Connection: keep-alive`.
+    pub keep_alive: bool,
+    pub body: &'b [u8],
+}
+
+/// A request that cannot be served; the connection is answered and then closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestError {
+    /// Request line and headers over `head_bytes_max`, or too many headers (431).
+    HeadTooLarge,
+    /// A Content-Length over `body_bytes_max` (413).
+    BodyTooLarge,
+    /// Not HTTP/1.x, or a header that makes no sense (400).
+    Malformed,
+    /// A chunked or otherwise encoded body (400: bodies here are small and sized).
+    TransferEncoding,
+}
+
+/// The limits a reader applies.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadLimits {
+    pub head_bytes_max: usize,
+    pub body_bytes_max: usize,
+}
+
+/// Parses the first request in `buf`. `Ok(None)`: more bytes are needed. On success returns the
+/// request and how many bytes of `buf` it used (the rest may be pipelined requests).
+pub fn parse(buf: &[u8], limits: ReadLimits) -> Result<Option<(Request<'_>, usize)>, RequestError> {
+    let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            return if buf.len() >= limits.head_bytes_max { Err(RequestError::HeadTooLarge) } else { Ok(None) };
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(RequestError::HeadTooLarge),
+        Err(_) => return Err(RequestError::Malformed),
+    };
+    if head_len > limits.head_bytes_max {
+        return Err(RequestError::HeadTooLarge);
+    }
+    let method = match req.method {
+        Some("GET") => Method::Get,
+        Some("HEAD") => Method::Head,
+        Some("POST") => Method::Post,
+        _ => Method::Other,
+    };
+    let target = req.path.map(str::as_bytes).ok_or(RequestError::Malformed)?;
+    let http11 = req.version == Some(1);
+    let mut keep_alive = http11;
+    let mut api_key = None;
+    let mut content_length: Option<usize> = None;
+    for header in req.headers.iter() {
+        let name = header.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"x-api-key") {
+            api_key = Some(trim(header.value));
+        } else if name.eq_ignore_ascii_case(b"authorization") {
+            let value = trim(header.value);
+            if value.len() > 7 && value[..7].eq_ignore_ascii_case(b"bearer ") && api_key.is_none() {
+                api_key = Some(trim(&value[7..]));
+            }
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in header.value.split(|&b| b == b',').map(trim) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && !http11 {
+                    keep_alive = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            let length = parse_length(trim(header.value)).ok_or(RequestError::Malformed)?;
+            if content_length.is_some_and(|l| l != length) {
+                return Err(RequestError::Malformed);
+            }
+            content_length = Some(length);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            return Err(RequestError::TransferEncoding);
+        }
+    }
+    let body_len = content_length.unwrap_or(0);
+    if body_len > limits.body_bytes_max {
+        return Err(RequestError::BodyTooLarge);
+    }
+    if buf.len() < head_len + body_len {
+        return Ok(None);
+    }
+    let body = &buf[head_len..head_len + body_len];
+    Ok(Some((Request { method, target, api_key, keep_alive, body }, head_len + body_len)))
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    &bytes[start..end.max(start)]
+}
+
+fn parse_length(digits: &[u8]) -> Option<usize> {
+    if digits.is_empty() || digits.len() > 9 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(digits.iter().fold(0usize, |n, d| n * 10 + usize::from(d - b'0')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const LIMITS: ReadLimits = ReadLimits { head_bytes_max: 1024, body_bytes_max: 64 };
+
+    fn one(raw: &[u8]) -> Result<Option<(Request<'_>, usize)>, RequestError> {
+        parse(raw, LIMITS)
+    }
+
+    #[test]
+    fn reads_a_keyed_get() {
+        let raw = b"GET /v1/price?symbol=BTC-USD HTTP/1.1\r\nHost: x\r\nX-API-Key:  pb_abc \r\n\r\n";
+        let (req, used) = one(raw).expect("valid").expect("complete");
+        assert_eq!(used, raw.len());
+        assert_eq!(req.method, Method::Get);
+        assert_eq!(req.target, b"/v1/price?symbol=BTC-USD");
+        assert_eq!(req.api_key, Some(&b"pb_abc"[..]));
+        assert!(req.keep_alive);
+    }
+
+    #[test]
+    fn bearer_and_connection_rules() {
+        let (req, _) = one(b"GET / HTTP/1.1\r\nAuthorization: bearer pb_k\r\nConnection: close\r\n\r\n")
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(req.api_key, Some(&b"pb_k"[..]));
+        assert!(!req.keep_alive);
+        let (req, _) = one(b"GET / HTTP/1.0\r\n\r\n").expect("valid").expect("complete");
+        assert!(!req.keep_alive);
+        let (req, _) = one(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").expect("valid").expect("complete");
+        assert!(req.keep_alive);
+        let (req, _) = one(b"GET / HTTP/1.1\r\nAuthorization: Basic eA==\r\n\r\n").expect("valid").expect("complete");
+        assert_eq!(req.api_key, None);
+    }
+
+    #[test]
+    fn pipelined_requests_are_read_one_at_a_time() {
+        let raw = b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\nGET /c";
+        let (first, used) = one(raw).expect("valid").expect("complete");
+        assert_eq!(first.target, b"/a");
+        let (second, used2) = one(&raw[used..]).expect("valid").expect("complete");
+        assert_eq!(second.target, b"/b");
+        assert_eq!(one(&raw[used + used2..]).expect("valid"), None);
+    }
+
+    #[test]
+    fn bodies_are_sized_and_bounded() {
+        let raw = b"POST /v1/sessions HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello";
+        let (req, used) = one(raw).expect("valid").expect("complete");
+        assert_eq!((req.body, used), (&b"hello"[..], raw.len()));
+        assert_eq!(one(&raw[..raw.len() - 1]).expect("valid"), None);
+        assert_eq!(one(b"POST / HTTP/1.1\r\nContent-Length: 65\r\n\r\n"), Err(RequestError::BodyTooLarge));
+        assert_eq!(one(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"), Err(RequestError::Malformed));
+        assert_eq!(
+            one(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+            Err(RequestError::Malformed)
+        );
+        assert_eq!(one(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"), Err(RequestError::TransferEncoding));
+    }
+
+    #[test]
+    fn oversized_heads_are_refused_even_when_incomplete() {
+        let mut raw = b"GET / HTTP/1.1\r\nX-Pad: ".to_vec();
+        raw.resize(1024, b'a');
+        assert_eq!(one(&raw), Err(RequestError::HeadTooLarge));
+        raw.truncate(1023);
+        assert_eq!(one(&raw).expect("still possible"), None);
+        let many: Vec<u8> =
+            [&b"GET / HTTP/1.1\r\n"[..], &b"A: b\r\n".repeat(HEADERS_MAX + 1), b"\r\n"].concat();
+        assert_eq!(parse(&many, ReadLimits { head_bytes_max: 4096, body_bytes_max: 0 }), Err(RequestError::HeadTooLarge));
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        assert_eq!(one(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"), Err(RequestError::Malformed));
+        assert_eq!(one(b"GET / SPDY/3\r\n\r\n"), Err(RequestError::Malformed));
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_and_never_reads_past_the_input(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            if let Ok(Some((req, used))) = parse(&bytes, LIMITS) {
+                prop_assert!(used <= bytes.len());
+                prop_assert!(used <= LIMITS.head_bytes_max + LIMITS.body_bytes_max);
+                prop_assert!(req.body.len() <= LIMITS.body_bytes_max);
+            }
+        }
+
+        #[test]
+        fn a_valid_request_split_anywhere_parses_the_same(split in 0usize..60) {
+            let raw = b"GET /v1/price?symbol=ETH-USD HTTP/1.1\r\nX-API-Key: pb_x\r\n\r\n";
+            let split = split.min(raw.len());
+            let whole = parse(raw, LIMITS).expect("valid").expect("complete");
+            match parse(&raw[..split], LIMITS).expect("a prefix is never an error") {
+                Some(got) => prop_assert_eq!(got, whole),
+                None => prop_assert!(split < raw.len()),
+            }
+        }
+    }
+}

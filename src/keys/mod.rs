@@ -1,0 +1,168 @@
+//! API keys: the table every shard reads (swapped whole on reload, so lookups never lock), and the
+//! per-key state (rate limiter, monthly usage) that outlives any one table.
+
+pub mod file;
+pub mod secret;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, Guard};
+use rustc_hash::FxHashMap;
+
+pub use file::{KeysFile, KeysFileError, Tier};
+pub use secret::KeyHash;
+
+use crate::ratelimit::{Gcra, GcraState};
+use crate::usage::MonthlyUsage;
+
+/// A public key's limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublicLimits {
+    pub gcra: Gcra,
+    pub qps: u32,
+    pub monthly_cap: u64,
+}
+
+/// State that must survive a reload: a key keeps its limiter and its month's count.
+#[derive(Debug, Default)]
+pub struct KeyState {
+    pub rate: GcraState,
+    pub usage: MonthlyUsage,
+}
+
+/// One key as the hot path sees it.
+#[derive(Debug)]
+pub struct KeyEntry {
+    pub name: Box<str>,
+    pub tier: Tier,
+    /// `None` for partner keys.
+    pub limits: Option<PublicLimits>,
+    pub revoked: bool,
+    pub state: Arc<KeyState>,
+}
+
+/// Keys by hash. Immutable once built.
+#[derive(Debug, Default)]
+pub struct KeyTable {
+    by_hash: FxHashMap<KeyHash, KeyEntry>,
+}
+
+impl KeyTable {
+    /// Builds a table from checked keys, carrying over the state of keys already in `previous`.
+    pub fn build(keys: Vec<file::ParsedKey>, previous: &KeyTable) -> Self {
+        let by_hash = keys
+            .into_iter()
+            .map(|key| {
+                let state = previous.by_hash.get(&key.hash).map_or_else(Arc::default, |e| Arc::clone(&e.state));
+                let limits = key.limits.map(|(qps, burst, monthly_cap)| PublicLimits {
+                    gcra: Gcra::new(qps, burst),
+                    qps,
+                    monthly_cap,
+                });
+                let entry = KeyEntry { name: key.name.into(), tier: key.tier, limits, revoked: key.revoked, state };
+                (key.hash, entry)
+            })
+            .collect();
+        Self { by_hash }
+    }
+
+    /// The entry for a presented key: one SHA-256 and one hash-map probe, no allocation.
+    pub fn lookup(&self, presented: &[u8]) -> Option<&KeyEntry> {
+        self.by_hash.get(&secret::hash(presented))
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+}
+
+/// The live key table and the file it comes from.
+pub struct KeyStore {
+    table: ArcSwap<KeyTable>,
+    path: PathBuf,
+}
+
+impl KeyStore {
+    /// Loads `path` (missing: no keys yet).
+    pub fn open(path: &Path) -> Result<Self, KeysFileError> {
+        let keys = KeysFile::load(path)?.parse(path)?;
+        let table = KeyTable::build(keys, &KeyTable::default());
+        Ok(Self { table: ArcSwap::from_pointee(table), path: path.to_owned() })
+    }
+
+    /// The current table: lock-free, allocation-free. Do not hold across an await.
+    pub fn table(&self) -> Guard<Arc<KeyTable>> {
+        self.table.load()
+    }
+
+    /// Re-reads the file and swaps the table in. On error the old table stays in force.
+    pub fn reload(&self) -> Result<usize, KeysFileError> {
+        let keys = KeysFile::load(&self.path)?.parse(&self.path)?;
+        let table = KeyTable::build(keys, &self.table.load());
+        let count = table.len();
+        self.table.store(Arc::new(table));
+        Ok(count)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::file::KeyRecord;
+
+    fn public_record(name: &str, key: &str) -> KeyRecord {
+        KeyRecord {
+            name: name.into(),
+            tier: Tier::Public,
+            sha256: hex::encode(secret::hash(key.as_bytes())),
+            qps: Some(1),
+            burst: Some(1),
+            monthly_cap: Some(10),
+            created_unix_s: 0,
+            revoked: false,
+        }
+    }
+
+    #[test]
+    fn reload_keeps_state_and_applies_revocation() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("keys.toml");
+        let mut file = KeysFile { keys: vec![public_record("alice", "pb_alice_secret_123")] };
+        file.save(&path).expect("saved");
+        let store = KeyStore::open(&path).expect("opened");
+        let month = crate::clock::Month(1);
+        {
+            let table = store.table();
+            let entry = table.lookup(b"pb_alice_secret_123").expect("known key");
+            assert!(entry.state.usage.consume(month, Some(10)).is_ok());
+            assert!(table.lookup(b"pb_wrong").is_none());
+        }
+        file.keys[0].revoked = true;
+        file.save(&path).expect("saved");
+        assert_eq!(store.reload().expect("reloaded"), 1);
+        let table = store.table();
+        let entry = table.lookup(b"pb_alice_secret_123").expect("still listed");
+        assert!(entry.revoked);
+        assert_eq!(entry.state.usage.used(month), 1, "usage survives the reload");
+    }
+
+    #[test]
+    fn a_bad_file_keeps_the_old_table() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("keys.toml");
+        KeysFile { keys: vec![public_record("alice", "pb_alice_secret_123")] }.save(&path).expect("saved");
+        let store = KeyStore::open(&path).expect("opened");
+        std::fs::write(&path, "not = [valid").expect("write");
+        assert!(store.reload().is_err());
+        assert!(store.table().lookup(b"pb_alice_secret_123").is_some());
+    }
+}

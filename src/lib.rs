@@ -1,0 +1,50 @@
+//! pricebeast: live market prices over HTTP, UDP and WebSocket, from one binary.
+//!
+//! ```text
+//!  feeds (simulator; exchange WebSockets)      control plane (one tokio thread)
+//!    │ exact decimals, venue event time          admin + /metrics, stats sampling,
+//!    ▼                                           key reloads, signals, shutdown
+//!  book: one seqlock cell per (symbol, venue)
+//!    │ read lock-free, median of fresh venues
+//!    ▼
+//!  shards (one thread per core, monoio on io_uring or epoll, pinned):
+//!    own SO_REUSEPORT listener + UDP socket + preallocated buffers
+//!    bytes → http::request / udp::codec → admission (keys → ratelimit → usage)
+//!          → book → http::response / udp::codec → bytes
+//!    │ counters: one padded block per shard, summed on read
+//! ```
+//!
+//! Modules, in the order data flows through them:
+//!
+//! - [`feeds`]: where prices come from; each feed writes its venue column through a `BookWriter`.
+//! - [`book`]: the price table, exact decimals, interned symbols, the median of fresh venues.
+//! - [`shard`]: the per-core threads that own the sockets: the only code that touches them.
+//! - [`http`]: the public HTTP path as a pure function from request bytes to response bytes.
+//! - [`udp`]: the partner datagram protocol, likewise pure.
+//! - [`admission`]: the key → rate limit → monthly cap decision shared by HTTP and UDP.
+//! - [`keys`]: the keys file and the table the shards read; [`ratelimit`]: GCRA per key;
+//!   [`usage`]: monthly counts per key.
+//! - [`counters`]: the 24 counters, the gauges and the latency histogram; derived rates.
+//! - [`admin`]: the admin listener and `/metrics`.
+//! - [`server`]: `serve`, wiring all of the above; [`config`]: the settings, parsed whole first.
+//! - [`client`]: clients of our own protocols; [`cli`]: the command line.
+//! - [`clock`], [`buf`], [`state`]: time as the hot path sees it, fixed buffers, shared state.
+
+pub mod admin;
+pub mod admission;
+pub mod book;
+pub mod buf;
+pub mod cli;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod counters;
+pub mod feeds;
+pub mod http;
+pub mod keys;
+pub mod ratelimit;
+pub mod server;
+pub mod shard;
+pub mod state;
+pub mod udp;
+pub mod usage;

@@ -1,0 +1,178 @@
+//! `pricebeast serve`: builds the shared state from a parsed config, binds every socket, starts the
+//! shards and the feed, then runs the control plane (admin, stats sampling, key reloads, signals)
+//! until SIGTERM or SIGINT, and drains.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::admin::{self, metrics::Metrics, AdminState};
+use crate::book::PriceBook;
+use crate::clock::Now;
+use crate::config::{Config, FeedKind};
+use crate::counters::stats::{Sample, StatsWindow};
+use crate::counters::Counters;
+use crate::feeds::{simulator, BookWriter};
+use crate::keys::KeyStore;
+use crate::shard::{self, listeners};
+use crate::state::Shared;
+
+/// Options of `serve` that are not configuration.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ServeOptions {
+    pub danger_admin_without_token: bool,
+}
+
+/// Runs the server until a shutdown signal; returns once it has drained.
+pub fn run(config: Config, options: ServeOptions) -> anyhow::Result<()> {
+    let token = config.admin_token();
+    admin::check_exposure(config.admin.addr, token.as_deref(), options.danger_admin_without_token)?;
+    let config = Arc::new(config);
+    let shards = config.shard_count();
+
+    let sim = &config.feed.simulator;
+    let (symbols, venues) = match config.feed.kind {
+        FeedKind::Simulator => (simulator::symbols(sim), simulator::venue_names(sim.venues)),
+    };
+    let book = Arc::new(
+        PriceBook::new(
+            &symbols.iter().map(String::as_str).collect::<Vec<_>>(),
+            &venues.iter().map(String::as_str).collect::<Vec<_>>(),
+            config.book.symbols_max,
+            config.book.stale_after_ms,
+        )
+        .context("building the price book (feed.simulator.crypto, book.symbols_max)")?,
+    );
+    let keys = KeyStore::open(&config.keys.file)?;
+    let key_count = keys.table().len();
+    let counters = Arc::new(Counters::new(shards));
+    let shared = Arc::new(Shared::new(Arc::clone(&config), Arc::clone(&book), keys, Arc::clone(&counters)));
+
+    let server = &config.server;
+    let bound = listeners::bind(server.http, server.udp, shards, server.listen_backlog, config.udp.socket_buffer_bytes)?;
+    let wake_http = bound.http.iter().map(|l| l.try_clone()).collect::<Result<Vec<_>, _>>()?;
+    let wake_udp = bound.udp.iter().map(|s| s.try_clone()).collect::<Result<Vec<_>, _>>()?;
+    let (http_addr, udp_addr) = (bound.http_addr, bound.udp_addr);
+
+    let writers = venues
+        .iter()
+        .filter_map(|v| BookWriter::new(Arc::clone(&book), v, Arc::clone(&counters)))
+        .collect();
+    let feed = simulator::Simulator::start(sim, writers).context("starting the simulator feed")?;
+    tracing::info!(symbols = symbols.len(), venues = venues.len(), tick_ms = sim.tick_ms, "simulator feed running");
+
+    let handles = shard::start(&shared, bound.http, bound.udp)?;
+    for handle in &handles {
+        tracing::info!(shard = handle.index, driver = handle.driver.as_str(), "shard serving");
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let result = runtime.block_on(control_plane(Arc::clone(&shared), token, http_addr, udp_addr, key_count, handles.len()));
+
+    shared.start_draining();
+    listeners::shut_down_read(&wake_http, &wake_udp);
+    for handle in handles {
+        let _ = handle.thread.join();
+    }
+    feed.stop();
+    tracing::info!("stopped");
+    result
+}
+
+async fn control_plane(
+    shared: Arc<Shared>,
+    token: Option<String>,
+    http_addr: std::net::SocketAddr,
+    udp_addr: std::net::SocketAddr,
+    key_count: usize,
+    shards: usize,
+) -> anyhow::Result<()> {
+    let config = Arc::clone(&shared.config);
+    let stats = Arc::new(StatsWindow::new(Sample { at_ms: Now::read().unix_ms, snapshot: shared.counters.snapshot() }));
+    let metrics = Metrics::new(Arc::clone(&shared.counters))?;
+    let admin_listener = tokio::net::TcpListener::bind(config.admin.addr)
+        .await
+        .with_context(|| format!("binding admin {}", config.admin.addr))?;
+    let admin_addr = admin_listener.local_addr()?;
+    let admin_state = Arc::new(AdminState { shared: Arc::clone(&shared), stats: Arc::clone(&stats), metrics, token });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+
+    let mut admin_stop = stop_rx.clone();
+    let admin_task = tokio::spawn(async move {
+        let app = admin::router(admin_state);
+        axum::serve(admin_listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = admin_stop.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+
+    let sampler = {
+        let (shared, stats) = (Arc::clone(&shared), Arc::clone(&stats));
+        let every = Duration::from_millis(config.admin.stats_interval_ms);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                stats.record(&shared.counters, Now::read().unix_ms);
+            }
+        })
+    };
+    let poller = (config.keys.poll_ms > 0).then(|| tokio::spawn(poll_keys_file(Arc::clone(&shared))));
+
+    tracing::info!(
+        http = %http_addr, udp = %udp_addr, admin = %admin_addr, shards, keys = key_count,
+        "listening http={http_addr} udp={udp_addr} admin={admin_addr}"
+    );
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => { tracing::info!("SIGTERM: draining"); break; }
+            _ = interrupt.recv() => { tracing::info!("SIGINT: draining"); break; }
+            _ = hangup.recv() => reload_keys(&shared, "SIGHUP"),
+        }
+    }
+    let _ = stop_tx.send(true);
+    sampler.abort();
+    if let Some(poller) = poller {
+        poller.abort();
+    }
+    match tokio::time::timeout(Duration::from_millis(config.server.shutdown_deadline_ms), admin_task).await {
+        Ok(Ok(Err(e))) => tracing::warn!("admin listener: {e}"),
+        Err(_) => tracing::warn!("admin listener did not stop before the deadline"),
+        _ => {}
+    }
+    Ok(())
+}
+
+fn reload_keys(shared: &Shared, why: &str) {
+    match shared.keys.reload() {
+        Ok(count) => tracing::info!(keys = count, "keys reloaded ({why})"),
+        Err(e) => tracing::warn!("keys reload ({why}) failed, previous keys stay in force: {e}"),
+    }
+}
+
+/// Reloads the keys file whenever its modification time or size changes, so a revocation applies
+/// within `keys.poll_ms` without a signal.
+async fn poll_keys_file(shared: Arc<Shared>) {
+    let stamp = |shared: &Shared| -> Option<(SystemTime, u64)> {
+        let meta = std::fs::metadata(shared.keys.path()).ok()?;
+        Some((meta.modified().ok()?, meta.len()))
+    };
+    let mut last = stamp(&shared);
+    let mut tick = tokio::time::interval(Duration::from_millis(shared.config.keys.poll_ms));
+    loop {
+        tick.tick().await;
+        let now = stamp(&shared);
+        if now != last {
+            last = now;
+            reload_keys(&shared, "keys file changed");
+        }
+    }
+}

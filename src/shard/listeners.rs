@@ -1,0 +1,65 @@
+//! The shards' sockets: one SO_REUSEPORT TCP listener and one UDP socket per shard, all bound to
+//! the same address so the kernel spreads connections and datagrams across shards.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+/// Every shard's sockets, and the addresses they are bound to (port 0 resolved).
+pub struct Bound {
+    pub http: Vec<TcpListener>,
+    pub udp: Vec<UdpSocket>,
+    pub http_addr: SocketAddr,
+    pub udp_addr: SocketAddr,
+}
+
+/// Binds `shards` listeners and UDP sockets. Port 0 is resolved by the first bind and reused by the
+/// rest, so a test's port-0 server still has one address.
+pub fn bind(http: SocketAddr, udp: SocketAddr, shards: usize, backlog: u32, udp_buffer_bytes: usize) -> io::Result<Bound> {
+    let mut bound = Bound { http: Vec::new(), udp: Vec::new(), http_addr: http, udp_addr: udp };
+    for _ in 0..shards {
+        let listener = tcp_listener(bound.http_addr, backlog)
+            .map_err(|e| io::Error::new(e.kind(), format!("binding HTTP {}: {e}", bound.http_addr)))?;
+        bound.http_addr = listener.local_addr()?;
+        bound.http.push(listener);
+        let socket = udp_socket(bound.udp_addr, udp_buffer_bytes)
+            .map_err(|e| io::Error::new(e.kind(), format!("binding UDP {}: {e}", bound.udp_addr)))?;
+        bound.udp_addr = socket.local_addr()?;
+        bound.udp.push(socket);
+    }
+    Ok(bound)
+}
+
+fn tcp_listener(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    Ok(socket.into())
+}
+
+fn udp_socket(addr: SocketAddr, buffer_bytes: usize) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    // The kernel caps these at net.core.{r,w}mem_max; a smaller buffer only costs drops under bursts.
+    let _ = socket.set_recv_buffer_size(buffer_bytes);
+    let _ = socket.set_send_buffer_size(buffer_bytes);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// Wakes every shard blocked on these sockets: accept fails and receive returns, so the shards
+/// see that the server is draining. The sockets stay open (their owners close them).
+pub fn shut_down_read(http: &[TcpListener], udp: &[UdpSocket]) {
+    for listener in http {
+        let _ = SockRef::from(listener).shutdown(std::net::Shutdown::Both);
+    }
+    for socket in udp {
+        // An unconnected UDP socket reports ENOTCONN but still marks itself shut and wakes readers.
+        let _ = SockRef::from(socket).shutdown(std::net::Shutdown::Read);
+    }
+}

@@ -1,0 +1,225 @@
+//! Shards: one thread per core, each a monoio runtime (io_uring, or epoll where io_uring is
+//! refused) pinned to its core, owning its own listener, UDP socket and buffers. Shards share
+//! nothing mutable but atomics: the book, the key table and their own counter block.
+
+pub mod listeners;
+mod tcp;
+mod udp;
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::net::{TcpListener, UdpSocket};
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::clock::{Now, SecondCache};
+use crate::config::IoDriver;
+use crate::http::handler::{Scratch, RESPONSE_BYTES_MAX};
+use crate::http::request::ReadLimits;
+use crate::state::Shared;
+
+/// The io driver a shard actually runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DriverKind {
+    IoUring,
+    Epoll,
+}
+
+impl DriverKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriverKind::IoUring => "io_uring",
+            DriverKind::Epoll => "epoll",
+        }
+    }
+}
+
+/// A started shard.
+pub struct ShardHandle {
+    pub index: usize,
+    pub driver: DriverKind,
+    pub thread: JoinHandle<()>,
+}
+
+/// io_uring submission queue entries per shard.
+const RING_ENTRIES: u32 = 1024;
+
+/// Starts one shard per (listener, socket) pair and waits until each runs, so that when this
+/// returns every shard is serving. Fails if any shard cannot start its runtime.
+pub fn start(shared: &Arc<Shared>, http: Vec<TcpListener>, udp: Vec<UdpSocket>) -> io::Result<Vec<ShardHandle>> {
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let mut handles = Vec::new();
+    for (index, (listener, socket)) in http.into_iter().zip(udp).enumerate() {
+        let (ready_tx, ready_rx) = mpsc::channel::<io::Result<DriverKind>>();
+        let shared = Arc::clone(shared);
+        let core = if shared.config.server.pin_shards && !cores.is_empty() { Some(cores[index % cores.len()]) } else { None };
+        let thread = std::thread::Builder::new().name(format!("shard-{index}")).spawn(move || {
+            if let Some(core) = core {
+                if !core_affinity::set_for_current(core) {
+                    tracing::warn!(shard = index, "could not pin to core {}", core.id);
+                }
+            }
+            run(index, shared, listener, socket, ready_tx);
+        })?;
+        let driver = ready_rx
+            .recv()
+            .map_err(|_| io::Error::other(format!("shard {index} exited before starting")))??;
+        handles.push(ShardHandle { index, driver, thread });
+    }
+    Ok(handles)
+}
+
+fn run(index: usize, shared: Arc<Shared>, listener: TcpListener, socket: UdpSocket, ready: mpsc::Sender<io::Result<DriverKind>>) {
+    let choice = shared.config.server.io_driver;
+    if matches!(choice, IoDriver::Auto | IoDriver::IoUring) {
+        match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(RING_ENTRIES).enable_timer().build() {
+            Ok(mut runtime) => {
+                return runtime.block_on(serve(index, shared, listener, socket, DriverKind::IoUring, ready));
+            }
+            Err(e) if choice == IoDriver::IoUring => {
+                let _ = ready.send(Err(io::Error::new(e.kind(), format!("shard {index}: io_uring refused: {e}"))));
+                return;
+            }
+            Err(e) => tracing::warn!(shard = index, "io_uring refused ({e}); using epoll"),
+        }
+    }
+    match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build() {
+        Ok(mut runtime) => runtime.block_on(serve(index, shared, listener, socket, DriverKind::Epoll, ready)),
+        Err(e) => {
+            let _ = ready.send(Err(io::Error::new(e.kind(), format!("shard {index}: epoll runtime: {e}"))));
+        }
+    }
+}
+
+/// A shard's own state: single-threaded, so plain cells, never locks.
+pub(crate) struct Local {
+    pub index: usize,
+    pub shared: Arc<Shared>,
+    pub limits: ReadLimits,
+    pub second: RefCell<SecondCache>,
+    pub scratch: RefCell<Scratch>,
+    /// Connection buffers returned by closed connections, reused by new ones.
+    pool: RefCell<Vec<(Vec<u8>, Vec<u8>)>>,
+    /// Open connections' descriptors, so draining can wake them.
+    open: RefCell<Vec<Option<i32>>>,
+    pub connections: Cell<usize>,
+}
+
+impl Local {
+    fn new(index: usize, shared: Arc<Shared>) -> Self {
+        let http = &shared.config.http;
+        let limits = ReadLimits { head_bytes_max: http.head_bytes_max, body_bytes_max: http.body_bytes_max };
+        let scratch = Scratch::new(http.head_bytes_max);
+        Self {
+            index,
+            limits,
+            second: RefCell::new(SecondCache::new(Now::read())),
+            scratch: RefCell::new(scratch),
+            pool: RefCell::new(Vec::new()),
+            open: RefCell::new(Vec::new()),
+            connections: Cell::new(0),
+            shared,
+        }
+    }
+
+    pub fn counters(&self) -> &crate::counters::CounterBlock {
+        self.shared.counters.shard(self.index)
+    }
+
+    /// Read and write buffers for a new connection: from the pool, or allocated once.
+    pub fn take_buffers(&self) -> (Vec<u8>, Vec<u8>) {
+        self.pool.borrow_mut().pop().unwrap_or_else(|| {
+            (Vec::with_capacity(self.limits.head_bytes_max + self.limits.body_bytes_max), Vec::with_capacity(RESPONSE_BYTES_MAX))
+        })
+    }
+
+    /// Returns a closed connection's buffers for reuse (dropped if they are not whole).
+    pub fn give_buffers(&self, mut read: Vec<u8>, mut write: Vec<u8>) {
+        if read.capacity() == self.limits.head_bytes_max + self.limits.body_bytes_max && write.capacity() == RESPONSE_BYTES_MAX {
+            read.clear();
+            write.clear();
+            self.pool.borrow_mut().push((read, write));
+        }
+    }
+
+    pub fn register(&self, fd: i32) -> usize {
+        let mut open = self.open.borrow_mut();
+        match open.iter().position(Option::is_none) {
+            Some(slot) => {
+                open[slot] = Some(fd);
+                slot
+            }
+            None => {
+                open.push(Some(fd));
+                open.len() - 1
+            }
+        }
+    }
+
+    pub fn deregister(&self, slot: usize) {
+        if let Some(entry) = self.open.borrow_mut().get_mut(slot) {
+            *entry = None;
+        }
+    }
+
+    /// Wakes every open connection blocked in a read: its read returns end-of-file, so it
+    /// finishes what it was doing and closes.
+    fn wake_all(&self) {
+        for fd in self.open.borrow().iter().flatten() {
+            shut_read(*fd);
+        }
+    }
+}
+
+/// `shutdown(fd, SHUT_RD)`.
+#[allow(unsafe_code)]
+fn shut_read(fd: i32) {
+    // SAFETY: `fd` is in the shard's registry only while its connection task owns the open
+    // socket; the task deregisters before dropping the socket, on this same thread, so `fd` names
+    // that socket here. shutdown(2) neither closes nor frees it.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RD);
+    }
+}
+
+async fn serve(
+    index: usize,
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    socket: UdpSocket,
+    driver: DriverKind,
+    ready: mpsc::Sender<io::Result<DriverKind>>,
+) {
+    let listener = match monoio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let socket = match monoio::net::udp::UdpSocket::from_std(socket) {
+        Ok(socket) => socket,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let deadline = Duration::from_millis(shared.config.server.shutdown_deadline_ms);
+    let local = Rc::new(Local::new(index, shared));
+    let udp_task = monoio::spawn(udp::serve(socket, Rc::clone(&local)));
+    let _ = ready.send(Ok(driver));
+    tcp::accept_loop(listener, Rc::clone(&local)).await;
+    // Draining: wake idle connections, give in-flight ones until the deadline.
+    local.wake_all();
+    let started = std::time::Instant::now();
+    while local.connections.get() > 0 && started.elapsed() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if local.connections.get() > 0 {
+        tracing::warn!(shard = index, open = local.connections.get(), "shutdown deadline passed; closing connections");
+    }
+    udp_task.await;
+}

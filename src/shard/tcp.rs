@@ -1,0 +1,157 @@
+//! A shard's HTTP connections: accept, then per connection read → answer every complete request
+//! in the buffer (pipelining) → write, with the head deadline and the idle timeout.
+
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::Duration;
+
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::{TcpListener, TcpStream};
+
+use crate::buf::FixedBuf;
+use crate::clock::{mono_ns, Now};
+use crate::counters::Gauge;
+use crate::http::handler::{self, After, Context, RESPONSE_BYTES_MAX};
+use crate::http::request;
+use crate::shard::Local;
+
+pub(super) async fn accept_loop(listener: TcpListener, local: Rc<Local>) {
+    let max = local.shared.config.http.connections_per_shard_max;
+    loop {
+        let accepted = listener.accept().await;
+        if local.shared.draining() {
+            return;
+        }
+        match accepted {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                if local.connections.get() >= max {
+                    monoio::spawn(refuse(stream, Rc::clone(&local)));
+                } else {
+                    monoio::spawn(serve(stream, Rc::clone(&local)));
+                }
+            }
+            Err(e) => {
+                // Out of descriptors or a transient error: back off briefly rather than spin.
+                tracing::warn!(shard = local.index, "accept failed: {e}");
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// One connection over the shard's limit: a 503 and close.
+async fn refuse(mut stream: TcpStream, local: Rc<Local>) {
+    let mut out = FixedBuf::with_capacity(1024);
+    {
+        let now = Now::read();
+        local.second.borrow_mut().refresh(now);
+        let second = local.second.borrow();
+        let ctx = Context { shared: &local.shared, counters: local.counters(), second: &second, now };
+        handler::respond_overloaded(&ctx, &mut local.scratch.borrow_mut(), &mut out);
+    }
+    let _ = stream.write_all(out.into_vec()).await;
+}
+
+async fn serve(mut stream: TcpStream, local: Rc<Local>) {
+    let slot = local.register(stream.as_raw_fd());
+    local.connections.set(local.connections.get() + 1);
+    local.counters().gauge_add(Gauge::OpenConnections, 1);
+    let (read, write) = local.take_buffers();
+    let leftovers = converse(&mut stream, &local, read, write).await;
+    local.deregister(slot);
+    local.connections.set(local.connections.get() - 1);
+    local.counters().gauge_add(Gauge::OpenConnections, -1);
+    if let Some((read, write)) = leftovers {
+        local.give_buffers(read, write);
+    }
+}
+
+/// The request/response loop. Returns the buffers when they survived (a cancelled read keeps its
+/// buffer), so the shard can reuse them.
+async fn converse(stream: &mut TcpStream, local: &Local, mut read: Vec<u8>, write: Vec<u8>) -> Option<(Vec<u8>, Vec<u8>)> {
+    let http = &local.shared.config.http;
+    let idle = Duration::from_millis(http.idle_timeout_ms);
+    let head_deadline_ns = http.header_timeout_ms * 1_000_000;
+    let mut out = FixedBuf::from_vec(write);
+    // When the first byte of the request still incomplete in `read` arrived.
+    let mut partial_since_ns: Option<u64> = None;
+    loop {
+        let now = Now::read();
+        let mut after = After::KeepAlive;
+        let mut answered = 0u64;
+        let mut consumed = 0;
+        {
+            local.second.borrow_mut().refresh(now);
+            let second = local.second.borrow();
+            let ctx = Context { shared: &local.shared, counters: local.counters(), second: &second, now };
+            let mut scratch = local.scratch.borrow_mut();
+            while out.remaining() >= RESPONSE_BYTES_MAX {
+                match request::parse(&read[consumed..], local.limits) {
+                    Ok(Some((req, used))) => {
+                        consumed += used;
+                        answered += 1;
+                        after = handler::respond(&req, &ctx, &mut scratch, &mut out);
+                        if after == After::Close {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        answered += 1;
+                        handler::respond_unreadable(error, &ctx, &mut scratch, &mut out);
+                        after = After::Close;
+                        break;
+                    }
+                }
+            }
+        }
+        read.drain(..consumed);
+        let out_was_full = out.remaining() < RESPONSE_BYTES_MAX;
+        if !out.is_empty() {
+            let (result, bytes) = stream.write_all(out.into_vec()).await;
+            out = FixedBuf::from_vec(bytes);
+            if result.is_err() {
+                return Some((read, out.into_vec()));
+            }
+            let took_us = mono_ns().saturating_sub(now.mono_ns) / 1000;
+            for _ in 0..answered {
+                local.counters().observe_latency_us(took_us);
+            }
+        }
+        if after == After::Close {
+            return Some((read, out.into_vec()));
+        }
+        if out_was_full {
+            // More pipelined requests may be waiting in `read`: answer them before reading.
+            continue;
+        }
+        let timeout = if read.is_empty() {
+            partial_since_ns = None;
+            idle
+        } else {
+            let since = *partial_since_ns.get_or_insert(now.mono_ns);
+            Duration::from_nanos((since + head_deadline_ns).saturating_sub(mono_ns()))
+        };
+        let len = read.len();
+        let capacity = read.capacity();
+        match monoio::time::timeout(timeout, stream.read(read.slice_mut(len..capacity))).await {
+            Ok((Ok(0), _)) | Ok((Err(_), _)) => return None,
+            Ok((Ok(_), slice)) => read = slice.into_inner(),
+            Err(_elapsed) => {
+                if len > 0 {
+                    // Slow headers: say why before closing.
+                    let now = Now::read();
+                    local.second.borrow_mut().refresh(now);
+                    let second = local.second.borrow();
+                    let ctx = Context { shared: &local.shared, counters: local.counters(), second: &second, now };
+                    handler::respond_timeout(&ctx, &mut local.scratch.borrow_mut(), &mut out);
+                    drop(second);
+                    let _ = stream.write_all(out.into_vec()).await;
+                }
+                return None;
+            }
+        }
+    }
+}

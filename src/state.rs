@@ -1,0 +1,46 @@
+//! What every shard and the control plane share: the book, the keys, the counters, the config.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::book::PriceBook;
+use crate::config::Config;
+use crate::counters::Counters;
+use crate::keys::KeyStore;
+
+/// Shared state. Everything here is read lock-free on the hot path.
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub book: Arc<PriceBook>,
+    pub keys: KeyStore,
+    pub counters: Arc<Counters>,
+    pub node: String,
+    /// Unix ms when the process started serving.
+    pub started_ms: u64,
+    draining: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(config: Arc<Config>, book: Arc<PriceBook>, keys: KeyStore, counters: Arc<Counters>) -> Self {
+        let node = config.node_name();
+        Self {
+            config,
+            book,
+            keys,
+            counters,
+            node,
+            started_ms: crate::clock::Now::read().unix_ms,
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// True once shutdown has begun: shards stop accepting and close connections after their
+    /// current request.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+}
