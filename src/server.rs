@@ -123,10 +123,7 @@ async fn control_plane(
     };
     let poller = (config.keys.poll_ms > 0).then(|| tokio::spawn(poll_keys_file(Arc::clone(&shared))));
 
-    tracing::info!(
-        http = %http_addr, udp = %udp_addr, admin = %admin_addr, shards, keys = key_count,
-        "listening http={http_addr} udp={udp_addr} admin={admin_addr}"
-    );
+    tracing::info!(shards, keys = key_count, "listening http={http_addr} udp={udp_addr} admin={admin_addr}");
 
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;

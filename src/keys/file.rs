@@ -66,8 +66,8 @@ pub struct ParsedKey {
 /// Why a keys file was refused. Each names the file and the key.
 #[derive(Debug, thiserror::Error)]
 pub enum KeysFileError {
-    #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("{path}: {message}")]
     Syntax { path: String, message: String },
     #[error("{path}: key {name:?}: {problem}")]
@@ -80,7 +80,7 @@ impl KeysFile {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(source) => return Err(KeysFileError::Io { path: path.display().to_string(), source }),
+            Err(error) => return Err(KeysFileError::Io { path: path.display().to_string(), error }),
         };
         toml::from_str(&text).map_err(|e| KeysFileError::Syntax { path: path.display().to_string(), message: e.to_string() })
     }
@@ -88,7 +88,7 @@ impl KeysFile {
     /// Writes the file atomically (a temporary beside it, then a rename), so a server reloading
     /// at the same moment reads either the old or the new file, never half of one.
     pub fn save(&self, path: &Path) -> Result<(), KeysFileError> {
-        let io = |source| KeysFileError::Io { path: path.display().to_string(), source };
+        let io = |error| KeysFileError::Io { path: path.display().to_string(), error };
         let mut text = String::from("# pricebeast keys: SHA-256 hashes only. Edit with `pricebeast keys`.\n\n");
         text.push_str(&toml::to_string(self).map_err(|e| io(std::io::Error::other(e)))?);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
