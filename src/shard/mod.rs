@@ -5,6 +5,7 @@
 pub mod listeners;
 mod tcp;
 mod udp;
+mod udp_batch;
 
 use std::cell::{Cell, RefCell};
 use std::io;

@@ -1,36 +1,61 @@
-//! A shard's UDP socket: receive a datagram, answer it (or stay silent), send the answer.
+//! A shard's UDP socket: wait until readable, take a batch of datagrams, answer each (or stay
+//! silent), send the answers as one batch.
 
+use std::io;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
+use std::time::Duration;
 
 use crate::clock::Now;
+use crate::counters::Counter;
 use crate::http::handler::Context;
+use crate::shard::udp_batch::Batch;
 use crate::shard::Local;
-use crate::udp::codec::{REQUEST_BYTES_READ_MAX, RESPONSE_BYTES_MAX};
 use crate::udp::handler;
 
 pub(super) async fn serve(socket: monoio::net::udp::UdpSocket, local: Rc<Local>) {
-    let mut inbox = Vec::with_capacity(REQUEST_BYTES_READ_MAX);
-    let mut reply = [0u8; RESPONSE_BYTES_MAX];
-    let mut outbox = Vec::with_capacity(RESPONSE_BYTES_MAX);
+    let fd = socket.as_raw_fd();
+    let mut batch = Batch::new(local.shared.config.udp.batch_max);
     loop {
-        let (result, buf) = socket.recv_from(inbox).await;
-        inbox = buf;
-        if local.shared.draining() {
-            return;
+        // Not relaxed: on epoll this re-checks with poll(2), so readiness consumed by our own
+        // recvmmsg below is never mistaken for new data.
+        if let Err(e) = socket.readable(false).await {
+            tracing::warn!(shard = local.index, "UDP readiness failed: {e}");
+            monoio::time::sleep(Duration::from_millis(10)).await;
         }
-        let Ok((len, peer)) = result else { continue };
-        let now = Now::read();
-        let answer = {
-            local.second.borrow_mut().refresh(now);
-            let second = local.second.borrow();
-            let ctx = Context { shared: &local.shared, counters: local.counters(), second: &second, now };
-            handler::respond(&inbox[..len], &ctx, &mut reply)
-        };
-        if let Some(answer_len) = answer {
-            outbox.clear();
-            outbox.extend_from_slice(&reply[..answer_len]);
-            let (_, buf) = socket.send_to(outbox, peer).await;
-            outbox = buf;
+        loop {
+            if local.shared.draining() {
+                return;
+            }
+            let received = match batch.receive(fd) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here (ECONNREFUSED): nothing to do.
+                    tracing::debug!(shard = local.index, "UDP receive: {e}");
+                    break;
+                }
+            };
+            answer(&mut batch, received, &local);
+            let sent = batch.send(fd) as u64;
+            local.counters().add(Counter::UdpPacketsSent, sent);
+            if received < batch.capacity() {
+                break;
+            }
+        }
+    }
+}
+
+fn answer(batch: &mut Batch, received: usize, local: &Local) {
+    let now = Now::read();
+    local.second.borrow_mut().refresh(now);
+    let second = local.second.borrow();
+    let ctx = Context { shared: &local.shared, counters: local.counters(), second: &second, now };
+    for i in 0..received {
+        let (datagram, reply) = batch.datagram(i);
+        if let Some(len) = handler::respond(datagram, &ctx, reply) {
+            batch.queue_reply(i, len);
         }
     }
 }

@@ -8,7 +8,7 @@ use crate::http::handler::Context;
 use crate::udp::codec::{self, Answer, UdpStatus, RESPONSE_BYTES_MAX};
 
 /// Answers one datagram into `out`; returns the response length, or `None` for silence (bad
-/// format, unknown or revoked key), which is counted as dropped.
+/// format, unknown or revoked key), which is counted as dropped. The caller counts what it sends.
 pub fn respond(datagram: &[u8], ctx: &Context<'_>, out: &mut [u8; RESPONSE_BYTES_MAX]) -> Option<usize> {
     let counters: &CounterBlock = ctx.counters;
     counters.inc(Counter::UdpPacketsReceived);
@@ -58,7 +58,5 @@ pub fn respond(datagram: &[u8], ctx: &Context<'_>, out: &mut [u8; RESPONSE_BYTES
             }
         },
     }
-    let len = codec::encode(&answer, out);
-    counters.inc(Counter::UdpPacketsSent);
-    Some(len)
+    Some(codec::encode(&answer, out))
 }

@@ -1,0 +1,183 @@
+//! The hot path allocates nothing: after warm-up, more HTTP and UDP requests through real shards
+//! (both io drivers) add zero allocations to the whole process.
+//!
+//! A counting global allocator wraps the system one. The client side of this test reads and
+//! writes fixed buffers on std sockets, which do not allocate, and no feed or control plane runs,
+//! so every allocation counted in the window would be the shards'.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pricebeast::book::{Decimal, PriceBook};
+use pricebeast::clock::Now;
+use pricebeast::config::{Config, IoDriver};
+use pricebeast::counters::Counters;
+use pricebeast::keys::file::{KeyRecord, KeysFile, Tier};
+use pricebeast::keys::{secret, KeyStore};
+use pricebeast::shard::{self, listeners};
+use pricebeast::state::Shared;
+use pricebeast::udp::codec;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the counter is a side effect.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's layout, as GlobalAlloc requires.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const PARTNER_KEY: &str = "pb_partner_alloc_test_key_0000001";
+const PUBLIC_KEY: &str = "pb_public_alloc_test_key_00000001";
+const WARM_UP: usize = 200;
+const MEASURED: usize = 2_000;
+
+#[test]
+fn hot_path_allocates_nothing_after_warm_up() {
+    for driver in [IoDriver::IoUring, IoDriver::Epoll] {
+        let (http, udp) = measure(driver);
+        assert_eq!(http, 0, "{driver:?}: {MEASURED} HTTP requests allocated {http} times");
+        assert_eq!(udp, 0, "{driver:?}: {MEASURED} UDP requests allocated {udp} times");
+    }
+}
+
+/// Allocations during `MEASURED` HTTP requests and `MEASURED` UDP requests.
+fn measure(driver: IoDriver) -> (u64, u64) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keys_path = dir.path().join("keys.toml");
+    write_keys(&keys_path);
+    let mut config = Config::default();
+    config.server.shards = 1;
+    config.server.io_driver = driver;
+    config.server.pin_shards = false;
+    config.keys.file = keys_path.clone();
+    let config = Arc::new(config);
+
+    let book = Arc::new(PriceBook::new(&["BTC-USD", "ETH-USD"], &["a", "b", "c"], 16, 3_600_000).expect("book"));
+    let now = Now::read().unix_ms;
+    let btc = book.symbols().lookup(b"BTC-USD").expect("interned");
+    for (venue, price) in ["a", "b", "c"].iter().zip(["97123.45", "97123.40", "97125.00"]) {
+        let venue = book.venue(venue).expect("venue");
+        book.write(btc, venue, Decimal::parse(price.as_bytes()).expect("price"), now, now);
+    }
+    let keys = KeyStore::open(&keys_path).expect("keys");
+    let counters = Arc::new(Counters::new(1));
+    let shared = Arc::new(Shared::new(Arc::clone(&config), book, keys, counters));
+    let localhost = "127.0.0.1:0".parse().expect("literal");
+    let bound = listeners::bind(localhost, localhost, 1, 128, 1 << 20).expect("bind");
+    let wake_http: Vec<_> = bound.http.iter().map(|l| l.try_clone().expect("dup")).collect();
+    let wake_udp: Vec<_> = bound.udp.iter().map(|s| s.try_clone().expect("dup")).collect();
+    let (http_addr, udp_addr) = (bound.http_addr, bound.udp_addr);
+    let handles = shard::start(&shared, bound.http, bound.udp).expect("shards start");
+
+    let mut stream = TcpStream::connect(http_addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let requests: [&[u8]; 3] = [
+        b"GET /v1/price?symbol=BTC-USD HTTP/1.1\r\nHost: t\r\nX-API-Key: pb_partner_alloc_test_key_0000001\r\n\r\n",
+        b"GET /v1/prices?symbols=BTC-USD,ETH-USD,NOPE HTTP/1.1\r\nX-API-Key: pb_public_alloc_test_key_00000001\r\n\r\n",
+        b"GET /v1/price?symbol=BTC-USD&sources=1 HTTP/1.1\r\nAuthorization: Bearer pb_public_alloc_test_key_00000001\r\n\r\n",
+    ];
+    let mut response = [0u8; 8192];
+    let mut http_round = |n: usize| {
+        for i in 0..n {
+            stream.write_all(requests[i % requests.len()]).expect("send");
+            read_one_response(&mut stream, &mut response);
+        }
+    };
+    http_round(WARM_UP);
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    http_round(MEASURED);
+    let http = ALLOCATIONS.load(Ordering::Relaxed) - before;
+
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("udp bind");
+    socket.connect(udp_addr).expect("udp connect");
+    socket.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut datagram = [0u8; 128];
+    let len = codec::encode_request(1, PARTNER_KEY.as_bytes(), b"BTC-USD", &mut datagram).expect("request");
+    let mut answer = [0u8; 512];
+    let udp_round = |n: usize, answer: &mut [u8; 512]| {
+        for _ in 0..n {
+            socket.send(&datagram[..len]).expect("send");
+            let got = socket.recv(answer).expect("answer");
+            assert_eq!(answer[8], 0, "status ok");
+            assert!(got < len);
+        }
+    };
+    udp_round(WARM_UP, &mut answer);
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    udp_round(MEASURED, &mut answer);
+    let udp = ALLOCATIONS.load(Ordering::Relaxed) - before;
+
+    drop(stream);
+    shared.start_draining();
+    listeners::shut_down_read(&wake_http, &wake_udp);
+    for handle in handles {
+        handle.thread.join().expect("shard thread");
+    }
+    (http, udp)
+}
+
+/// Reads one whole response (head + Content-Length body) into `buf` without allocating.
+fn read_one_response(stream: &mut TcpStream, buf: &mut [u8; 8192]) {
+    let mut len = 0;
+    loop {
+        let n = stream.read(&mut buf[len..]).expect("read");
+        assert!(n > 0, "server closed the connection");
+        len += n;
+        let Some(head_end) = buf[..len].windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+        assert!(buf.starts_with(b"HTTP/1.1 200 "), "not a 200");
+        let head = &buf[..head_end];
+        let marker = b"Content-Length: ";
+        let at = head.windows(marker.len()).position(|w| w == marker).expect("content-length") + marker.len();
+        let digits = head[at..].iter().take_while(|b| b.is_ascii_digit());
+        let body_len = digits.fold(0usize, |n, d| n * 10 + usize::from(d - b'0'));
+        if len >= head_end + 4 + body_len {
+            assert_eq!(len, head_end + 4 + body_len, "one response at a time");
+            return;
+        }
+    }
+}
+
+fn write_keys(path: &Path) {
+    let record = |name: &str, key: &str, tier| KeyRecord {
+        name: name.into(),
+        tier,
+        sha256: hex_of(secret::hash(key.as_bytes())),
+        qps: (tier == Tier::Public).then_some(1_000_000),
+        burst: (tier == Tier::Public).then_some(1_000_000),
+        monthly_cap: (tier == Tier::Public).then_some(u64::MAX / 2),
+        created_unix_s: 0,
+        revoked: false,
+    };
+    KeysFile { keys: vec![record("partner", PARTNER_KEY, Tier::Partner), record("public", PUBLIC_KEY, Tier::Public)] }
+        .save(path)
+        .expect("keys file");
+}
+
+fn hex_of(bytes: [u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
