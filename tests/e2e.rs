@@ -1,0 +1,26 @@
+//! End-to-end tests: each drives the real `pricebeast` binary on port-0 listeners in its own
+//! temporary directory, speaking raw HTTP and UDP bytes (STYLE.md habit 11). One test binary;
+//! the modules below are its parts, as rustls mounts its tests.
+//!
+//! `support` starts and stops servers, `wire` speaks the protocols, `clock` is an independent
+//! calendar to check months against. Scenarios that touch the shards run under both monoio
+//! drivers: `on_both_drivers!` turns a `fn scenario(driver: Driver)` into `scenario::io_uring`
+//! and `scenario::epoll`.
+
+mod e2e {
+    #[macro_use]
+    mod support;
+    mod clock;
+    mod wire;
+
+    mod admin;
+    mod cli;
+    mod connections;
+    mod counters;
+    mod errors;
+    mod http;
+    mod keys;
+    mod shutdown;
+    mod slow;
+    mod udp;
+}

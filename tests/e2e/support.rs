@@ -1,0 +1,546 @@
+//! The harness: a real `pricebeast serve` in its own temporary directory on port-0 listeners,
+//! set up by `Setup` and driven through `Server`. Each test owns its server; dropping the
+//! `Server` kills the process, so a failing test never leaks one.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pricebeast::client::http::HttpResponse;
+use serde_json::Value;
+
+use super::wire::{json, Conn, UdpPeer};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_pricebeast");
+
+/// How long any single wait on the server may take before the test fails. Generous because a
+/// loaded 2-core machine runs many servers at once; no test waits this long when all is well.
+pub const PATIENCE: Duration = Duration::from_secs(5);
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The monoio driver the shards run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Driver {
+    IoUring,
+    Epoll,
+}
+
+impl Driver {
+    fn as_str(self) -> &'static str {
+        match self {
+            Driver::IoUring => "io_uring",
+            Driver::Epoll => "epoll",
+        }
+    }
+}
+
+/// Turns each `fn scenario(driver: Driver)` named into a module `scenario` holding two tests,
+/// `io_uring` and `epoll`, so a failure names both the scenario and the driver. Attributes
+/// before a name (`#[ignore = "BUG: ..."]`) apply to both tests.
+macro_rules! on_both_drivers {
+    ($($(#[$attr:meta])* $scenario:ident),+ $(,)?) => {$(
+        mod $scenario {
+            #[test]
+            $(#[$attr])*
+            fn io_uring() {
+                super::$scenario($crate::e2e::support::Driver::IoUring)
+            }
+
+            #[test]
+            $(#[$attr])*
+            fn epoll() {
+                super::$scenario($crate::e2e::support::Driver::Epoll)
+            }
+        }
+    )+};
+}
+
+/// A key the harness makes with the real `keys new` command before the server starts.
+struct KeySpec {
+    name: String,
+    /// Tier and limits, as `keys new` flags.
+    flags: Vec<String>,
+    revoked: bool,
+}
+
+impl KeySpec {
+    fn new(name: &str, flags: &[&str], revoked: bool) -> Self {
+        let flags = flags.iter().map(|f| (*f).to_owned()).collect();
+        Self {
+            name: name.to_owned(),
+            flags,
+            revoked,
+        }
+    }
+}
+
+/// What a test's server looks like: config settings over the harness's base, and keys.
+/// Every server has a partner key named `partner`.
+pub struct Setup {
+    /// Section → setting → TOML value.
+    settings: BTreeMap<String, BTreeMap<String, String>>,
+    keys: Vec<KeySpec>,
+    token: Option<String>,
+}
+
+impl Setup {
+    pub fn new(driver: Driver) -> Self {
+        let setup = Self {
+            settings: BTreeMap::new(),
+            keys: vec![KeySpec::new("partner", &["--tier", "partner"], false)],
+            token: None,
+        };
+        setup
+            .set("server", "http", "\"127.0.0.1:0\"")
+            .set("server", "udp", "\"127.0.0.1:0\"")
+            .set("server", "shards", "2")
+            .set("server", "io_driver", &format!("\"{}\"", driver.as_str()))
+            .set("admin", "addr", "\"127.0.0.1:0\"")
+            .set("feed.simulator", "seed", "7")
+            // The 859 stock tickers only slow every start down; the crypto pairs are enough.
+            .set("feed.simulator", "stocks", "false")
+            .set("log", "level", "\"info\"")
+    }
+
+    /// Sets `section.name` to `value`, a TOML literal (`"300"`, `"\"t0k\""`).
+    pub fn set(mut self, section: &str, name: &str, value: &str) -> Self {
+        self.settings
+            .entry(section.to_owned())
+            .or_default()
+            .insert(name.to_owned(), value.to_owned());
+        self
+    }
+
+    pub fn admin_token(self, token: &str) -> Self {
+        let mut setup = self.set("admin", "token", &format!("\"{token}\""));
+        setup.token = Some(token.to_owned());
+        setup
+    }
+
+    pub fn public_key(mut self, name: &str, qps: u32, burst: u32, monthly_cap: u64) -> Self {
+        let (qps, burst, cap) = (qps.to_string(), burst.to_string(), monthly_cap.to_string());
+        let flags = [
+            "--tier",
+            "public",
+            "--qps",
+            &qps,
+            "--burst",
+            &burst,
+            "--monthly-cap",
+            &cap,
+        ];
+        self.keys.push(KeySpec::new(name, &flags, false));
+        self
+    }
+
+    pub fn partner_key(mut self, name: &str) -> Self {
+        self.keys
+            .push(KeySpec::new(name, &["--tier", "partner"], false));
+        self
+    }
+
+    /// A key made and then revoked before the server starts.
+    pub fn revoked_key(mut self, name: &str) -> Self {
+        self.keys
+            .push(KeySpec::new(name, &["--tier", "partner"], true));
+        self
+    }
+
+    /// The config file's text, with `keys.file` pointing at `keys_file`.
+    pub fn config_text(&self, keys_file: &Path) -> String {
+        let mut settings = self.settings.clone();
+        settings.entry("keys".into()).or_default().insert(
+            "file".into(),
+            format!("{:?}", keys_file.display().to_string()),
+        );
+        let mut text = String::new();
+        for (section, values) in &settings {
+            text.push_str(&format!("[{section}]\n"));
+            for (name, value) in values {
+                text.push_str(&format!("{name} = {value}\n"));
+            }
+            text.push('\n');
+        }
+        text
+    }
+
+    pub fn start(self) -> Server {
+        let dir = tempfile::tempdir().expect("making the test's temporary directory");
+        let keys_file = dir.path().join("keys.toml");
+        let mut keys = BTreeMap::new();
+        for spec in &self.keys {
+            let mut args: Vec<&str> = vec!["--name", &spec.name];
+            args.extend(spec.flags.iter().map(String::as_str));
+            let key = new_key(&keys_file, &args);
+            if spec.revoked {
+                expect_success(
+                    &keys_command(&keys_file, &["revoke", &spec.name]),
+                    "keys revoke",
+                );
+            }
+            keys.insert(spec.name.clone(), key);
+        }
+        let config = dir.path().join("pb.toml");
+        std::fs::write(&config, self.config_text(&keys_file)).expect("writing the test's config");
+        Server::spawn(dir, config, keys, self.token)
+    }
+}
+
+/// A running server. Killed on drop; `terminate` stops it the way an operator would.
+pub struct Server {
+    pub http: SocketAddr,
+    pub udp: SocketAddr,
+    pub admin: SocketAddr,
+    child: Child,
+    dir: tempfile::TempDir,
+    keys: BTreeMap<String, String>,
+    token: Option<String>,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    fn spawn(
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        keys: BTreeMap<String, String>,
+        token: Option<String>,
+    ) -> Self {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .current_dir(dir.path())
+            .env_remove("RUST_LOG")
+            .env_remove("PRICEBEAST_ADMIN_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting pricebeast serve");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        {
+            let log = Arc::clone(&log);
+            // Drains stderr for the server's whole life, so its logging never blocks on a full pipe.
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stderr);
+                let mut line = Vec::new();
+                while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                    let text = String::from_utf8_lossy(&line).into_owned();
+                    log.lock().expect("log lock").push_str(&text);
+                    if let Some(addrs) = listening_addrs(&text) {
+                        let _ = ready_tx.send(addrs);
+                    }
+                    line.clear();
+                }
+            });
+        }
+        let addrs = ready_rx.recv_timeout(STARTUP_TIMEOUT);
+        let mut server = Self {
+            http: SocketAddr::from(([127, 0, 0, 1], 0)),
+            udp: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            child,
+            dir,
+            keys,
+            token,
+            log,
+        };
+        match addrs {
+            Ok((http, udp, admin)) => {
+                (server.http, server.udp, server.admin) = (http, udp, admin);
+                server
+            }
+            Err(_) => {
+                let status = server.child.try_wait().ok().flatten();
+                panic!(
+                    "server did not report its listeners (exit: {status:?}); log:\n{}",
+                    server.log()
+                );
+            }
+        }
+    }
+
+    /// The key made for `name` before the start.
+    pub fn key(&self, name: &str) -> &str {
+        self.keys
+            .get(name)
+            .unwrap_or_else(|| panic!("no key named {name} in this test's setup"))
+    }
+
+    pub fn keys_file(&self) -> PathBuf {
+        self.dir.path().join("keys.toml")
+    }
+
+    /// Runs `pricebeast keys <args> --keys-file <this server's file>`.
+    pub fn keys_command(&self, args: &[&str]) -> Output {
+        keys_command(&self.keys_file(), args)
+    }
+
+    /// Makes a key while the server runs; it only takes effect once the server reloads.
+    pub fn new_key(&self, args: &[&str]) -> String {
+        new_key(&self.keys_file(), args)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    /// One request on its own connection (the client sends `Connection: close`).
+    pub fn request(&self, method: &str, target: &str, headers: &[(&str, &str)]) -> HttpResponse {
+        pricebeast::client::http::request(self.http, method, target, headers, &[], PATIENCE)
+            .unwrap_or_else(|e| panic!("{method} {target}: {e}"))
+    }
+
+    /// `GET target`, with `X-API-Key: key` when a key is given.
+    pub fn get(&self, target: &str, key: Option<&str>) -> HttpResponse {
+        match key {
+            Some(key) => self.request("GET", target, &[("X-API-Key", key)]),
+            None => self.request("GET", target, &[]),
+        }
+    }
+
+    /// An admin request, with this server's token if it has one.
+    pub fn admin(&self, method: &str, path: &str) -> HttpResponse {
+        let bearer = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = bearer
+            .iter()
+            .map(|b| ("Authorization", b.as_str()))
+            .collect();
+        self.admin_with(method, path, &headers)
+    }
+
+    pub fn admin_with(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+        pricebeast::client::http::request(self.admin, method, path, headers, &[], PATIENCE)
+            .unwrap_or_else(|e| panic!("admin {method} {path}: {e}"))
+    }
+
+    pub fn stats(&self) -> Value {
+        let response = self.admin("GET", "/admin/stress-stats");
+        assert_eq!(response.status, 200, "stress-stats: {}", response.text());
+        json(&response)
+    }
+
+    pub fn counter(&self, name: &str) -> u64 {
+        let stats = self.stats();
+        stats["counters"][name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no counter {name} in {stats}"))
+    }
+
+    pub fn gauge(&self, name: &str) -> i64 {
+        let stats = self.stats();
+        stats["gauges"][name]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no gauge {name} in {stats}"))
+    }
+
+    pub fn reset_counters(&self) {
+        let response = self.admin("POST", "/admin/stress-reset");
+        assert_eq!(response.status, 200, "stress-reset: {}", response.text());
+    }
+
+    /// A raw keep-alive connection to the public HTTP listener.
+    pub fn connect(&self) -> Conn {
+        Conn::open(self.http)
+    }
+
+    /// A UDP socket connected to the server's UDP listener.
+    pub fn udp_peer(&self) -> UdpPeer {
+        UdpPeer::open(self.udp)
+    }
+
+    /// Sends `signal` once the server has a handler for it. The server logs its listening line
+    /// before it installs its handlers (see `shutdown::sigterm_right_after_the_ready_line`), and
+    /// until then SIGTERM or SIGHUP would simply kill it.
+    pub fn signal(&self, signal: libc::c_int) {
+        eventually(&format!("the server handles signal {signal}"), || {
+            self.handles(signal).then_some(())
+        });
+        self.signal_now(signal);
+    }
+
+    /// Sends `signal` at once, handler or not.
+    pub fn signal_now(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pids fit pid_t");
+        send_signal(pid, signal);
+    }
+
+    /// Whether the process catches `signal`: its bit in the SigCgt mask of /proc/PID/status.
+    fn handles(&self, signal: libc::c_int) -> bool {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        let caught = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .map(str::trim)
+            .unwrap_or("0");
+        let mask = u64::from_str_radix(caught, 16).expect("SigCgt is a hex mask");
+        mask & (1 << (signal - 1)) != 0
+    }
+
+    /// SIGTERM (once handled), then the exit status, which must come within `within`.
+    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait_exit(within)
+    }
+
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for the server") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server still running after {within:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- pricebeast log ---\n{}--- end of log ---", self.log());
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn send_signal(pid: libc::pid_t, signal: libc::c_int) {
+    // SAFETY: kill(2) touches no memory of ours; `pid` is our own child, not yet reaped while the
+    // `Server` holding it lives, so the id cannot have been reused by another process.
+    let result = unsafe { libc::kill(pid, signal) };
+    assert_eq!(
+        result,
+        0,
+        "kill({pid}, {signal}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// `listening http=A udp=B admin=C`, the line the server logs once every listener is bound.
+fn listening_addrs(line: &str) -> Option<(SocketAddr, SocketAddr, SocketAddr)> {
+    if !line.contains("listening http=") {
+        return None;
+    }
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .and_then(|a| a.parse().ok())
+    };
+    Some((field("http=")?, field("udp=")?, field("admin=")?))
+}
+
+/// Runs the binary with `args` and no inherited secrets, waiting at most `within` for it.
+pub fn run(args: &[&str], dir: Option<&Path>, within: Duration) -> Output {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("PRICEBEAST_ADMIN_TOKEN")
+        .env_remove("PRICEBEAST_KEY");
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting pricebeast");
+    // Read both pipes on threads so a chatty child never blocks while we wait for it.
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let out = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stdout.read_to_end(&mut bytes);
+        bytes
+    });
+    let err = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stderr.read_to_end(&mut bytes);
+        bytes
+    });
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for pricebeast") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pricebeast {args:?} still running after {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    }
+}
+
+fn keys_command(keys_file: &Path, args: &[&str]) -> Output {
+    let file = keys_file.display().to_string();
+    let all: Vec<&str> = ["keys"]
+        .iter()
+        .copied()
+        .chain(args.iter().copied())
+        .chain(["--keys-file", &file])
+        .collect();
+    run(&all, keys_file.parent(), PATIENCE)
+}
+
+fn new_key(keys_file: &Path, args: &[&str]) -> String {
+    let all: Vec<&str> = ["new"].iter().chain(args).copied().collect();
+    let output = keys_command(keys_file, &all);
+    expect_success(&output, "keys new");
+    String::from_utf8(output.stdout)
+        .expect("a key is ASCII")
+        .trim_end()
+        .to_owned()
+}
+
+pub fn expect_success(output: &Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}): stdout {:?} stderr {:?}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Polls `probe` until it yields a value; fails with `what` after [`PATIENCE`].
+pub fn eventually<T>(what: &str, probe: impl FnMut() -> Option<T>) -> T {
+    eventually_within(PATIENCE, what, probe)
+}
+
+pub fn eventually_within<T>(
+    within: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

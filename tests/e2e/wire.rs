@@ -1,0 +1,249 @@
+//! Raw protocol clients for the tests: an HTTP/1.1 connection that frames responses by
+//! Content-Length (so pipelined answers can be read one by one), a UDP peer, and checks of the
+//! error body every refusal shares.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use pricebeast::client::http::HttpResponse;
+use pricebeast::udp::codec;
+use serde_json::Value;
+
+use super::support::PATIENCE;
+
+/// A raw TCP connection that reads responses framed by Content-Length, keeping any bytes past
+/// one response for the next (pipelining).
+pub struct Conn {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    pub fn open(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect_timeout(&addr, PATIENCE)
+            .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+        stream
+            .set_read_timeout(Some(PATIENCE))
+            .expect("read timeout");
+        stream
+            .set_write_timeout(Some(PATIENCE))
+            .expect("write timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        Self {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("writing to the server");
+    }
+
+    /// A keep-alive GET, answered on this connection.
+    pub fn get(&mut self, target: &str, key: Option<&str>) -> HttpResponse {
+        self.send(get_request(target, key).as_bytes());
+        self.read_response()
+    }
+
+    pub fn read_response(&mut self) -> HttpResponse {
+        self.read_framed(true)
+    }
+
+    /// The answer to a HEAD request: the Content-Length is announced, no body follows.
+    pub fn read_head_response(&mut self) -> HttpResponse {
+        self.read_framed(false)
+    }
+
+    fn read_framed(&mut self, with_body: bool) -> HttpResponse {
+        loop {
+            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
+                let mut response = parse_head(&self.buf[..end]);
+                let length = if with_body {
+                    response
+                        .header("content-length")
+                        .map_or(0, |v| v.trim().parse().expect("a numeric Content-Length"))
+                } else {
+                    0
+                };
+                if self.buf.len() >= end + 4 + length {
+                    response.body = self.buf[end + 4..end + 4 + length].to_vec();
+                    self.buf.drain(..end + 4 + length);
+                    return response;
+                }
+            }
+            if self.fill() == 0 {
+                panic!(
+                    "connection closed before a whole response; have {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                );
+            }
+        }
+    }
+
+    /// Asserts the server closes the connection without sending anything more.
+    pub fn expect_closed(&mut self) {
+        assert!(
+            self.buf.is_empty(),
+            "unread bytes before close: {:?}",
+            String::from_utf8_lossy(&self.buf)
+        );
+        let read = self.fill();
+        assert_eq!(
+            read,
+            0,
+            "expected the server to close, got {:?}",
+            String::from_utf8_lossy(&self.buf)
+        );
+    }
+
+    /// Reads once into the buffer; 0 at end of stream (a reset counts as one: the server is gone).
+    fn fill(&mut self) -> usize {
+        let mut chunk = [0u8; 16 * 1024];
+        match self.stream.read(&mut chunk) {
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                n
+            }
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => 0,
+            Err(e) => panic!(
+                "reading from the server: {e} (have {:?})",
+                String::from_utf8_lossy(&self.buf)
+            ),
+        }
+    }
+}
+
+/// A keep-alive GET request's bytes.
+pub fn get_request(target: &str, key: Option<&str>) -> String {
+    match key {
+        Some(key) => format!("GET {target} HTTP/1.1\r\nHost: e2e\r\nX-API-Key: {key}\r\n\r\n"),
+        None => format!("GET {target} HTTP/1.1\r\nHost: e2e\r\n\r\n"),
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn parse_head(head: &[u8]) -> HttpResponse {
+    let text = std::str::from_utf8(head).expect("a response head is ASCII");
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP/1.1 status line: {status_line:?}"));
+    let headers = lines
+        .map(|line| {
+            let (name, value) = line
+                .split_once(':')
+                .unwrap_or_else(|| panic!("not a header line: {line:?}"));
+            (name.to_owned(), value.trim().to_owned())
+        })
+        .collect();
+    HttpResponse {
+        status,
+        headers,
+        body: Vec::new(),
+    }
+}
+
+/// A UDP socket connected to the server.
+pub struct UdpPeer {
+    socket: UdpSocket,
+}
+
+impl UdpPeer {
+    pub fn open(server: SocketAddr) -> Self {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("binding a UDP socket");
+        socket.connect(server).expect("connecting the UDP socket");
+        Self { socket }
+    }
+
+    pub fn send(&self, datagram: &[u8]) {
+        let sent = self.socket.send(datagram).expect("sending a datagram");
+        assert_eq!(sent, datagram.len());
+    }
+
+    /// The next datagram, or `None` if none comes within `timeout`.
+    pub fn recv(&self, timeout: Duration) -> Option<Vec<u8>> {
+        self.socket
+            .set_read_timeout(Some(timeout))
+            .expect("UDP read timeout");
+        let mut buf = [0u8; 2048];
+        match self.socket.recv(&mut buf) {
+            Ok(n) => Some(buf[..n].to_vec()),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
+            Err(e) => panic!("receiving a datagram: {e}"),
+        }
+    }
+
+    /// Sends one query and returns its answer's bytes; fails the test if none comes.
+    pub fn ask(&self, request: &[u8]) -> Vec<u8> {
+        self.send(request);
+        self.recv(PATIENCE)
+            .expect("an answer to a well-formed query")
+    }
+}
+
+/// A price query datagram, zero-padded to the protocol's 64-byte minimum.
+pub fn datagram(request_id: u32, key: &[u8], symbol: &[u8]) -> Vec<u8> {
+    let mut out = [0u8; 128];
+    let len = codec::encode_request(request_id, key, symbol, &mut out)
+        .expect("key 16..=64 bytes, symbol 1..=32");
+    out[..len].to_vec()
+}
+
+/// The status byte of a response datagram, after checking the fixed header and the echoed id.
+pub fn udp_status(response: &[u8], request_id: u32) -> u8 {
+    assert!(response.len() >= 29, "response of {} bytes", response.len());
+    assert_eq!(
+        &response[..4],
+        &[0x50, 0x42, 0x01, 0x81],
+        "magic, version, type"
+    );
+    assert_eq!(
+        &response[4..8],
+        &request_id.to_be_bytes(),
+        "request id echoed"
+    );
+    response[8]
+}
+
+/// The body as JSON; fails with the body text if it is not.
+pub fn json(response: &HttpResponse) -> Value {
+    serde_json::from_slice(&response.body)
+        .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", response.text()))
+}
+
+/// An error response: this status, and a body of exactly `{"error":code,"message":"..."}`.
+pub fn assert_error(response: &HttpResponse, status: u16, code: &str) {
+    assert_eq!(response.status, status, "body: {}", response.text());
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    let body = json(response);
+    let object = body
+        .as_object()
+        .unwrap_or_else(|| panic!("error body is not an object: {body}"));
+    assert_eq!(
+        object.len(),
+        2,
+        "error body has exactly error and message: {body}"
+    );
+    assert_eq!(body["error"], code, "body: {body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "a human message: {body}"
+    );
+}
+
+/// A decimal as PROTOCOL.md writes prices: digits, optionally a point and more digits.
+pub fn is_decimal(text: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let unsigned = text.strip_prefix('-').unwrap_or(text);
+    match unsigned.split_once('.') {
+        Some((whole, fraction)) => digits(whole) && digits(fraction),
+        None => digits(unsigned),
+    }
+}
