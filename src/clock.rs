@@ -80,7 +80,8 @@ pub struct SecondCache {
 
 impl SecondCache {
     pub fn new(now: Now) -> Self {
-        let mut cache = Self { second: u64::MAX, date: [b' '; HTTP_DATE_BYTES], month: Month(0), seconds_to_next_month: 0 };
+        let mut cache =
+            Self { second: u64::MAX, date: [b' '; HTTP_DATE_BYTES], month: Month(0), seconds_to_next_month: 0 };
         cache.refresh(now);
         cache
     }

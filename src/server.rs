@@ -51,15 +51,13 @@ pub fn run(config: Config, options: ServeOptions) -> anyhow::Result<()> {
     let shared = Arc::new(Shared::new(Arc::clone(&config), Arc::clone(&book), keys, Arc::clone(&counters)));
 
     let server = &config.server;
-    let bound = listeners::bind(server.http, server.udp, shards, server.listen_backlog, config.udp.socket_buffer_bytes)?;
+    let bound =
+        listeners::bind(server.http, server.udp, shards, server.listen_backlog, config.udp.socket_buffer_bytes)?;
     let wake_http = bound.http.iter().map(|l| l.try_clone()).collect::<Result<Vec<_>, _>>()?;
     let wake_udp = bound.udp.iter().map(|s| s.try_clone()).collect::<Result<Vec<_>, _>>()?;
     let (http_addr, udp_addr) = (bound.http_addr, bound.udp_addr);
 
-    let writers = venues
-        .iter()
-        .filter_map(|v| BookWriter::new(Arc::clone(&book), v, Arc::clone(&counters)))
-        .collect();
+    let writers = venues.iter().filter_map(|v| BookWriter::new(Arc::clone(&book), v, Arc::clone(&counters))).collect();
     let feed = simulator::Simulator::start(sim, writers).context("starting the simulator feed")?;
     tracing::info!(symbols = symbols.len(), venues = venues.len(), tick_ms = sim.tick_ms, "simulator feed running");
 
@@ -69,7 +67,8 @@ pub fn run(config: Config, options: ServeOptions) -> anyhow::Result<()> {
     }
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let result = runtime.block_on(control_plane(Arc::clone(&shared), token, http_addr, udp_addr, key_count, handles.len()));
+    let result =
+        runtime.block_on(control_plane(Arc::clone(&shared), token, http_addr, udp_addr, key_count, handles.len()));
 
     shared.start_draining();
     listeners::shut_down_read(&wake_http, &wake_udp);

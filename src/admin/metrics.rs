@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use prometheus::core::{Collector, Desc};
-use prometheus::proto::{Bucket, Counter as ProtoCounter, Gauge as ProtoGauge, Histogram, Metric, MetricFamily, MetricType};
+use prometheus::proto::{
+    Bucket, Counter as ProtoCounter, Gauge as ProtoGauge, Histogram, Metric, MetricFamily, MetricType,
+};
 use prometheus::{Encoder, Registry, TextEncoder};
 
 use crate::counters::{Counters, COUNTER_NAMES, GAUGE_NAMES, LATENCY_BOUNDS_US};

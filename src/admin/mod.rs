@@ -88,7 +88,8 @@ fn json_body(text: String) -> impl IntoResponse {
 async fn stress_stats(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     let now_ms = Now::read().unix_ms;
     let uptime_s = now_ms.saturating_sub(state.shared.started_ms) / 1000;
-    let doc = stress_stats_json(&state.shared.node, uptime_s, &state.shared.counters.snapshot(), &state.stats.derived());
+    let doc =
+        stress_stats_json(&state.shared.node, uptime_s, &state.shared.counters.snapshot(), &state.stats.derived());
     json_body(doc.to_string())
 }
 

@@ -86,10 +86,8 @@ impl Decimal {
                         exponent -= 1;
                     }
                     pending_zeros = 0;
-                    mantissa = mantissa
-                        .checked_mul(10)
-                        .and_then(|m| m.checked_add(digit))
-                        .ok_or(DecimalError::Range)?;
+                    mantissa =
+                        mantissa.checked_mul(10).and_then(|m| m.checked_add(digit)).ok_or(DecimalError::Range)?;
                     if seen_point {
                         exponent -= 1;
                     }
@@ -201,11 +199,8 @@ impl Decimal {
             return if self.cmp_value(other) == Ordering::Greater { other } else { self };
         };
         let sum = a + b;
-        let (mut value, mut exponent) = if sum % 2 == 0 || exponent == EXPONENT_MIN {
-            (sum / 2, exponent)
-        } else {
-            (sum * 5, exponent - 1)
-        };
+        let (mut value, mut exponent) =
+            if sum % 2 == 0 || exponent == EXPONENT_MIN { (sum / 2, exponent) } else { (sum * 5, exponent - 1) };
         while i64::try_from(value).is_err() {
             value /= 10;
             exponent += 1;
@@ -288,14 +283,8 @@ mod tests {
         for bad in ["", "-", ".", "1.2.3", "abc", "1e", "1e1234", "1,5", " 1", "0x10", "1-2"] {
             assert!(Decimal::parse(bad.as_bytes()).is_err(), "{bad:?} should be refused");
         }
-        assert_eq!(
-            Decimal::parse(b"99999999999999999999"),
-            Err(DecimalError::Range)
-        );
-        assert_eq!(
-            Decimal::parse(b"0.0000000000000000001"),
-            Err(DecimalError::Range)
-        );
+        assert_eq!(Decimal::parse(b"99999999999999999999"), Err(DecimalError::Range));
+        assert_eq!(Decimal::parse(b"0.0000000000000000001"), Err(DecimalError::Range));
     }
 
     #[test]

@@ -190,11 +190,8 @@ pub fn median(quotes: &mut [VenueQuote]) -> Option<Served> {
         }
     }
     let mid = quotes.len() / 2;
-    let price = if quotes.len() % 2 == 1 {
-        quotes[mid].price
-    } else {
-        quotes[mid - 1].price.midpoint(quotes[mid].price)
-    };
+    let price =
+        if quotes.len() % 2 == 1 { quotes[mid].price } else { quotes[mid - 1].price.midpoint(quotes[mid].price) };
     let ts_ms = quotes.iter().map(|q| q.ts_ms).max().unwrap_or(0);
     Some(Served { price, ts_ms, sources: quotes.len() as u8 })
 }

@@ -40,7 +40,8 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
         let mut client = UdpClient::connect(addr.as_str()).with_context(|| format!("UDP {addr}"))?;
         let mut failed = false;
         for symbol in &args.symbols {
-            let answer = client.query(args.key.as_bytes(), symbol.as_bytes(), timeout).with_context(|| format!("UDP {addr}"))?;
+            let answer =
+                client.query(args.key.as_bytes(), symbol.as_bytes(), timeout).with_context(|| format!("UDP {addr}"))?;
             failed |= answer.status != UdpStatus::Ok;
             let line = serde_json::json!({
                 "symbol": answer.symbol,

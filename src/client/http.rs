@@ -36,7 +36,8 @@ pub fn request(
     body: &[u8],
     timeout: Duration,
 ) -> io::Result<HttpResponse> {
-    let addr = addr.to_socket_addrs()?.next().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
+    let addr =
+        addr.to_socket_addrs()?.next().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
@@ -61,14 +62,13 @@ pub fn parse_response(raw: &[u8]) -> io::Result<HttpResponse> {
     let mut response = httparse::Response::new(&mut headers);
     let head_len = match response.parse(raw) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "incomplete response")),
+        Ok(httparse::Status::Partial) => {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "incomplete response"))
+        }
         Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
     };
-    let headers: Vec<(String, String)> = response
-        .headers
-        .iter()
-        .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
-        .collect();
+    let headers: Vec<(String, String)> =
+        response.headers.iter().map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned())).collect();
     let mut body = raw[head_len..].to_vec();
     if let Some(length) = headers
         .iter()

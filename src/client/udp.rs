@@ -41,7 +41,8 @@ impl UdpClient {
             .to_socket_addrs()?
             .next()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
-        let local: SocketAddr = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().map_err(io::Error::other)?;
+        let local: SocketAddr =
+            if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().map_err(io::Error::other)?;
         let socket = UdpSocket::bind(local)?;
         socket.connect(server)?;
         Ok(Self { socket, next_id: std::process::id() })

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 /// Everything the server needs to start.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -134,21 +134,6 @@ pub struct SimulatorConfig {
 pub struct LogConfig {
     /// A tracing filter: `info`, `pricebeast=debug`, ... (`RUST_LOG` wins when set).
     pub level: String,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            http: HttpConfig::default(),
-            udp: UdpConfig::default(),
-            admin: AdminConfig::default(),
-            keys: KeysConfig::default(),
-            book: BookConfig::default(),
-            feed: FeedConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
 }
 
 impl Default for ServerConfig {

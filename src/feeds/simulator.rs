@@ -165,6 +165,7 @@ impl SplitMix64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Tests wait on real threads and sockets.
 mod tests {
     use super::*;
     use crate::book::PriceBook;

@@ -17,8 +17,7 @@ use crate::state::Shared;
 pub const PRICES_MAX: usize = 100;
 
 /// The largest body: a full `/v1/prices` answer with every symbol also listed as missing.
-pub const BODY_BYTES_MAX: usize =
-    32 + PRICES_MAX * (PRICE_OBJECT_BYTES_MAX + 1) + PRICES_MAX * (SYMBOL_BYTES_MAX + 3);
+pub const BODY_BYTES_MAX: usize = 32 + PRICES_MAX * (PRICE_OBJECT_BYTES_MAX + 1) + PRICES_MAX * (SYMBOL_BYTES_MAX + 3);
 /// The largest response; a connection's write buffer holds at least one.
 pub const RESPONSE_BYTES_MAX: usize = HEAD_BYTES_MAX + BODY_BYTES_MAX;
 
@@ -115,13 +114,29 @@ fn finish(ctx: &Context<'_>, reply: &Reply, scratch: &mut Scratch, out: &mut Fix
         let internal = error(scratch, ErrorCode::Internal, &[b"response too large"], Extra::default());
         return finish(ctx, &internal, scratch, out, head_only);
     }
-    response::write(out, reply.status, ctx.second.http_date(), reply.content_type, scratch.body.as_slice(), &reply.extra, head_only);
+    response::write(
+        out,
+        reply.status,
+        ctx.second.http_date(),
+        reply.content_type,
+        scratch.body.as_slice(),
+        &reply.extra,
+        head_only,
+    );
     if out.overflowed() {
         out.truncate(start);
         scratch.body.clear();
         let mut internal = error(scratch, ErrorCode::Internal, &[b"response too large"], Extra::default());
         internal.extra.close = true;
-        response::write(out, internal.status, ctx.second.http_date(), ContentType::Json, scratch.body.as_slice(), &internal.extra, false);
+        response::write(
+            out,
+            internal.status,
+            ctx.second.http_date(),
+            ContentType::Json,
+            scratch.body.as_slice(),
+            &internal.extra,
+            false,
+        );
     }
     ctx.counters.inc(match reply.status.code {
         200..=299 => Counter::Responses2xx,
@@ -174,7 +189,12 @@ fn price(query: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch)
         return error(scratch, ErrorCode::BadRequest, &[b"missing parameter: symbol"], Extra::default());
     };
     let Some(name) = route::percent_decode(raw, &mut scratch.decoded).and_then(SymbolName::parse) else {
-        return error(scratch, ErrorCode::BadRequest, &[b"invalid symbol: 1 to 32 of A-Z 0-9 - _ . /"], Extra::default());
+        return error(
+            scratch,
+            ErrorCode::BadRequest,
+            &[b"invalid symbol: 1 to 32 of A-Z 0-9 - _ . /"],
+            Extra::default(),
+        );
     };
     let with_venues = match route::param(query, b"sources") {
         None | Some(b"0") | Some(b"false") => false,
@@ -190,7 +210,8 @@ fn price(query: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch)
     let Some(id) = book.symbols().lookup(name.as_bytes()) else {
         return error(scratch, ErrorCode::UnknownSymbol, &[b"unknown symbol ", name.as_bytes()], extra);
     };
-    let mut quotes = [VenueQuote { venue: crate::book::VenueId::default(), price: Default::default(), ts_ms: 0 }; VENUES_MAX];
+    let mut quotes =
+        [VenueQuote { venue: crate::book::VenueId::default(), price: Default::default(), ts_ms: 0 }; VENUES_MAX];
     let fresh = book.fresh_quotes(id, ctx.now.unix_ms, &mut quotes);
     let quotes = &mut quotes[..fresh];
     let Some(served) = crate::book::median(quotes) else {
@@ -220,7 +241,12 @@ fn prices(query: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch
             return error(scratch, ErrorCode::BadRequest, &[b"at most 100 symbols per request"], Extra::default());
         }
         if SymbolName::parse(item).is_none() {
-            return error(scratch, ErrorCode::BadRequest, &[b"invalid symbol: 1 to 32 of A-Z 0-9 - _ . /"], Extra::default());
+            return error(
+                scratch,
+                ErrorCode::BadRequest,
+                &[b"invalid symbol: 1 to 32 of A-Z 0-9 - _ . /"],
+                Extra::default(),
+            );
         }
     }
     let admitted = match admission::admit(key, ctx.now, ctx.second, Charge::Billable) {
@@ -265,7 +291,11 @@ fn prices(query: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch
         body.put(b"\"");
     }
     body.put(b"]}");
-    Reply { status: Status::OK, content_type: ContentType::Json, extra: Extra { rate: admitted.rate, ..Extra::default() } }
+    Reply {
+        status: Status::OK,
+        content_type: ContentType::Json,
+        extra: Extra { rate: admitted.rate, ..Extra::default() },
+    }
 }
 
 fn usage(key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply {
@@ -277,7 +307,11 @@ fn usage(key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply {
     let month = ctx.second.month();
     let cap = key.limits.map(|l| l.monthly_cap);
     json::usage(&mut scratch.body, &key.name, key.tier.as_str(), month, key.state.usage.used(month), cap);
-    Reply { status: Status::OK, content_type: ContentType::Json, extra: Extra { rate: admitted.rate, ..Extra::default() } }
+    Reply {
+        status: Status::OK,
+        content_type: ContentType::Json,
+        extra: Extra { rate: admitted.rate, ..Extra::default() },
+    }
 }
 
 fn refused(refusal: Refusal, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply {

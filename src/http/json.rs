@@ -86,11 +86,8 @@ mod tests {
     #[test]
     fn price_object_matches_protocol_example() {
         let mut body = FixedBuf::with_capacity(256);
-        let served = Served {
-            price: Decimal::parse(b"97123.45").expect("literal"),
-            ts_ms: 1_732_280_000_123,
-            sources: 3,
-        };
+        let served =
+            Served { price: Decimal::parse(b"97123.45").expect("literal"), ts_ms: 1_732_280_000_123, sources: 3 };
         open_price(&mut body, "BTC-USD", &served, 1_732_280_000_135);
         body.put(b"}");
         assert_eq!(

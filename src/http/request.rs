@@ -193,9 +193,11 @@ mod tests {
         assert_eq!(one(&raw), Err(RequestError::HeadTooLarge));
         raw.truncate(1023);
         assert_eq!(one(&raw).expect("still possible"), None);
-        let many: Vec<u8> =
-            [&b"GET / HTTP/1.1\r\n"[..], &b"A: b\r\n".repeat(HEADERS_MAX + 1), b"\r\n"].concat();
-        assert_eq!(parse(&many, ReadLimits { head_bytes_max: 4096, body_bytes_max: 0 }), Err(RequestError::HeadTooLarge));
+        let many: Vec<u8> = [&b"GET / HTTP/1.1\r\n"[..], &b"A: b\r\n".repeat(HEADERS_MAX + 1), b"\r\n"].concat();
+        assert_eq!(
+            parse(&many, ReadLimits { head_bytes_max: 4096, body_bytes_max: 0 }),
+            Err(RequestError::HeadTooLarge)
+        );
     }
 
     #[test]

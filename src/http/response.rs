@@ -78,8 +78,7 @@ impl Status {
     pub const REQUEST_TIMEOUT: Self = Self { code: 408, line: b"HTTP/1.1 408 Request Timeout\r\n" };
     pub const CONTENT_TOO_LARGE: Self = Self { code: 413, line: b"HTTP/1.1 413 Content Too Large\r\n" };
     pub const TOO_MANY_REQUESTS: Self = Self { code: 429, line: b"HTTP/1.1 429 Too Many Requests\r\n" };
-    pub const HEADERS_TOO_LARGE: Self =
-        Self { code: 431, line: b"HTTP/1.1 431 Request Header Fields Too Large\r\n" };
+    pub const HEADERS_TOO_LARGE: Self = Self { code: 431, line: b"HTTP/1.1 431 Request Header Fields Too Large\r\n" };
     pub const INTERNAL: Self = Self { code: 500, line: b"HTTP/1.1 500 Internal Server Error\r\n" };
     pub const UNAVAILABLE: Self = Self { code: 503, line: b"HTTP/1.1 503 Service Unavailable\r\n" };
     pub const GATEWAY_TIMEOUT: Self = Self { code: 504, line: b"HTTP/1.1 504 Gateway Timeout\r\n" };
@@ -120,7 +119,9 @@ pub fn write(
     out.put(date);
     out.put(match content_type {
         ContentType::Json => b"\r\nContent-Type: application/json\r\nCache-Control: no-store\r\nContent-Length: ",
-        ContentType::Text => b"\r\nContent-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\nContent-Length: ",
+        ContentType::Text => {
+            b"\r\nContent-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\nContent-Length: "
+        }
     });
     out.put_u64(body.len() as u64);
     out.put(b"\r\n");

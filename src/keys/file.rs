@@ -82,7 +82,8 @@ impl KeysFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
             Err(error) => return Err(KeysFileError::Io { path: path.display().to_string(), error }),
         };
-        toml::from_str(&text).map_err(|e| KeysFileError::Syntax { path: path.display().to_string(), message: e.to_string() })
+        toml::from_str(&text)
+            .map_err(|e| KeysFileError::Syntax { path: path.display().to_string(), message: e.to_string() })
     }
 
     /// Writes the file atomically (a temporary beside it, then a rename), so a server reloading
@@ -127,9 +128,17 @@ impl KeysFile {
                 }
                 (Tier::Public, ..) => return Err(fail("public keys need qps, burst and monthly_cap, each at least 1")),
                 (Tier::Partner, None, None, None) => None,
-                (Tier::Partner, ..) => return Err(fail("partner keys are never limited: remove qps, burst, monthly_cap")),
+                (Tier::Partner, ..) => {
+                    return Err(fail("partner keys are never limited: remove qps, burst, monthly_cap"))
+                }
             };
-            parsed.push(ParsedKey { name: record.name.clone(), tier: record.tier, hash, limits, revoked: record.revoked });
+            parsed.push(ParsedKey {
+                name: record.name.clone(),
+                tier: record.tier,
+                hash,
+                limits,
+                revoked: record.revoked,
+            });
         }
         Ok(parsed)
     }
@@ -183,7 +192,10 @@ mod tests {
         let mut partner = record("acme", Tier::Partner);
         partner.qps = Some(5);
         let err = KeysFile { keys: vec![partner] }.parse(path).expect_err("refused");
-        assert_eq!(err.to_string(), "k.toml: key \"acme\": partner keys are never limited: remove qps, burst, monthly_cap");
+        assert_eq!(
+            err.to_string(),
+            "k.toml: key \"acme\": partner keys are never limited: remove qps, burst, monthly_cap"
+        );
         let mut public = record("bob", Tier::Public);
         public.qps = Some(0);
         assert!(KeysFile { keys: vec![public] }.parse(path).is_err());

@@ -104,9 +104,8 @@ mod tests {
     fn sustained_rate_is_qps() {
         let gcra = Gcra::new(100, 1);
         let state = GcraState::default();
-        let allowed = (0..1000u64)
-            .filter(|i| matches!(gcra.check(&state, NS_PER_S + i * MS), Decision::Allowed { .. }))
-            .count();
+        let allowed =
+            (0..1000u64).filter(|i| matches!(gcra.check(&state, NS_PER_S + i * MS), Decision::Allowed { .. })).count();
         assert_eq!(allowed, 100);
     }
 

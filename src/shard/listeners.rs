@@ -16,7 +16,13 @@ pub struct Bound {
 
 /// Binds `shards` listeners and UDP sockets. Port 0 is resolved by the first bind and reused by the
 /// rest, so a test's port-0 server still has one address.
-pub fn bind(http: SocketAddr, udp: SocketAddr, shards: usize, backlog: u32, udp_buffer_bytes: usize) -> io::Result<Bound> {
+pub fn bind(
+    http: SocketAddr,
+    udp: SocketAddr,
+    shards: usize,
+    backlog: u32,
+    udp_buffer_bytes: usize,
+) -> io::Result<Bound> {
     let mut bound = Bound { http: Vec::new(), udp: Vec::new(), http_addr: http, udp_addr: udp };
     for _ in 0..shards {
         let listener = tcp_listener(bound.http_addr, backlog)

@@ -56,7 +56,8 @@ pub fn start(shared: &Arc<Shared>, http: Vec<TcpListener>, udp: Vec<UdpSocket>) 
     for (index, (listener, socket)) in http.into_iter().zip(udp).enumerate() {
         let (ready_tx, ready_rx) = mpsc::channel::<io::Result<DriverKind>>();
         let shared = Arc::clone(shared);
-        let core = if shared.config.server.pin_shards && !cores.is_empty() { Some(cores[index % cores.len()]) } else { None };
+        let core =
+            if shared.config.server.pin_shards && !cores.is_empty() { Some(cores[index % cores.len()]) } else { None };
         let thread = std::thread::Builder::new().name(format!("shard-{index}")).spawn(move || {
             if let Some(core) = core {
                 if !core_affinity::set_for_current(core) {
@@ -65,15 +66,20 @@ pub fn start(shared: &Arc<Shared>, http: Vec<TcpListener>, udp: Vec<UdpSocket>) 
             }
             run(index, shared, listener, socket, ready_tx);
         })?;
-        let driver = ready_rx
-            .recv()
-            .map_err(|_| io::Error::other(format!("shard {index} exited before starting")))??;
+        let driver =
+            ready_rx.recv().map_err(|_| io::Error::other(format!("shard {index} exited before starting")))??;
         handles.push(ShardHandle { index, driver, thread });
     }
     Ok(handles)
 }
 
-fn run(index: usize, shared: Arc<Shared>, listener: TcpListener, socket: UdpSocket, ready: mpsc::Sender<io::Result<DriverKind>>) {
+fn run(
+    index: usize,
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    socket: UdpSocket,
+    ready: mpsc::Sender<io::Result<DriverKind>>,
+) {
     let choice = shared.config.server.io_driver;
     if matches!(choice, IoDriver::Auto | IoDriver::IoUring) {
         match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(RING_ENTRIES).enable_timer().build() {
@@ -133,13 +139,18 @@ impl Local {
     /// Read and write buffers for a new connection: from the pool, or allocated once.
     pub fn take_buffers(&self) -> (Vec<u8>, Vec<u8>) {
         self.pool.borrow_mut().pop().unwrap_or_else(|| {
-            (Vec::with_capacity(self.limits.head_bytes_max + self.limits.body_bytes_max), Vec::with_capacity(RESPONSE_BYTES_MAX))
+            (
+                Vec::with_capacity(self.limits.head_bytes_max + self.limits.body_bytes_max),
+                Vec::with_capacity(RESPONSE_BYTES_MAX),
+            )
         })
     }
 
     /// Returns a closed connection's buffers for reuse (dropped if they are not whole).
     pub fn give_buffers(&self, mut read: Vec<u8>, mut write: Vec<u8>) {
-        if read.capacity() == self.limits.head_bytes_max + self.limits.body_bytes_max && write.capacity() == RESPONSE_BYTES_MAX {
+        if read.capacity() == self.limits.head_bytes_max + self.limits.body_bytes_max
+            && write.capacity() == RESPONSE_BYTES_MAX
+        {
             read.clear();
             write.clear();
             self.pool.borrow_mut().push((read, write));

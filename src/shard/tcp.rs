@@ -44,14 +44,22 @@ pub(super) async fn accept_loop(listener: TcpListener, local: Rc<Local>) {
 /// One connection over the shard's limit: a 503 and close.
 async fn refuse(mut stream: TcpStream, local: Rc<Local>) {
     let mut out = FixedBuf::with_capacity(1024);
-    {
-        let now = Now::read();
-        local.second.borrow_mut().refresh(now);
-        let second = local.second.borrow();
-        let ctx = Context { shared: &local.shared, counters: local.counters(), second: &second, now };
-        handler::respond_overloaded(&ctx, &mut local.scratch.borrow_mut(), &mut out);
-    }
+    write_with_context(&local, &mut out, handler::respond_overloaded);
     let _ = stream.write_all(out.into_vec()).await;
+}
+
+/// Runs one of the handler's connection-level answers with a fresh clock reading. Synchronous,
+/// so no shard-local borrow can outlive it into an await.
+fn write_with_context(
+    local: &Local,
+    out: &mut FixedBuf,
+    answer: fn(&Context<'_>, &mut handler::Scratch, &mut FixedBuf),
+) {
+    let now = Now::read();
+    local.second.borrow_mut().refresh(now);
+    let second = local.second.borrow();
+    let ctx = Context { shared: &local.shared, counters: local.counters(), second: &second, now };
+    answer(&ctx, &mut local.scratch.borrow_mut(), out);
 }
 
 async fn serve(mut stream: TcpStream, local: Rc<Local>) {
@@ -70,7 +78,12 @@ async fn serve(mut stream: TcpStream, local: Rc<Local>) {
 
 /// The request/response loop. Returns the buffers when they survived (a cancelled read keeps its
 /// buffer), so the shard can reuse them.
-async fn converse(stream: &mut TcpStream, local: &Local, mut read: Vec<u8>, write: Vec<u8>) -> Option<(Vec<u8>, Vec<u8>)> {
+async fn converse(
+    stream: &mut TcpStream,
+    local: &Local,
+    mut read: Vec<u8>,
+    write: Vec<u8>,
+) -> Option<(Vec<u8>, Vec<u8>)> {
     let http = &local.shared.config.http;
     let idle = Duration::from_millis(http.idle_timeout_ms);
     let head_deadline_ns = http.header_timeout_ms * 1_000_000;
@@ -142,12 +155,7 @@ async fn converse(stream: &mut TcpStream, local: &Local, mut read: Vec<u8>, writ
             Err(_elapsed) => {
                 if len > 0 {
                     // Slow headers: say why before closing.
-                    let now = Now::read();
-                    local.second.borrow_mut().refresh(now);
-                    let second = local.second.borrow();
-                    let ctx = Context { shared: &local.shared, counters: local.counters(), second: &second, now };
-                    handler::respond_timeout(&ctx, &mut local.scratch.borrow_mut(), &mut out);
-                    drop(second);
+                    write_with_context(local, &mut out, handler::respond_timeout);
                     let _ = stream.write_all(out.into_vec()).await;
                 }
                 return None;

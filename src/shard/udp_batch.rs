@@ -70,7 +70,13 @@ impl Batch {
         // SAFETY: every header points at this batch's own iovec, datagram buffer and peer slot,
         // all alive and unaliased for the call; the count passed is the array's length.
         let count = unsafe {
-            libc::recvmmsg(fd, self.recv_headers.as_mut_ptr(), self.recv_headers.len() as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
+            libc::recvmmsg(
+                fd,
+                self.recv_headers.as_mut_ptr(),
+                self.recv_headers.len() as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
         };
         if count < 0 {
             return Err(io::Error::last_os_error());
@@ -104,7 +110,12 @@ impl Batch {
             // SAFETY: headers [sent, queued) point at this batch's reply buffers and peer slots,
             // set by `queue_reply` after the last receive; the count stays within the array.
             let count = unsafe {
-                libc::sendmmsg(fd, self.send_headers[sent..].as_mut_ptr(), (self.queued - sent) as libc::c_uint, libc::MSG_DONTWAIT)
+                libc::sendmmsg(
+                    fd,
+                    self.send_headers[sent..].as_mut_ptr(),
+                    (self.queued - sent) as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
             };
             if count <= 0 {
                 break;
@@ -117,6 +128,7 @@ impl Batch {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Tests wait on real threads and sockets.
 mod tests {
     use super::*;
     use std::net::UdpSocket;
@@ -143,7 +155,9 @@ mod tests {
                     got += n;
                     assert_eq!(batch.send(server.as_raw_fd()), n);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(std::time::Duration::from_millis(5)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
                 Err(e) => panic!("receive failed: {e}"),
             }
             if got == 3 {

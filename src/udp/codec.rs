@@ -236,7 +236,14 @@ mod tests {
     #[test]
     fn encodes_the_protocol_layout_and_decodes_back() {
         let price = Decimal::parse(b"97123.45").expect("literal");
-        let answer = Answer { request_id: 7, status: UdpStatus::Ok, price, sources: 3, ts_ms: 1_732_280_000_123, symbol: b"BTC-USD" };
+        let answer = Answer {
+            request_id: 7,
+            status: UdpStatus::Ok,
+            price,
+            sources: 3,
+            ts_ms: 1_732_280_000_123,
+            symbol: b"BTC-USD",
+        };
         let mut out = [0u8; RESPONSE_BYTES_MAX];
         let len = encode(&answer, &mut out);
         assert_eq!(len, 29 + 7);
@@ -245,8 +252,10 @@ mod tests {
         assert_eq!(out[18], (-2i8) as u8);
         assert_eq!(out[19], 3);
         let back = decode_response(&out[..len]).expect("a response");
-        assert_eq!((back.request_id, back.status, back.price, back.sources, back.ts_ms, back.symbol),
-                   (7, UdpStatus::Ok, price, 3, 1_732_280_000_123, &b"BTC-USD"[..]));
+        assert_eq!(
+            (back.request_id, back.status, back.price, back.sources, back.ts_ms, back.symbol),
+            (7, UdpStatus::Ok, price, 3, 1_732_280_000_123, &b"BTC-USD"[..])
+        );
     }
 
     proptest! {

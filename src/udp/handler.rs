@@ -26,8 +26,14 @@ pub fn respond(datagram: &[u8], ctx: &Context<'_>, out: &mut [u8; RESPONSE_BYTES
         }
     };
     counters.inc(Counter::UdpRequests);
-    let mut answer =
-        Answer { request_id: query.request_id, status: UdpStatus::Ok, price: Decimal::default(), sources: 0, ts_ms: 0, symbol: query.symbol };
+    let mut answer = Answer {
+        request_id: query.request_id,
+        status: UdpStatus::Ok,
+        price: Decimal::default(),
+        sources: 0,
+        ts_ms: 0,
+        symbol: query.symbol,
+    };
     match SymbolName::parse(query.symbol) {
         None => answer.status = UdpStatus::BadRequest,
         Some(name) => match admission::admit(key, ctx.now, ctx.second, Charge::Billable) {
