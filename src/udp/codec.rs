@@ -258,6 +258,33 @@ mod tests {
         );
     }
 
+    /// The hex dumps in docs/protocol.md's examples, byte for byte.
+    #[test]
+    fn documented_examples_hold() {
+        let request_dump =
+            "50 42 01 01 00 00 00 07 23 70 62 5f 30 31 32 33 34 35 36 37 38 39 61 62 63 64 65 66 30 31 32 33 \
+                       34 35 36 37 38 39 61 62 63 64 65 66 07 42 54 43 2d 55 53 44 00 00 00 00 00 00 00 00 00 00 00 00";
+        let response_dump =
+            "50 42 01 81 00 00 00 07 00 00 00 00 00 00 00 94 32 d9 fe 03 00 00 01 93 53 ef 1e 7b 07 42 54 43 \
+                        2d 55 53 44";
+        let bytes = |dump: &str| -> Vec<u8> {
+            dump.split_whitespace().map(|b| u8::from_str_radix(b, 16).expect("hex byte")).collect()
+        };
+        assert_eq!(request(7, b"pb_0123456789abcdef0123456789abcdef", b"BTC-USD"), bytes(request_dump));
+        let price = Decimal::parse(b"97123.45").expect("literal");
+        let answer = Answer {
+            request_id: 7,
+            status: UdpStatus::Ok,
+            price,
+            sources: 3,
+            ts_ms: 1_732_280_000_123,
+            symbol: b"BTC-USD",
+        };
+        let mut out = [0u8; RESPONSE_BYTES_MAX];
+        let len = encode(&answer, &mut out);
+        assert_eq!(&out[..len], &bytes(response_dump)[..]);
+    }
+
     proptest! {
         #[test]
         fn arbitrary_datagrams_never_panic_and_never_amplify(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
