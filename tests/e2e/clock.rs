@@ -4,9 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub fn unix_ms() -> u64 {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("the clock is past 1970");
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).expect("the clock is past 1970");
     u64::try_from(since.as_millis()).expect("milliseconds fit u64")
 }
 
@@ -19,11 +17,7 @@ pub fn month_label(unix_s: u64) -> String {
 /// Seconds from `unix_s` to the first second of the next UTC month.
 pub fn seconds_to_next_month(unix_s: u64) -> u64 {
     let (year, month, _) = civil_from_days(unix_s / 86_400);
-    let (year, month) = if month == 12 {
-        (year + 1, 1)
-    } else {
-        (year, month + 1)
-    };
+    let (year, month) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
     days_from_civil(year, month) * 86_400 - unix_s
 }
 
@@ -57,10 +51,7 @@ fn days_from_civil(year: u64, month: u64) -> u64 {
 fn calendar_oracle_agrees_with_known_dates() {
     // 2026-11-23T06:00:00Z; 2026-12-01 and 2027-01-01 start at the seconds below.
     assert_eq!(month_label(1_795_413_600), "2026-11");
-    assert_eq!(
-        seconds_to_next_month(1_795_413_600),
-        1_796_083_200 - 1_795_413_600
-    );
+    assert_eq!(seconds_to_next_month(1_795_413_600), 1_796_083_200 - 1_795_413_600);
     assert_eq!(month_label(1_796_083_200), "2026-12");
     assert_eq!(seconds_to_next_month(1_798_761_599), 1);
     assert_eq!(month_label(1_798_761_600), "2027-01");

@@ -20,26 +20,11 @@ on_both_drivers!(
 /// Ten different requests, so that each response shows which request it answers.
 fn ten_requests(server: &Server) -> Vec<(String, String)> {
     let key = Some(server.key("partner"));
-    let symbols = [
-        "BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD", "DOGE-USD", "ADA-USD", "AVAX-USD", "LTC-USD",
-    ];
-    let mut requests: Vec<(String, String)> = symbols
-        .iter()
-        .map(|s| {
-            (
-                get_request(&format!("/v1/price?symbol={s}"), key),
-                (*s).to_owned(),
-            )
-        })
-        .collect();
+    let symbols = ["BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD", "DOGE-USD", "ADA-USD", "AVAX-USD", "LTC-USD"];
+    let mut requests: Vec<(String, String)> =
+        symbols.iter().map(|s| (get_request(&format!("/v1/price?symbol={s}"), key), (*s).to_owned())).collect();
     requests.insert(3, (get_request("/health", None), "ok".to_owned()));
-    requests.insert(
-        7,
-        (
-            get_request("/v1/price?symbol=NOPE-USD", key),
-            "unknown_symbol".to_owned(),
-        ),
-    );
+    requests.insert(7, (get_request("/v1/price?symbol=NOPE-USD", key), "unknown_symbol".to_owned()));
     requests
 }
 
@@ -48,11 +33,7 @@ fn identity(response: &pricebeast::client::http::HttpResponse) -> String {
     match response.header("content-type") {
         Some("application/json") => {
             let body = json(response);
-            body.get("symbol")
-                .or_else(|| body.get("error"))
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-                .to_owned()
+            body.get("symbol").or_else(|| body.get("error")).and_then(|v| v.as_str()).unwrap_or_default().to_owned()
         }
         _ => response.text(),
     }
@@ -65,27 +46,17 @@ fn keep_alive(driver: Driver) {
         conn.send(request.as_bytes());
         let response = conn.read_response();
         assert_eq!(identity(&response), expected);
-        assert_eq!(
-            response.header("connection"),
-            None,
-            "the connection stays open"
-        );
+        assert_eq!(response.header("connection"), None, "the connection stays open");
     }
 }
 
 fn pipelining(driver: Driver) {
     let server = Setup::new(driver).start();
     let requests = ten_requests(&server);
-    let all: String = requests
-        .iter()
-        .map(|(request, _)| request.as_str())
-        .collect();
+    let all: String = requests.iter().map(|(request, _)| request.as_str()).collect();
     let mut conn = server.connect();
     conn.send(all.as_bytes());
-    let answered: Vec<String> = requests
-        .iter()
-        .map(|_| identity(&conn.read_response()))
-        .collect();
+    let answered: Vec<String> = requests.iter().map(|_| identity(&conn.read_response())).collect();
     let expected: Vec<&str> = requests.iter().map(|(_, e)| e.as_str()).collect();
     assert_eq!(answered, expected, "ten responses, in request order");
     // The connection is still usable after the pipeline drains.
@@ -95,10 +66,7 @@ fn pipelining(driver: Driver) {
 fn pipeline_split_anywhere(driver: Driver) {
     let server = Setup::new(driver).start();
     let requests = ten_requests(&server);
-    let all: String = requests
-        .iter()
-        .map(|(request, _)| request.as_str())
-        .collect();
+    let all: String = requests.iter().map(|(request, _)| request.as_str()).collect();
     let expected: Vec<&str> = requests.iter().map(|(_, e)| e.as_str()).collect();
     let bytes = all.as_bytes();
     // Chunk sizes from a fixed xorshift sequence: splits inside request lines, headers and the
@@ -118,10 +86,7 @@ fn pipeline_split_anywhere(driver: Driver) {
             // Long enough that each chunk arrives as its own read, most of the time.
             std::thread::sleep(Duration::from_millis(2));
         }
-        let answered: Vec<String> = requests
-            .iter()
-            .map(|_| identity(&conn.read_response()))
-            .collect();
+        let answered: Vec<String> = requests.iter().map(|_| identity(&conn.read_response())).collect();
         assert_eq!(answered, expected, "seed {seed}");
     }
 }
@@ -151,13 +116,7 @@ fn request_bodies_are_skipped(driver: Driver) {
     let mut conn = server.connect();
     // A body that looks like a request must not be read as one.
     let smuggled = "GET /health HTTP/1.1\r\n\r\n";
-    conn.send(
-        format!(
-            "POST /ready HTTP/1.1\r\nContent-Length: {}\r\n\r\n{smuggled}",
-            smuggled.len()
-        )
-        .as_bytes(),
-    );
+    conn.send(format!("POST /ready HTTP/1.1\r\nContent-Length: {}\r\n\r\n{smuggled}", smuggled.len()).as_bytes());
     conn.send(get_request("/ready", None).as_bytes());
     assert_error(&conn.read_response(), 405, "method_not_allowed");
     assert_eq!(conn.read_response().text(), "ready");
@@ -169,19 +128,11 @@ fn head_request_framing(driver: Driver) {
     let server = Setup::new(driver).start();
     let key = server.key("partner");
     let mut conn = server.connect();
-    conn.send(
-        format!("HEAD /v1/price?symbol=BTC-USD HTTP/1.1\r\nX-API-Key: {key}\r\n\r\n").as_bytes(),
-    );
+    conn.send(format!("HEAD /v1/price?symbol=BTC-USD HTTP/1.1\r\nX-API-Key: {key}\r\n\r\n").as_bytes());
     let head = conn.read_head_response();
     assert_eq!(head.status, 200);
-    let length: usize = head
-        .header("content-length")
-        .and_then(|v| v.parse().ok())
-        .expect("a Content-Length");
-    assert!(
-        length > 40,
-        "the length of the body a GET would get, {length}"
-    );
+    let length: usize = head.header("content-length").and_then(|v| v.parse().ok()).expect("a Content-Length");
+    assert!(length > 40, "the length of the body a GET would get, {length}");
     // Were a body sent after the HEAD head, it would be read here as a broken status line.
     let next = conn.get("/v1/price?symbol=ETH-USD", Some(key));
     assert_eq!(json(&next)["symbol"], "ETH-USD");
@@ -192,38 +143,22 @@ fn connection_close(driver: Driver) {
     let mut conn = server.connect();
     conn.send(b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n");
     let response = conn.read_response();
-    assert_eq!(
-        (response.status, response.header("connection")),
-        (200, Some("close"))
-    );
+    assert_eq!((response.status, response.header("connection")), (200, Some("close")));
     conn.expect_closed();
 
     // In a pipeline, nothing after the request that asked to close is answered.
     let mut conn = server.connect();
     let close = "GET /ready HTTP/1.1\r\nConnection: close\r\n\r\n";
-    conn.send(
-        [
-            get_request("/health", None).as_str(),
-            close,
-            &get_request("/health", None),
-        ]
-        .concat()
-        .as_bytes(),
-    );
+    conn.send([get_request("/health", None).as_str(), close, &get_request("/health", None)].concat().as_bytes());
     assert_eq!(conn.read_response().text(), "ok");
     let closing = conn.read_response();
-    assert_eq!(
-        (closing.text().as_str(), closing.header("connection")),
-        ("ready", Some("close"))
-    );
+    assert_eq!((closing.text().as_str(), closing.header("connection")), ("ready", Some("close")));
     conn.expect_closed();
 
     // A client that shuts its sending side after the request still gets the answer.
     let mut conn = server.connect();
     conn.send(get_request("/health", None).as_bytes());
-    conn.stream
-        .shutdown(std::net::Shutdown::Write)
-        .expect("half-closing");
+    conn.stream.shutdown(std::net::Shutdown::Write).expect("half-closing");
     assert_eq!(conn.read_response().text(), "ok");
     conn.expect_closed();
 
@@ -243,9 +178,8 @@ fn garbage_bytes(driver: Driver) {
     let server = Setup::new(driver).start();
     // The start of a TLS 1.2 ClientHello, as a client that wrongly speaks TLS here sends it.
     let client_hello: &[u8] = &[
-        0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00, 0x00, 0xa1, 0x03, 0x03, 0x5e, 0x8f, 0x3b, 0x11,
-        0x42, 0x9a, 0x00, 0x00, 0x20, 0xc0, 0x2b, 0xc0, 0x2f, 0x00, 0x9e, 0xc0, 0x0a, 0x01, 0x00,
-        0x00, 0x58, 0x00, 0x00, 0x00, 0x18,
+        0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00, 0x00, 0xa1, 0x03, 0x03, 0x5e, 0x8f, 0x3b, 0x11, 0x42, 0x9a, 0x00,
+        0x00, 0x20, 0xc0, 0x2b, 0xc0, 0x2f, 0x00, 0x9e, 0xc0, 0x0a, 0x01, 0x00, 0x00, 0x58, 0x00, 0x00, 0x00, 0x18,
     ];
     let mut state = 0x9e37_79b9u32;
     let random: Vec<u8> = (0..512)
@@ -274,9 +208,5 @@ fn garbage_bytes(driver: Driver) {
     conn.expect_closed();
 
     let health = server.get("/health", None);
-    assert_eq!(
-        (health.status, health.text().as_str()),
-        (200, "ok"),
-        "still serving"
-    );
+    assert_eq!((health.status, health.text().as_str()), (200, "ok"), "still serving");
 }

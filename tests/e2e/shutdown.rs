@@ -23,9 +23,7 @@ fn sigterm_when_quiet(driver: Driver) {
     let status = server.terminate(EXIT_WITHIN);
     assert!(status.success(), "exit status {status}");
     // The log reader may still be catching up with the last lines.
-    eventually("the log says why it stopped", || {
-        server.log().contains("SIGTERM").then_some(())
-    });
+    eventually("the log says why it stopped", || server.log().contains("SIGTERM").then_some(()));
 }
 
 #[test]

@@ -33,9 +33,7 @@ mod connection_limit_under_a_burst {
 }
 
 fn header_timeout(driver: Driver) {
-    let server = Setup::new(driver)
-        .set("http", "header_timeout_ms", "300")
-        .start();
+    let server = Setup::new(driver).set("http", "header_timeout_ms", "300").start();
     let mut conn = server.connect();
     let sent = Instant::now();
     conn.send(b"GET /v1/price?symbol=BTC-USD HTTP/1.1\r\nHost: e2e\r\nX-API-");
@@ -43,18 +41,12 @@ fn header_timeout(driver: Driver) {
     assert_error(&response, 408, "request_timeout");
     assert_eq!(response.header("connection"), Some("close"));
     // Only a lower bound: a loaded machine may answer late, never early.
-    assert!(
-        sent.elapsed() >= Duration::from_millis(250),
-        "answered after {:?}",
-        sent.elapsed()
-    );
+    assert!(sent.elapsed() >= Duration::from_millis(250), "answered after {:?}", sent.elapsed());
     conn.expect_closed();
 }
 
 fn header_timeout_not_extended_by_dribbling(driver: Driver) {
-    let server = Setup::new(driver)
-        .set("http", "header_timeout_ms", "300")
-        .start();
+    let server = Setup::new(driver).set("http", "header_timeout_ms", "300").start();
     let mut conn = server.connect();
     let mut writer = conn.stream.try_clone().expect("cloning the stream");
     // One byte every 50 ms: the whole head would take 3 s, ten times the deadline, so a server
@@ -74,9 +66,7 @@ fn header_timeout_not_extended_by_dribbling(driver: Driver) {
 }
 
 fn header_deadline_is_per_request(driver: Driver) {
-    let server = Setup::new(driver)
-        .set("http", "header_timeout_ms", "1000")
-        .start();
+    let server = Setup::new(driver).set("http", "header_timeout_ms", "1000").start();
     let mut conn = server.connect();
     // Every 100 ms: the rest of one request and the start of the next. Each head completes about
     // 100 ms after its first byte, a tenth of the deadline, though some head is always
@@ -93,19 +83,13 @@ fn header_deadline_is_per_request(driver: Driver) {
 }
 
 fn idle_timeout(driver: Driver) {
-    let server = Setup::new(driver)
-        .set("http", "idle_timeout_ms", "300")
-        .start();
+    let server = Setup::new(driver).set("http", "idle_timeout_ms", "300").start();
     let mut conn = server.connect();
     assert_eq!(conn.get("/health", None).status, 200);
     let idle_since = Instant::now();
     // Closed without a word: an idle connection owes no response.
     conn.expect_closed();
-    assert!(
-        idle_since.elapsed() >= Duration::from_millis(250),
-        "closed after {:?}",
-        idle_since.elapsed()
-    );
+    assert!(idle_since.elapsed() >= Duration::from_millis(250), "closed after {:?}", idle_since.elapsed());
 
     // A connection that never sends anything is idle too.
     let mut silent = server.connect();
@@ -113,10 +97,7 @@ fn idle_timeout(driver: Driver) {
 }
 
 fn connection_limit(driver: Driver) {
-    let server = Setup::new(driver)
-        .set("server", "shards", "1")
-        .set("http", "connections_per_shard_max", "2")
-        .start();
+    let server = Setup::new(driver).set("server", "shards", "1").set("http", "connections_per_shard_max", "2").start();
     // A round trip on each proves the shard holds both before the third arrives.
     let mut first = server.connect();
     let mut second = server.connect();
@@ -135,30 +116,21 @@ fn connection_limit(driver: Driver) {
     drop(second);
     eventually("a freed slot serves a new connection", || {
         // Until the server notices the close, an attempt may be refused or reset: just retry.
-        let response =
-            pricebeast::client::http::request(server.http, "GET", "/health", &[], &[], PATIENCE)
-                .ok()?;
+        let response = pricebeast::client::http::request(server.http, "GET", "/health", &[], &[], PATIENCE).ok()?;
         (response.status == 200).then_some(())
     });
 }
 
 fn connection_limit_under_a_burst(driver: Driver) {
-    let server = Setup::new(driver)
-        .set("server", "shards", "1")
-        .set("http", "connections_per_shard_max", "2")
-        .start();
+    let server = Setup::new(driver).set("server", "shards", "1").set("http", "connections_per_shard_max", "2").start();
     // Six connections arrive before any is used: the limit must hold however the shard batches
     // its accepts, so exactly two are served.
     let mut conns: Vec<Conn> = (0..6).map(|_| server.connect()).collect();
     // Each connection is either held (open_connections) or refused (a 503, counted as 5xx).
     eventually("the shard has decided on all six connections", || {
         let stats = server.stats();
-        let held = stats["gauges"]["open_connections"]
-            .as_u64()
-            .unwrap_or_default();
-        let refused = stats["counters"]["responses_5xx"]
-            .as_u64()
-            .unwrap_or_default();
+        let held = stats["gauges"]["open_connections"].as_u64().unwrap_or_default();
+        let refused = stats["counters"]["responses_5xx"].as_u64().unwrap_or_default();
         (held + refused == 6).then_some(())
     });
     let mut statuses: Vec<u16> = conns

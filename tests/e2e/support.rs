@@ -70,11 +70,7 @@ struct KeySpec {
 impl KeySpec {
     fn new(name: &str, flags: &[&str], revoked: bool) -> Self {
         let flags = flags.iter().map(|f| (*f).to_owned()).collect();
-        Self {
-            name: name.to_owned(),
-            flags,
-            revoked,
-        }
+        Self { name: name.to_owned(), flags, revoked }
     }
 }
 
@@ -108,10 +104,7 @@ impl Setup {
 
     /// Sets `section.name` to `value`, a TOML literal (`"300"`, `"\"t0k\""`).
     pub fn set(mut self, section: &str, name: &str, value: &str) -> Self {
-        self.settings
-            .entry(section.to_owned())
-            .or_default()
-            .insert(name.to_owned(), value.to_owned());
+        self.settings.entry(section.to_owned()).or_default().insert(name.to_owned(), value.to_owned());
         self
     }
 
@@ -123,40 +116,29 @@ impl Setup {
 
     pub fn public_key(mut self, name: &str, qps: u32, burst: u32, monthly_cap: u64) -> Self {
         let (qps, burst, cap) = (qps.to_string(), burst.to_string(), monthly_cap.to_string());
-        let flags = [
-            "--tier",
-            "public",
-            "--qps",
-            &qps,
-            "--burst",
-            &burst,
-            "--monthly-cap",
-            &cap,
-        ];
+        let flags = ["--tier", "public", "--qps", &qps, "--burst", &burst, "--monthly-cap", &cap];
         self.keys.push(KeySpec::new(name, &flags, false));
         self
     }
 
     pub fn partner_key(mut self, name: &str) -> Self {
-        self.keys
-            .push(KeySpec::new(name, &["--tier", "partner"], false));
+        self.keys.push(KeySpec::new(name, &["--tier", "partner"], false));
         self
     }
 
     /// A key made and then revoked before the server starts.
     pub fn revoked_key(mut self, name: &str) -> Self {
-        self.keys
-            .push(KeySpec::new(name, &["--tier", "partner"], true));
+        self.keys.push(KeySpec::new(name, &["--tier", "partner"], true));
         self
     }
 
     /// The config file's text, with `keys.file` pointing at `keys_file`.
     pub fn config_text(&self, keys_file: &Path) -> String {
         let mut settings = self.settings.clone();
-        settings.entry("keys".into()).or_default().insert(
-            "file".into(),
-            format!("{:?}", keys_file.display().to_string()),
-        );
+        settings
+            .entry("keys".into())
+            .or_default()
+            .insert("file".into(), format!("{:?}", keys_file.display().to_string()));
         let mut text = String::new();
         for (section, values) in &settings {
             text.push_str(&format!("[{section}]\n"));
@@ -177,10 +159,7 @@ impl Setup {
             args.extend(spec.flags.iter().map(String::as_str));
             let key = new_key(&keys_file, &args);
             if spec.revoked {
-                expect_success(
-                    &keys_command(&keys_file, &["revoke", &spec.name]),
-                    "keys revoke",
-                );
+                expect_success(&keys_command(&keys_file, &["revoke", &spec.name]), "keys revoke");
             }
             keys.insert(spec.name.clone(), key);
         }
@@ -203,12 +182,7 @@ pub struct Server {
 }
 
 impl Server {
-    fn spawn(
-        dir: tempfile::TempDir,
-        config: PathBuf,
-        keys: BTreeMap<String, String>,
-        token: Option<String>,
-    ) -> Self {
+    fn spawn(dir: tempfile::TempDir, config: PathBuf, keys: BTreeMap<String, String>, token: Option<String>) -> Self {
         let mut child = Command::new(BIN)
             .arg("serve")
             .arg("--config")
@@ -258,19 +232,14 @@ impl Server {
             }
             Err(_) => {
                 let status = server.child.try_wait().ok().flatten();
-                panic!(
-                    "server did not report its listeners (exit: {status:?}); log:\n{}",
-                    server.log()
-                );
+                panic!("server did not report its listeners (exit: {status:?}); log:\n{}", server.log());
             }
         }
     }
 
     /// The key made for `name` before the start.
     pub fn key(&self, name: &str) -> &str {
-        self.keys
-            .get(name)
-            .unwrap_or_else(|| panic!("no key named {name} in this test's setup"))
+        self.keys.get(name).unwrap_or_else(|| panic!("no key named {name} in this test's setup"))
     }
 
     pub fn keys_file(&self) -> PathBuf {
@@ -308,10 +277,7 @@ impl Server {
     /// An admin request, with this server's token if it has one.
     pub fn admin(&self, method: &str, path: &str) -> HttpResponse {
         let bearer = self.token.as_ref().map(|t| format!("Bearer {t}"));
-        let headers: Vec<(&str, &str)> = bearer
-            .iter()
-            .map(|b| ("Authorization", b.as_str()))
-            .collect();
+        let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("Authorization", b.as_str())).collect();
         self.admin_with(method, path, &headers)
     }
 
@@ -328,16 +294,12 @@ impl Server {
 
     pub fn counter(&self, name: &str) -> u64 {
         let stats = self.stats();
-        stats["counters"][name]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no counter {name} in {stats}"))
+        stats["counters"][name].as_u64().unwrap_or_else(|| panic!("no counter {name} in {stats}"))
     }
 
     pub fn gauge(&self, name: &str) -> i64 {
         let stats = self.stats();
-        stats["gauges"][name]
-            .as_i64()
-            .unwrap_or_else(|| panic!("no gauge {name} in {stats}"))
+        stats["gauges"][name].as_i64().unwrap_or_else(|| panic!("no gauge {name} in {stats}"))
     }
 
     pub fn reset_counters(&self) {
@@ -359,9 +321,7 @@ impl Server {
     /// before it installs its handlers (see `shutdown::sigterm_right_after_the_ready_line`), and
     /// until then SIGTERM or SIGHUP would simply kill it.
     pub fn signal(&self, signal: libc::c_int) {
-        eventually(&format!("the server handles signal {signal}"), || {
-            self.handles(signal).then_some(())
-        });
+        eventually(&format!("the server handles signal {signal}"), || self.handles(signal).then_some(()));
         self.signal_now(signal);
     }
 
@@ -373,13 +333,8 @@ impl Server {
 
     /// Whether the process catches `signal`: its bit in the SigCgt mask of /proc/PID/status.
     fn handles(&self, signal: libc::c_int) -> bool {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        let caught = status
-            .lines()
-            .find_map(|l| l.strip_prefix("SigCgt:"))
-            .map(str::trim)
-            .unwrap_or("0");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let caught = status.lines().find_map(|l| l.strip_prefix("SigCgt:")).map(str::trim).unwrap_or("0");
         let mask = u64::from_str_radix(caught, 16).expect("SigCgt is a hex mask");
         mask & (1 << (signal - 1)) != 0
     }
@@ -396,11 +351,7 @@ impl Server {
             if let Some(status) = self.child.try_wait().expect("waiting for the server") {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "server still running after {within:?}; log:\n{}",
-                self.log()
-            );
+            assert!(Instant::now() < deadline, "server still running after {within:?}; log:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -421,12 +372,7 @@ fn send_signal(pid: libc::pid_t, signal: libc::c_int) {
     // SAFETY: kill(2) touches no memory of ours; `pid` is our own child, not yet reaped while the
     // `Server` holding it lives, so the id cannot have been reused by another process.
     let result = unsafe { libc::kill(pid, signal) };
-    assert_eq!(
-        result,
-        0,
-        "kill({pid}, {signal}): {}",
-        std::io::Error::last_os_error()
-    );
+    assert_eq!(result, 0, "kill({pid}, {signal}): {}", std::io::Error::last_os_error());
 }
 
 /// `listening http=A udp=B admin=C`, the line the server logs once every listener is bound.
@@ -434,22 +380,14 @@ fn listening_addrs(line: &str) -> Option<(SocketAddr, SocketAddr, SocketAddr)> {
     if !line.contains("listening http=") {
         return None;
     }
-    let field = |name: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(name))
-            .and_then(|a| a.parse().ok())
-    };
+    let field = |name: &str| line.split_whitespace().find_map(|w| w.strip_prefix(name)).and_then(|a| a.parse().ok());
     Some((field("http=")?, field("udp=")?, field("admin=")?))
 }
 
 /// Runs the binary with `args` and no inherited secrets, waiting at most `within` for it.
 pub fn run(args: &[&str], dir: Option<&Path>, within: Duration) -> Output {
     let mut command = Command::new(BIN);
-    command
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("PRICEBEAST_ADMIN_TOKEN")
-        .env_remove("PRICEBEAST_KEY");
+    command.args(args).env_remove("RUST_LOG").env_remove("PRICEBEAST_ADMIN_TOKEN").env_remove("PRICEBEAST_KEY");
     if let Some(dir) = dir {
         command.current_dir(dir);
     }
@@ -484,21 +422,12 @@ pub fn run(args: &[&str], dir: Option<&Path>, within: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    Output {
-        status,
-        stdout: out.join().expect("stdout reader"),
-        stderr: err.join().expect("stderr reader"),
-    }
+    Output { status, stdout: out.join().expect("stdout reader"), stderr: err.join().expect("stderr reader") }
 }
 
 fn keys_command(keys_file: &Path, args: &[&str]) -> Output {
     let file = keys_file.display().to_string();
-    let all: Vec<&str> = ["keys"]
-        .iter()
-        .copied()
-        .chain(args.iter().copied())
-        .chain(["--keys-file", &file])
-        .collect();
+    let all: Vec<&str> = ["keys"].iter().copied().chain(args.iter().copied()).chain(["--keys-file", &file]).collect();
     run(&all, keys_file.parent(), PATIENCE)
 }
 
@@ -506,10 +435,7 @@ fn new_key(keys_file: &Path, args: &[&str]) -> String {
     let all: Vec<&str> = ["new"].iter().chain(args).copied().collect();
     let output = keys_command(keys_file, &all);
     expect_success(&output, "keys new");
-    String::from_utf8(output.stdout)
-        .expect("a key is ASCII")
-        .trim_end()
-        .to_owned()
+    String::from_utf8(output.stdout).expect("a key is ASCII").trim_end().to_owned()
 }
 
 pub fn expect_success(output: &Output, what: &str) {
@@ -527,20 +453,13 @@ pub fn eventually<T>(what: &str, probe: impl FnMut() -> Option<T>) -> T {
     eventually_within(PATIENCE, what, probe)
 }
 
-pub fn eventually_within<T>(
-    within: Duration,
-    what: &str,
-    mut probe: impl FnMut() -> Option<T>,
-) -> T {
+pub fn eventually_within<T>(within: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + within;
     loop {
         if let Some(value) = probe() {
             return value;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting until {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting until {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -39,36 +39,19 @@ fn udp_price(driver: Driver) {
     let response = peer.ask(&request);
     assert_eq!(udp_status(&response, 0xdead_beef), OK);
     assert_eq!(response.len(), 29 + 7, "29 + S bytes");
-    assert!(
-        response.len() < request.len(),
-        "never longer than the request"
-    );
+    assert!(response.len() < request.len(), "never longer than the request");
     assert_eq!(response[9], 0, "flags");
-    assert_eq!(
-        (response[28], &response[29..]),
-        (7, &b"BTC-USD"[..]),
-        "symbol echoed"
-    );
+    assert_eq!((response[28], &response[29..]), (7, &b"BTC-USD"[..]), "symbol echoed");
 
     let answer = codec::decode_response(&response).expect("a response datagram");
     assert_eq!(answer.sources, 3);
     let now = unix_ms();
-    assert!(
-        answer.ts_ms <= now + 1000 && now.saturating_sub(answer.ts_ms) < 60_000,
-        "ts {} (now {now})",
-        answer.ts_ms
-    );
+    assert!(answer.ts_ms <= now + 1000 && now.saturating_sub(answer.ts_ms) < 60_000, "ts {} (now {now})", answer.ts_ms);
     let udp_price: f64 = answer.price.to_string().parse().expect("a decimal");
     let http = json(&server.get("/v1/price?symbol=BTC-USD", Some(server.key("partner"))));
-    let http_price: f64 = http["price"]
-        .as_str()
-        .and_then(|p| p.parse().ok())
-        .expect("HTTP price");
+    let http_price: f64 = http["price"].as_str().and_then(|p| p.parse().ok()).expect("HTTP price");
     // The walk moves at most 1% a tick, and only a few ticks pass between the two questions.
-    assert!(
-        (udp_price / http_price - 1.0).abs() < 0.05,
-        "UDP {udp_price} vs HTTP {http_price}"
-    );
+    assert!((udp_price / http_price - 1.0).abs() < 0.05, "UDP {udp_price} vs HTTP {http_price}");
 
     // Padding past the 64-byte minimum is ignored, and the answer is the same size.
     let mut padded = datagram(7, key, b"ETH-USD");
@@ -77,11 +60,7 @@ fn udp_price(driver: Driver) {
     assert_eq!((udp_status(&response, 7), response.len()), (OK, 36));
     padded.resize(4000, 0);
     let response = peer.ask(&padded);
-    assert_eq!(
-        (udp_status(&response, 7), response.len()),
-        (OK, 36),
-        "a long padded datagram"
-    );
+    assert_eq!((udp_status(&response, 7), response.len()), (OK, 36), "a long padded datagram");
 }
 
 fn udp_unknown_symbol(driver: Driver) {
@@ -103,10 +82,8 @@ fn udp_bad_symbol(driver: Driver) {
 }
 
 fn udp_stale(driver: Driver) {
-    let server = Setup::new(driver)
-        .set("feed.simulator", "tick_ms", "600000")
-        .set("book", "stale_after_ms", "300")
-        .start();
+    let server =
+        Setup::new(driver).set("feed.simulator", "tick_ms", "600000").set("book", "stale_after_ms", "300").start();
     let peer = server.udp_peer();
     let key = server.key("partner").as_bytes();
     let mut id = 100;
@@ -128,29 +105,21 @@ fn burst(peer: &UdpPeer, key: &[u8], ids: std::ops::Range<u32>) -> Vec<u8> {
         let id = u32::from_be_bytes(response[4..8].try_into().expect("four bytes"));
         statuses[(id - ids.start) as usize] = Some(udp_status(&response, id));
     }
-    statuses
-        .into_iter()
-        .map(|s| s.expect("each id answered once"))
-        .collect()
+    statuses.into_iter().map(|s| s.expect("each id answered once")).collect()
 }
 
 fn udp_rate_limited(driver: Driver) {
     let server = Setup::new(driver).public_key("alice", 1, 2, 1000).start();
     let peer = server.udp_peer();
     // Sent back to back, all three reach the limiter well within its one-second emission interval.
-    assert_eq!(
-        burst(&peer, server.key("alice").as_bytes(), 10..13),
-        vec![OK, OK, RATE_LIMITED]
-    );
+    assert_eq!(burst(&peer, server.key("alice").as_bytes(), 10..13), vec![OK, OK, RATE_LIMITED]);
 }
 
 fn udp_quota_exceeded(driver: Driver) {
     let server = Setup::new(driver).public_key("alice", 100, 100, 3).start();
     let peer = server.udp_peer();
     let key = server.key("alice").as_bytes();
-    let statuses: Vec<u8> = (20..24)
-        .map(|id| udp_status(&peer.ask(&datagram(id, key, b"BTC-USD")), id))
-        .collect();
+    let statuses: Vec<u8> = (20..24).map(|id| udp_status(&peer.ask(&datagram(id, key, b"BTC-USD")), id)).collect();
     assert_eq!(statuses, vec![OK, OK, OK, QUOTA_EXCEEDED]);
 }
 
@@ -182,10 +151,7 @@ fn udp_silence(driver: Driver) {
         peer.send(d);
     }
     if let Some(answer) = peer.recv(SILENCE) {
-        panic!(
-            "expected silence, got an answer to request {:?}",
-            &answer.get(4..8)
-        );
+        panic!("expected silence, got an answer to request {:?}", &answer.get(4..8));
     }
     let sent = (malformed.len() + unknown_keys.len()) as u64;
     let after = eventually("every datagram is counted as received", || {
@@ -193,11 +159,7 @@ fn udp_silence(driver: Driver) {
         (now.received - before.received == sent).then_some(now)
     });
     assert_eq!(after.dropped - before.dropped, sent, "udp_dropped");
-    assert_eq!(
-        after.auth_failures - before.auth_failures,
-        unknown_keys.len() as u64,
-        "auth_failures"
-    );
+    assert_eq!(after.auth_failures - before.auth_failures, unknown_keys.len() as u64, "auth_failures");
     assert_eq!(after.sent - before.sent, 0, "udp_packets_sent");
     assert_eq!(after.requests - before.requests, 0, "udp_requests");
 
@@ -215,11 +177,7 @@ struct UdpCounters {
 
 fn counters(server: &Server) -> UdpCounters {
     let stats = server.stats();
-    let get = |name: &str| {
-        stats["counters"][name]
-            .as_u64()
-            .unwrap_or_else(|| panic!("counter {name}"))
-    };
+    let get = |name: &str| stats["counters"][name].as_u64().unwrap_or_else(|| panic!("counter {name}"));
     UdpCounters {
         received: get("udp_packets_received"),
         sent: get("udp_packets_sent"),
@@ -234,10 +192,7 @@ fn udp_counts_for_usage(driver: Driver) {
     let key = server.key("acme");
     let peer = server.udp_peer();
     for id in 1..=3 {
-        assert_eq!(
-            udp_status(&peer.ask(&datagram(id, key.as_bytes(), b"SOL-USD")), id),
-            OK
-        );
+        assert_eq!(udp_status(&peer.ask(&datagram(id, key.as_bytes(), b"SOL-USD")), id), OK);
     }
     // Partners are never limited, but every request is counted (PROTOCOL.md).
     let usage = json(&server.get("/v1/usage", Some(key)));

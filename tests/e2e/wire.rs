@@ -21,19 +21,12 @@ pub struct Conn {
 
 impl Conn {
     pub fn open(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect_timeout(&addr, PATIENCE)
-            .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
-        stream
-            .set_read_timeout(Some(PATIENCE))
-            .expect("read timeout");
-        stream
-            .set_write_timeout(Some(PATIENCE))
-            .expect("write timeout");
+        let stream =
+            TcpStream::connect_timeout(&addr, PATIENCE).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+        stream.set_read_timeout(Some(PATIENCE)).expect("read timeout");
+        stream.set_write_timeout(Some(PATIENCE)).expect("write timeout");
         stream.set_nodelay(true).expect("nodelay");
-        Self {
-            stream,
-            buf: Vec::new(),
-        }
+        Self { stream, buf: Vec::new() }
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
@@ -60,9 +53,7 @@ impl Conn {
             if let Some(end) = find(&self.buf, b"\r\n\r\n") {
                 let mut response = parse_head(&self.buf[..end]);
                 let length = if with_body {
-                    response
-                        .header("content-length")
-                        .map_or(0, |v| v.trim().parse().expect("a numeric Content-Length"))
+                    response.header("content-length").map_or(0, |v| v.trim().parse().expect("a numeric Content-Length"))
                 } else {
                     0
                 };
@@ -73,28 +64,16 @@ impl Conn {
                 }
             }
             if self.fill() == 0 {
-                panic!(
-                    "connection closed before a whole response; have {:?}",
-                    String::from_utf8_lossy(&self.buf)
-                );
+                panic!("connection closed before a whole response; have {:?}", String::from_utf8_lossy(&self.buf));
             }
         }
     }
 
     /// Asserts the server closes the connection without sending anything more.
     pub fn expect_closed(&mut self) {
-        assert!(
-            self.buf.is_empty(),
-            "unread bytes before close: {:?}",
-            String::from_utf8_lossy(&self.buf)
-        );
+        assert!(self.buf.is_empty(), "unread bytes before close: {:?}", String::from_utf8_lossy(&self.buf));
         let read = self.fill();
-        assert_eq!(
-            read,
-            0,
-            "expected the server to close, got {:?}",
-            String::from_utf8_lossy(&self.buf)
-        );
+        assert_eq!(read, 0, "expected the server to close, got {:?}", String::from_utf8_lossy(&self.buf));
     }
 
     /// Reads once into the buffer; 0 at end of stream (a reset counts as one: the server is gone).
@@ -106,10 +85,7 @@ impl Conn {
                 n
             }
             Err(e) if e.kind() == ErrorKind::ConnectionReset => 0,
-            Err(e) => panic!(
-                "reading from the server: {e} (have {:?})",
-                String::from_utf8_lossy(&self.buf)
-            ),
+            Err(e) => panic!("reading from the server: {e} (have {:?})", String::from_utf8_lossy(&self.buf)),
         }
     }
 }
@@ -137,17 +113,11 @@ fn parse_head(head: &[u8]) -> HttpResponse {
         .unwrap_or_else(|| panic!("not an HTTP/1.1 status line: {status_line:?}"));
     let headers = lines
         .map(|line| {
-            let (name, value) = line
-                .split_once(':')
-                .unwrap_or_else(|| panic!("not a header line: {line:?}"));
+            let (name, value) = line.split_once(':').unwrap_or_else(|| panic!("not a header line: {line:?}"));
             (name.to_owned(), value.trim().to_owned())
         })
         .collect();
-    HttpResponse {
-        status,
-        headers,
-        body: Vec::new(),
-    }
+    HttpResponse { status, headers, body: Vec::new() }
 }
 
 /// A UDP socket connected to the server.
@@ -169,9 +139,7 @@ impl UdpPeer {
 
     /// The next datagram, or `None` if none comes within `timeout`.
     pub fn recv(&self, timeout: Duration) -> Option<Vec<u8>> {
-        self.socket
-            .set_read_timeout(Some(timeout))
-            .expect("UDP read timeout");
+        self.socket.set_read_timeout(Some(timeout)).expect("UDP read timeout");
         let mut buf = [0u8; 2048];
         match self.socket.recv(&mut buf) {
             Ok(n) => Some(buf[..n].to_vec()),
@@ -183,39 +151,28 @@ impl UdpPeer {
     /// Sends one query and returns its answer's bytes; fails the test if none comes.
     pub fn ask(&self, request: &[u8]) -> Vec<u8> {
         self.send(request);
-        self.recv(PATIENCE)
-            .expect("an answer to a well-formed query")
+        self.recv(PATIENCE).expect("an answer to a well-formed query")
     }
 }
 
 /// A price query datagram, zero-padded to the protocol's 64-byte minimum.
 pub fn datagram(request_id: u32, key: &[u8], symbol: &[u8]) -> Vec<u8> {
     let mut out = [0u8; 128];
-    let len = codec::encode_request(request_id, key, symbol, &mut out)
-        .expect("key 16..=64 bytes, symbol 1..=32");
+    let len = codec::encode_request(request_id, key, symbol, &mut out).expect("key 16..=64 bytes, symbol 1..=32");
     out[..len].to_vec()
 }
 
 /// The status byte of a response datagram, after checking the fixed header and the echoed id.
 pub fn udp_status(response: &[u8], request_id: u32) -> u8 {
     assert!(response.len() >= 29, "response of {} bytes", response.len());
-    assert_eq!(
-        &response[..4],
-        &[0x50, 0x42, 0x01, 0x81],
-        "magic, version, type"
-    );
-    assert_eq!(
-        &response[4..8],
-        &request_id.to_be_bytes(),
-        "request id echoed"
-    );
+    assert_eq!(&response[..4], &[0x50, 0x42, 0x01, 0x81], "magic, version, type");
+    assert_eq!(&response[4..8], &request_id.to_be_bytes(), "request id echoed");
     response[8]
 }
 
 /// The body as JSON; fails with the body text if it is not.
 pub fn json(response: &HttpResponse) -> Value {
-    serde_json::from_slice(&response.body)
-        .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", response.text()))
+    serde_json::from_slice(&response.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", response.text()))
 }
 
 /// An error response: this status, and a body of exactly `{"error":code,"message":"..."}`.
@@ -223,19 +180,10 @@ pub fn assert_error(response: &HttpResponse, status: u16, code: &str) {
     assert_eq!(response.status, status, "body: {}", response.text());
     assert_eq!(response.header("content-type"), Some("application/json"));
     let body = json(response);
-    let object = body
-        .as_object()
-        .unwrap_or_else(|| panic!("error body is not an object: {body}"));
-    assert_eq!(
-        object.len(),
-        2,
-        "error body has exactly error and message: {body}"
-    );
+    let object = body.as_object().unwrap_or_else(|| panic!("error body is not an object: {body}"));
+    assert_eq!(object.len(), 2, "error body has exactly error and message: {body}");
     assert_eq!(body["error"], code, "body: {body}");
-    assert!(
-        body["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "a human message: {body}"
-    );
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "a human message: {body}");
 }
 
 /// A decimal as PROTOCOL.md writes prices: digits, optionally a point and more digits.
