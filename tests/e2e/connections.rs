@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::support::{Driver, Server, Setup};
+use super::support::{pause, Driver, Server, Setup};
 use super::wire::{assert_error, get_request, json};
 
 on_both_drivers!(
@@ -84,7 +84,7 @@ fn pipeline_split_anywhere(driver: Driver) {
             conn.send(&bytes[at..end]);
             at = end;
             // Long enough that each chunk arrives as its own read, most of the time.
-            std::thread::sleep(Duration::from_millis(2));
+            pause(Duration::from_millis(2));
         }
         let answered: Vec<String> = requests.iter().map(|_| identity(&conn.read_response())).collect();
         assert_eq!(answered, expected, "seed {seed}");
