@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -474,4 +475,24 @@ pub fn eventually_within<T>(within: Duration, what: &str, mut probe: impl FnMut(
 #[allow(clippy::disallowed_methods)]
 pub fn pause(duration: Duration) {
     std::thread::sleep(duration);
+}
+
+/// Runs `f` while threads spin on every core, so that a race in the server whose window is a
+/// few instructions wide shows up in most runs rather than only on a loaded machine.
+pub fn while_cpus_are_busy<T>(f: impl FnOnce() -> T) -> T {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        for _ in 0..2 * cores {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            });
+        }
+        // Stop the spinners however `f` ends, or the scope would wait for them forever.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        stop.store(true, Ordering::Relaxed);
+        outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
