@@ -22,8 +22,8 @@ pub enum Refusal {
     Revoked,
     /// A public key over its QPS/burst.
     RateLimited { retry_after_s: u64, rate: RateInfo },
-    /// A public key over its monthly cap.
-    QuotaExceeded { retry_after_s: u64 },
+    /// A public key over its monthly cap; `rate` is its limiter state (the request passed it).
+    QuotaExceeded { retry_after_s: u64, rate: Option<RateInfo> },
 }
 
 /// An admitted request: the key and, for public keys, its rate-limit state after this request.
@@ -72,7 +72,7 @@ pub fn admit<'t>(key: &'t KeyEntry, now: Now, second: &SecondCache, charge: Char
         _ => (None, None),
     };
     if charge == Charge::Billable && key.state.usage.consume(second.month(), cap).is_err() {
-        return Err(Refusal::QuotaExceeded { retry_after_s: second.seconds_to_next_month().max(1) });
+        return Err(Refusal::QuotaExceeded { retry_after_s: second.seconds_to_next_month().max(1), rate });
     }
     Ok(Admitted { key, rate })
 }
@@ -126,7 +126,10 @@ mod tests {
         ));
         assert!(admit(key, at(10), &second, Charge::Billable).is_ok());
         let refused = admit(key, at(20), &second, Charge::Billable);
-        assert_eq!(refused.err(), Some(Refusal::QuotaExceeded { retry_after_s: second.seconds_to_next_month() }));
+        assert!(matches!(
+            refused,
+            Err(Refusal::QuotaExceeded { retry_after_s, rate: Some(_) }) if retry_after_s == second.seconds_to_next_month()
+        ));
         // The usage report is free: still answered after the cap.
         assert!(admit(key, at(30), &second, Charge::Free).is_ok());
     }

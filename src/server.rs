@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::admin::{self, metrics::Metrics, AdminState};
 use crate::book::PriceBook;
@@ -29,6 +29,17 @@ pub struct ServeOptions {
 pub fn run(config: Config, options: ServeOptions) -> anyhow::Result<()> {
     let token = config.admin_token();
     admin::check_exposure(config.admin.addr, token.as_deref(), options.danger_admin_without_token)?;
+    // Signal handlers first: from here on SIGTERM drains and SIGHUP reloads, never the default
+    // action that would kill the process mid-start.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let signals = {
+        let _context = runtime.enter();
+        Signals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
+        }
+    };
     let config = Arc::new(config);
     let shards = config.shard_count();
 
@@ -66,9 +77,8 @@ pub fn run(config: Config, options: ServeOptions) -> anyhow::Result<()> {
         tracing::info!(shard = handle.index, driver = handle.driver.as_str(), "shard serving");
     }
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let result =
-        runtime.block_on(control_plane(Arc::clone(&shared), token, http_addr, udp_addr, key_count, handles.len()));
+    let addrs = Addrs { http: http_addr, udp: udp_addr };
+    let result = runtime.block_on(control_plane(Arc::clone(&shared), token, addrs, signals, key_count, handles.len()));
 
     shared.start_draining();
     listeners::shut_down_read(&wake_http, &wake_udp);
@@ -80,11 +90,24 @@ pub fn run(config: Config, options: ServeOptions) -> anyhow::Result<()> {
     result
 }
 
+/// The signals the control plane answers, registered before anything binds.
+struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+    hangup: Signal,
+}
+
+/// The shards' bound addresses, for the listening line.
+struct Addrs {
+    http: std::net::SocketAddr,
+    udp: std::net::SocketAddr,
+}
+
 async fn control_plane(
     shared: Arc<Shared>,
     token: Option<String>,
-    http_addr: std::net::SocketAddr,
-    udp_addr: std::net::SocketAddr,
+    addrs: Addrs,
+    mut signals: Signals,
     key_count: usize,
     shards: usize,
 ) -> anyhow::Result<()> {
@@ -122,16 +145,13 @@ async fn control_plane(
     };
     let poller = (config.keys.poll_ms > 0).then(|| tokio::spawn(poll_keys_file(Arc::clone(&shared))));
 
-    tracing::info!(shards, keys = key_count, "listening http={http_addr} udp={udp_addr} admin={admin_addr}");
+    tracing::info!(shards, keys = key_count, "listening http={} udp={} admin={admin_addr}", addrs.http, addrs.udp);
 
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut hangup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
-            _ = terminate.recv() => { tracing::info!("SIGTERM: draining"); break; }
-            _ = interrupt.recv() => { tracing::info!("SIGINT: draining"); break; }
-            _ = hangup.recv() => reload_keys(&shared, "SIGHUP"),
+            _ = signals.terminate.recv() => { tracing::info!("SIGTERM: draining"); break; }
+            _ = signals.interrupt.recv() => { tracing::info!("SIGINT: draining"); break; }
+            _ = signals.hangup.recv() => reload_keys(&shared, "SIGHUP"),
         }
     }
     let _ = stop_tx.send(true);

@@ -229,6 +229,8 @@ pub enum ConfigError {
     Parse { path: String, message: String },
     #[error("{origin}: {setting}: {problem}")]
     Invalid { origin: String, setting: &'static str, problem: String },
+    #[error("{origin}: line {line}: {setting}: {problem}")]
+    InvalidAt { origin: String, line: usize, setting: &'static str, problem: String },
 }
 
 /// The smallest and largest head buffer: below 1 KiB ordinary browsers' headers do not fit.
@@ -254,7 +256,13 @@ impl Config {
             path: origin.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
-        config.check(origin)?;
+        config.check(origin).map_err(|error| match error {
+            ConfigError::Invalid { origin, setting, problem } => match line_of(text, setting) {
+                Some(line) => ConfigError::InvalidAt { origin, line, setting, problem },
+                None => ConfigError::Invalid { origin, setting, problem },
+            },
+            other => other,
+        })?;
         Ok(config)
     }
 
@@ -270,8 +278,11 @@ impl Config {
         if h.body_bytes_max > BODY_BYTES_LIMIT {
             return fail("http.body_bytes_max", format!("must be at most {BODY_BYTES_LIMIT}"));
         }
-        if h.header_timeout_ms == 0 || h.idle_timeout_ms == 0 {
-            return fail("http.header_timeout_ms", "timeouts must be at least 1 ms".into());
+        if h.header_timeout_ms == 0 {
+            return fail("http.header_timeout_ms", "must be at least 1".into());
+        }
+        if h.idle_timeout_ms == 0 {
+            return fail("http.idle_timeout_ms", "must be at least 1".into());
         }
         if !(1..=CONNECTIONS_PER_SHARD_LIMIT).contains(&h.connections_per_shard_max) {
             return fail("http.connections_per_shard_max", format!("must be 1 to {CONNECTIONS_PER_SHARD_LIMIT}"));
@@ -301,8 +312,14 @@ impl Config {
         if sim.step_bps_max > 1000 {
             return fail("feed.simulator.step_bps_max", "must be at most 1000 (10%)".into());
         }
-        if self.keys.public_qps == 0 || self.keys.public_burst == 0 || self.keys.public_monthly_cap == 0 {
-            return fail("keys.public_qps", "public key defaults must be at least 1".into());
+        for (setting, value) in [
+            ("keys.public_qps", u64::from(self.keys.public_qps)),
+            ("keys.public_burst", u64::from(self.keys.public_burst)),
+            ("keys.public_monthly_cap", self.keys.public_monthly_cap),
+        ] {
+            if value == 0 {
+                return fail(setting, "must be at least 1".into());
+            }
         }
         if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
             return fail("log.level", format!("{:?} is not a tracing filter", self.log.level));
@@ -337,6 +354,22 @@ impl Config {
     }
 }
 
+/// The 1-based line that sets `section.key` in TOML `text`, for error messages. Finds the plain
+/// `key = value` form under `[section]`; other spellings fall back to naming the setting alone.
+fn line_of(text: &str, setting: &str) -> Option<usize> {
+    let (section, key) = setting.rsplit_once('.')?;
+    let mut current = "";
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = header.trim();
+        } else if current == section && line.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('=')) {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,8 +397,10 @@ mod tests {
         let err = Config::parse("[http]\nhead_bytez_max = 1\n", "my.toml").expect_err("unknown");
         assert!(err.to_string().contains("head_bytez_max"), "{err}");
 
-        let err = Config::parse("[http]\nhead_bytes_max = 10\n", "my.toml").expect_err("too small");
-        assert_eq!(err.to_string(), "my.toml: http.head_bytes_max: must be 1024 to 65536");
+        let err = Config::parse("# c\n[http]\nhead_bytes_max = 10\n", "my.toml").expect_err("too small");
+        assert_eq!(err.to_string(), "my.toml: line 3: http.head_bytes_max: must be 1024 to 65536");
+        let err = Config::parse("[feed.simulator]\nvenues = 0\n", "my.toml").expect_err("no venues");
+        assert_eq!(err.to_string(), "my.toml: line 2: feed.simulator.venues: must be 1 to 8");
     }
 
     #[test]

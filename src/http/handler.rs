@@ -76,7 +76,6 @@ pub fn respond(req: &Request<'_>, ctx: &Context<'_>, scratch: &mut Scratch, out:
 
 /// Answers a request that could not be read; the connection closes after it.
 pub fn respond_unreadable(error: RequestError, ctx: &Context<'_>, scratch: &mut Scratch, out: &mut FixedBuf) {
-    ctx.counters.inc(Counter::TcpRequests);
     let (code, message): (ErrorCode, &[u8]) = match error {
         RequestError::HeadTooLarge => (ErrorCode::HeadTooLarge, b"request line and headers are over the limit"),
         RequestError::BodyTooLarge => (ErrorCode::BodyTooLarge, b"request body is over the limit"),
@@ -96,7 +95,10 @@ pub fn respond_overloaded(ctx: &Context<'_>, scratch: &mut Scratch, out: &mut Fi
     answer_and_close(ErrorCode::Overloaded, b"too many connections, try again shortly", ctx, scratch, out);
 }
 
+/// Every response counts as one `tcp_requests`, so that counter always equals the sum of the
+/// three response classes, even for a connection refused or timed out before a whole request.
 fn answer_and_close(code: ErrorCode, message: &[u8], ctx: &Context<'_>, scratch: &mut Scratch, out: &mut FixedBuf) {
+    ctx.counters.inc(Counter::TcpRequests);
     scratch.body.clear();
     let mut reply = error(scratch, code, &[message], Extra::default());
     reply.extra.close = true;
@@ -331,9 +333,9 @@ fn refused(refusal: Refusal, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply 
             let extra = Extra { rate: Some(rate), retry_after_s: Some(retry_after_s), ..Extra::default() };
             error(scratch, ErrorCode::RateLimited, &[b"over the key's rate limit"], extra)
         }
-        Refusal::QuotaExceeded { retry_after_s } => {
+        Refusal::QuotaExceeded { retry_after_s, rate } => {
             ctx.counters.inc(Counter::QuotaHits);
-            let extra = Extra { retry_after_s: Some(retry_after_s), ..Extra::default() };
+            let extra = Extra { rate, retry_after_s: Some(retry_after_s), ..Extra::default() };
             error(scratch, ErrorCode::QuotaExceeded, &[b"monthly cap reached"], extra)
         }
     }

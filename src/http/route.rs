@@ -58,11 +58,14 @@ pub fn param<'q>(query: &'q [u8], name: &[u8]) -> Option<&'q [u8]> {
     })
 }
 
-/// True when the query carries something that looks like an API key: refused on this path,
-/// because query strings end up in logs.
+/// True when the query carries something that looks like an API key, in any letter case:
+/// refused on this path, because query strings end up in logs.
 pub fn carries_key(query: &[u8]) -> bool {
     const NAMES: [&[u8]; 5] = [b"key", b"api_key", b"apikey", b"api-key", b"token"];
-    NAMES.iter().any(|name| param(query, name).is_some())
+    query.split(|&b| b == b'&').any(|pair| {
+        let name = pair.split(|&b| b == b'=').next().unwrap_or_default();
+        NAMES.iter().any(|n| name.eq_ignore_ascii_case(n))
+    })
 }
 
 /// Percent-decodes `raw` (and `+` as space) into `out`; `None` when it is malformed or does not fit.
@@ -117,6 +120,8 @@ mod tests {
         assert_eq!(param(q, b"flag"), Some(&b""[..]));
         assert_eq!(param(q, b"missing"), None);
         assert!(carries_key(b"symbol=X&api_key=pb_1"));
+        assert!(carries_key(b"API_KEY=pb_1&symbol=X"));
+        assert!(carries_key(b"Token"));
         assert!(!carries_key(b"symbol=KEY"));
     }
 

@@ -29,6 +29,10 @@ pub(super) async fn accept_loop(listener: TcpListener, local: Rc<Local>) {
                 if local.connections.get() >= max {
                     monoio::spawn(refuse(stream, Rc::clone(&local)));
                 } else {
+                    // Counted here, not when the task first runs, so a burst accepted in one
+                    // wake-up cannot overshoot the limit.
+                    local.connections.set(local.connections.get() + 1);
+                    local.counters().gauge_add(Gauge::OpenConnections, 1);
                     monoio::spawn(serve(stream, Rc::clone(&local)));
                 }
             }
@@ -62,10 +66,9 @@ fn write_with_context(
     answer(&ctx, &mut local.scratch.borrow_mut(), out);
 }
 
+/// One connection, already counted by the accept loop.
 async fn serve(mut stream: TcpStream, local: Rc<Local>) {
     let slot = local.register(stream.as_raw_fd());
-    local.connections.set(local.connections.get() + 1);
-    local.counters().gauge_add(Gauge::OpenConnections, 1);
     let (read, write) = local.take_buffers();
     let leftovers = converse(&mut stream, &local, read, write).await;
     local.deregister(slot);
@@ -121,6 +124,10 @@ async fn converse(
             }
         }
         read.drain(..consumed);
+        if consumed > 0 {
+            // The head deadline is per request: what is left starts a new one.
+            partial_since_ns = None;
+        }
         let out_was_full = out.remaining() < RESPONSE_BYTES_MAX;
         if !out.is_empty() {
             let (result, bytes) = stream.write_all(out.into_vec()).await;

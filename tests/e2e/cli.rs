@@ -107,7 +107,6 @@ fn serve_names_file_line_and_setting_of_a_bad_type() {
 }
 
 #[test]
-#[ignore = "BUG: an out-of-range config value names the file and setting but not the line"]
 fn serve_names_file_line_and_setting_of_an_out_of_range_value() {
     let Refusal { output, path, line } = serve_with("http", "head_bytes_max = 10");
     assert!(!output.status.success());

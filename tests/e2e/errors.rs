@@ -211,7 +211,6 @@ fn public_key_responses_carry_ratelimit_headers(driver: Driver) {
 }
 
 #[test]
-#[ignore = "BUG: 429 quota_exceeded for a public key carries no RateLimit-Limit/Remaining/Reset headers"]
 fn quota_exceeded_carries_ratelimit_headers() {
     let server = Setup::new(Driver::IoUring).public_key("alice", 100, 50, 1).start();
     let key = Some(server.key("alice"));

@@ -27,7 +27,6 @@ fn sigterm_when_quiet(driver: Driver) {
 }
 
 #[test]
-#[ignore = "BUG: the listening line is logged before the SIGTERM handler is installed; SIGTERM right after it kills the process (signal 15) instead of a drain and exit 0"]
 fn sigterm_right_after_the_ready_line() {
     // A supervisor that stops a server as soon as it reports ready. The gap between the line and
     // the handler is a few instructions, wide only on a busy machine, so make this one busy.

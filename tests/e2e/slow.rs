@@ -10,27 +10,11 @@ use super::wire::{assert_error, get_request, Conn};
 on_both_drivers!(
     header_timeout,
     header_timeout_not_extended_by_dribbling,
-    #[ignore = "BUG: the head deadline runs from the first partial head after an empty buffer, not per request, so a steady pipeline gets 408"]
     header_deadline_is_per_request,
     idle_timeout,
     connection_limit,
+    connection_limit_under_a_burst,
 );
-
-// By hand rather than by `on_both_drivers!`, to ignore only the driver that fails.
-mod connection_limit_under_a_burst {
-    use super::super::support::Driver;
-
-    #[test]
-    fn io_uring() {
-        super::connection_limit_under_a_burst(Driver::IoUring)
-    }
-
-    #[test]
-    #[ignore = "BUG: on epoll a burst of connections is all accepted and served past http.connections_per_shard_max"]
-    fn epoll() {
-        super::connection_limit_under_a_burst(Driver::Epoll)
-    }
-}
 
 fn header_timeout(driver: Driver) {
     let server = Setup::new(driver).set("http", "header_timeout_ms", "300").start();
