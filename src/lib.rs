@@ -16,7 +16,8 @@
 //!
 //! Modules, in the order data flows through them:
 //!
-//! - [`feeds`]: where prices come from; each feed writes its venue column through a `BookWriter`.
+//! - [`feeds`]: where prices come from: the simulator, or one module per exchange (parser,
+//!   subscribe, keepalive) run by the supervisor; each writes its venue column via a `BookWriter`.
 //! - [`book`]: the price table, exact decimals, interned symbols, the median of fresh venues.
 //! - [`shard`]: the per-core threads that own the sockets: the only code that touches them.
 //! - [`http`]: the public HTTP path as a pure function from request bytes to response bytes.
@@ -28,6 +29,7 @@
 //! - [`admin`]: the admin listener and `/metrics`.
 //! - [`server`]: `serve`, wiring all of the above; [`config`]: the settings, parsed whole first.
 //! - [`client`]: clients of our own protocols; [`cli`]: the command line.
+//! - [`mock_exchange`]: a local stand-in for the exchanges' feeds, for tests and offline demos.
 //! - [`clock`], [`buf`], [`state`]: time as the hot path sees it, fixed buffers, shared state.
 
 pub mod admin;
@@ -42,6 +44,7 @@ pub mod counters;
 pub mod feeds;
 pub mod http;
 pub mod keys;
+pub mod mock_exchange;
 pub mod ratelimit;
 pub mod server;
 pub mod shard;

@@ -14,7 +14,7 @@ use crate::clock::Now;
 use crate::config::{Config, FeedKind};
 use crate::counters::stats::{Sample, StatsWindow};
 use crate::counters::Counters;
-use crate::feeds::{simulator, BookWriter};
+use crate::feeds::start;
 use crate::keys::KeyStore;
 use crate::shard::{self, listeners};
 use crate::state::Shared;
@@ -43,23 +43,22 @@ pub fn run(config: Config, options: ServeOptions) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let shards = config.shard_count();
 
-    let sim = &config.feed.simulator;
-    let (symbols, venues) = match config.feed.kind {
-        FeedKind::Simulator => (simulator::symbols(sim), simulator::venue_names(sim.venues)),
-    };
+    let layout = start::layout(&config.feed);
     let book = Arc::new(
         PriceBook::new(
-            &symbols.iter().map(String::as_str).collect::<Vec<_>>(),
-            &venues.iter().map(String::as_str).collect::<Vec<_>>(),
+            &layout.symbols.iter().map(String::as_str).collect::<Vec<_>>(),
+            &layout.venues.iter().map(String::as_str).collect::<Vec<_>>(),
             config.book.symbols_max,
             config.book.stale_after_ms,
         )
-        .context("building the price book (feed.simulator.crypto, book.symbols_max)")?,
+        .context("building the price book (feed symbols, book.symbols_max)")?,
     );
     let keys = KeyStore::open(&config.keys.file)?;
     let key_count = keys.table().len();
     let counters = Arc::new(Counters::new(shards));
-    let shared = Arc::new(Shared::new(Arc::clone(&config), Arc::clone(&book), keys, Arc::clone(&counters)));
+    let mut state = Shared::new(Arc::clone(&config), Arc::clone(&book), keys, Arc::clone(&counters));
+    state.feeds = start::venue_stats(&config.feed, &layout);
+    let shared = Arc::new(state);
 
     let server = &config.server;
     let bound =
@@ -68,9 +67,23 @@ pub fn run(config: Config, options: ServeOptions) -> anyhow::Result<()> {
     let wake_udp = bound.udp.iter().map(|s| s.try_clone()).collect::<Result<Vec<_>, _>>()?;
     let (http_addr, udp_addr) = (bound.http_addr, bound.udp_addr);
 
-    let writers = venues.iter().filter_map(|v| BookWriter::new(Arc::clone(&book), v, Arc::clone(&counters))).collect();
-    let feed = simulator::Simulator::start(sim, writers).context("starting the simulator feed")?;
-    tracing::info!(symbols = symbols.len(), venues = venues.len(), tick_ms = sim.tick_ms, "simulator feed running");
+    let feed = match config.feed.kind {
+        FeedKind::Simulator => {
+            let running = start::simulator(&config.feed, &book, &counters).context("starting the simulator feed")?;
+            let sim = &config.feed.simulator;
+            tracing::info!(
+                symbols = layout.symbols.len(),
+                venues = sim.venues,
+                tick_ms = sim.tick_ms,
+                "simulator feed running"
+            );
+            running
+        }
+        FeedKind::Exchanges => {
+            let _context = runtime.enter();
+            start::exchanges(&config.feed, &book, &counters, &shared.feeds)
+        }
+    };
 
     let handles = shard::start(&shared, bound.http, bound.udp)?;
     for handle in &handles {
@@ -85,7 +98,7 @@ pub fn run(config: Config, options: ServeOptions) -> anyhow::Result<()> {
     for handle in handles {
         let _ = handle.thread.join();
     }
-    feed.stop();
+    runtime.block_on(feed.stop());
     tracing::info!("stopped");
     result
 }

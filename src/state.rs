@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::book::PriceBook;
 use crate::config::Config;
 use crate::counters::Counters;
+use crate::feeds::stats::VenueStats;
 use crate::keys::KeyStore;
 
 /// Shared state. Everything here is read lock-free on the hot path.
@@ -15,6 +16,8 @@ pub struct Shared {
     pub keys: KeyStore,
     pub counters: Arc<Counters>,
     pub node: String,
+    /// Each exchange feed's state, for operators (empty with the simulator).
+    pub feeds: Vec<(String, Arc<VenueStats>)>,
     /// Unix ms when the process started serving.
     pub started_ms: u64,
     draining: AtomicBool,
@@ -24,6 +27,7 @@ impl Shared {
     pub fn new(config: Arc<Config>, book: Arc<PriceBook>, keys: KeyStore, counters: Arc<Counters>) -> Self {
         let node = config.node_name();
         Self {
+            feeds: Vec::new(),
             config,
             book,
             keys,

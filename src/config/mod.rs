@@ -2,6 +2,7 @@
 //! overrides) before any socket binds. `config/pricebeast.toml` documents every setting and equals
 //! `Config::default()`, which a test keeps true.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -105,13 +106,38 @@ pub struct BookConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct FeedConfig {
     pub kind: FeedKind,
+    /// First reconnect delay after a feed connection fails; doubles up to `reconnect_max_ms`.
+    pub reconnect_initial_ms: u64,
+    pub reconnect_max_ms: u64,
     pub simulator: SimulatorConfig,
+    /// Exchange feeds by venue name (`coinbase`, `gemini`, `kraken`, `gateio`, `bybit`, `okx`).
+    pub exchanges: BTreeMap<String, ExchangeConfig>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FeedKind {
     Simulator,
+    Exchanges,
+}
+
+/// One exchange feed.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExchangeConfig {
+    pub enabled: bool,
+    /// The WebSocket URL; empty: the venue's production URL.
+    pub url: String,
+    /// Our symbol = the venue's spelling of it (`"BTC-USD" = "XBT/USD"`).
+    pub symbols: BTreeMap<String, String>,
+    /// No message for this long means a dead connection; 0: the venue's own rule.
+    pub silence_ms: u64,
+}
+
+impl Default for ExchangeConfig {
+    fn default() -> Self {
+        Self { enabled: true, url: String::new(), symbols: BTreeMap::new(), silence_ms: 0 }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -195,7 +221,13 @@ impl Default for BookConfig {
 
 impl Default for FeedConfig {
     fn default() -> Self {
-        Self { kind: FeedKind::Simulator, simulator: SimulatorConfig::default() }
+        Self {
+            kind: FeedKind::Simulator,
+            reconnect_initial_ms: 250,
+            reconnect_max_ms: 30_000,
+            simulator: SimulatorConfig::default(),
+            exchanges: BTreeMap::new(),
+        }
     }
 }
 
@@ -311,6 +343,34 @@ impl Config {
         }
         if sim.step_bps_max > 1000 {
             return fail("feed.simulator.step_bps_max", "must be at most 1000 (10%)".into());
+        }
+        let feed = &self.feed;
+        if feed.reconnect_initial_ms == 0 || feed.reconnect_max_ms < feed.reconnect_initial_ms {
+            return fail("feed.reconnect_max_ms", "need 0 < reconnect_initial_ms <= reconnect_max_ms".into());
+        }
+        for (name, exchange) in &feed.exchanges {
+            if crate::feeds::venue(name).is_none() {
+                return Err(ConfigError::Invalid {
+                    origin: origin.to_owned(),
+                    setting: "feed.exchanges",
+                    problem: format!("unknown venue {name:?}; known: coinbase, gemini, kraken, gateio, bybit, okx"),
+                });
+            }
+            for ours in exchange.symbols.keys() {
+                if crate::book::SymbolName::parse(ours.as_bytes()).is_none() {
+                    return Err(ConfigError::Invalid {
+                        origin: origin.to_owned(),
+                        setting: "feed.exchanges",
+                        problem: format!("{name}: {ours:?} is not a symbol (1 to 32 of A-Z 0-9 - _ . /)"),
+                    });
+                }
+            }
+        }
+        if feed.kind == FeedKind::Exchanges && !feed.exchanges.values().any(|e| e.enabled && !e.symbols.is_empty()) {
+            return fail(
+                "feed.kind",
+                "\"exchanges\" needs at least one enabled [feed.exchanges.NAME] with symbols".into(),
+            );
         }
         for (setting, value) in [
             ("keys.public_qps", u64::from(self.keys.public_qps)),

@@ -1,9 +1,33 @@
 //! Feeds: where prices come from. Each feed owns one venue column of the book and writes it
-//! through a [`BookWriter`]; the built-in simulator is one, each exchange will be another.
+//! through a [`BookWriter`]: the built-in simulator, or one module per exchange behind the
+//! [`venue::Venue`] trait, run by the [`supervisor`].
 
+pub mod coinbase;
 pub mod simulator;
+pub mod start;
+pub mod stats;
+pub mod supervisor;
+pub mod timefmt;
+pub mod venue;
 
 use std::sync::Arc;
+
+use crate::mock_exchange::MockScript;
+
+/// Every exchange this build can feed from, in the order they are listed to operators.
+pub fn venues() -> Vec<Arc<dyn venue::Venue>> {
+    venue::all()
+}
+
+/// The exchange called `name`.
+pub fn venue(name: &str) -> Option<Arc<dyn venue::Venue>> {
+    venue::venue_named(name)
+}
+
+/// How the mock exchange plays the venue called `name`.
+pub fn mock_script(name: &str) -> Option<MockScript> {
+    [coinbase::mock_script()].into_iter().find(|s| s.venue == name)
+}
 
 use crate::book::{Decimal, PriceBook, SymbolId, VenueId};
 use crate::counters::{Counter, Counters, Gauge};

@@ -1,0 +1,110 @@
+//! What makes one exchange different from another, as data and pure functions: its subscribe
+//! messages, its keepalive rule, how long silence means a dead connection, and its parser. The
+//! supervisor does all the I/O; a venue never touches a socket or a clock.
+
+use std::sync::Arc;
+
+use crate::book::Decimal;
+
+/// Every exchange this build can feed from.
+pub fn all() -> Vec<Arc<dyn Venue>> {
+    vec![Arc::new(crate::feeds::coinbase::Coinbase)]
+}
+
+/// The exchange called `name`.
+pub fn venue_named(name: &str) -> Option<Arc<dyn Venue>> {
+    all().into_iter().find(|v| v.name() == name)
+}
+
+/// One price from a venue message, in the venue's own symbol spelling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tick<'a> {
+    pub venue_symbol: &'a str,
+    pub price: Decimal,
+    /// The venue's event time, Unix ms.
+    pub ts_ms: u64,
+}
+
+/// What one text frame from a venue was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// Prices: this many ticks were handed to the sink.
+    Prices(usize),
+    /// The venue confirmed a subscription.
+    Ack,
+    /// A heartbeat, or the answer to our keepalive: proof of life, nothing else.
+    Heartbeat,
+    /// A valid message of a kind we do not use (another channel, a status update).
+    Ignored,
+    /// The venue reported an error (a bad symbol, a rate limit): counted and logged, the
+    /// connection stays unless the venue closes it.
+    VenueError,
+}
+
+/// Why a frame could not be read. Counted as a parse error; the connection carries on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("not JSON: {0}")]
+    Json(String),
+    #[error("missing or malformed field {0}")]
+    Field(&'static str),
+    #[error("price {0:?} is not a decimal")]
+    Price(String),
+    #[error("timestamp {0:?} is not understood")]
+    Timestamp(String),
+}
+
+/// How we keep a connection alive and prove it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keepalive {
+    /// We send nothing: the venue sends heartbeats, and its protocol pings are answered by the
+    /// WebSocket layer.
+    None,
+    /// A WebSocket ping frame every `every_ms`.
+    ProtocolPing { every_ms: u64 },
+    /// An application-level text ping every `every_ms` (its text comes from [`Venue::ping_text`]).
+    Text { every_ms: u64 },
+}
+
+/// One exchange's public ticker feed.
+pub trait Venue: Send + Sync + 'static {
+    /// The venue's name: its column in the book, its section in the config.
+    fn name(&self) -> &'static str;
+
+    /// The production WebSocket URL (the config may replace it).
+    fn default_url(&self) -> &'static str;
+
+    /// The most symbols one connection may carry; more are spread over several connections.
+    fn symbols_per_connection_max(&self) -> usize;
+
+    /// The text frames to send right after connecting, for these venue symbols.
+    fn subscribe_messages(&self, venue_symbols: &[&str], now_ms: u64) -> Vec<String>;
+
+    fn keepalive(&self) -> Keepalive;
+
+    /// The text of an application ping, for [`Keepalive::Text`].
+    fn ping_text(&self, _now_ms: u64) -> String {
+        String::new()
+    }
+
+    /// No frame at all for this long means the connection is dead: reconnect.
+    fn silence_ms(&self) -> u64;
+
+    /// Reads one text frame (parsed in place, hence `&mut`), handing every price to `sink`.
+    fn parse(
+        &self,
+        frame: &mut [u8],
+        buffers: &mut simd_json::Buffers,
+        sink: &mut dyn FnMut(Tick<'_>),
+    ) -> Result<Frame, ParseError>;
+}
+
+/// A decimal price field, or the error naming it.
+pub fn price(text: &str) -> Result<Decimal, ParseError> {
+    Decimal::parse(text.as_bytes()).map_err(|_| ParseError::Price(text.to_owned()))
+}
+
+/// Maps simd-json's error to ours.
+pub fn json_error(error: simd_json::Error) -> ParseError {
+    ParseError::Json(error.to_string())
+}
