@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         }),
         Command::Keys(command) => cli::keys::run(command),
         Command::Query(args) => cli::query::run(args),
+        Command::MockExchange(args) => cli::mock::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -126,7 +126,7 @@ async fn control_plane(
 ) -> anyhow::Result<()> {
     let config = Arc::clone(&shared.config);
     let stats = Arc::new(StatsWindow::new(Sample { at_ms: Now::read().unix_ms, snapshot: shared.counters.snapshot() }));
-    let metrics = Metrics::new(Arc::clone(&shared.counters))?;
+    let metrics = Metrics::new(Arc::clone(&shared.counters), shared.feeds.clone())?;
     let admin_listener = tokio::net::TcpListener::bind(config.admin.addr)
         .await
         .with_context(|| format!("binding admin {}", config.admin.addr))?;

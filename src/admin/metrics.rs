@@ -5,11 +5,13 @@ use std::sync::Arc;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{
-    Bucket, Counter as ProtoCounter, Gauge as ProtoGauge, Histogram, Metric, MetricFamily, MetricType,
+    Bucket, Counter as ProtoCounter, Gauge as ProtoGauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
 };
 use prometheus::{Encoder, Registry, TextEncoder};
 
+use crate::clock::Now;
 use crate::counters::{Counters, COUNTER_NAMES, GAUGE_NAMES, LATENCY_BOUNDS_US};
+use crate::feeds::stats::{VenueReading, VenueStats};
 
 const PREFIX: &str = "pricebeast_";
 
@@ -86,12 +88,101 @@ impl Collector for CountersCollector {
 }
 
 fn family(name: String, help: &str, kind: MetricType, metric: Metric) -> MetricFamily {
+    family_of(name, help, kind, vec![metric])
+}
+
+fn family_of(name: String, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
     let mut family = MetricFamily::default();
     family.set_name(name);
     family.set_help(help.to_owned());
     family.set_field_type(kind);
-    family.set_metric(vec![metric]);
+    family.set_metric(metrics);
     family
+}
+
+/// Each exchange feed's state, one series per venue (`venue` label).
+struct FeedsCollector {
+    feeds: Vec<(String, Arc<VenueStats>)>,
+    descs: Vec<Desc>,
+}
+
+/// (name, help, counter or gauge, value) of every per-venue series.
+type FeedSeries = (&'static str, &'static str, MetricType, fn(&VenueReading) -> f64);
+
+const FEED_SERIES: [FeedSeries; 9] = [
+    ("venue_connected", "1 while the venue has a connection up", MetricType::GAUGE, |r| {
+        f64::from(u8::from(r.connected))
+    }),
+    ("venue_connections", "Connections up to the venue", MetricType::GAUGE, |r| r.connections as f64),
+    (
+        "venue_last_message_age_seconds",
+        "Seconds since the venue's last frame (-1 before the first)",
+        MetricType::GAUGE,
+        |r| r.last_message_age_ms.map_or(-1.0, |ms| ms as f64 / 1000.0),
+    ),
+    ("venue_messages_total", "Frames received from the venue", MetricType::COUNTER, |r| r.messages as f64),
+    ("venue_prices_total", "Prices written to the book from the venue", MetricType::COUNTER, |r| r.prices as f64),
+    ("venue_reconnects_total", "Reconnects to the venue", MetricType::COUNTER, |r| r.reconnects as f64),
+    ("venue_parse_errors_total", "Frames from the venue that could not be read", MetricType::COUNTER, |r| {
+        r.parse_errors as f64
+    }),
+    ("venue_errors_total", "Errors the venue reported", MetricType::COUNTER, |r| r.venue_errors as f64),
+    ("venue_unknown_symbols_total", "Prices for symbols not configured", MetricType::COUNTER, |r| {
+        r.unknown_symbols as f64
+    }),
+];
+
+impl FeedsCollector {
+    fn new(feeds: Vec<(String, Arc<VenueStats>)>) -> prometheus::Result<Self> {
+        let descs = FEED_SERIES
+            .iter()
+            .map(|(name, help, ..)| {
+                Desc::new(format!("{PREFIX}{name}"), (*help).into(), vec!["venue".into()], Default::default())
+            })
+            .collect::<prometheus::Result<_>>()?;
+        Ok(Self { feeds, descs })
+    }
+}
+
+impl Collector for FeedsCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        if self.feeds.is_empty() {
+            return Vec::new();
+        }
+        let now_ms = Now::read().unix_ms;
+        let readings: Vec<(&str, VenueReading)> =
+            self.feeds.iter().map(|(v, s)| (v.as_str(), s.read(now_ms))).collect();
+        FEED_SERIES
+            .iter()
+            .map(|(name, help, kind, value)| {
+                let metrics = readings
+                    .iter()
+                    .map(|(venue, reading)| {
+                        let mut label = LabelPair::default();
+                        label.set_name("venue".into());
+                        label.set_value((*venue).into());
+                        let mut metric = Metric::default();
+                        metric.set_label(vec![label]);
+                        if *kind == MetricType::COUNTER {
+                            let mut counter = ProtoCounter::default();
+                            counter.set_value(value(reading));
+                            metric.set_counter(counter);
+                        } else {
+                            let mut gauge = ProtoGauge::default();
+                            gauge.set_value(value(reading));
+                            metric.set_gauge(gauge);
+                        }
+                        metric
+                    })
+                    .collect();
+                family_of(format!("{PREFIX}{name}"), help, *kind, metrics)
+            })
+            .collect()
+    }
 }
 
 fn help(name: &str) -> &'static str {
@@ -135,9 +226,10 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(counters: Arc<Counters>) -> prometheus::Result<Self> {
+    pub fn new(counters: Arc<Counters>, feeds: Vec<(String, Arc<VenueStats>)>) -> prometheus::Result<Self> {
         let registry = Registry::new();
         registry.register(Box::new(CountersCollector::new(counters)?))?;
+        registry.register(Box::new(FeedsCollector::new(feeds)?))?;
         Ok(Self { registry })
     }
 
@@ -161,7 +253,10 @@ mod tests {
         let counters = Arc::new(Counters::new(2));
         counters.shard(1).add(Counter::TcpRequests, 7);
         counters.shard(0).observe_latency_us(40);
-        let text = Metrics::new(Arc::clone(&counters)).expect("registry").render();
+        let feed = Arc::new(VenueStats::default());
+        feed.connection_up();
+        feed.message(1);
+        let text = Metrics::new(Arc::clone(&counters), vec![("coinbase".into(), feed)]).expect("registry").render();
         assert!(text.contains("pricebeast_tcp_requests_total 7"), "{text}");
         assert!(text.contains("# TYPE pricebeast_tcp_requests_total counter"));
         assert!(text.contains("pricebeast_shards 2"));
@@ -170,5 +265,7 @@ mod tests {
         for name in COUNTER_NAMES {
             assert!(text.contains(&format!("pricebeast_{name}_total")), "{name}");
         }
+        assert!(text.contains("pricebeast_venue_connected{venue=\"coinbase\"} 1"), "{text}");
+        assert!(text.contains("pricebeast_venue_messages_total{venue=\"coinbase\"} 1"), "{text}");
     }
 }

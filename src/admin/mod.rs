@@ -3,7 +3,7 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `GET /admin/stress-stats` | the 24 counters, the gauges, and rates over the last interval |
+//! | `GET /admin/stress-stats` | the 24 counters, the gauges, rates over the last interval, each feed's state |
 //! | `POST /admin/stress-reset` | zeroes the counters |
 //! | `POST /admin/keys/reload` | re-reads the keys file (as SIGHUP does) |
 //! | `GET /metrics` | Prometheus text: counters, gauges, request latency histogram |
@@ -88,8 +88,19 @@ fn json_body(text: String) -> impl IntoResponse {
 async fn stress_stats(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     let now_ms = Now::read().unix_ms;
     let uptime_s = now_ms.saturating_sub(state.shared.started_ms) / 1000;
-    let doc =
-        stress_stats_json(&state.shared.node, uptime_s, &state.shared.counters.snapshot(), &state.stats.derived());
+    let feeds = state
+        .shared
+        .feeds
+        .iter()
+        .map(|(venue, stats)| (venue.clone(), serde_json::json!(stats.read(now_ms))))
+        .collect();
+    let doc = stress_stats_json(
+        &state.shared.node,
+        uptime_s,
+        &state.shared.counters.snapshot(),
+        &state.stats.derived(),
+        feeds,
+    );
     json_body(doc.to_string())
 }
 

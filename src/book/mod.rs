@@ -162,11 +162,12 @@ impl PriceBook {
         median(&mut quotes[..count])
     }
 
-    /// True when any symbol has a fresh price: the process can serve.
-    pub fn any_fresh(&self, now_ms: u64) -> bool {
+    /// True when every symbol has a fresh price from at least one venue: the node can serve its
+    /// whole symbol set (what `/ready` reports).
+    pub fn all_fresh(&self, now_ms: u64) -> bool {
         let symbols = self.symbols();
-        let any = symbols.iter().any(|(id, _)| self.served(id, now_ms).is_some());
-        any
+        let all = !symbols.is_empty() && symbols.iter().all(|(id, _)| self.served(id, now_ms).is_some());
+        all
     }
 
     /// The sum of `symbol`'s cell versions: changes whenever any venue writes it.
@@ -234,7 +235,12 @@ mod tests {
         book.write(eth, VenueId(0), dec("3000"), 1, 1);
         assert!(book.served(eth, 1_001).is_some());
         assert_eq!(book.served(eth, 1_002), None);
-        assert!(!book.any_fresh(1_002));
+        assert!(!book.all_fresh(1_002));
+        let btc = book.symbols().lookup(b"BTC-USD").expect("interned");
+        book.write(btc, VenueId(1), dec("1"), 1_000, 1_000);
+        assert!(!book.all_fresh(1_500), "ETH-USD is not fresh yet");
+        book.write(eth, VenueId(2), dec("2"), 1_000, 1_000);
+        assert!(book.all_fresh(1_500));
     }
 
     #[test]

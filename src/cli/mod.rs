@@ -1,6 +1,7 @@
 //! The command line: `serve`, `keys`, `query`. Parsing here, work in the modules named.
 
 pub mod keys;
+pub mod mock;
 pub mod query;
 
 use std::net::SocketAddr;
@@ -26,6 +27,8 @@ pub enum Command {
     Keys(keys::KeysCommand),
     /// Ask a running server one question over HTTP or UDP and print the answer.
     Query(query::QueryArgs),
+    /// Play the exchanges' recorded feeds on local ports, for running the feed clients offline.
+    MockExchange(mock::MockArgs),
 }
 
 #[derive(Debug, clap::Args)]

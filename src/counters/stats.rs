@@ -80,9 +80,15 @@ impl StatsWindow {
     }
 }
 
-/// The `/admin/stress-stats` document: live counters and gauges, plus the derived figures of the
-/// last complete interval.
-pub fn stress_stats_json(node: &str, uptime_s: u64, now: &Snapshot, derived: &Derived) -> Value {
+/// The `/admin/stress-stats` document: live counters and gauges, the derived figures of the last
+/// complete interval, and each exchange feed's state (empty with the simulator).
+pub fn stress_stats_json(
+    node: &str,
+    uptime_s: u64,
+    now: &Snapshot,
+    derived: &Derived,
+    feeds: Map<String, Value>,
+) -> Value {
     let mut counters = Map::new();
     for (name, value) in COUNTER_NAMES.iter().zip(now.counts) {
         counters.insert((*name).to_owned(), json!(value));
@@ -97,6 +103,7 @@ pub fn stress_stats_json(node: &str, uptime_s: u64, now: &Snapshot, derived: &De
         "counters": counters,
         "gauges": gauges,
         "derived": derived,
+        "feeds": feeds,
     })
 }
 
@@ -139,7 +146,7 @@ mod tests {
     #[test]
     fn json_names_every_counter() {
         let counters = Counters::new(1);
-        let doc = stress_stats_json("n1", 5, &counters.snapshot(), &Derived::default());
+        let doc = stress_stats_json("n1", 5, &counters.snapshot(), &Derived::default(), Map::new());
         for name in COUNTER_NAMES {
             assert!(doc["counters"][name].is_u64(), "{name} missing");
         }

@@ -158,8 +158,10 @@ fn route(req: &Request<'_>, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply {
     }
     match route {
         Route::Health => text(scratch, Status::OK, b"ok"),
-        Route::Ready if ctx.shared.book.any_fresh(ctx.now.unix_ms) => text(scratch, Status::OK, b"ready"),
-        Route::Ready => error(scratch, ErrorCode::Stale, &[b"no fresh price yet"], Extra::default()),
+        Route::Ready if ctx.shared.book.all_fresh(ctx.now.unix_ms) => text(scratch, Status::OK, b"ready"),
+        Route::Ready => {
+            error(scratch, ErrorCode::Stale, &[b"not every symbol has a fresh price yet"], Extra::default())
+        }
         Route::Price | Route::Prices | Route::Usage => keyed(route, query, req, ctx, scratch),
         Route::NotFound => error(scratch, ErrorCode::NotFound, &[b"no such path"], Extra::default()),
     }
