@@ -18,6 +18,7 @@ mod e2e {
     mod connections;
     mod counters;
     mod errors;
+    mod feeds;
     mod http;
     mod keys;
     mod shutdown;

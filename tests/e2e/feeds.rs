@@ -1,0 +1,84 @@
+//! Exchange feeds end to end: the real binary fed by mock exchanges over loopback WebSockets,
+//! asked over HTTP. The served price is the median of the fresh venues; venues that go quiet turn
+//! the symbol to 503 `stale`, and it recovers when they come back.
+
+use std::net::SocketAddr;
+
+use pricebeast::book::Decimal;
+use pricebeast::mock_exchange::{MockExchange, MockOptions};
+
+use super::support::{eventually, Driver, Setup};
+
+/// Each venue's spelling of BTC in its recording, and the recording's last price for it.
+const VENUES: &[(&str, &str, &str)] = &[("coinbase", "BTC-USD", "68900.50")];
+
+/// The median of the recorded prices, computed independently of the server's code.
+fn expected_median() -> Decimal {
+    let mut prices: Vec<Decimal> =
+        VENUES.iter().map(|(_, _, p)| Decimal::parse(p.as_bytes()).expect("price")).collect();
+    prices.sort_by(|a, b| a.cmp_value(*b));
+    let mid = prices.len() / 2;
+    if prices.len() % 2 == 1 {
+        prices[mid]
+    } else {
+        prices[mid - 1].midpoint(prices[mid])
+    }
+}
+
+#[test]
+fn median_staleness_and_recovery_over_http() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let localhost: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+    let options = MockOptions { repeat_ms: Some(100), heartbeat_ms: Some(100) };
+    let mocks: Vec<MockExchange> = VENUES
+        .iter()
+        .map(|(venue, ..)| {
+            let script = pricebeast::feeds::mock_script(venue).expect("mock script");
+            runtime.block_on(MockExchange::start(script, options, localhost)).expect("mock starts")
+        })
+        .collect();
+    let mut setup =
+        Setup::new(Driver::IoUring).set("feed", "kind", "\"exchanges\"").set("book", "stale_after_ms", "1000");
+    for ((venue, symbol, _), mock) in VENUES.iter().zip(&mocks) {
+        let section = format!("feed.exchanges.{venue}");
+        setup = setup
+            .set(&section, "url", &format!("{:?}", mock.url()))
+            .set(&section, "symbols", &format!("{{ \"BTC-USD\" = {symbol:?} }}"))
+            // Longer than the test: a stalled mock must show staleness, not a reconnect.
+            .set(&section, "silence_ms", "60000");
+    }
+    let server = setup.start();
+    let partner = server.key("partner").to_owned();
+    let price = || server.get("/v1/price?symbol=BTC-USD&sources=1", Some(&partner));
+
+    let body = eventually("every venue fresh", || {
+        let response = price();
+        let body: serde_json::Value = serde_json::from_slice(&response.body).ok()?;
+        (response.status == 200 && body["sources"] == VENUES.len()).then_some(body)
+    });
+    let served = Decimal::parse(body["price"].as_str().expect("price string").as_bytes()).expect("decimal");
+    assert_eq!(served.cmp_value(expected_median()), std::cmp::Ordering::Equal, "{body}");
+    assert_eq!(body["venues"].as_array().map(Vec::len), Some(VENUES.len()));
+    assert_eq!(server.get("/ready", None).status, 200);
+    let stats = server.stats();
+    for (venue, ..) in VENUES {
+        assert_eq!(stats["feeds"][venue]["connected"], true, "{stats}");
+    }
+    assert!(server.counter("feed_messages") > 0);
+
+    for mock in &mocks {
+        mock.control().stall(true);
+    }
+    let stale = eventually("stale once every venue is quiet", || {
+        let response = price();
+        (response.status == 503).then_some(response)
+    });
+    assert!(stale.text().contains("\"error\":\"stale\""), "{}", stale.text());
+    assert_eq!(server.get("/ready", None).status, 503);
+
+    for mock in &mocks {
+        mock.control().stall(false);
+    }
+    eventually("fresh again once the venues speak", || (price().status == 200).then_some(()));
+    assert_eq!(server.get("/ready", None).status, 200);
+}
