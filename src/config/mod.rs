@@ -442,6 +442,17 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_exchange_configs_parse() {
+        let production = Config::parse(include_str!("../../config/production.toml"), "config/production.toml")
+            .expect("production config parses");
+        assert_eq!(production.feed.kind, FeedKind::Exchanges);
+        assert!(production.feed.exchanges.values().all(|e| e.url.starts_with("wss://")));
+        let mock = Config::parse(include_str!("../../config/mock-exchanges.toml"), "config/mock-exchanges.toml")
+            .expect("mock exchanges config parses");
+        assert!(mock.feed.exchanges.values().all(|e| e.url.starts_with("ws://127.0.0.1:95")));
+    }
+
+    #[test]
     fn an_empty_file_is_the_default() {
         assert_eq!(Config::parse("", "empty").expect("parses"), Config::default());
     }
