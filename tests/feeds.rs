@@ -5,4 +5,5 @@ mod feeds {
     mod support;
 
     mod coinbase;
+    mod gemini;
 }
