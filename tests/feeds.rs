@@ -6,4 +6,5 @@ mod feeds {
 
     mod coinbase;
     mod gemini;
+    mod kraken;
 }
