@@ -12,6 +12,7 @@ pub fn all() -> Vec<Arc<dyn Venue>> {
         Arc::new(crate::feeds::coinbase::Coinbase),
         Arc::new(crate::feeds::gemini::Gemini),
         Arc::new(crate::feeds::kraken::Kraken),
+        Arc::new(crate::feeds::gateio::Gateio),
     ]
 }
 
