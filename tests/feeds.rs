@@ -5,4 +5,7 @@ mod feeds {
     mod support;
 
     mod coinbase;
+    mod gateio;
+    mod gemini;
+    mod kraken;
 }

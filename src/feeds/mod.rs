@@ -3,6 +3,9 @@
 //! [`venue::Venue`] trait, run by the [`supervisor`].
 
 pub mod coinbase;
+pub mod gateio;
+pub mod gemini;
+pub mod kraken;
 pub mod simulator;
 pub mod start;
 pub mod stats;
@@ -26,7 +29,9 @@ pub fn venue(name: &str) -> Option<Arc<dyn venue::Venue>> {
 
 /// How the mock exchange plays the venue called `name`.
 pub fn mock_script(name: &str) -> Option<MockScript> {
-    [coinbase::mock_script()].into_iter().find(|s| s.venue == name)
+    [coinbase::mock_script(), gemini::mock_script(), kraken::mock_script(), gateio::mock_script()]
+        .into_iter()
+        .find(|s| s.venue == name)
 }
 
 use crate::book::{Decimal, PriceBook, SymbolId, VenueId};

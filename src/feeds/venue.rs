@@ -8,7 +8,12 @@ use crate::book::Decimal;
 
 /// Every exchange this build can feed from.
 pub fn all() -> Vec<Arc<dyn Venue>> {
-    vec![Arc::new(crate::feeds::coinbase::Coinbase)]
+    vec![
+        Arc::new(crate::feeds::coinbase::Coinbase),
+        Arc::new(crate::feeds::gemini::Gemini),
+        Arc::new(crate::feeds::kraken::Kraken),
+        Arc::new(crate::feeds::gateio::Gateio),
+    ]
 }
 
 /// The exchange called `name`.
