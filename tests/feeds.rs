@@ -4,5 +4,6 @@
 mod feeds {
     mod support;
 
+    mod bybit;
     mod coinbase;
 }

@@ -2,7 +2,9 @@
 //! through a [`BookWriter`]: the built-in simulator, or one module per exchange behind the
 //! [`venue::Venue`] trait, run by the [`supervisor`].
 
+pub mod bybit;
 pub mod coinbase;
+pub mod lenient;
 pub mod simulator;
 pub mod start;
 pub mod stats;
@@ -26,7 +28,7 @@ pub fn venue(name: &str) -> Option<Arc<dyn venue::Venue>> {
 
 /// How the mock exchange plays the venue called `name`.
 pub fn mock_script(name: &str) -> Option<MockScript> {
-    [coinbase::mock_script()].into_iter().find(|s| s.venue == name)
+    [coinbase::mock_script(), bybit::mock_script()].into_iter().find(|s| s.venue == name)
 }
 
 use crate::book::{Decimal, PriceBook, SymbolId, VenueId};

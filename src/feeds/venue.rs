@@ -8,7 +8,7 @@ use crate::book::Decimal;
 
 /// Every exchange this build can feed from.
 pub fn all() -> Vec<Arc<dyn Venue>> {
-    vec![Arc::new(crate::feeds::coinbase::Coinbase)]
+    vec![Arc::new(crate::feeds::coinbase::Coinbase), Arc::new(crate::feeds::bybit::Bybit)]
 }
 
 /// The exchange called `name`.
