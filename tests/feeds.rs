@@ -6,4 +6,5 @@ mod feeds {
 
     mod bybit;
     mod coinbase;
+    mod okx;
 }

@@ -5,6 +5,7 @@
 pub mod bybit;
 pub mod coinbase;
 pub mod lenient;
+pub mod okx;
 pub mod simulator;
 pub mod start;
 pub mod stats;
@@ -28,7 +29,7 @@ pub fn venue(name: &str) -> Option<Arc<dyn venue::Venue>> {
 
 /// How the mock exchange plays the venue called `name`.
 pub fn mock_script(name: &str) -> Option<MockScript> {
-    [coinbase::mock_script(), bybit::mock_script()].into_iter().find(|s| s.venue == name)
+    [coinbase::mock_script(), bybit::mock_script(), okx::mock_script()].into_iter().find(|s| s.venue == name)
 }
 
 use crate::book::{Decimal, PriceBook, SymbolId, VenueId};

@@ -8,7 +8,11 @@ use crate::book::Decimal;
 
 /// Every exchange this build can feed from.
 pub fn all() -> Vec<Arc<dyn Venue>> {
-    vec![Arc::new(crate::feeds::coinbase::Coinbase), Arc::new(crate::feeds::bybit::Bybit)]
+    vec![
+        Arc::new(crate::feeds::coinbase::Coinbase),
+        Arc::new(crate::feeds::bybit::Bybit),
+        Arc::new(crate::feeds::okx::Okx),
+    ]
 }
 
 /// The exchange called `name`.
