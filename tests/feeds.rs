@@ -4,8 +4,10 @@
 mod feeds {
     mod support;
 
+    mod bybit;
     mod coinbase;
     mod gateio;
     mod gemini;
     mod kraken;
+    mod okx;
 }

@@ -2,10 +2,13 @@
 //! through a [`BookWriter`]: the built-in simulator, or one module per exchange behind the
 //! [`venue::Venue`] trait, run by the [`supervisor`].
 
+pub mod bybit;
 pub mod coinbase;
 pub mod gateio;
 pub mod gemini;
 pub mod kraken;
+pub mod lenient;
+pub mod okx;
 pub mod simulator;
 pub mod start;
 pub mod stats;
@@ -15,6 +18,8 @@ pub mod venue;
 
 use std::sync::Arc;
 
+use crate::book::{Decimal, PriceBook, SymbolId, VenueId};
+use crate::counters::{Counter, Counters, Gauge};
 use crate::mock_exchange::MockScript;
 
 /// Every exchange this build can feed from, in the order they are listed to operators.
@@ -29,13 +34,17 @@ pub fn venue(name: &str) -> Option<Arc<dyn venue::Venue>> {
 
 /// How the mock exchange plays the venue called `name`.
 pub fn mock_script(name: &str) -> Option<MockScript> {
-    [coinbase::mock_script(), gemini::mock_script(), kraken::mock_script(), gateio::mock_script()]
-        .into_iter()
-        .find(|s| s.venue == name)
+    [
+        coinbase::mock_script(),
+        gemini::mock_script(),
+        kraken::mock_script(),
+        gateio::mock_script(),
+        bybit::mock_script(),
+        okx::mock_script(),
+    ]
+    .into_iter()
+    .find(|s| s.venue == name)
 }
-
-use crate::book::{Decimal, PriceBook, SymbolId, VenueId};
-use crate::counters::{Counter, Counters, Gauge};
 
 /// A feed's handle on the book: its venue column and the counters it reports to.
 #[derive(Clone)]

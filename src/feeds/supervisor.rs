@@ -177,15 +177,20 @@ async fn session(
     keepalive.tick().await;
     let mut text = Vec::with_capacity(4096);
     let mut buffers = simd_json::Buffers::default();
+    // Silence counts from the venue's last frame. A timeout made afresh on each turn of the loop
+    // would restart whenever our own keepalive fires, and a venue pinged more often than its
+    // silence window (Bybit, OKX) would never be found dead.
+    let mut quiet_until = tokio::time::Instant::now() + silence;
     loop {
         tokio::select! {
-            next = tokio::time::timeout(silence, stream.next()) => {
+            next = tokio::time::timeout_at(quiet_until, stream.next()) => {
                 let message = match next {
                     Err(_) => return Ended::Stalled(silence),
                     Ok(None) => return Ended::Closed,
                     Ok(Some(Err(e))) => return Ended::Failed(e.to_string()),
                     Ok(Some(Ok(message))) => message,
                 };
+                quiet_until = tokio::time::Instant::now() + silence;
                 let now_ms = Now::read().unix_ms;
                 stats.message(now_ms);
                 match message {
@@ -265,6 +270,74 @@ impl<F: FnMut()> Drop for Defer<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::book::PriceBook;
+    use crate::counters::Counters;
+    use crate::feeds::venue::{ParseError, Tick};
+    use crate::mock_exchange::{MockExchange, MockOptions};
+
+    /// A venue that pings far more often than its silence window, as Bybit and OKX do.
+    struct Pinger;
+
+    impl Venue for Pinger {
+        fn name(&self) -> &'static str {
+            "pinger"
+        }
+
+        fn default_url(&self) -> &'static str {
+            ""
+        }
+
+        fn symbols_per_connection_max(&self) -> usize {
+            1
+        }
+
+        fn subscribe_messages(&self, _: &[&str], _: u64) -> Vec<String> {
+            vec![r#"{"type":"subscribe"}"#.to_owned()]
+        }
+
+        fn keepalive(&self) -> Keepalive {
+            Keepalive::Text { every_ms: 50 }
+        }
+
+        fn ping_text(&self, _: u64) -> String {
+            "ping".to_owned()
+        }
+
+        fn silence_ms(&self) -> u64 {
+            300
+        }
+
+        fn parse(
+            &self,
+            _: &mut [u8],
+            _: &mut simd_json::Buffers,
+            _: &mut dyn FnMut(Tick<'_>),
+        ) -> Result<Frame, ParseError> {
+            Ok(Frame::Ignored)
+        }
+    }
+
+    #[tokio::test]
+    async fn our_own_pings_do_not_hide_a_silent_venue() {
+        let script = crate::feeds::coinbase::mock_script();
+        let localhost = "127.0.0.1:0".parse().expect("literal");
+        let mock = MockExchange::start(script, MockOptions::default(), localhost).await.expect("mock starts");
+        // Connections are accepted, but nothing is ever read or sent on them.
+        mock.control().stall(true);
+        let book = Arc::new(PriceBook::new(&["X"], &["pinger"], 4, 1_000).expect("book"));
+        let symbol = book.symbols().lookup(b"X").expect("interned");
+        let writer = BookWriter::new(Arc::clone(&book), "pinger", Arc::new(Counters::new(1))).expect("column");
+        let plans = plan(Arc::new(Pinger), &mock.url(), vec![("X".to_owned(), symbol)], None);
+        let (stop, stopped) = watch::channel(false);
+        let backoff = Backoff { initial_ms: 10, max_ms: 50 };
+        spawn(plans, writer, Arc::default(), backoff, stopped);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while mock.control().connections_total() < 3 {
+            assert!(Instant::now() < deadline, "a venue silent for 300 ms was never left");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = stop.send(true);
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_the_cap() {

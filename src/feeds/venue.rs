@@ -13,6 +13,8 @@ pub fn all() -> Vec<Arc<dyn Venue>> {
         Arc::new(crate::feeds::gemini::Gemini),
         Arc::new(crate::feeds::kraken::Kraken),
         Arc::new(crate::feeds::gateio::Gateio),
+        Arc::new(crate::feeds::bybit::Bybit),
+        Arc::new(crate::feeds::okx::Okx),
     ]
 }
 
