@@ -166,6 +166,8 @@ pub fn mock_script() -> MockScript {
                 Role::Ack
             } else if line.contains(r#""topic":"tickers."#) {
                 Role::Ticker
+            } else if line.contains(r#""ret_msg":"pong""#) {
+                Role::Reply
             } else {
                 Role::Other
             }

@@ -1,28 +1,28 @@
-//! Gate (Gate.io) Spot WebSocket v4 (`wss://api.gateio.ws/ws/v4/`), `spot.tickers` channel. Facts
-//! from `shared/fixtures/exchanges/gateio.md`, which translates Gate's official docs page.
+//! Gate (Gate.io) Spot WebSocket v4 (`wss://api.gateio.ws/ws/v4/`), `spot.tickers` channel, from
+//! Gate's official docs page and its SDKs.
 //!
-//! - URL: `wss://api.gateio.ws/ws/v4/`, no auth for `spot.tickers` (notes §1, §2).
+//! - URL: `wss://api.gateio.ws/ws/v4/`, no auth for `spot.tickers`.
 //! - Subscribe: `{"time":<s>,"channel":"spot.tickers","event":"subscribe","payload":[...]}`, one
 //!   message for all pairs. `time` is in seconds and must be within 60 s of the server's clock
-//!   (notes §2): it is taken from the supervisor's clock at send time.
+//!  : it is taken from the supervisor's clock at send time.
 //! - Ack: the reply repeats `channel` and `event`, with `result` `{"status":"success"}`; success
-//!   means `error` is empty, and a refusal carries `error` `{"code","message"}` (notes §3).
-//! - Prices: `result.last`, the last trade price, a decimal string (notes §4). A ticker has no
+//!   means `error` is empty, and a refusal carries `error` `{"code","message"}`.
+//! - Prices: `result.last`, the last trade price, a decimal string. A ticker has no
 //!   event time of its own, so the event time is the push's `time_ms` (on every push since
 //!   2022-11-22), or its `time` in seconds when `time_ms` is absent, as in the 2021 recording
-//!   (notes §3). Tickers come at most once every 1000 ms (notes §4, §6).
+//!  . Tickers come at most once every 1000 ms.
 //! - Liveness: the server checks us with WebSocket protocol pings, which the WebSocket layer
-//!   answers (notes §5). Gate sends no heartbeat, and `spot.tickers` may say nothing for a while,
+//!   answers. Gate sends no heartbeat, and `spot.tickers` may say nothing for a while,
 //!   so we send the optional application ping `{"time":<s>,"channel":"spot.ping"}` every 10 s,
-//!   the official Go SDK's default and the docs' own sample's interval (notes §5): its
+//!   the official Go SDK's default and the docs' own sample's interval: its
 //!   `spot.pong` proves the connection alive when prices do not, and the docs say it also resets
 //!   the server's timeout timer, whose value is **not confirmed**. Silence of 30 s, three ping
 //!   periods, means the connection is dead.
 //! - Service upgrade: the server announces `{"type":"upgrade",...}` and asks clients to reconnect
-//!   (notes §5). A parser cannot close a connection, so it is counted and logged as a venue error;
+//!  . A parser cannot close a connection, so it is counted and logged as a venue error;
 //!   the server then closes it, and the supervisor reconnects.
-//! - Symbols: upper case, underscore: `BTC_USDT` (notes §7).
-//! - Limits: per-connection pair caps are **not confirmed** (notes §6). An unofficial summary
+//! - Symbols: upper case, underscore: `BTC_USDT`.
+//! - Limits: per-connection pair caps are **not confirmed**. An unofficial summary
 //!   claims 100 channels per connection; we carry at most 50 pairs, half of that, so we stay under
 //!   it even if it counted pairs rather than channels.
 
@@ -155,8 +155,9 @@ pub fn mock_script() -> MockScript {
                 Role::Ack
             } else if line.contains(r#""channel":"spot.tickers""#) && line.contains(r#""event":"update""#) {
                 Role::Ticker
+            } else if line.contains(r#""channel":"spot.pong""#) {
+                Role::Reply
             } else {
-                // The recorded pong (the mock also sends it unasked, once).
                 Role::Other
             }
         },

@@ -1,29 +1,28 @@
 //! Gemini public Market Data v2 (`wss://api.gemini.com/v2/marketdata`), `l2` feed, read for its
-//! trades. Facts from `shared/fixtures/exchanges/gemini.md`; the official docs site was not
-//! available to the notes, so several figures are measured or secondary, and say so.
+//! trades. Several figures come from a recorded session or from secondary sources rather than
+//! Gemini's own docs, and say so.
 //!
-//! - URL: `wss://api.gemini.com/v2/marketdata`, no auth (notes §1). cryptofeed and the 2021
+//! - URL: `wss://api.gemini.com/v2/marketdata`, no auth. cryptofeed and the 2021
 //!   recording add a trailing slash; both spellings are the same endpoint.
 //! - Subscribe: one message, `{"type":"subscribe","subscriptions":[{"name":"l2","symbols":[...]}]}`
-//!   (notes §2, as sent in the real 2021 session). v2 has no ticker feed (notes, top), and `l2` is
+//!   (as sent in a real 2021 session). v2 has no ticker feed, and `l2` is
 //!   the feed that carries `trade` events.
-//! - Ack: none exists (notes §3): the first reply is the initial `l2_updates` snapshot, which
+//! - Ack: none exists: the first reply is the initial `l2_updates` snapshot, which
 //!   stands in for it, so this parser never returns [`Frame::Ack`].
-//! - Prices: the last trade is the live price (notes, top). A `trade` message gives `price`
-//!   (decimal string) and `timestamp` (Unix ms, our event time) (notes §4). The initial snapshot
+//! - Prices: the last trade is the live price. A `trade` message gives `price`
+//!   (decimal string) and `timestamp` (Unix ms, our event time). The initial snapshot
 //!   carries the last 50 trades in `trades`; their order is not documented, so we take the one with
 //!   the greatest (`timestamp`, `event_id`) as the symbol's price. Book `changes` and
 //!   `auction_events` are not trades and are ignored.
 //! - Liveness: `{"type":"heartbeat"}` arrives about every 5 s, a figure measured from the
-//!   recording; the documented interval and any server idle timeout are **not confirmed** (notes
-//!   §5). As the notes advise, 15 s of silence (three heartbeat periods) means the connection is
-//!   dead. No client ping is documented; we send WebSocket ping frames every 10 s, cryptofeed's
-//!   interval (notes §5).
-//! - Errors: the notes record no v2 error message. We count `{"result":"error",...}`, Gemini's
+//!   recording; the documented interval and any server idle timeout are **not confirmed**. 15 s
+//!   of silence (three heartbeat periods) means the connection is dead. No client ping is documented; we send WebSocket ping frames every 10 s, cryptofeed's
+//!   interval.
+//! - Errors: no v2 error message is documented. We count `{"result":"error",...}`, Gemini's
 //!   REST error shape, as a venue error; that it is used on v2 is **not confirmed**.
-//! - Symbols: upper case, no separator: `BTCUSD`, `ETHUSD` (notes §7). Splitting one by hand is
+//! - Symbols: upper case, no separator: `BTCUSD`, `ETHUSD`. Splitting one by hand is
 //!   unsafe (`BTCGUSD`, `1INCHUSD`), so the spelling comes from the config, never from a rule here.
-//! - Limits: at most 1 subscribe request per symbol per minute (secondary source, notes §6);
+//! - Limits: at most 1 subscribe request per symbol per minute (secondary source);
 //!   a per-connection symbol cap is **not confirmed**. The real session carried 10 symbols on one
 //!   connection, so we carry at most 10: the most we have seen work.
 

@@ -1,32 +1,32 @@
-//! Kraken Spot WebSocket v2 (`wss://ws.kraken.com/v2`), `ticker` channel. Facts from
-//! `shared/fixtures/exchanges/kraken.md`, which cites Kraken's docs pages.
+//! Kraken Spot WebSocket v2 (`wss://ws.kraken.com/v2`), `ticker` channel, from Kraken's public
+//! docs pages and the open-source clients that follow them.
 //!
-//! - URL: `wss://ws.kraken.com/v2` (notes §1). Kraken recommends v2; v1's features are frozen.
+//! - URL: `wss://ws.kraken.com/v2`. Kraken recommends v2; v1's features are frozen.
 //! - Subscribe: one message for all symbols,
 //!   `{"method":"subscribe","params":{"channel":"ticker","symbol":[...],"event_trigger":"trades","snapshot":true}}`
-//!   (notes §2). `trades` (the default, spelled out) updates on every trade, which is when the
+//!  . `trades` (the default, spelled out) updates on every trade, which is when the
 //!   last price changes; `snapshot` gives the current price right after subscribing.
 //! - Ack: one per symbol, `{"method":"subscribe","success":true,...}`; a refusal has
-//!   `success:false` and an `error` string (notes §3). A rate-limit breach is answered with
-//!   `{"Error":"Exceeded msg rate"}` (notes §6). Both count as venue errors.
+//!   `success:false` and an `error` string. A rate-limit breach is answered with
+//!   `{"Error":"Exceeded msg rate"}`. Both count as venue errors.
 //! - Prices: `data[].last`, the last trade price, and `data[].timestamp` (RFC 3339) as the event
-//!   time (notes §4). Kraken sends prices as JSON **numbers**, and the notes warn not to round-trip
-//!   them through f64: simd-json keeps no number text, so the exact spelling of every `last` is
+//!   time. Kraken sends prices as JSON **numbers**, which must never
+//!   round-trip through f64: simd-json keeps no number text, so the exact spelling of every `last` is
 //!   copied out of the frame before it is parsed, and checked against the parsed value so that a
 //!   spelling can never be paired with the wrong ticker. `last` is only guaranteed if the pair
 //!   traded in the past 24 hours; a ticker without one gives no price.
 //! - Liveness: after a subscribe, `{"channel":"heartbeat"}` comes about once a second when nothing
-//!   else flows (notes §5; "approximately", not a documented guarantee). Kraken sometimes acks a
-//!   subscription and then sends nothing (notes §5, nautilus #4255); nautilus's answer, an idle
+//!   else flows ("approximately", not a documented guarantee). Kraken sometimes acks a
+//!   subscription and then sends nothing (nautilus #4255); nautilus's answer, an idle
 //!   timeout of 10 s, is our silence window. The server idle timeout is **not confirmed**, so we
-//!   also send the application ping `{"method":"ping"}` (notes §5, nautilus `WS_PING_MSG`) every
-//!   10 s; the interval is our choice, as the notes give none, and one message per 10 s is
-//!   nothing beside the 20 subscribes per second nautilus throttles itself to (notes §6). The
+//!   also send the application ping `{"method":"ping"}` (nautilus `WS_PING_MSG`) every
+//!   10 s; the interval is our choice, as the docs give none, and one message per 10 s is
+//!   nothing beside the 20 subscribes per second nautilus throttles itself to. The
 //!   `pong` counts as a heartbeat.
-//! - Status: `{"channel":"status"}` on connect and on engine state changes (notes §5): ignored.
+//! - Status: `{"channel":"status"}` on connect and on engine state changes: ignored.
 //! - Symbols: `BASE/QUOTE`, upper case, and v2 spells Bitcoin `BTC` and Dogecoin `DOGE`: `BTC/USD`,
-//!   never v1's `XBT/USD` (notes §7). REST `wsname` gives the v1 spelling; the config must use v2's.
-//! - Limits: a per-connection symbol cap is **not confirmed** (notes §6); we carry at most 20, the
+//!   never v1's `XBT/USD`. REST `wsname` gives the v1 spelling; the config must use v2's.
+//! - Limits: a per-connection symbol cap is **not confirmed**; we carry at most 20, the
 //!   split cryptofeed chose for Kraken (a library choice, not a documented limit).
 
 use std::borrow::Cow;
@@ -233,8 +233,9 @@ pub fn mock_script() -> MockScript {
                 Role::Ticker
             } else if line.contains(r#""channel":"heartbeat""#) {
                 Role::Heartbeat
+            } else if line.contains(r#""method":"pong""#) {
+                Role::Reply
             } else {
-                // The status message, and the recorded pong (the mock also sends it unasked, once).
                 Role::Other
             }
         },

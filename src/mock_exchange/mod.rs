@@ -25,6 +25,8 @@ pub enum Role {
     Ticker,
     /// Sent every `heartbeat_ms` while the connection is quiet.
     Heartbeat,
+    /// Sent only in answer to a client's ping (a recorded pong), never unasked.
+    Reply,
     /// Anything else: sent once after the tickers (status messages, other channels).
     Other,
 }
