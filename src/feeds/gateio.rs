@@ -3,14 +3,12 @@
 //!
 //! - URL: `wss://api.gateio.ws/ws/v4/`, no auth for `spot.tickers`.
 //! - Subscribe: `{"time":<s>,"channel":"spot.tickers","event":"subscribe","payload":[...]}`, one
-//!   message for all pairs. `time` is in seconds and must be within 60 s of the server's clock
-//!  : it is taken from the supervisor's clock at send time.
+//!   message for all pairs. `time` is in seconds and must be within 60 s of the server's clock: it is taken from the supervisor's clock at send time.
 //! - Ack: the reply repeats `channel` and `event`, with `result` `{"status":"success"}`; success
 //!   means `error` is empty, and a refusal carries `error` `{"code","message"}`.
 //! - Prices: `result.last`, the last trade price, a decimal string. A ticker has no
 //!   event time of its own, so the event time is the push's `time_ms` (on every push since
-//!   2022-11-22), or its `time` in seconds when `time_ms` is absent, as in the 2021 recording
-//!  . Tickers come at most once every 1000 ms.
+//!   2022-11-22), or its `time` in seconds when `time_ms` is absent, as in the 2021 recording. Tickers come at most once every 1000 ms.
 //! - Liveness: the server checks us with WebSocket protocol pings, which the WebSocket layer
 //!   answers. Gate sends no heartbeat, and `spot.tickers` may say nothing for a while,
 //!   so we send the optional application ping `{"time":<s>,"channel":"spot.ping"}` every 10 s,
@@ -18,8 +16,7 @@
 //!   `spot.pong` proves the connection alive when prices do not, and the docs say it also resets
 //!   the server's timeout timer, whose value is **not confirmed**. Silence of 30 s, three ping
 //!   periods, means the connection is dead.
-//! - Service upgrade: the server announces `{"type":"upgrade",...}` and asks clients to reconnect
-//!  . A parser cannot close a connection, so it is counted and logged as a venue error;
+//! - Service upgrade: the server announces `{"type":"upgrade",...}` and asks clients to reconnect. A parser cannot close a connection, so it is counted and logged as a venue error;
 //!   the server then closes it, and the supervisor reconnects.
 //! - Symbols: upper case, underscore: `BTC_USDT`.
 //! - Limits: per-connection pair caps are **not confirmed**. An unofficial summary

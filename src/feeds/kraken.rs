@@ -3,8 +3,7 @@
 //!
 //! - URL: `wss://ws.kraken.com/v2`. Kraken recommends v2; v1's features are frozen.
 //! - Subscribe: one message for all symbols,
-//!   `{"method":"subscribe","params":{"channel":"ticker","symbol":[...],"event_trigger":"trades","snapshot":true}}`
-//!  . `trades` (the default, spelled out) updates on every trade, which is when the
+//!   `{"method":"subscribe","params":{"channel":"ticker","symbol":[...],"event_trigger":"trades","snapshot":true}}`. `trades` (the default, spelled out) updates on every trade, which is when the
 //!   last price changes; `snapshot` gives the current price right after subscribing.
 //! - Ack: one per symbol, `{"method":"subscribe","success":true,...}`; a refusal has
 //!   `success:false` and an `error` string. A rate-limit breach is answered with
