@@ -9,8 +9,17 @@ use pricebeast::mock_exchange::{MockExchange, MockOptions};
 
 use super::support::{eventually, Driver, Setup};
 
-/// Each venue's spelling of BTC in its recording, and the recording's last price for it.
-const VENUES: &[(&str, &str, &str)] = &[("coinbase", "BTC-USD", "68900.50")];
+/// Each venue's spelling of Bitcoin in its recording, and the recording's last price for it. The
+/// recordings come from different years (and quote currencies), which makes the median easy to
+/// tell from any one venue's price.
+const VENUES: &[(&str, &str, &str)] = &[
+    ("coinbase", "BTC-USD", "68900.50"),
+    ("gemini", "BTCUSD", "9122.04"),
+    ("kraken", "BTC/USD", "105899.40"),
+    ("gateio", "BTC_USDT", "19106.55"),
+    ("bybit", "BTCUSDT", "16363.78"),
+    ("okx", "BTC-USDT", "30243.5"),
+];
 
 /// The median of the recorded prices, computed independently of the server's code.
 fn expected_median() -> Decimal {
@@ -51,13 +60,18 @@ fn median_staleness_and_recovery_over_http() {
     let partner = server.key("partner").to_owned();
     let price = || server.get("/v1/price?symbol=BTC-USD&sources=1", Some(&partner));
 
-    let body = eventually("every venue fresh", || {
+    // The mocks replay every recorded ticker, so a venue may show an older recorded price for a
+    // moment: wait for the state where each shows its last one.
+    let median = expected_median();
+    let body = eventually("every venue fresh, at its last recorded price", || {
         let response = price();
         let body: serde_json::Value = serde_json::from_slice(&response.body).ok()?;
-        (response.status == 200 && body["sources"] == VENUES.len()).then_some(body)
+        let served = Decimal::parse(body["price"].as_str()?.as_bytes()).ok()?;
+        let all = response.status == 200 && body["sources"] == VENUES.len();
+        (all && served.cmp_value(median) == std::cmp::Ordering::Equal).then_some(body)
     });
-    let served = Decimal::parse(body["price"].as_str().expect("price string").as_bytes()).expect("decimal");
-    assert_eq!(served.cmp_value(expected_median()), std::cmp::Ordering::Equal, "{body}");
+    // 9122.04 16363.78 19106.55 | 30243.5 68900.50 105899.40: the mean of the middle two.
+    assert_eq!(body["price"], "24675.025", "{body}");
     assert_eq!(body["venues"].as_array().map(Vec::len), Some(VENUES.len()));
     assert_eq!(server.get("/ready", None).status, 200);
     let stats = server.stats();
