@@ -31,8 +31,7 @@ fn feed_parse(c: &mut Criterion) {
         let message = script
             .recording
             .lines()
-            .filter(|line| (script.role)(line) == Role::Ticker)
-            .last()
+            .rfind(|line| (script.role)(line) == Role::Ticker)
             .expect("every recording has a ticker")
             .as_bytes();
         let mut group = c.benchmark_group(format!("feed_parse/{name}"));

@@ -85,13 +85,15 @@ pub fn run(config: Config, options: ServeOptions) -> anyhow::Result<()> {
         }
     };
 
-    let handles = shard::start(&shared, bound.http, bound.udp)?;
+    let (exits, exited) = tokio::sync::mpsc::channel(shards);
+    let handles = shard::start(&shared, bound.http, bound.udp, exits)?;
     for handle in &handles {
         tracing::info!(shard = handle.index, driver = handle.driver.as_str(), "shard serving");
     }
 
     let addrs = Addrs { http: http_addr, udp: udp_addr };
-    let result = runtime.block_on(control_plane(Arc::clone(&shared), token, addrs, signals, key_count, handles.len()));
+    let result =
+        runtime.block_on(control_plane(Arc::clone(&shared), token, addrs, signals, exited, key_count, handles.len()));
 
     shared.start_draining();
     listeners::shut_down_read(&wake_http, &wake_udp);
@@ -121,6 +123,7 @@ async fn control_plane(
     token: Option<String>,
     addrs: Addrs,
     mut signals: Signals,
+    mut exited: tokio::sync::mpsc::Receiver<usize>,
     key_count: usize,
     shards: usize,
 ) -> anyhow::Result<()> {
@@ -160,11 +163,17 @@ async fn control_plane(
 
     tracing::info!(shards, keys = key_count, "listening http={} udp={} admin={admin_addr}", addrs.http, addrs.udp);
 
+    let mut outcome = Ok(());
     loop {
         tokio::select! {
             _ = signals.terminate.recv() => { tracing::info!("SIGTERM: draining"); break; }
             _ = signals.interrupt.recv() => { tracing::info!("SIGINT: draining"); break; }
             _ = signals.hangup.recv() => reload_keys(&shared, "SIGHUP"),
+            Some(shard) = exited.recv() => {
+                tracing::error!(shard, "shard stopped unexpectedly: draining the others and exiting");
+                outcome = Err(anyhow::anyhow!("shard {shard} stopped unexpectedly"));
+                break;
+            }
         }
     }
     let _ = stop_tx.send(true);
@@ -177,7 +186,7 @@ async fn control_plane(
         Err(_) => tracing::warn!("admin listener did not stop before the deadline"),
         _ => {}
     }
-    Ok(())
+    outcome
 }
 
 fn reload_keys(shared: &Shared, why: &str) {

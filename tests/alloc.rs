@@ -92,7 +92,8 @@ fn measure(driver: IoDriver) -> (u64, u64) {
     let wake_http: Vec<_> = bound.http.iter().map(|l| l.try_clone().expect("dup")).collect();
     let wake_udp: Vec<_> = bound.udp.iter().map(|s| s.try_clone().expect("dup")).collect();
     let (http_addr, udp_addr) = (bound.http_addr, bound.udp_addr);
-    let handles = shard::start(&shared, bound.http, bound.udp).expect("shards start");
+    let (exits, _exited) = tokio::sync::mpsc::channel(1);
+    let handles = shard::start(&shared, bound.http, bound.udp, exits).expect("shards start");
 
     let mut stream = TcpStream::connect(http_addr).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");

@@ -112,8 +112,9 @@ impl Decimal {
                 None => break,
             }
         }
-        // A large positive exponent folds into the mantissa where it can.
-        while exponent > i32::from(EXPONENT_MAX) {
+        // A positive exponent folds into the mantissa, so every parsed value is written back as
+        // plain digits that parse to the same value (`1e19` does not fit an i64: refused).
+        while exponent > 0 {
             mantissa = mantissa.checked_mul(10).ok_or(DecimalError::Range)?;
             exponent -= 1;
         }
@@ -328,6 +329,16 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = Decimal::parse(&bytes);
+        }
+
+        #[test]
+        fn whatever_parses_writes_back_to_the_same_value(text in "-?[0-9]{0,21}(\\.[0-9]{0,21})?(e-?[0-9]{1,2})?") {
+            if let Ok(d) = Decimal::parse(text.as_bytes()) {
+                let mut out = [0u8; TEXT_BYTES_MAX];
+                let len = d.write(&mut out);
+                let back = Decimal::parse(&out[..len]).expect("written text parses");
+                prop_assert_eq!(back.cmp_value(d), Ordering::Equal);
+            }
         }
 
         #[test]

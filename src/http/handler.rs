@@ -21,8 +21,20 @@ pub const BODY_BYTES_MAX: usize = 32 + PRICES_MAX * (PRICE_OBJECT_BYTES_MAX + 1)
 /// The largest response; a connection's write buffer holds at least one.
 pub const RESPONSE_BYTES_MAX: usize = HEAD_BYTES_MAX + BODY_BYTES_MAX;
 
-// A `/v1/price?sources=1` body (8 venues) is far smaller than the `/v1/prices` bound.
-const _: () = assert!(PRICE_OBJECT_BYTES_MAX + 12 + VENUES_MAX * 160 < BODY_BYTES_MAX);
+/// The largest response to anything but `/v1/prices`: a price with 8 venues, or any error.
+pub const SINGLE_RESPONSE_BYTES_MAX: usize = HEAD_BYTES_MAX + 2048;
+
+/// Room a request's response may need in the connection's write buffer, so that pipelined small
+/// requests share one write and only a batch request waits for an empty buffer.
+pub fn response_room(req: &Request<'_>) -> usize {
+    match Route::of(req.target).0 {
+        Route::Prices => RESPONSE_BYTES_MAX,
+        _ => SINGLE_RESPONSE_BYTES_MAX,
+    }
+}
+
+// A `/v1/price?sources=1` body (8 venues of at most 132 bytes each) fits the single bound.
+const _: () = assert!(PRICE_OBJECT_BYTES_MAX + 12 + VENUES_MAX * 160 < SINGLE_RESPONSE_BYTES_MAX - HEAD_BYTES_MAX);
 const _: () = assert!(RESPONSE_BYTES_MAX <= 32 * 1024);
 
 /// Buffers a shard allocates once and reuses for every request.

@@ -48,9 +48,28 @@ pub struct ShardHandle {
 /// io_uring submission queue entries per shard.
 const RING_ENTRIES: u32 = 1024;
 
+/// Tells the control plane that a shard's thread ended, however it ended (a panic included):
+/// a node with a dead shard must not go on half-serving.
+struct ExitNotice {
+    index: usize,
+    exits: tokio::sync::mpsc::Sender<usize>,
+}
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        let _ = self.exits.try_send(self.index);
+    }
+}
+
 /// Starts one shard per (listener, socket) pair and waits until each runs, so that when this
-/// returns every shard is serving. Fails if any shard cannot start its runtime.
-pub fn start(shared: &Arc<Shared>, http: Vec<TcpListener>, udp: Vec<UdpSocket>) -> io::Result<Vec<ShardHandle>> {
+/// returns every shard is serving. Fails if any shard cannot start its runtime. Each shard's
+/// index is sent on `exits` when its thread ends (the channel must hold one per shard).
+pub fn start(
+    shared: &Arc<Shared>,
+    http: Vec<TcpListener>,
+    udp: Vec<UdpSocket>,
+    exits: tokio::sync::mpsc::Sender<usize>,
+) -> io::Result<Vec<ShardHandle>> {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut handles = Vec::new();
     for (index, (listener, socket)) in http.into_iter().zip(udp).enumerate() {
@@ -58,7 +77,9 @@ pub fn start(shared: &Arc<Shared>, http: Vec<TcpListener>, udp: Vec<UdpSocket>) 
         let shared = Arc::clone(shared);
         let core =
             if shared.config.server.pin_shards && !cores.is_empty() { Some(cores[index % cores.len()]) } else { None };
+        let notice = ExitNotice { index, exits: exits.clone() };
         let thread = std::thread::Builder::new().name(format!("shard-{index}")).spawn(move || {
+            let _notice = notice;
             if let Some(core) = core {
                 if !core_affinity::set_for_current(core) {
                     tracing::warn!(shard = index, "could not pin to core {}", core.id);

@@ -12,7 +12,7 @@ use monoio::net::{TcpListener, TcpStream};
 use crate::buf::FixedBuf;
 use crate::clock::{mono_ns, Now};
 use crate::counters::Gauge;
-use crate::http::handler::{self, After, Context, RESPONSE_BYTES_MAX};
+use crate::http::handler::{self, After, Context, SINGLE_RESPONSE_BYTES_MAX};
 use crate::http::request;
 use crate::shard::Local;
 
@@ -98,14 +98,22 @@ async fn converse(
         let mut after = After::KeepAlive;
         let mut answered = 0u64;
         let mut consumed = 0;
+        // Set when complete requests are left because the write buffer is full: answer them
+        // after writing, before reading more.
+        let mut needs_room = false;
         {
             local.second.borrow_mut().refresh(now);
             let second = local.second.borrow();
             let ctx = Context { shared: &local.shared, counters: local.counters(), second: &second, now };
             let mut scratch = local.scratch.borrow_mut();
-            while out.remaining() >= RESPONSE_BYTES_MAX {
+            while consumed < read.len() && out.remaining() >= SINGLE_RESPONSE_BYTES_MAX {
                 match request::parse(&read[consumed..], local.limits) {
                     Ok(Some((req, used))) => {
+                        if out.remaining() < handler::response_room(&req) {
+                            // A batch request waits for the buffer to be written out.
+                            needs_room = true;
+                            break;
+                        }
                         consumed += used;
                         answered += 1;
                         after = handler::respond(&req, &ctx, &mut scratch, &mut out);
@@ -122,13 +130,13 @@ async fn converse(
                     }
                 }
             }
+            needs_room |= consumed < read.len() && out.remaining() < SINGLE_RESPONSE_BYTES_MAX;
         }
         read.drain(..consumed);
         if consumed > 0 {
             // The head deadline is per request: what is left starts a new one.
             partial_since_ns = None;
         }
-        let out_was_full = out.remaining() < RESPONSE_BYTES_MAX;
         if !out.is_empty() {
             let (result, bytes) = stream.write_all(out.into_vec()).await;
             out = FixedBuf::from_vec(bytes);
@@ -143,8 +151,7 @@ async fn converse(
         if after == After::Close {
             return Some((read, out.into_vec()));
         }
-        if out_was_full {
-            // More pipelined requests may be waiting in `read`: answer them before reading.
+        if needs_room {
             continue;
         }
         let timeout = if read.is_empty() {

@@ -99,13 +99,15 @@ pub fn decode(datagram: &[u8]) -> Result<Query<'_>, Malformed> {
     if !(KEY_BYTES_MIN..=KEY_BYTES_MAX).contains(&key_len) {
         return Err(Malformed::KeyLength);
     }
-    let key = &datagram[9..9 + key_len];
-    let symbol_len = usize::from(datagram[9 + key_len]);
-    let symbol_at = 10 + key_len;
-    if !(1..=SYMBOL_BYTES_MAX).contains(&symbol_len) || symbol_at + symbol_len > datagram.len() {
+    // A 64-byte key leaves no room for the symbol in a 64-byte datagram: every slice is checked.
+    let key = datagram.get(9..9 + key_len).ok_or(Malformed::KeyLength)?;
+    let symbol_len = usize::from(*datagram.get(9 + key_len).ok_or(Malformed::KeyLength)?);
+    if !(1..=SYMBOL_BYTES_MAX).contains(&symbol_len) {
         return Err(Malformed::SymbolLength);
     }
-    Ok(Query { request_id, key, symbol: &datagram[symbol_at..symbol_at + symbol_len] })
+    let symbol_at = 10 + key_len;
+    let symbol = datagram.get(symbol_at..symbol_at + symbol_len).ok_or(Malformed::SymbolLength)?;
+    Ok(Query { request_id, key, symbol })
 }
 
 /// A response's fields.
@@ -231,6 +233,12 @@ mod tests {
         let mut d = request(1, &long_key, b"A");
         d[9 + 64] = 32;
         assert_eq!(decode(&d), Err(Malformed::SymbolLength));
+        // The fuzzer's find: a key length that runs past the end of a minimal datagram.
+        let mut short = request(1, KEY, b"A");
+        short[8] = 64;
+        assert_eq!(decode(&short[..64]), Err(Malformed::KeyLength));
+        short[8] = 55;
+        assert_eq!(decode(&short[..64]), Err(Malformed::KeyLength));
     }
 
     /// The hex dumps of docs/protocol.md's example, byte for byte, and the response decoded back.
@@ -276,6 +284,22 @@ mod tests {
                 prop_assert!(len < bytes.len());
             }
             let _ = decode_response(&bytes);
+        }
+
+        /// Random bytes rarely pass the magic check, so this walks the length fields instead:
+        /// a valid header with any key and symbol lengths over any datagram length.
+        #[test]
+        fn any_length_fields_never_panic(key_len in any::<u8>(), symbol_len in any::<u8>(), len in 64usize..200,
+                                         fill in any::<u8>()) {
+            let mut datagram = vec![fill; len];
+            datagram[..4].copy_from_slice(&[b'P', b'B', VERSION, TYPE_PRICE_QUERY]);
+            datagram[8] = key_len;
+            if let Some(slot) = datagram.get_mut(9 + usize::from(key_len)) {
+                *slot = symbol_len;
+            }
+            if let Ok(query) = decode(&datagram) {
+                prop_assert!(10 + query.key.len() + query.symbol.len() <= datagram.len());
+            }
         }
 
         #[test]
