@@ -252,19 +252,12 @@ pub fn mock_script() -> MockScript {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::feeds::testing;
     use crate::feeds::venue::Venue;
     use proptest::prelude::*;
 
-    /// (symbol, price text, ts) of each tick.
-    type Ticks = Vec<(String, String, u64)>;
-
-    fn parse(text: &str) -> (Result<Frame, ParseError>, Ticks) {
-        let mut bytes = text.as_bytes().to_vec();
-        let mut ticks = Vec::new();
-        let result = Kraken.parse(&mut bytes, &mut simd_json::Buffers::default(), &mut |t| {
-            ticks.push((t.venue_symbol.to_owned(), t.price.to_string(), t.ts_ms))
-        });
-        (result, ticks)
+    fn parse(text: &str) -> (Result<Frame, ParseError>, testing::Ticks) {
+        testing::parse(&Kraken, text)
     }
 
     const ALGO_TS: u64 = 1_695_632_671_742;
@@ -289,18 +282,7 @@ mod tests {
 
     #[test]
     fn both_parsers_agree_on_every_line() {
-        for line in mock_script().recording.lines() {
-            let mut simd = Vec::new();
-            let mut plain = Vec::new();
-            let a = Kraken.parse(&mut line.as_bytes().to_vec(), &mut simd_json::Buffers::default(), &mut |t| {
-                simd.push((t.venue_symbol.to_owned(), t.price, t.ts_ms))
-            });
-            let b = parse_with_serde_json(line.as_bytes(), &mut |t| {
-                plain.push((t.venue_symbol.to_owned(), t.price, t.ts_ms))
-            });
-            assert_eq!(a, b, "{line}");
-            assert_eq!(simd, plain, "{line}");
-        }
+        testing::assert_parsers_agree(&Kraken, parse_with_serde_json, mock_script().recording.lines());
     }
 
     #[test]
@@ -367,9 +349,7 @@ mod tests {
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let mut bytes = bytes;
-            let _ = parse_with_serde_json(&bytes, &mut |_| {});
-            let _ = Kraken.parse(&mut bytes, &mut simd_json::Buffers::default(), &mut |_| {});
+            testing::never_panics(&Kraken, parse_with_serde_json, bytes);
         }
 
         #[test]
@@ -380,13 +360,7 @@ mod tests {
 
         #[test]
         fn mutated_recordings_never_panic(line in 0usize..8, at in 0usize..400, byte in any::<u8>()) {
-            let lines: Vec<&str> = mock_script().recording.lines().collect();
-            let mut bytes = lines[line].as_bytes().to_vec();
-            let at = at % bytes.len();
-            bytes[at] = byte;
-            bytes.truncate(bytes.len() - at / 2);
-            let _ = parse_with_serde_json(&bytes, &mut |_| {});
-            let _ = Kraken.parse(&mut bytes, &mut simd_json::Buffers::default(), &mut |_| {});
+            testing::mutated_never_panics(&Kraken, mock_script().recording, line, at, byte);
         }
     }
 }

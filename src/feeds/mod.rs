@@ -13,6 +13,8 @@ pub mod simulator;
 pub mod start;
 pub mod stats;
 pub mod supervisor;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod timefmt;
 pub mod venue;
 

@@ -189,19 +189,12 @@ pub fn mock_script() -> MockScript {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::feeds::testing;
     use crate::feeds::venue::Venue;
     use proptest::prelude::*;
 
-    /// (symbol, price text, ts) of each tick.
-    type Ticks = Vec<(String, String, u64)>;
-
-    fn parse(text: &str) -> (Result<Frame, ParseError>, Ticks) {
-        let mut bytes = text.as_bytes().to_vec();
-        let mut ticks = Vec::new();
-        let result = Okx.parse(&mut bytes, &mut simd_json::Buffers::default(), &mut |t| {
-            ticks.push((t.venue_symbol.to_owned(), t.price.to_string(), t.ts_ms))
-        });
-        (result, ticks)
+    fn parse(text: &str) -> (Result<Frame, ParseError>, testing::Ticks) {
+        testing::parse(&Okx, text)
     }
 
     #[test]
@@ -239,18 +232,7 @@ mod tests {
             r#"{"arg":{"channel":"candle1m","instId":"BTC-USDT"},"data":[["1597026383085","8533.02"]]}"#,
             r#"{"arg":{"channel":"tickers","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT","last":"1","ts":"x"}]}"#,
         ];
-        for line in mock_script().recording.lines().chain(extra) {
-            let mut simd = Vec::new();
-            let mut plain = Vec::new();
-            let a = Okx.parse(&mut line.as_bytes().to_vec(), &mut simd_json::Buffers::default(), &mut |t| {
-                simd.push((t.venue_symbol.to_owned(), t.price, t.ts_ms))
-            });
-            let b = parse_with_serde_json(line.as_bytes(), &mut |t| {
-                plain.push((t.venue_symbol.to_owned(), t.price, t.ts_ms))
-            });
-            assert_eq!(a, b, "{line}");
-            assert_eq!(simd, plain, "{line}");
-        }
+        testing::assert_parsers_agree(&Okx, parse_with_serde_json, mock_script().recording.lines().chain(extra));
     }
 
     #[test]
@@ -326,19 +308,12 @@ mod tests {
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let mut bytes = bytes;
-            let _ = parse_with_serde_json(&bytes, &mut |_| {});
-            let _ = Okx.parse(&mut bytes, &mut simd_json::Buffers::default(), &mut |_| {});
+            testing::never_panics(&Okx, parse_with_serde_json, bytes);
         }
 
         #[test]
         fn mutated_recordings_never_panic(line in 0usize..5, at in 0usize..400, byte in any::<u8>()) {
-            let lines: Vec<&str> = mock_script().recording.lines().collect();
-            let mut bytes = lines[line].as_bytes().to_vec();
-            let at = at % bytes.len();
-            bytes[at] = byte;
-            bytes.truncate(bytes.len() - at / 2);
-            let _ = Okx.parse(&mut bytes, &mut simd_json::Buffers::default(), &mut |_| {});
+            testing::mutated_never_panics(&Okx, mock_script().recording, line, at, byte);
         }
     }
 }
