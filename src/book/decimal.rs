@@ -183,6 +183,10 @@ impl Decimal {
 
     /// Numeric comparison: `1.50` and `1.5` are equal here.
     pub fn cmp_value(self, other: Self) -> Ordering {
+        // The venues of one symbol almost always quote with the same number of decimals.
+        if self.exponent == other.exponent {
+            return self.mantissa.cmp(&other.mantissa);
+        }
         let (a, b, _) = align(self, other);
         match (a, b) {
             (Some(a), Some(b)) => a.cmp(&b),
