@@ -48,7 +48,8 @@ pub fn check_thresholds(t: &Thresholds, levels: &[LevelSummary]) -> Vec<String> 
 
 /// Compares with a baseline summary.json, level by level (matched by level number).
 pub fn compare(baseline_file: &Path, levels: &[LevelSummary]) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(baseline_file).with_context(|| format!("baseline {}", baseline_file.display()))?;
+    let text =
+        std::fs::read_to_string(baseline_file).with_context(|| format!("baseline {}", baseline_file.display()))?;
     let doc: Value =
         serde_json::from_str(&text).with_context(|| format!("baseline {}: not JSON", baseline_file.display()))?;
     let base_levels =

@@ -37,21 +37,58 @@ pub fn svg(summary: &Summary) -> String {
         let f = tick as f64 / 4.0;
         let ty = MARGIN + plot_h * (1.0 - f);
         let _ = writeln!(s, r##"<line x1="{MARGIN}" x2="{}" y1="{ty}" y2="{ty}" stroke="#ddd"/>"##, WIDTH - MARGIN);
-        let _ = writeln!(s, r##"<text x="{}" y="{}" text-anchor="end" fill="#1f77b4">{:.0}</text>"##, MARGIN - 5.0, ty + 4.0, rps_max * f);
-        let _ = writeln!(s, r##"<text x="{}" y="{}" fill="#d62728">{:.1}</text>"##, WIDTH - MARGIN + 5.0, ty + 4.0, p99_max * f);
+        let _ = writeln!(
+            s,
+            r##"<text x="{}" y="{}" text-anchor="end" fill="#1f77b4">{:.0}</text>"##,
+            MARGIN - 5.0,
+            ty + 4.0,
+            rps_max * f
+        );
+        let _ = writeln!(
+            s,
+            r##"<text x="{}" y="{}" fill="#d62728">{:.1}</text>"##,
+            WIDTH - MARGIN + 5.0,
+            ty + 4.0,
+            p99_max * f
+        );
     }
     for (i, l) in ran.iter().enumerate() {
-        let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#, x(i), HEIGHT - MARGIN + 18.0, l.concurrency);
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
+            x(i),
+            HEIGHT - MARGIN + 18.0,
+            l.concurrency
+        );
     }
-    let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">concurrency (connections)</text>"#, WIDTH / 2.0, HEIGHT - 20.0);
-    let _ = writeln!(s, r##"<text x="15" y="{}" fill="#1f77b4" transform="rotate(-90 15 {})">requests/s</text>"##, HEIGHT / 2.0, HEIGHT / 2.0);
-    let _ = writeln!(s, r##"<text x="{}" y="{}" fill="#d62728" transform="rotate(90 {} {})">p99 ms</text>"##, WIDTH - 15.0, HEIGHT / 2.0, WIDTH - 15.0, HEIGHT / 2.0);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">concurrency (connections)</text>"#,
+        WIDTH / 2.0,
+        HEIGHT - 20.0
+    );
+    let _ = writeln!(
+        s,
+        r##"<text x="15" y="{}" fill="#1f77b4" transform="rotate(-90 15 {})">requests/s</text>"##,
+        HEIGHT / 2.0,
+        HEIGHT / 2.0
+    );
+    let _ = writeln!(
+        s,
+        r##"<text x="{}" y="{}" fill="#d62728" transform="rotate(90 {} {})">p99 ms</text>"##,
+        WIDTH - 15.0,
+        HEIGHT / 2.0,
+        WIDTH - 15.0,
+        HEIGHT / 2.0
+    );
     for (color, values, max) in [
         ("#1f77b4", ran.iter().map(|l| l.rps).collect::<Vec<_>>(), rps_max),
         ("#d62728", ran.iter().map(|l| l.latency.p99_ms).collect::<Vec<_>>(), p99_max),
     ] {
-        let points: Vec<String> = values.iter().enumerate().map(|(i, v)| format!("{:.1},{:.1}", x(i), y(*v, max))).collect();
-        let _ = writeln!(s, r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#, points.join(" "));
+        let points: Vec<String> =
+            values.iter().enumerate().map(|(i, v)| format!("{:.1},{:.1}", x(i), y(*v, max))).collect();
+        let _ =
+            writeln!(s, r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#, points.join(" "));
         for p in &points {
             let (px, py) = p.split_once(',').unwrap_or(("0", "0"));
             let _ = writeln!(s, r#"<circle cx="{px}" cy="{py}" r="3" fill="{color}"/>"#);

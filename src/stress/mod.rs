@@ -90,7 +90,8 @@ pub fn run(args: StressArgs) -> anyhow::Result<u8> {
         }
     }
     let admin = args.admin.as_ref().map(|a| Admin { addr: host_port(a).to_owned(), token: args.admin_token.clone() });
-    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)).clamp(1, 64);
+    let workers =
+        args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)).clamp(1, 64);
     let open_files_max = saturation::open_files_max();
     let progress = Arc::new(Progress::default());
     let level_now = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -113,10 +114,8 @@ pub fn run(args: StressArgs) -> anyhow::Result<u8> {
             // Spreading connections over worker processes and 127.0.0.x sources is not built:
             // refuse the level loudly rather than run it with fewer connections than asked.
             summary.status = LevelStatus::NotReachableOnThisMachine;
-            summary.note = Some(format!(
-                "needs {} connections; this process may open {open_files_max} files",
-                level.concurrency
-            ));
+            summary.note =
+                Some(format!("needs {} connections; this process may open {open_files_max} files", level.concurrency));
         } else {
             run_one(&plan, level, target, &args.key, admin.as_ref(), workers, &progress, &mut summary)?;
             if let Some(max) = plan.stop_when_loss_pct_above.filter(|max| summary.udp_loss_pct > *max) {
@@ -271,7 +270,8 @@ fn print_report(summary: &Summary, reconciled: bool) {
 fn write_outputs(dir: &std::path::Path, summary: &Summary) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("--out {}", dir.display()))?;
     let json = serde_json::to_string_pretty(summary).context("rendering summary.json")?;
-    std::fs::write(dir.join("summary.json"), json).with_context(|| format!("writing {}/summary.json", dir.display()))?;
+    std::fs::write(dir.join("summary.json"), json)
+        .with_context(|| format!("writing {}/summary.json", dir.display()))?;
     std::fs::write(dir.join("summary.md"), report::markdown(summary))
         .with_context(|| format!("writing {}/summary.md", dir.display()))?;
     std::fs::write(dir.join("chart.svg"), chart::svg(summary))

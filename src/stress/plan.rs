@@ -139,7 +139,9 @@ impl Plan {
     pub fn scaled(mut self, factor: f64) -> Self {
         for level in &mut self.levels {
             level.load = match level.load {
-                Load::Closed { requests } => Load::Closed { requests: ((requests as f64 * factor).round() as u64).max(1) },
+                Load::Closed { requests } => {
+                    Load::Closed { requests: ((requests as f64 * factor).round() as u64).max(1) }
+                }
                 Load::Open { rate_per_s, duration_ms } => {
                     Load::Open { rate_per_s, duration_ms: ((duration_ms as f64 * factor).round() as u64).max(1) }
                 }
@@ -269,7 +271,10 @@ impl RawMix {
             let valid = (1..=SYMBOL_BYTES_MAX).contains(&symbol.len())
                 && symbol.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
             if !valid {
-                return Err(("symbols", format!("{symbol:?} is not a symbol (1 to {SYMBOL_BYTES_MAX} of A-Z 0-9 - _ .)")));
+                return Err((
+                    "symbols",
+                    format!("{symbol:?} is not a symbol (1 to {SYMBOL_BYTES_MAX} of A-Z 0-9 - _ .)"),
+                ));
             }
         }
         let batch_pct = self.batch_pct.unwrap_or(0);
@@ -338,7 +343,10 @@ impl RawLevel {
         }
         let load = match (self.requests, self.rate_per_s, self.duration_ms) {
             (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
-                return Err(("requests", "give requests (closed loop) or rate_per_s and duration_ms (open loop), not both".into()))
+                return Err((
+                    "requests",
+                    "give requests (closed loop) or rate_per_s and duration_ms (open loop), not both".into(),
+                ))
             }
             (Some(0), None, None) => return Err(("requests", "0: must be at least 1".into())),
             (Some(requests), None, None) => Load::Closed { requests },
@@ -351,10 +359,17 @@ impl RawLevel {
                 }
                 Load::Open { rate_per_s: rate, duration_ms }
             }
-            (None, Some(_), None) => return Err(("duration_ms", "missing (open loop needs rate_per_s and duration_ms)".into())),
-            (None, None, Some(_)) => return Err(("rate_per_s", "missing (open loop needs rate_per_s and duration_ms)".into())),
+            (None, Some(_), None) => {
+                return Err(("duration_ms", "missing (open loop needs rate_per_s and duration_ms)".into()))
+            }
+            (None, None, Some(_)) => {
+                return Err(("rate_per_s", "missing (open loop needs rate_per_s and duration_ms)".into()))
+            }
             (None, None, None) => {
-                return Err(("requests", "missing: give requests (closed loop) or rate_per_s and duration_ms (open loop)".into()))
+                return Err((
+                    "requests",
+                    "missing: give requests (closed loop) or rate_per_s and duration_ms (open loop)".into(),
+                ))
             }
         };
         if protocol == Protocol::Udp && matches!(load, Load::Closed { .. }) {

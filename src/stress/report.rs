@@ -84,7 +84,19 @@ pub fn table(summary: &Summary) -> String {
     let _ = writeln!(
         out,
         "{:>5} {:>6} {:>18} {:>9} {:>9} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>5}  note",
-        "level", "conc", "load", "requests", "ok", "errors", "rps", "p50 ms", "p90 ms", "p99 ms", "p99.9", "max ms", "cpu%"
+        "level",
+        "conc",
+        "load",
+        "requests",
+        "ok",
+        "errors",
+        "rps",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p99.9",
+        "max ms",
+        "cpu%"
     );
     for l in &summary.levels {
         let load = match (l.rate_per_s, l.duration_ms) {
@@ -133,8 +145,12 @@ pub fn error_lines(summary: &Summary) -> Vec<String> {
         .filter(|l| l.errors() > 0)
         .map(|l| {
             let c = &l.counts;
-            let statuses: Vec<String> =
-                c.http_status.iter().filter(|(s, _)| !(200..300).contains(*s)).map(|(s, n)| format!("{s}: {n}")).collect();
+            let statuses: Vec<String> = c
+                .http_status
+                .iter()
+                .filter(|(s, _)| !(200..300).contains(*s))
+                .map(|(s, n)| format!("{s}: {n}"))
+                .collect();
             let udp: Vec<String> =
                 c.udp_status.iter().filter(|(s, _)| s.as_str() != "ok").map(|(s, n)| format!("{s}: {n}")).collect();
             format!(

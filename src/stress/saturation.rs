@@ -39,13 +39,17 @@ pub fn judge(cpu_before: Option<Duration>, started: Instant, workers: usize, cou
     let wall = started.elapsed().as_secs_f64().max(1e-6);
     let cpu = cpu_time().zip(cpu_before).map_or(0.0, |(after, before)| after.saturating_sub(before).as_secs_f64());
     let cpu_pct = 100.0 * cpu / (wall * workers.max(1) as f64);
-    let late_send_pct = if counts.requests > 0 { 100.0 * counts.late_sends as f64 / counts.requests as f64 } else { 0.0 };
+    let late_send_pct =
+        if counts.requests > 0 { 100.0 * counts.late_sends as f64 / counts.requests as f64 } else { 0.0 };
     let mut reasons = Vec::new();
     if cpu_pct > CPU_PCT_SATURATED {
         reasons.push(format!("client CPU {cpu_pct:.0}% of its {workers} worker threads"));
     }
     if late_send_pct > LATE_PCT_SATURATED {
-        reasons.push(format!("{late_send_pct:.1}% of sends late by over {} ms", crate::stress::measure::LATE_SEND.as_millis()));
+        reasons.push(format!(
+            "{late_send_pct:.1}% of sends late by over {} ms",
+            crate::stress::measure::LATE_SEND.as_millis()
+        ));
     }
     ClientLoad {
         cpu_pct,

@@ -31,9 +31,8 @@ pub fn render_requests(plan: &Plan, target: SocketAddr, key: &str) -> Vec<Vec<u8
     (0..100usize)
         .map(|slot| {
             let path = if slot < usize::from(plan.mix.batch_pct) {
-                let batch: Vec<&str> = (0..plan.mix.batch_size)
-                    .map(|i| symbols[(slot + i) % symbols.len()].as_str())
-                    .collect();
+                let batch: Vec<&str> =
+                    (0..plan.mix.batch_size).map(|i| symbols[(slot + i) % symbols.len()].as_str()).collect();
                 format!("/v1/prices?symbols={}", batch.join(","))
             } else {
                 format!("/v1/price?symbol={}", symbols[slot % symbols.len()])
@@ -44,7 +43,12 @@ pub fn render_requests(plan: &Plan, target: SocketAddr, key: &str) -> Vec<Vec<u8
 }
 
 /// One worker: connections `mine` (of `units`), all on this thread.
-pub async fn run_worker(job: Arc<Job>, mine: Vec<usize>, units: usize, start: watch::Receiver<Option<Instant>>) -> Recorder {
+pub async fn run_worker(
+    job: Arc<Job>,
+    mine: Vec<usize>,
+    units: usize,
+    start: watch::Receiver<Option<Instant>>,
+) -> Recorder {
     let recorder = Rc::new(RefCell::new(Recorder::new()));
     let mut tasks = Vec::with_capacity(mine.len());
     for c in mine {

@@ -64,7 +64,9 @@ impl Job {
     /// Open loop: sends intended before this are warm-up.
     pub fn warmup_until(&self, t0: Instant) -> Instant {
         match self.level.load {
-            Load::Open { duration_ms, .. } => t0 + Duration::from_millis(duration_ms * u64::from(self.warmup_pct) / 100),
+            Load::Open { duration_ms, .. } => {
+                t0 + Duration::from_millis(duration_ms * u64::from(self.warmup_pct) / 100)
+            }
             Load::Closed { .. } => t0,
         }
     }

@@ -29,7 +29,12 @@ struct Pending {
 }
 
 /// One worker: one socket, carrying requests w, w + sockets, ...
-pub async fn run_worker(job: Arc<Job>, mine: Vec<usize>, units: usize, start: watch::Receiver<Option<Instant>>) -> Recorder {
+pub async fn run_worker(
+    job: Arc<Job>,
+    mine: Vec<usize>,
+    units: usize,
+    start: watch::Receiver<Option<Instant>>,
+) -> Recorder {
     let mut recorder = Recorder::new();
     let socket = open(job.target).await;
     for _ in &mine {
