@@ -317,7 +317,7 @@ impl RawThresholds {
             None => None,
         };
         for (field, value) in [("p50_ms_max", self.p50_ms_max), ("p99_ms_max", self.p99_ms_max)] {
-            if value.is_some_and(|ms| !(ms > 0.0)) {
+            if value.is_some_and(|ms| ms.is_nan() || ms <= 0.0) {
                 return Err((field, "must be above 0".into()));
             }
         }

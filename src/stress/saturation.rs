@@ -72,10 +72,10 @@ pub fn open_files_max() -> u64 {
         let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
         // SAFETY: setrlimit only reads the struct we pass; failure leaves the old limit.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            return raised.rlim_cur as u64;
+            return raised.rlim_cur;
         }
     }
-    limit.rlim_cur as u64
+    limit.rlim_cur
 }
 
 #[allow(unsafe_code)]
