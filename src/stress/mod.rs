@@ -306,6 +306,7 @@ impl Display {
         let (stop, stop_rx) = std::sync::mpsc::channel::<()>();
         let handle = std::thread::spawn(move || {
             let mut last = (0usize, 0u64, Instant::now());
+            let mut last_buckets = progress.buckets();
             // The channel's timeout paces the display; a message or hang-up ends it.
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(Duration::from_secs(1)) {
                 let level = progress.level.load(Ordering::Relaxed);
@@ -318,7 +319,12 @@ impl Display {
                     0.0
                 };
                 last = (level, done, now);
-                let line = format!("level {level}/{levels}: {done} requests, {rps:.0} rps, {errors} errors");
+                let buckets = progress.buckets();
+                let p99_ms = load::live_p99_ms(&last_buckets, &buckets);
+                last_buckets = buckets;
+                let line = format!(
+                    "level {level}/{levels}: {done} requests, {rps:.0} rps, p99 <= {p99_ms:.1} ms (last second), {errors} errors"
+                );
                 if terminal {
                     eprint!("\r\x1b[2K{line}");
                 } else {

@@ -190,6 +190,9 @@ fn finish(
 ) {
     recorder.borrow_mut().record(outcome, intended, sent, done, warmup);
     job.progress.done.fetch_add(1, Ordering::Relaxed);
+    if matches!(outcome, Outcome::Http(_)) {
+        job.progress.observe(done.saturating_duration_since(intended));
+    }
     if !matches!(outcome, Outcome::Http(200..=299)) {
         job.progress.errors.fetch_add(1, Ordering::Relaxed);
     }

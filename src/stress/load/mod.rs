@@ -18,12 +18,43 @@ use tokio::sync::watch;
 use crate::stress::measure::Recorder;
 use crate::stress::plan::{Level, Load, Plan, Protocol};
 
-/// Live figures the progress display reads while a level runs.
+/// Power-of-two latency buckets of the live display (1 µs to over an hour).
+pub const LIVE_BUCKETS: usize = 32;
+
+/// Live figures the progress display reads while a level runs. The live latency is coarse
+/// (power-of-two buckets); the summary's figures come from the HDR histograms.
 #[derive(Default)]
 pub struct Progress {
     pub level: AtomicUsize,
     pub done: AtomicU64,
     pub errors: AtomicU64,
+    pub latency_buckets: [AtomicU64; LIVE_BUCKETS],
+}
+
+impl Progress {
+    pub fn observe(&self, latency: Duration) {
+        let us = latency.as_micros().max(1) as u64;
+        let bucket = (63 - us.leading_zeros() as usize).min(LIVE_BUCKETS - 1);
+        self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn buckets(&self) -> [u64; LIVE_BUCKETS] {
+        std::array::from_fn(|i| self.latency_buckets[i].load(Ordering::Relaxed))
+    }
+}
+
+/// The p99 (ms, as a bucket's upper bound) of the latencies observed between two bucket reads.
+pub fn live_p99_ms(before: &[u64; LIVE_BUCKETS], after: &[u64; LIVE_BUCKETS]) -> f64 {
+    let delta: Vec<u64> = after.iter().zip(before).map(|(a, b)| a.saturating_sub(*b)).collect();
+    let total: u64 = delta.iter().sum();
+    let mut seen = 0;
+    for (i, n) in delta.iter().enumerate() {
+        seen += n;
+        if total > 0 && seen * 100 >= total * 99 {
+            return (1u64 << (i + 1)) as f64 / 1000.0;
+        }
+    }
+    0.0
 }
 
 /// Everything a level's workers share, read-only but for the atomics.
@@ -163,4 +194,22 @@ pub async fn wait_start(mut start: watch::Receiver<Option<Instant>>) -> Instant 
 #[allow(clippy::disallowed_methods)]
 pub fn pause(d: Duration) {
     std::thread::sleep(d);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_p99_is_the_bucket_holding_the_99th_percentile() {
+        let progress = Progress::default();
+        let before = progress.buckets();
+        for _ in 0..98 {
+            progress.observe(Duration::from_micros(100));
+        }
+        progress.observe(Duration::from_millis(50));
+        progress.observe(Duration::from_millis(50));
+        // 100 µs lies in [64, 128) µs, 50 ms in [32.8, 65.5) ms: the 99th of 100 is the latter.
+        assert_eq!(live_p99_ms(&before, &progress.buckets()), 65.536);
+    }
 }

@@ -118,6 +118,7 @@ pub async fn run_worker(
                 if outcome != Outcome::Udp(0) {
                     job.progress.errors.fetch_add(1, Ordering::Relaxed);
                 }
+                job.progress.observe(done.saturating_duration_since(pending.intended));
                 recorder.record(outcome, pending.intended, pending.sent, done, pending.warmup);
             }
             _ = tokio::time::sleep_until(wake.into()) => {}
