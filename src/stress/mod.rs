@@ -95,7 +95,8 @@ pub fn run(args: StressArgs) -> anyhow::Result<u8> {
     let open_files_max = saturation::open_files_max();
     let progress = Arc::new(Progress::default());
     let level_now = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let poller = admin.as_ref().map(|a| a.poll(Duration::from_secs(1), Arc::clone(&level_now)));
+    let server_pid = server_stats::local_server_pid(target.port(), plan.protocol == Protocol::Udp);
+    let poller = server_stats::poll(admin.clone(), server_pid, Duration::from_secs(1), Arc::clone(&level_now));
     let display = Display::start(Arc::clone(&progress), plan.levels.len());
 
     let mut levels = Vec::with_capacity(plan.levels.len());
@@ -118,6 +119,7 @@ pub fn run(args: StressArgs) -> anyhow::Result<u8> {
                 Some(format!("needs {} connections; this process may open {open_files_max} files", level.concurrency));
         } else {
             run_one(&plan, level, target, &args.key, admin.as_ref(), workers, &progress, &mut summary)?;
+            summary.server_rss_kib = server_pid.and_then(server_stats::rss_kib);
             if let Some(max) = plan.stop_when_loss_pct_above.filter(|max| summary.udp_loss_pct > *max) {
                 stop_reason = Some(format!("level {} lost {:.2}% (over {max}%)", level.number, summary.udp_loss_pct));
             }
@@ -126,7 +128,7 @@ pub fn run(args: StressArgs) -> anyhow::Result<u8> {
         levels.push(summary);
     }
     display.finish();
-    let server_samples = poller.map(|p| p.finish()).unwrap_or_default();
+    let server_samples = poller.finish();
 
     let mut reconciliation_differences = Vec::new();
     for l in &levels {
@@ -155,6 +157,7 @@ pub fn run(args: StressArgs) -> anyhow::Result<u8> {
         scale: args.scale,
         workers,
         open_files_max,
+        server_pid,
         levels,
         reconciliation_differences,
         failures: threshold_failures.iter().chain(&regressions).cloned().collect(),
@@ -243,6 +246,7 @@ fn empty_level(level: &plan::Level) -> LevelSummary {
         client: Default::default(),
         wall_s: 0.0,
         server: None,
+        server_rss_kib: None,
         reconciliation: None,
     }
 }

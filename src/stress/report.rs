@@ -47,6 +47,8 @@ pub struct LevelSummary {
     pub wall_s: f64,
     /// Server counter deltas over the level (with `--admin`).
     pub server: Option<BTreeMap<String, u64>>,
+    /// The server process's resident memory at the level's end (found via /proc when local).
+    pub server_rss_kib: Option<u64>,
     pub reconciliation: Option<Vec<Reconciled>>,
 }
 
@@ -70,6 +72,8 @@ pub struct Summary {
     pub scale: f64,
     pub workers: usize,
     pub open_files_max: u64,
+    /// The local server process whose memory was watched, if found.
+    pub server_pid: Option<u32>,
     pub levels: Vec<LevelSummary>,
     /// Every difference between client and server counts, in words.
     pub reconciliation_differences: Vec<String>,
@@ -83,7 +87,7 @@ pub fn table(summary: &Summary) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:>5} {:>6} {:>18} {:>9} {:>9} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>5}  note",
+        "{:>5} {:>6} {:>18} {:>9} {:>9} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>5} {:>8}  note",
         "level",
         "conc",
         "load",
@@ -96,7 +100,8 @@ pub fn table(summary: &Summary) -> String {
         "p99 ms",
         "p99.9",
         "max ms",
-        "cpu%"
+        "cpu%",
+        "srv MiB"
     );
     for l in &summary.levels {
         let load = match (l.rate_per_s, l.duration_ms) {
@@ -117,7 +122,7 @@ pub fn table(summary: &Summary) -> String {
         let p = &l.latency;
         let _ = writeln!(
             out,
-            "{:>5} {:>6} {:>18} {:>9} {:>9} {:>7} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>5.0}  {}",
+            "{:>5} {:>6} {:>18} {:>9} {:>9} {:>7} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>5.0} {:>8}  {}",
             l.level,
             l.concurrency,
             load,
@@ -131,6 +136,7 @@ pub fn table(summary: &Summary) -> String {
             p.p999_ms,
             p.max_ms,
             l.client.cpu_pct,
+            l.server_rss_kib.map_or_else(|| "-".to_owned(), |k| format!("{:.0}", k as f64 / 1024.0)),
             note
         );
     }

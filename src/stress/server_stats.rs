@@ -46,8 +46,9 @@ impl ServerSnapshot {
 pub struct Sample {
     pub at_ms: u64,
     pub level: usize,
-    pub total_rps: f64,
-    pub open_connections: i64,
+    pub total_rps: Option<f64>,
+    pub open_connections: Option<i64>,
+    pub server_rss_kib: Option<u64>,
 }
 
 impl Admin {
@@ -75,32 +76,80 @@ impl Admin {
         }
         serde_json::from_slice(&response.body).with_context(|| format!("admin {}{path}: not JSON", self.addr))
     }
+}
 
-    /// Samples stress-stats every `every` on its own thread until the returned handle is dropped
-    /// or stopped; `level` tells it which level is running.
-    pub fn poll(&self, every: Duration, level: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> Poller {
-        let (stop_tx, stop_rx) = mpsc::channel::<()>();
-        let admin = self.clone();
-        let started = Instant::now();
-        let handle = std::thread::spawn(move || {
-            let mut samples = std::collections::VecDeque::new();
-            // The channel's timeout is the pause between polls; a message or a hang-up stops it.
-            while let Err(mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(every) {
-                let Ok(doc) = admin.get_json("/admin/stress-stats") else { continue };
-                if samples.len() == SAMPLES_MAX {
-                    samples.pop_front();
-                }
-                samples.push_back(Sample {
-                    at_ms: started.elapsed().as_millis() as u64,
-                    level: level.load(std::sync::atomic::Ordering::Relaxed),
-                    total_rps: doc["derived"]["total_rps"].as_f64().unwrap_or(0.0),
-                    open_connections: doc["gauges"]["open_connections"].as_i64().unwrap_or(0),
-                });
+/// Samples the server every `every` on its own thread until stopped: stress-stats (with an
+/// admin address) and the server process's resident memory (when its pid is known).
+pub fn poll(
+    admin: Option<Admin>,
+    server_pid: Option<u32>,
+    every: Duration,
+    level: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> Poller {
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let started = Instant::now();
+    let handle = std::thread::spawn(move || {
+        let mut samples = std::collections::VecDeque::new();
+        // The channel's timeout is the pause between polls; a message or a hang-up stops it.
+        while let Err(mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(every) {
+            let doc = admin.as_ref().and_then(|a| a.get_json("/admin/stress-stats").ok());
+            if samples.len() == SAMPLES_MAX {
+                samples.pop_front();
             }
-            samples.into_iter().collect()
-        });
-        Poller { stop: stop_tx, handle }
+            samples.push_back(Sample {
+                at_ms: started.elapsed().as_millis() as u64,
+                level: level.load(std::sync::atomic::Ordering::Relaxed),
+                total_rps: doc.as_ref().and_then(|d| d["derived"]["total_rps"].as_f64()),
+                open_connections: doc.as_ref().and_then(|d| d["gauges"]["open_connections"].as_i64()),
+                server_rss_kib: server_pid.and_then(rss_kib),
+            });
+        }
+        samples.into_iter().collect()
+    });
+    Poller { stop: stop_tx, handle }
+}
+
+/// The pid of the local process that owns the TCP listener (or UDP socket) on `port`: the
+/// target is loopback, so the server runs on this machine and /proc shows it.
+pub fn local_server_pid(port: u16, udp: bool) -> Option<u32> {
+    let tables: &[&str] = if udp { &["/proc/net/udp", "/proc/net/udp6"] } else { &["/proc/net/tcp", "/proc/net/tcp6"] };
+    let mut inodes = Vec::new();
+    for table in tables {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else { continue };
+            let local_port = local.rsplit_once(':').and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            // TCP: only listeners (state 0A); UDP sockets have no such state.
+            if local_port == Some(port) && (udp || *state == "0A") {
+                inodes.push(format!("socket:[{inode}]"));
+            }
+        }
     }
+    if inodes.is_empty() {
+        return None;
+    }
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        if pid == std::process::id() {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
+        for fd in fds.flatten() {
+            if let Ok(link) = std::fs::read_link(fd.path()) {
+                if inodes.iter().any(|i| link.as_os_str() == i.as_str()) {
+                    return Some(pid);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// A process's resident memory in KiB (VmRSS).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()
 }
 
 pub struct Poller {
