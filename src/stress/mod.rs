@@ -211,6 +211,14 @@ fn run_one(
     summary.udp_loss_pct = if c.udp_sent > 0 { 100.0 * c.udp_lost as f64 / c.udp_sent as f64 } else { 0.0 };
     summary.latency = Percentiles::of(&recorder.latency_us);
     summary.service = Percentiles::of(&recorder.service_us);
+    if let Load::Closed { requests } = level.load {
+        if requests < u64::from(level.concurrency) {
+            summary.note = Some(format!(
+                "{requests} requests over {} connections: one burst, not a steady state",
+                level.concurrency
+            ));
+        }
+    }
     if c.requests < summary.requests_planned {
         summary.note = Some(format!(
             "{} of {} planned requests not sent: the level hit level_time_max_ms",

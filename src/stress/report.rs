@@ -196,6 +196,40 @@ pub fn markdown(summary: &Summary) -> String {
         }
         md.push('\n');
     }
+    let shared: Vec<String> = summary
+        .levels
+        .iter()
+        .filter(|l| l.client.machine_pct > 25.0)
+        .map(|l| format!("level {}: {:.0}%", l.level, l.client.machine_pct))
+        .collect();
+    if !shared.is_empty() {
+        let _ = writeln!(
+            md,
+            "The client took this share of the machine's cores, which a server on the same machine \
+             could not use: {}.\n",
+            shared.join(", ")
+        );
+    }
+    let rss: Vec<u64> = summary.server_samples.iter().filter_map(|s| s.server_rss_kib).collect();
+    let conns: Vec<i64> = summary.server_samples.iter().filter_map(|s| s.open_connections).collect();
+    if let (Some(first), Some(last), Some(max)) = (rss.first(), rss.last(), rss.iter().max()) {
+        let mib = |k: &u64| *k as f64 / 1024.0;
+        let _ = writeln!(
+            md,
+            "Server memory (pid {}, sampled each second): first {:.0} MiB, last {:.0} MiB, max {:.0} MiB.\n",
+            summary.server_pid.unwrap_or(0),
+            mib(first),
+            mib(last),
+            mib(max)
+        );
+    }
+    if let Some(max) = conns.iter().max() {
+        let _ = writeln!(
+            md,
+            "Server open connections (sampled each second): max {max}, last {}.\n",
+            conns[conns.len() - 1]
+        );
+    }
     let _ = writeln!(md, "## Client vs server counts\n");
     if summary.levels.iter().all(|l| l.reconciliation.is_none()) {
         let _ = writeln!(md, "Not reconciled: no `--admin` given.\n");

@@ -27,6 +27,9 @@ pub fn cpu_time() -> Option<Duration> {
 pub struct ClientLoad {
     /// CPU used as a share of the worker threads' capacity (100 = every worker thread busy).
     pub cpu_pct: f64,
+    /// CPU used as a share of the whole machine's cores: what the client took from a server
+    /// sharing them (on a 2-core machine, often most of the story).
+    pub machine_pct: f64,
     pub late_send_pct: f64,
     pub backlog_max: u64,
     pub saturated: bool,
@@ -39,6 +42,8 @@ pub fn judge(cpu_before: Option<Duration>, started: Instant, workers: usize, cou
     let wall = started.elapsed().as_secs_f64().max(1e-6);
     let cpu = cpu_time().zip(cpu_before).map_or(0.0, |(after, before)| after.saturating_sub(before).as_secs_f64());
     let cpu_pct = 100.0 * cpu / (wall * workers.max(1) as f64);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let machine_pct = 100.0 * cpu / (wall * cores as f64);
     let late_send_pct =
         if counts.requests > 0 { 100.0 * counts.late_sends as f64 / counts.requests as f64 } else { 0.0 };
     let mut reasons = Vec::new();
@@ -53,6 +58,7 @@ pub fn judge(cpu_before: Option<Duration>, started: Instant, workers: usize, cou
     }
     ClientLoad {
         cpu_pct,
+        machine_pct,
         late_send_pct,
         backlog_max: counts.backlog_max,
         saturated: !reasons.is_empty(),
