@@ -119,15 +119,17 @@ impl Recorder {
         }
         // Failed requests count in the outcome counts but not in latency: a connect error has
         // no answer time, and a timeout's would only echo the timeout setting.
+        // Nor in the RPS window: a lost datagram's "done" is when the loss was noticed (as late
+        // as the end of the level plus the timeout), which would stretch the window.
         if matches!(outcome, Outcome::Http(_) | Outcome::Udp(_)) {
             let us = |d: Duration| (d.as_micros() as u64).clamp(1, LATENCY_US_MAX);
             self.latency_us.saturating_record(us(done.saturating_duration_since(intended)));
             self.service_us.saturating_record(us(done.saturating_duration_since(sent)));
+            self.window = Some(match self.window {
+                None => (sent, done),
+                Some((first, last)) => (first.min(sent), last.max(done)),
+            });
         }
-        self.window = Some(match self.window {
-            None => (sent, done),
-            Some((first, last)) => (first.min(sent), last.max(done)),
-        });
     }
 
     pub fn merge(&mut self, other: &Recorder) {

@@ -201,6 +201,18 @@ fn run_one(
         let after = admin.snapshot().context("reading /admin/stress-stats after the level")?;
         let delta = before.delta(&after);
         summary.reconciliation = Some(server_stats::reconcile(&recorder.counts, &delta));
+        // Answers the server sent that never reached the load loop were dropped on this side
+        // (our socket buffer): the client's limit, not the server's.
+        let unreceived =
+            delta.get("udp_packets_sent").copied().unwrap_or(0).saturating_sub(recorder.counts.udp_received);
+        if unreceived > 0 {
+            let reason = format!("{unreceived} answers the server sent never reached the client (its socket buffer)");
+            summary.client.reason = Some(match summary.client.reason.take() {
+                Some(r) => format!("{r}; {reason}"),
+                None => reason,
+            });
+            summary.client.saturated = true;
+        }
         summary.server = Some(delta);
     }
     let c = &recorder.counts;

@@ -19,6 +19,9 @@ use crate::udp::codec;
 /// the ring spans 1.3 s, longer than any sensible UDP timeout.
 const RING_SLOTS: usize = 1 << 18;
 
+/// SO_RCVBUF and SO_SNDBUF asked for each socket (8 MiB: 50 ms of answers at 400,000/s).
+const SOCKET_BUFFER_BYTES: usize = 8 << 20;
+
 #[derive(Clone, Copy)]
 struct Pending {
     /// Request number + 1; 0 marks a free slot.
@@ -135,6 +138,12 @@ pub async fn run_worker(
 async fn open(target: SocketAddr) -> Option<UdpSocket> {
     let local: SocketAddr = if target.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
     let socket = UdpSocket::bind(local).await.ok()?;
+    // Answers arrive in bursts while this task is sending; a default-sized receive buffer drops
+    // them in our own kernel queue and the loss would be blamed on the server. The kernel caps
+    // the size at net.core.rmem_max; whatever remains is caught by the reconciliation.
+    let sock = socket2::SockRef::from(&socket);
+    let _ = sock.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+    let _ = sock.set_send_buffer_size(SOCKET_BUFFER_BYTES);
     socket.connect(target).await.ok()?;
     Some(socket)
 }
