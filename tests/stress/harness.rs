@@ -19,6 +19,8 @@ pub struct Server {
     pub udp: SocketAddr,
     pub admin: SocketAddr,
     pub key: String,
+    /// A public key limited to 20 requests/s with a burst of 10, for 429s.
+    pub public_key: String,
     pub dir: tempfile::TempDir,
     child: Child,
 }
@@ -34,6 +36,25 @@ impl Server {
             .expect("pricebeast keys new");
         assert!(out.status.success(), "keys new: {}", String::from_utf8_lossy(&out.stderr));
         let key = String::from_utf8(out.stdout).expect("ASCII key").trim().to_owned();
+        let out = Command::new(BIN)
+            .args([
+                "keys",
+                "new",
+                "--tier",
+                "public",
+                "--name",
+                "limited",
+                "--qps",
+                "20",
+                "--burst",
+                "10",
+                "--keys-file",
+            ])
+            .arg(&keys)
+            .output()
+            .expect("pricebeast keys new");
+        assert!(out.status.success(), "keys new: {}", String::from_utf8_lossy(&out.stderr));
+        let public_key = String::from_utf8(out.stdout).expect("ASCII key").trim().to_owned();
         let config = dir.path().join("pb.toml");
         let text = format!(
             "[server]\nhttp = \"127.0.0.1:0\"\nudp = \"127.0.0.1:0\"\n[admin]\naddr = \"127.0.0.1:0\"\n[keys]\nfile = {:?}\n",
@@ -71,7 +92,7 @@ impl Server {
             }
         });
         let (http, udp, admin) = rx.recv_timeout(STARTUP_TIMEOUT).expect("server reported its listeners");
-        Self { http, udp, admin, key, dir, child }
+        Self { http, udp, admin, key, public_key, dir, child }
     }
 
     pub fn stats(&self) -> Value {

@@ -107,6 +107,40 @@ fn summary_counts_equal_the_server_counters_exactly() {
 }
 
 #[test]
+fn rate_limited_requests_reconcile_with_rate_limit_hits() {
+    let server = Server::start();
+    let dir = server.dir.path().to_owned();
+    let path = plan(
+        &dir,
+        "limited.toml",
+        "protocol = \"http\"\n[mix]\nsymbols = [\"BTC-USD\"]\ntier = \"public\"\n[[levels]]\nconcurrency = 4\nrequests = 200\n",
+    );
+    let out = dir.join("out");
+    server.reset_counters();
+    let output = stress(
+        &[
+            "--plan",
+            path.to_str().expect("utf-8"),
+            "--target",
+            &server.http.to_string(),
+            "--key",
+            &server.public_key,
+            "--admin",
+            &server.admin.to_string(),
+            "--out",
+            out.to_str().expect("utf-8"),
+        ],
+        RUN_MAX,
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let s = summary(&out);
+    let limited = s["levels"][0]["counts"]["http_status"]["429"].as_u64().expect("some 429s");
+    assert!(limited > 100, "a 20/s key sending 200 at once is mostly refused: {s}");
+    assert_eq!(server.counter("rate_limit_hits"), limited);
+    assert_eq!(s["reconciliation_differences"], serde_json::json!([]), "{s}");
+}
+
+#[test]
 fn a_failed_threshold_exits_2_naming_level_and_figure() {
     let server = Server::start();
     let dir = server.dir.path().to_owned();
