@@ -22,6 +22,12 @@ fn main() -> ExitCode {
         Command::Keys(command) => cli::keys::run(command),
         Command::Query(args) => cli::query::run(args),
         Command::MockExchange(args) => cli::mock::run(args),
+        // Threshold and regression failures are exit codes of their own, after the report.
+        Command::Stress(args) => match pricebeast::stress::run(args) {
+            Ok(0) => Ok(()),
+            Ok(code) => return ExitCode::from(code),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `keys`, `query`. Parsing here, work in the modules named.
+//! The command line: `serve`, `keys`, `query`, `mock-exchange`, `stress`. Parsing here, work in the modules named.
 
 pub mod keys;
 pub mod mock;
@@ -29,6 +29,8 @@ pub enum Command {
     Query(query::QueryArgs),
     /// Play the exchanges' recorded feeds on local ports, for running the feed clients offline.
     MockExchange(mock::MockArgs),
+    /// Run a load plan against a server and report what the client and the server counted.
+    Stress(crate::stress::StressArgs),
 }
 
 #[derive(Debug, clap::Args)]

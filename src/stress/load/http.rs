@@ -1,0 +1,289 @@
+//! The HTTP load loop: keep-alive HTTP/1.1 connections over tokio `TcpStream`, responses parsed
+//! with httparse, one request in flight per connection; closed loop, open loop and churn.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::stress::load::{wait_start, Job};
+use crate::stress::measure::{Outcome, Recorder, LATE_SEND};
+use crate::stress::plan::{Load, Plan};
+
+/// A connection's read buffer starts this small and doubles up to the maximum, so 20,000 idle
+/// connections cost 80 MiB, not 1.3 GiB.
+const READ_BYTES_INITIAL: usize = 4 * 1024;
+/// The longest response accepted (a 100-symbol batch is about 12 KiB); beyond, an I/O error.
+const READ_BYTES_MAX: usize = 64 * 1024;
+/// Response headers parsed at most.
+const HEADERS_MAX: usize = 32;
+
+/// Pre-renders the plan's requests: 100 slots, `batch_pct` of them `/v1/prices` batches,
+/// the rest `/v1/price` cycling through the symbols. Request `k` uses slot `k % len`.
+pub fn render_requests(plan: &Plan, target: SocketAddr, key: &str) -> Vec<Vec<u8>> {
+    let symbols = &plan.mix.symbols;
+    (0..100usize)
+        .map(|slot| {
+            let path = if slot < usize::from(plan.mix.batch_pct) {
+                let batch: Vec<&str> =
+                    (0..plan.mix.batch_size).map(|i| symbols[(slot + i) % symbols.len()].as_str()).collect();
+                format!("/v1/prices?symbols={}", batch.join(","))
+            } else {
+                format!("/v1/price?symbol={}", symbols[slot % symbols.len()])
+            };
+            format!("GET {path} HTTP/1.1\r\nHost: {target}\r\nX-API-Key: {key}\r\n\r\n").into_bytes()
+        })
+        .collect()
+}
+
+/// One worker: connections `mine` (of `units`), all on this thread.
+pub async fn run_worker(
+    job: Arc<Job>,
+    mine: Vec<usize>,
+    units: usize,
+    start: watch::Receiver<Option<Instant>>,
+) -> Recorder {
+    let recorder = Rc::new(RefCell::new(Recorder::new()));
+    let mut tasks = Vec::with_capacity(mine.len());
+    for c in mine {
+        let (job, recorder, start) = (Arc::clone(&job), Rc::clone(&recorder), start.clone());
+        tasks.push(tokio::task::spawn_local(async move {
+            let conn = Conn::open(job.target, job.timeout).await.ok();
+            job.ready.fetch_add(1, Ordering::AcqRel);
+            let opened = u64::from(conn.is_some());
+            recorder.borrow_mut().counts.connections_opened += opened;
+            let t0 = wait_start(start).await;
+            match job.level.load {
+                Load::Closed { .. } => closed_loop(&job, conn, &recorder).await,
+                Load::Open { .. } => open_loop(&job, conn, c as u64, units as u64, t0, &recorder).await,
+            }
+        }));
+    }
+    for task in tasks {
+        // A task only ends by returning; a panic in one would be a bug, and its requests are
+        // then missing from the counts, which the reconciliation shows.
+        let _ = task.await;
+    }
+    let out = recorder.borrow().clone();
+    out
+}
+
+async fn closed_loop(job: &Job, mut conn: Option<Conn>, recorder: &RefCell<Recorder>) {
+    let total = job.level.requests();
+    let warmup = job.warmup_requests();
+    let mut on_conn = 0u64;
+    loop {
+        if Instant::now() >= job.deadline {
+            return;
+        }
+        let k = job.next_request.fetch_add(1, Ordering::Relaxed);
+        if k >= total {
+            return;
+        }
+        let request = &job.http_requests[(k % job.http_requests.len() as u64) as usize];
+        let sent = Instant::now();
+        let outcome = exchange_on(job, &mut conn, &mut on_conn, recorder, request).await;
+        let done = Instant::now();
+        finish(job, recorder, outcome, sent, sent, done, k < warmup);
+        if churn_due(job, &mut conn, &mut on_conn) {
+            tokio::time::sleep(Duration::from_millis(job.level.churn.map_or(0, |c| c.pause_ms))).await;
+        }
+    }
+}
+
+async fn open_loop(job: &Job, mut conn: Option<Conn>, c: u64, conns: u64, t0: Instant, recorder: &RefCell<Recorder>) {
+    let total = job.level.requests();
+    let warmup_until = job.warmup_until(t0);
+    let mut on_conn = 0u64;
+    let mut k = c;
+    while k < total {
+        let intended = job.intended(t0, k);
+        if intended >= job.deadline {
+            break;
+        }
+        let now = Instant::now();
+        if now < intended {
+            tokio::time::sleep_until(intended.into()).await;
+            if Instant::now().saturating_duration_since(intended) > LATE_SEND {
+                recorder.borrow_mut().counts.late_sends += 1;
+            }
+        } else if now - intended > LATE_SEND {
+            recorder.borrow_mut().counts.behind_schedule += 1;
+        }
+        let request = &job.http_requests[(k % job.http_requests.len() as u64) as usize];
+        let sent = Instant::now();
+        let outcome = exchange_on(job, &mut conn, &mut on_conn, recorder, request).await;
+        let done = Instant::now();
+        finish(job, recorder, outcome, intended, sent, done, intended < warmup_until);
+        if churn_due(job, &mut conn, &mut on_conn) {
+            tokio::time::sleep(Duration::from_millis(job.level.churn.map_or(0, |c| c.pause_ms))).await;
+        }
+        k += conns;
+    }
+    // Hold the connection to the end of the schedule (capacity plateaus, idle levels).
+    let end = job.schedule_end(t0).min(job.deadline);
+    if conn.is_some() && Instant::now() < end {
+        tokio::time::sleep_until(end.into()).await;
+    }
+}
+
+/// Sends `request` on the connection, opening one first if there is none.
+async fn exchange_on(
+    job: &Job,
+    conn: &mut Option<Conn>,
+    on_conn: &mut u64,
+    recorder: &RefCell<Recorder>,
+    request: &[u8],
+) -> Outcome {
+    let open = match conn {
+        Some(open) => open,
+        None => match Conn::open(job.target, job.timeout).await {
+            Ok(fresh) => {
+                recorder.borrow_mut().counts.connections_opened += 1;
+                *on_conn = 0;
+                conn.insert(fresh)
+            }
+            Err(outcome) => return outcome,
+        },
+    };
+    *on_conn += 1;
+    match open.exchange(request, job.timeout).await {
+        Ok((status, close)) => {
+            if close {
+                *conn = None;
+            }
+            Outcome::Http(status)
+        }
+        Err(outcome) => {
+            // After a timeout or a broken read the connection's framing is unknown: start over.
+            *conn = None;
+            outcome
+        }
+    }
+}
+
+fn churn_due(job: &Job, conn: &mut Option<Conn>, on_conn: &mut u64) -> bool {
+    match job.level.churn {
+        Some(churn) if conn.is_some() && *on_conn >= churn.requests_per_connection => {
+            *conn = None;
+            *on_conn = 0;
+            true
+        }
+        _ => false,
+    }
+}
+
+fn finish(
+    job: &Job,
+    recorder: &RefCell<Recorder>,
+    outcome: Outcome,
+    intended: Instant,
+    sent: Instant,
+    done: Instant,
+    warmup: bool,
+) {
+    recorder.borrow_mut().record(outcome, intended, sent, done, warmup);
+    job.progress.done.fetch_add(1, Ordering::Relaxed);
+    if matches!(outcome, Outcome::Http(_)) {
+        job.progress.observe(done.saturating_duration_since(intended));
+    }
+    if !matches!(outcome, Outcome::Http(200..=299)) {
+        job.progress.errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One keep-alive connection and its read buffer.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr, timeout: Duration) -> Result<Self, Outcome> {
+        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                // Requests are small and latency is what we measure: no Nagle delay.
+                let _ = stream.set_nodelay(true);
+                Ok(Self { stream, buf: vec![0; READ_BYTES_INITIAL], len: 0 })
+            }
+            Ok(Err(_)) => Err(Outcome::Connect),
+            Err(_) => Err(Outcome::Connect),
+        }
+    }
+
+    /// Writes one request and reads its response: (status, whether the server closes).
+    async fn exchange(&mut self, request: &[u8], timeout: Duration) -> Result<(u16, bool), Outcome> {
+        match tokio::time::timeout(timeout, self.exchange_inner(request)).await {
+            Ok(result) => result,
+            Err(_) => Err(Outcome::Timeout),
+        }
+    }
+
+    async fn exchange_inner(&mut self, request: &[u8]) -> Result<(u16, bool), Outcome> {
+        self.stream.write_all(request).await.map_err(|_| Outcome::Io)?;
+        loop {
+            if let Some((status, close, used)) = parse(&self.buf[..self.len])? {
+                // Keep whatever follows (nothing, without pipelining) for the next response.
+                self.buf.copy_within(used..self.len, 0);
+                self.len -= used;
+                return Ok((status, close));
+            }
+            if self.len == self.buf.len() {
+                if self.buf.len() >= READ_BYTES_MAX {
+                    return Err(Outcome::Io);
+                }
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
+            let n = self.stream.read(&mut self.buf[self.len..]).await.map_err(|_| Outcome::Io)?;
+            if n == 0 {
+                return Err(Outcome::Io);
+            }
+            self.len += n;
+        }
+    }
+}
+
+/// A whole response at the start of `bytes`: (status, close, bytes used), or `None` if partial.
+fn parse(bytes: &[u8]) -> Result<Option<(u16, bool, usize)>, Outcome> {
+    let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+    let mut response = httparse::Response::new(&mut headers);
+    let head = match response.parse(bytes) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(Outcome::Io),
+    };
+    let mut body = 0usize;
+    let mut close = response.version == Some(0);
+    for h in response.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            body = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse().ok()).ok_or(Outcome::Io)?;
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            close = h.value.eq_ignore_ascii_case(b"close");
+        }
+    }
+    let status = response.code.ok_or(Outcome::Io)?;
+    let used = head + body;
+    Ok((bytes.len() >= used).then_some((status, close, used)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_whole_responses_only() {
+        let r = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1";
+        assert_eq!(parse(r), Ok(Some((200, false, 40))));
+        assert_eq!(parse(&r[..39]), Ok(None));
+        let r = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(parse(r), Ok(Some((503, true, r.len()))));
+        assert_eq!(parse(b"garbage\r\n\r\n"), Err(Outcome::Io));
+    }
+}

@@ -1,0 +1,235 @@
+//! What the load loops record: HDR latency histograms (warm-up excluded), counts by outcome, and
+//! the send-schedule figures that tell client lateness from server slowness.
+//!
+//! Latency is measured from the request's *intended* send time. In a closed loop that is the
+//! moment the request was sent; in an open loop it is its slot in the fixed schedule, so a
+//! request held back because the server stalled its connection is charged for the wait
+//! (the coordinated-omission correction). `service_us` keeps the uncorrected figure beside it.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+/// Highest latency a histogram holds, in µs (10 minutes); larger values are clamped to it.
+pub const LATENCY_US_MAX: u64 = 600_000_000;
+/// A send this much later than its intended time, on an idle connection or socket, is the
+/// client's own lateness (its timer or CPU), not the server's. Tokio's timers round up to the
+/// millisecond, so lateness below a few ms is timer grain and not counted.
+pub const LATE_SEND: Duration = Duration::from_millis(5);
+
+/// How one request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// An HTTP response with this status.
+    Http(u16),
+    /// A UDP answer with this status byte (0 is ok).
+    Udp(u8),
+    Connect,
+    Timeout,
+    /// Connection closed, reset, or a response we could not parse.
+    Io,
+    /// UDP: no answer within the timeout.
+    UdpLoss,
+}
+
+/// One worker's (then one level's, merged) figures.
+#[derive(Clone, Debug)]
+pub struct Recorder {
+    /// From intended send time to answer; measured requests only.
+    pub latency_us: Histogram<u64>,
+    /// From actual send time to answer (what a closed-loop tool reports).
+    pub service_us: Histogram<u64>,
+    pub counts: Counts,
+    /// The measured window: first measured send, last measured answer.
+    pub window: Option<(Instant, Instant)>,
+}
+
+/// Counts by outcome; every request lands in exactly one of the outcome counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counts {
+    /// Requests attempted (sent, or failed to connect for).
+    pub requests: u64,
+    /// Of those, in the warm-up: counted here and in the outcome counts, not in latency or RPS.
+    pub warmup: u64,
+    /// HTTP 2xx, UDP status ok.
+    pub successes: u64,
+    /// HTTP responses by status.
+    pub http_status: BTreeMap<u16, u64>,
+    /// UDP answers by status name (ok included).
+    pub udp_status: BTreeMap<String, u64>,
+    pub connect_errors: u64,
+    pub timeouts: u64,
+    pub io_errors: u64,
+    /// UDP datagrams sent.
+    pub udp_sent: u64,
+    /// UDP answers received that matched a request, in time or late (what the server sent).
+    pub udp_received: u64,
+    /// UDP requests with no answer within the timeout (late answers included).
+    pub udp_lost: u64,
+    /// Sends later than [`LATE_SEND`] after their intended time on an idle connection: the
+    /// client's own lateness.
+    pub late_sends: u64,
+    /// Open loop: sends that found their slot already past because the connection was still
+    /// waiting on the previous answer (the backlog the server's latency built).
+    pub behind_schedule: u64,
+    /// The most requests overdue at once on one socket (UDP send backlog).
+    pub backlog_max: u64,
+    /// Connections opened (closed loop and churn reconnect).
+    pub connections_opened: u64,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Recorder {
+    pub fn new() -> Self {
+        Self { latency_us: new_histogram(), service_us: new_histogram(), counts: Counts::default(), window: None }
+    }
+
+    /// Records one request's outcome. `intended` and `sent` are equal in a closed loop.
+    pub fn record(&mut self, outcome: Outcome, intended: Instant, sent: Instant, done: Instant, warmup: bool) {
+        let c = &mut self.counts;
+        c.requests += 1;
+        match outcome {
+            Outcome::Http(status) => {
+                *c.http_status.entry(status).or_default() += 1;
+                if (200..300).contains(&status) {
+                    c.successes += 1;
+                }
+            }
+            Outcome::Udp(status) => {
+                let name = crate::udp::codec::UdpStatus::from_byte(status).map_or("unknown", |s| s.as_str());
+                *c.udp_status.entry(name.to_owned()).or_default() += 1;
+                if status == 0 {
+                    c.successes += 1;
+                }
+            }
+            Outcome::Connect => c.connect_errors += 1,
+            Outcome::Timeout => c.timeouts += 1,
+            Outcome::Io => c.io_errors += 1,
+            Outcome::UdpLoss => c.udp_lost += 1,
+        }
+        if warmup {
+            c.warmup += 1;
+            return;
+        }
+        // Failed requests count in the outcome counts but not in latency: a connect error has
+        // no answer time, and a timeout's would only echo the timeout setting.
+        // Nor in the RPS window: a lost datagram's "done" is when the loss was noticed (as late
+        // as the end of the level plus the timeout), which would stretch the window.
+        if matches!(outcome, Outcome::Http(_) | Outcome::Udp(_)) {
+            let us = |d: Duration| (d.as_micros() as u64).clamp(1, LATENCY_US_MAX);
+            self.latency_us.saturating_record(us(done.saturating_duration_since(intended)));
+            self.service_us.saturating_record(us(done.saturating_duration_since(sent)));
+            self.window = Some(match self.window {
+                None => (sent, done),
+                Some((first, last)) => (first.min(sent), last.max(done)),
+            });
+        }
+    }
+
+    pub fn merge(&mut self, other: &Recorder) {
+        // Both histograms have the same bounds, so adding cannot fail; a failure would only lose
+        // that worker's latencies, which the counts would then show.
+        let _ = self.latency_us.add(&other.latency_us);
+        let _ = self.service_us.add(&other.service_us);
+        let (a, b) = (&mut self.counts, &other.counts);
+        a.requests += b.requests;
+        a.warmup += b.warmup;
+        a.successes += b.successes;
+        for (k, v) in &b.http_status {
+            *a.http_status.entry(*k).or_default() += v;
+        }
+        for (k, v) in &b.udp_status {
+            *a.udp_status.entry(k.clone()).or_default() += v;
+        }
+        a.connect_errors += b.connect_errors;
+        a.timeouts += b.timeouts;
+        a.io_errors += b.io_errors;
+        a.udp_sent += b.udp_sent;
+        a.udp_received += b.udp_received;
+        a.udp_lost += b.udp_lost;
+        a.late_sends += b.late_sends;
+        a.behind_schedule += b.behind_schedule;
+        a.backlog_max = a.backlog_max.max(b.backlog_max);
+        a.connections_opened += b.connections_opened;
+        self.window = match (self.window, other.window) {
+            (Some((f1, l1)), Some((f2, l2))) => Some((f1.min(f2), l1.max(l2))),
+            (w, None) | (None, w) => w,
+        };
+    }
+}
+
+/// Latency figures of one level, in milliseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Percentiles {
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    pub mean_ms: f64,
+}
+
+impl Percentiles {
+    pub fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        Self {
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p90_ms: ms(h.value_at_quantile(0.90)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            p999_ms: ms(h.value_at_quantile(0.999)),
+            max_ms: ms(h.max()),
+            mean_ms: h.mean() / 1000.0,
+        }
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 3 significant digits up to 10 minutes: about 100 KiB per histogram, a few per worker.
+    // The bounds are constants that hdrhistogram accepts (low 1, high above 2 x low, 3 digits).
+    #[allow(clippy::expect_used)]
+    Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("constant histogram bounds are valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warmup_counts_but_is_not_measured_and_merge_adds() {
+        let t0 = Instant::now();
+        let mut a = Recorder::new();
+        a.record(Outcome::Http(200), t0, t0, t0 + Duration::from_millis(500), true);
+        a.record(Outcome::Http(200), t0, t0, t0 + Duration::from_millis(2), false);
+        let mut b = Recorder::new();
+        b.record(Outcome::Http(429), t0, t0, t0 + Duration::from_millis(4), false);
+        b.record(Outcome::Timeout, t0, t0, t0 + Duration::from_millis(9), false);
+        a.merge(&b);
+        assert_eq!(a.counts.requests, 4);
+        assert_eq!(a.counts.warmup, 1);
+        assert_eq!(a.counts.successes, 2);
+        assert_eq!(a.counts.http_status.get(&429), Some(&1));
+        assert_eq!(a.counts.timeouts, 1);
+        assert_eq!(a.latency_us.len(), 2);
+        assert!(Percentiles::of(&a.latency_us).max_ms < 5.0);
+    }
+
+    #[test]
+    fn latency_runs_from_the_intended_time() {
+        let t0 = Instant::now();
+        let mut r = Recorder::new();
+        r.record(Outcome::Udp(0), t0, t0 + Duration::from_millis(90), t0 + Duration::from_millis(100), false);
+        let corrected = Percentiles::of(&r.latency_us).max_ms;
+        let service = Percentiles::of(&r.service_us).max_ms;
+        assert!((99.0..101.0).contains(&corrected), "{corrected}");
+        assert!((9.9..10.1).contains(&service), "{service}");
+    }
+}

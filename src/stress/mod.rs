@@ -1,0 +1,385 @@
+//! `pricebeast stress`: runs a load plan against a server, level by level, and reports what the
+//! client measured beside what the server counted.
+//!
+//! - [`plan`]: the plan file, parsed whole; [`load`]: the HTTP and UDP load loops on a few
+//!   worker threads; [`measure`]: HDR histograms, warm-up, coordinated-omission correction.
+//! - [`saturation`]: whether the client itself was the limit; [`server_stats`]: polling and
+//!   reconciling `/admin/stress-stats`.
+//! - [`report`]: the table, summary.json and summary.md; [`chart`]: the SVG; [`baseline`]:
+//!   thresholds and regressions, which set the exit code.
+
+pub mod baseline;
+pub mod chart;
+pub mod load;
+pub mod measure;
+pub mod plan;
+pub mod report;
+pub mod saturation;
+pub mod server_stats;
+
+use std::io::{IsTerminal as _, Write as _};
+use std::net::{SocketAddr, ToSocketAddrs as _};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+
+use crate::stress::load::Progress;
+use crate::stress::measure::Percentiles;
+use crate::stress::plan::{Load, Plan, Protocol};
+use crate::stress::report::{LevelStatus, LevelSummary, Summary};
+use crate::stress::server_stats::Admin;
+
+/// Exit code when a plan threshold fails.
+pub const EXIT_THRESHOLD: u8 = 2;
+/// Exit code when the run regresses against `--baseline` (and no threshold failed).
+pub const EXIT_REGRESSION: u8 = 3;
+/// File descriptors kept aside from a level's connections (stdio, sockets for admin polls).
+const FDS_SPARE: u64 = 64;
+
+#[derive(Debug, clap::Args)]
+pub struct StressArgs {
+    /// The plan file (config/plans/*.toml).
+    #[arg(long, value_name = "FILE")]
+    pub plan: PathBuf,
+    /// The server: http://HOST:PORT or HOST:PORT (HTTP plans), HOST:PORT (UDP plans).
+    #[arg(long, value_name = "URL|HOST:PORT")]
+    pub target: String,
+    /// API key (or PRICEBEAST_KEY).
+    #[arg(long, env = "PRICEBEAST_KEY", hide_env_values = true)]
+    pub key: String,
+    /// Admin listener, to poll /admin/stress-stats and reconcile counts.
+    #[arg(long, value_name = "URL")]
+    pub admin: Option<String>,
+    /// Admin token (or PRICEBEAST_ADMIN_TOKEN).
+    #[arg(long, env = "PRICEBEAST_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Multiply each level's request count (closed loop) or duration (open loop) by this.
+    #[arg(long, value_name = "F", default_value_t = 1.0)]
+    pub scale: f64,
+    /// Write summary.json, summary.md and chart.svg here.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// A previous run's summary.json: fail if RPS or p99 is over 10% worse at any level.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Worker threads (each carries many connections); default: one per core.
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// Allow a target that is not a loopback address.
+    #[arg(long)]
+    pub danger_non_loopback_target: bool,
+}
+
+/// Runs the plan; returns the process exit code (0, [`EXIT_THRESHOLD`] or [`EXIT_REGRESSION`]).
+pub fn run(args: StressArgs) -> anyhow::Result<u8> {
+    if !(args.scale > 0.0 && args.scale <= 1000.0) {
+        bail!("--scale {}: must be above 0 and at most 1000", args.scale);
+    }
+    let plan = Plan::load(&args.plan)?.scaled(args.scale);
+    let target = resolve(&args.target).with_context(|| format!("--target {}", args.target))?;
+    if !target.ip().is_loopback() && !args.danger_non_loopback_target {
+        bail!("--target {target} is not a loopback address; pass --danger-non-loopback-target to load a remote server");
+    }
+    if plan.protocol == Protocol::Udp {
+        let n = args.key.len();
+        if !(crate::udp::codec::KEY_BYTES_MIN..=crate::udp::codec::KEY_BYTES_MAX).contains(&n) {
+            bail!("--key is {n} bytes; the UDP protocol carries keys of 16 to 64 bytes");
+        }
+    }
+    let admin = args.admin.as_ref().map(|a| Admin { addr: host_port(a).to_owned(), token: args.admin_token.clone() });
+    let workers =
+        args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)).clamp(1, 64);
+    let open_files_max = saturation::open_files_max();
+    let progress = Arc::new(Progress::default());
+    let level_now = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let server_pid = server_stats::local_server_pid(target.port(), plan.protocol == Protocol::Udp);
+    let poller = server_stats::poll(admin.clone(), server_pid, Duration::from_secs(1), Arc::clone(&level_now));
+    let display = Display::start(Arc::clone(&progress), plan.levels.len());
+
+    let mut levels = Vec::with_capacity(plan.levels.len());
+    let mut stop_reason: Option<String> = None;
+    for level in &plan.levels {
+        level_now.store(level.number, Ordering::Relaxed);
+        let mut summary = empty_level(level);
+        let fds_needed = match plan.protocol {
+            Protocol::Http => u64::from(level.concurrency) + FDS_SPARE,
+            Protocol::Udp => workers as u64 + FDS_SPARE,
+        };
+        if let Some(reason) = &stop_reason {
+            summary.status = LevelStatus::Skipped;
+            summary.note = Some(reason.clone());
+        } else if fds_needed > open_files_max {
+            // Spreading connections over worker processes and 127.0.0.x sources is not built:
+            // refuse the level loudly rather than run it with fewer connections than asked.
+            summary.status = LevelStatus::NotReachableOnThisMachine;
+            summary.note =
+                Some(format!("needs {} connections; this process may open {open_files_max} files", level.concurrency));
+        } else {
+            run_one(&plan, level, target, &args.key, admin.as_ref(), workers, &progress, &mut summary)?;
+            summary.server_rss_kib = server_pid.and_then(server_stats::rss_kib);
+            if let Some(max) = plan.stop_when_loss_pct_above.filter(|max| summary.udp_loss_pct > *max) {
+                stop_reason = Some(format!("level {} lost {:.2}% (over {max}%)", level.number, summary.udp_loss_pct));
+            }
+        }
+        display.level_done(&summary);
+        levels.push(summary);
+    }
+    display.finish();
+    let server_samples = poller.finish();
+
+    let mut reconciliation_differences = Vec::new();
+    for l in &levels {
+        for r in l.reconciliation.iter().flatten().filter(|r| !r.matches()) {
+            reconciliation_differences.push(format!(
+                "level {}: {}: client {} vs server {} ({}), difference {}",
+                l.level,
+                r.figure,
+                r.client,
+                r.server,
+                r.server_counter,
+                r.client as i128 - r.server as i128
+            ));
+        }
+    }
+    let threshold_failures = baseline::check_thresholds(&plan.thresholds, &levels);
+    let regressions = match &args.baseline {
+        Some(file) => baseline::compare(file, &levels)?,
+        None => Vec::new(),
+    };
+    let summary = Summary {
+        plan: plan.name.clone(),
+        plan_file: args.plan.display().to_string(),
+        protocol: format!("{:?}", plan.protocol).to_lowercase(),
+        target: target.to_string(),
+        scale: args.scale,
+        workers,
+        open_files_max,
+        server_pid,
+        levels,
+        reconciliation_differences,
+        failures: threshold_failures.iter().chain(&regressions).cloned().collect(),
+        server_samples,
+    };
+    print_report(&summary, admin.is_some());
+    if let Some(dir) = &args.out {
+        write_outputs(dir, &summary)?;
+    }
+    Ok(if !threshold_failures.is_empty() {
+        EXIT_THRESHOLD
+    } else if !regressions.is_empty() {
+        EXIT_REGRESSION
+    } else {
+        0
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_one(
+    plan: &Plan,
+    level: &plan::Level,
+    target: SocketAddr,
+    key: &str,
+    admin: Option<&Admin>,
+    workers: usize,
+    progress: &Arc<Progress>,
+    summary: &mut LevelSummary,
+) -> anyhow::Result<()> {
+    progress.level.store(level.number, Ordering::Relaxed);
+    progress.done.store(0, Ordering::Relaxed);
+    progress.errors.store(0, Ordering::Relaxed);
+    let before = admin.map(Admin::snapshot).transpose().context("reading /admin/stress-stats before the level")?;
+    let cpu_before = saturation::cpu_time();
+    let started = Instant::now();
+    let job = Arc::new(load::job(plan, level, target, key, Arc::clone(progress)));
+    let (recorder, _t0) = load::run_level(job, workers)?;
+    summary.wall_s = started.elapsed().as_secs_f64();
+    summary.client = saturation::judge(cpu_before, started, workers, &recorder.counts);
+    if let (Some(admin), Some(before)) = (admin, before) {
+        let after = admin.snapshot().context("reading /admin/stress-stats after the level")?;
+        let delta = before.delta(&after);
+        summary.reconciliation = Some(server_stats::reconcile(&recorder.counts, &delta));
+        // Answers the server sent that never reached the load loop were dropped on this side
+        // (our socket buffer): the client's limit, not the server's.
+        let unreceived =
+            delta.get("udp_packets_sent").copied().unwrap_or(0).saturating_sub(recorder.counts.udp_received);
+        if unreceived > 0 {
+            let reason = format!("{unreceived} answers the server sent never reached the client (its socket buffer)");
+            summary.client.reason = Some(match summary.client.reason.take() {
+                Some(r) => format!("{r}; {reason}"),
+                None => reason,
+            });
+            summary.client.saturated = true;
+        }
+        summary.server = Some(delta);
+    }
+    let c = &recorder.counts;
+    summary.measured_requests = c.requests - c.warmup;
+    let window_s = recorder.window.map_or(0.0, |(first, last)| (last - first).as_secs_f64());
+    summary.rps = if window_s > 0.0 { summary.measured_requests as f64 / window_s } else { 0.0 };
+    summary.success_pct = if c.requests > 0 { 100.0 * c.successes as f64 / c.requests as f64 } else { 100.0 };
+    summary.udp_loss_pct = if c.udp_sent > 0 { 100.0 * c.udp_lost as f64 / c.udp_sent as f64 } else { 0.0 };
+    summary.latency = Percentiles::of(&recorder.latency_us);
+    summary.service = Percentiles::of(&recorder.service_us);
+    if let Load::Closed { requests } = level.load {
+        if requests < u64::from(level.concurrency) {
+            summary.note = Some(format!(
+                "{requests} requests over {} connections: one burst, not a steady state",
+                level.concurrency
+            ));
+        }
+    }
+    if c.requests < summary.requests_planned {
+        summary.note = Some(format!(
+            "{} of {} planned requests not sent: the level hit level_time_max_ms",
+            summary.requests_planned - c.requests,
+            summary.requests_planned
+        ));
+    }
+    summary.counts = recorder.counts;
+    Ok(())
+}
+
+fn empty_level(level: &plan::Level) -> LevelSummary {
+    let (loop_kind, rate_per_s, duration_ms) = match level.load {
+        Load::Closed { .. } => ("closed", None, None),
+        Load::Open { rate_per_s, duration_ms } => ("open", Some(rate_per_s), Some(duration_ms)),
+    };
+    LevelSummary {
+        level: level.number,
+        concurrency: level.concurrency,
+        loop_kind,
+        rate_per_s,
+        duration_ms,
+        requests_planned: level.requests(),
+        status: LevelStatus::Ran,
+        note: None,
+        counts: Default::default(),
+        measured_requests: 0,
+        rps: 0.0,
+        success_pct: 0.0,
+        udp_loss_pct: 0.0,
+        latency: Default::default(),
+        service: Default::default(),
+        client: Default::default(),
+        wall_s: 0.0,
+        server: None,
+        server_rss_kib: None,
+        reconciliation: None,
+    }
+}
+
+fn print_report(summary: &Summary, reconciled: bool) {
+    let mut out = std::io::stdout().lock();
+    let _ = write!(out, "{}", report::table(summary));
+    for line in report::error_lines(summary) {
+        let _ = writeln!(out, "{line}");
+    }
+    if !reconciled {
+        let _ = writeln!(out, "counts not reconciled with the server: no --admin given");
+    } else if summary.reconciliation_differences.is_empty() {
+        let _ = writeln!(out, "client and server counts match exactly at every level");
+    } else {
+        for d in &summary.reconciliation_differences {
+            let _ = writeln!(out, "DIFFERENCE {d}");
+        }
+    }
+    for f in &summary.failures {
+        let _ = writeln!(out, "FAIL {f}");
+    }
+}
+
+fn write_outputs(dir: &std::path::Path, summary: &Summary) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("--out {}", dir.display()))?;
+    let json = serde_json::to_string_pretty(summary).context("rendering summary.json")?;
+    std::fs::write(dir.join("summary.json"), json)
+        .with_context(|| format!("writing {}/summary.json", dir.display()))?;
+    std::fs::write(dir.join("summary.md"), report::markdown(summary))
+        .with_context(|| format!("writing {}/summary.md", dir.display()))?;
+    std::fs::write(dir.join("chart.svg"), chart::svg(summary))
+        .with_context(|| format!("writing {}/chart.svg", dir.display()))?;
+    Ok(())
+}
+
+/// `http://127.0.0.1:8080/anything` → `127.0.0.1:8080`.
+fn host_port(target: &str) -> &str {
+    let rest = target.strip_prefix("http://").unwrap_or(target);
+    rest.split('/').next().unwrap_or(rest)
+}
+
+fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
+    if target.starts_with("https://") {
+        bail!("https is not supported: the server speaks plain HTTP");
+    }
+    let hp = host_port(target);
+    hp.to_socket_addrs().with_context(|| format!("resolving {hp}"))?.next().with_context(|| format!("{hp}: no address"))
+}
+
+/// The live progress line: rewritten in place on a terminal, one plain line a second otherwise.
+struct Display {
+    stop: std::sync::mpsc::Sender<()>,
+    handle: Option<std::thread::JoinHandle<()>>,
+    terminal: bool,
+}
+
+impl Display {
+    fn start(progress: Arc<Progress>, levels: usize) -> Self {
+        let terminal = std::io::stderr().is_terminal();
+        let (stop, stop_rx) = std::sync::mpsc::channel::<()>();
+        let handle = std::thread::spawn(move || {
+            let mut last = (0usize, 0u64, Instant::now());
+            let mut last_buckets = progress.buckets();
+            // The channel's timeout paces the display; a message or hang-up ends it.
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(Duration::from_secs(1)) {
+                let level = progress.level.load(Ordering::Relaxed);
+                let done = progress.done.load(Ordering::Relaxed);
+                let errors = progress.errors.load(Ordering::Relaxed);
+                let now = Instant::now();
+                let rps = if level == last.0 {
+                    done.saturating_sub(last.1) as f64 / (now - last.2).as_secs_f64().max(1e-3)
+                } else {
+                    0.0
+                };
+                last = (level, done, now);
+                let buckets = progress.buckets();
+                let p99_ms = load::live_p99_ms(&last_buckets, &buckets);
+                last_buckets = buckets;
+                let line = format!(
+                    "level {level}/{levels}: {done} requests, {rps:.0} rps, p99 <= {p99_ms:.1} ms (last second), {errors} errors"
+                );
+                if terminal {
+                    eprint!("\r\x1b[2K{line}");
+                } else {
+                    eprintln!("{line}");
+                }
+            }
+        });
+        Self { stop, handle: Some(handle), terminal }
+    }
+
+    fn level_done(&self, l: &LevelSummary) {
+        let clear = if self.terminal { "\r\x1b[2K" } else { "" };
+        eprintln!(
+            "{clear}level {} done: {:?}, {} requests, {:.0} rps, p99 {:.2} ms, {} errors{}",
+            l.level,
+            l.status,
+            l.counts.requests,
+            l.rps,
+            l.latency.p99_ms,
+            l.errors(),
+            if l.client.saturated { " (CLIENT SATURATED)" } else { "" }
+        );
+    }
+
+    fn finish(mut self) {
+        let _ = self.stop.send(());
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+        if self.terminal {
+            eprint!("\r\x1b[2K");
+        }
+    }
+}

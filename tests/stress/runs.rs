@@ -1,0 +1,295 @@
+//! The scenarios: exact counts against the server, exit codes, and coordinated omission.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::harness::{pause, plan, stress, summary, text, Server};
+
+const RUN_MAX: Duration = Duration::from_secs(60);
+
+const HTTP_PLAN: &str = r#"
+protocol = "http"
+warmup_pct = 10
+[mix]
+symbols = ["BTC-USD", "ETH-USD", "NOPE-XYZ"]
+batch_pct = 20
+batch_size = 2
+[[levels]]
+concurrency = 4
+requests = 300
+[[levels]]
+concurrency = 8
+rate_per_s = 400
+duration_ms = 1000
+requests_per_connection = 3
+pause_ms = 2
+"#;
+
+const UDP_PLAN: &str = r#"
+protocol = "udp"
+timeout_ms = 2000
+[mix]
+symbols = ["BTC-USD", "ETH-USD"]
+[[levels]]
+concurrency = 2
+rate_per_s = 500
+duration_ms = 1000
+"#;
+
+fn sum(summary: &Value, f: impl Fn(&Value) -> u64) -> u64 {
+    summary["levels"].as_array().expect("levels").iter().map(f).sum()
+}
+
+#[test]
+fn summary_counts_equal_the_server_counters_exactly() {
+    let server = Server::start();
+    let dir = server.dir.path().to_owned();
+    let (http_plan, udp_plan) = (plan(&dir, "http.toml", HTTP_PLAN), plan(&dir, "udp.toml", UDP_PLAN));
+    let (http_out, udp_out) = (dir.join("http-out"), dir.join("udp-out"));
+    let admin = server.admin.to_string();
+    server.reset_counters();
+    for (plan, target, out) in [(&http_plan, server.http, &http_out), (&udp_plan, server.udp, &udp_out)] {
+        let output = stress(
+            &[
+                "--plan",
+                plan.to_str().expect("utf-8 path"),
+                "--target",
+                &target.to_string(),
+                "--key",
+                &server.key,
+                "--admin",
+                &admin,
+                "--out",
+                out.to_str().expect("utf-8 path"),
+            ],
+            RUN_MAX,
+        );
+        assert!(output.status.success(), "{}", text(&output));
+        assert!(String::from_utf8_lossy(&output.stdout).contains("match exactly"), "{}", text(&output));
+    }
+    let (http, udp) = (summary(&http_out), summary(&udp_out));
+    for s in [&http, &udp] {
+        assert_eq!(s["reconciliation_differences"], serde_json::json!([]), "{s}");
+    }
+    let statuses = |s: &Value, lo: u64, hi: u64| {
+        sum(s, |l| {
+            l["counts"]["http_status"]
+                .as_object()
+                .expect("http_status")
+                .iter()
+                .filter(|(k, _)| k.parse::<u64>().is_ok_and(|k| (lo..=hi).contains(&k)))
+                .map(|(_, v)| v.as_u64().expect("count"))
+                .sum()
+        })
+    };
+    // 300 closed-loop requests plus 400 scheduled open-loop ones, every one answered.
+    assert_eq!(sum(&http, |l| l["counts"]["requests"].as_u64().expect("requests")), 700);
+    assert_eq!(server.counter("tcp_requests"), statuses(&http, 100, 599));
+    assert_eq!(server.counter("tcp_requests"), 700);
+    assert_eq!(server.counter("responses_2xx"), statuses(&http, 200, 299));
+    assert_eq!(server.counter("responses_4xx"), statuses(&http, 400, 499));
+    assert!(statuses(&http, 400, 499) > 0, "NOPE-XYZ should earn 404s");
+    assert_eq!(server.counter("responses_5xx"), statuses(&http, 500, 599));
+    assert_eq!(server.counter("rate_limit_hits"), 0);
+    let udp_sent = sum(&udp, |l| l["counts"]["udp_sent"].as_u64().expect("udp_sent"));
+    assert_eq!(udp_sent, 500);
+    assert_eq!(server.counter("udp_packets_received"), udp_sent);
+    assert_eq!(server.counter("udp_packets_sent"), sum(&udp, |l| l["counts"]["udp_received"].as_u64().expect("rx")));
+    assert_eq!(server.counter("udp_requests"), udp_sent);
+    for path in ["summary.md", "chart.svg"] {
+        assert!(http_out.join(path).is_file(), "{path} written");
+    }
+}
+
+#[test]
+fn rate_limited_requests_reconcile_with_rate_limit_hits() {
+    let server = Server::start();
+    let dir = server.dir.path().to_owned();
+    let path = plan(
+        &dir,
+        "limited.toml",
+        "protocol = \"http\"\n[mix]\nsymbols = [\"BTC-USD\"]\ntier = \"public\"\n[[levels]]\nconcurrency = 4\nrequests = 200\n",
+    );
+    let out = dir.join("out");
+    server.reset_counters();
+    let output = stress(
+        &[
+            "--plan",
+            path.to_str().expect("utf-8"),
+            "--target",
+            &server.http.to_string(),
+            "--key",
+            &server.public_key,
+            "--admin",
+            &server.admin.to_string(),
+            "--out",
+            out.to_str().expect("utf-8"),
+        ],
+        RUN_MAX,
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let s = summary(&out);
+    let limited = s["levels"][0]["counts"]["http_status"]["429"].as_u64().expect("some 429s");
+    assert!(limited > 100, "a 20/s key sending 200 at once is mostly refused: {s}");
+    assert_eq!(server.counter("rate_limit_hits"), limited);
+    assert_eq!(s["reconciliation_differences"], serde_json::json!([]), "{s}");
+}
+
+#[test]
+fn a_failed_threshold_exits_2_naming_level_and_figure() {
+    let server = Server::start();
+    let dir = server.dir.path().to_owned();
+    // [thresholds] goes before the [[levels]] array of tables.
+    let strict = HTTP_PLAN.replacen("[[levels]]", "[thresholds]\np99_ms_max = 0.001\n\n[[levels]]", 1);
+    let path = plan(&dir, "strict.toml", &strict);
+    let output = stress(
+        &["--plan", path.to_str().expect("utf-8"), "--target", &server.http.to_string(), "--key", &server.key],
+        RUN_MAX,
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("FAIL level 1: p99"), "{}", text(&output));
+}
+
+#[test]
+fn a_baseline_regression_exits_3_naming_level_and_figure() {
+    let server = Server::start();
+    let dir = server.dir.path().to_owned();
+    let path = plan(&dir, "p.toml", HTTP_PLAN);
+    let first = dir.join("first");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> =
+            ["--plan", path.to_str().expect("utf-8"), "--target", &server.http.to_string(), "--key", &server.key]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let run = |a: Vec<String>| stress(&a.iter().map(String::as_str).collect::<Vec<_>>(), RUN_MAX);
+    let output = run(args(&["--out", first.to_str().expect("utf-8")]));
+    assert!(output.status.success(), "{}", text(&output));
+    // A baseline whose level 1 ran 100 times faster: this run is a regression against it.
+    let mut base = summary(&first);
+    let rps = base["levels"][0]["rps"].as_f64().expect("rps");
+    base["levels"][0]["rps"] = serde_json::json!(rps * 100.0);
+    let base_file = dir.join("baseline.json");
+    std::fs::write(&base_file, base.to_string()).expect("writing baseline");
+    let output = run(args(&["--baseline", base_file.to_str().expect("utf-8")]));
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("FAIL level 1: throughput"), "{}", text(&output));
+}
+
+#[test]
+fn bad_plans_and_remote_targets_are_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = plan(dir.path(), "bad.toml", &HTTP_PLAN.replace("concurrency = 8", "concurrency = 0"));
+    let output = stress(&["--plan", bad.to_str().expect("utf-8"), "--target", "127.0.0.1:1", "--key", "k"], RUN_MAX);
+    assert_eq!(output.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("bad.toml: level 2: concurrency: 0"), "{err}");
+    let good = plan(dir.path(), "good.toml", HTTP_PLAN);
+    let output = stress(&["--plan", good.to_str().expect("utf-8"), "--target", "10.1.2.3:80", "--key", "k"], RUN_MAX);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not a loopback address"), "{}", text(&output));
+}
+
+/// A local HTTP server that answers at once, except that from its `stall_at`-th request on it
+/// holds every answer, on every connection, for `stall` (a GC pause, a stuck disk).
+fn stalling_server(stall_at: u64, stall: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let base = Instant::now();
+    let requests = Arc::new(AtomicU64::new(0));
+    // Nanoseconds after `base` until which answers are held; 0 = no stall yet.
+    let stall_until = Arc::new(AtomicU64::new(0));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let (requests, stall_until) = (Arc::clone(&requests), Arc::clone(&stall_until));
+            std::thread::spawn(move || {
+                let _ = stream.set_nodelay(true);
+                let mut buf = [0u8; 4096];
+                let mut have = Vec::new();
+                loop {
+                    let Ok(n) = stream.read(&mut buf) else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    have.extend_from_slice(&buf[..n]);
+                    while let Some(end) = have.windows(4).position(|w| w == b"\r\n\r\n") {
+                        have.drain(..end + 4);
+                        if requests.fetch_add(1, Ordering::SeqCst) == stall_at {
+                            let until = base.elapsed() + stall;
+                            stall_until.store(until.as_nanos() as u64, Ordering::SeqCst);
+                        }
+                        let until = Duration::from_nanos(stall_until.load(Ordering::SeqCst));
+                        let now = base.elapsed();
+                        if until > now {
+                            pause(until - now);
+                        }
+                        if stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn p(summary: &Value, which: &str, figure: &str) -> f64 {
+    summary["levels"][0][which][figure].as_f64().expect("figure")
+}
+
+#[test]
+fn open_loop_p99_shows_a_stall_that_closed_loop_hides() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stall = Duration::from_secs(1);
+    let closed = plan(
+        dir.path(),
+        "closed.toml",
+        "protocol = \"http\"\n[mix]\nsymbols = [\"BTC-USD\"]\n[[levels]]\nconcurrency = 4\nrequests = 1000\n",
+    );
+    let open = plan(
+        dir.path(),
+        "open.toml",
+        "protocol = \"http\"\n[mix]\nsymbols = [\"BTC-USD\"]\n[[levels]]\nconcurrency = 4\nrate_per_s = 200\nduration_ms = 5000\n",
+    );
+    let mut results = Vec::new();
+    for (name, plan) in [("closed", &closed), ("open", &open)] {
+        // A fresh server per run, stalling once, at the 300th request (after the warm-up).
+        let target = stalling_server(300, stall).to_string();
+        let out = dir.path().join(name);
+        let output = stress(
+            &[
+                "--plan",
+                plan.to_str().expect("utf-8"),
+                "--target",
+                &target,
+                "--key",
+                "k",
+                "--out",
+                out.to_str().expect("utf-8"),
+            ],
+            RUN_MAX,
+        );
+        assert!(output.status.success(), "{}", text(&output));
+        results.push(summary(&out));
+    }
+    let (closed, open) = (&results[0], &results[1]);
+    // Both saw the stall...
+    assert!(p(closed, "latency", "max_ms") >= 900.0, "closed max: {closed}");
+    assert!(p(open, "latency", "max_ms") >= 900.0, "open max: {open}");
+    // ...but in the closed loop only the 4 requests in flight waited (0.4% of them), so its p99
+    // looks healthy, while the open loop charges the ~200 requests the stall held back.
+    assert!(p(closed, "latency", "p99_ms") < 200.0, "closed p99 hides the stall: {closed}");
+    assert!(p(open, "latency", "p99_ms") >= 500.0, "open p99 reflects the stall: {open}");
+    // Without the correction (time from actual send), the open loop would hide it too.
+    assert!(p(open, "service", "p99_ms") < p(open, "latency", "p99_ms") / 2.0, "{open}");
+}
