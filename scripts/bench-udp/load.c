@@ -8,7 +8,7 @@
  * due with sendmmsg(2) (at most BATCH per call, the calls rotating over SOCKETS connected sockets,
  * i.e. that many client ports), then reads every answer waiting with recvmmsg(2). After SECONDS it
  * stops sending and waits up to DRAIN_MS for the last answers; a query unanswered by then is lost.
- * The server so sees bursts of RATE * TICK_US queries (15 at 150,000/s), not one at a time.
+ * The server so sees bursts of RATE x TICK_US / 1e6 queries (15 at 150,000/s), not one at a time.
  *
  * One thread on purpose: the load gets one core, and two threads on one core only add context
  * switches. It wakes on the clock, not on answers, so its cost per query falls as the rate rises
