@@ -22,7 +22,8 @@
 //!   REST error shape, as a venue error; that it is used on v2 is **not confirmed**.
 //! - Symbols: upper case, no separator: `BTCUSD`, `ETHUSD`. Splitting one by hand is
 //!   unsafe (`BTCGUSD`, `1INCHUSD`), so the spelling comes from the config, never from a rule here.
-//! - Limits: at most 1 subscribe request per symbol per minute (secondary source);
+//! - Limits: at most 1 subscribe request per symbol per minute (secondary source), so a
+//!   reconnect waits until a minute has passed since the last subscribe;
 //!   a per-connection symbol cap is **not confirmed**. The real session carried 10 symbols on one
 //!   connection, so we carry at most 10: the most we have seen work.
 
@@ -90,6 +91,10 @@ impl Venue for Gemini {
 
     fn silence_ms(&self) -> u64 {
         15_000
+    }
+
+    fn resubscribe_interval_ms(&self) -> u64 {
+        60_000
     }
 
     fn parse(

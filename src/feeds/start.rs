@@ -81,8 +81,11 @@ pub fn exchanges(
             .filter_map(|(ours, theirs)| index.lookup(ours.as_bytes()).map(|id| (theirs.clone(), id)))
             .collect();
         let url = if exchange.url.is_empty() { venue.default_url().to_owned() } else { exchange.url.clone() };
-        let silence_ms = (exchange.silence_ms > 0).then_some(exchange.silence_ms);
-        let plans = supervisor::plan(venue, &url, symbols, silence_ms);
+        let overrides = supervisor::Overrides {
+            silence_ms: (exchange.silence_ms > 0).then_some(exchange.silence_ms),
+            resubscribe_interval_ms: None,
+        };
+        let plans = supervisor::plan(venue, &url, symbols, overrides);
         tracing::info!(venue = %name, %url, connections = plans.len(), "exchange feed starting");
         tasks.extend(supervisor::spawn(plans, writer, Arc::clone(venue_stats), backoff, stopped.clone()));
     }

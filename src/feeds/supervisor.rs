@@ -47,8 +47,24 @@ pub struct ConnectionPlan {
     pub url: String,
     /// (venue spelling, book row) for every symbol this connection carries.
     pub symbols: Vec<(String, SymbolId)>,
-    /// Silence that means a dead connection, overriding the venue's rule when set.
+    /// Overrides of the venue's own rules.
+    pub overrides: Overrides,
+}
+
+/// Replacements for a venue's rules, for operators (config) and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// Silence that means a dead connection.
     pub silence_ms: Option<u64>,
+    /// Least time between two subscribes on one connection plan.
+    pub resubscribe_interval_ms: Option<u64>,
+}
+
+/// How long to wait before reconnecting: the backoff's delay, stretched when needed so that the
+/// next subscribe comes at least `resubscribe_interval` after the last one (a session starts
+/// with its subscribe, so `lived` is the time since it).
+pub fn reconnect_delay(backoff_delay: Duration, lived: Duration, resubscribe_interval: Duration) -> Duration {
+    backoff_delay.max(resubscribe_interval.saturating_sub(lived))
 }
 
 /// Why a session ended.
@@ -65,7 +81,7 @@ pub fn plan(
     venue: Arc<dyn Venue>,
     url: &str,
     symbols: Vec<(String, SymbolId)>,
-    silence_ms: Option<u64>,
+    overrides: Overrides,
 ) -> Vec<ConnectionPlan> {
     let per = venue.symbols_per_connection_max().max(1);
     symbols
@@ -74,7 +90,7 @@ pub fn plan(
             venue: Arc::clone(&venue),
             url: url.to_owned(),
             symbols: chunk.to_vec(),
-            silence_ms,
+            overrides,
         })
         .collect()
 }
@@ -121,7 +137,13 @@ async fn run(
             attempt = 0;
         }
         random = random.rotate_left(17).wrapping_mul(0x2545_f491_4f6c_dd1d) ^ lived.as_nanos() as u64;
-        let delay = Duration::from_millis(backoff.delay_ms(attempt, random));
+        let interval_ms =
+            plan.overrides.resubscribe_interval_ms.unwrap_or_else(|| plan.venue.resubscribe_interval_ms());
+        let delay = reconnect_delay(
+            Duration::from_millis(backoff.delay_ms(attempt, random)),
+            lived,
+            Duration::from_millis(interval_ms),
+        );
         attempt = attempt.saturating_add(1);
         stats.reconnect();
         writer.count_reconnect();
@@ -167,7 +189,7 @@ async fn session(
     });
     tracing::info!(venue = venue.name(), url = %plan.url, symbols = symbols.len(), "connected and subscribed");
 
-    let silence = Duration::from_millis(plan.silence_ms.unwrap_or_else(|| venue.silence_ms()));
+    let silence = Duration::from_millis(plan.overrides.silence_ms.unwrap_or_else(|| venue.silence_ms()));
     let keepalive_every = match venue.keepalive() {
         Keepalive::None => None,
         Keepalive::ProtocolPing { every_ms } | Keepalive::Text { every_ms } => Some(Duration::from_millis(every_ms)),
@@ -327,7 +349,7 @@ mod tests {
         let book = Arc::new(PriceBook::new(&["X"], &["pinger"], 4, 1_000).expect("book"));
         let symbol = book.symbols().lookup(b"X").expect("interned");
         let writer = BookWriter::new(Arc::clone(&book), "pinger", Arc::new(Counters::new(1))).expect("column");
-        let plans = plan(Arc::new(Pinger), &mock.url(), vec![("X".to_owned(), symbol)], None);
+        let plans = plan(Arc::new(Pinger), &mock.url(), vec![("X".to_owned(), symbol)], Overrides::default());
         let (stop, stopped) = watch::channel(false);
         let backoff = Backoff { initial_ms: 10, max_ms: 50 };
         spawn(plans, writer, Arc::default(), backoff, stopped);
@@ -337,6 +359,15 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let _ = stop.send(true);
+    }
+
+    #[test]
+    fn a_resubscribe_interval_stretches_the_backoff_only_when_needed() {
+        let ms = Duration::from_millis;
+        assert_eq!(reconnect_delay(ms(250), ms(10), ms(0)), ms(250));
+        assert_eq!(reconnect_delay(ms(250), ms(10), ms(60_000)), ms(59_990));
+        assert_eq!(reconnect_delay(ms(250), ms(120_000), ms(60_000)), ms(250));
+        assert_eq!(reconnect_delay(ms(5_000), ms(59_000), ms(60_000)), ms(5_000));
     }
 
     #[test]

@@ -97,6 +97,12 @@ pub trait Venue: Send + Sync + 'static {
     /// No frame at all for this long means the connection is dead: reconnect.
     fn silence_ms(&self) -> u64;
 
+    /// The least time between two subscribes of the same symbols, for venues that limit how often
+    /// a symbol may be subscribed; reconnects wait for it on top of the backoff.
+    fn resubscribe_interval_ms(&self) -> u64 {
+        0
+    }
+
     /// Reads one text frame (parsed in place, hence `&mut`), handing every price to `sink`.
     fn parse(
         &self,

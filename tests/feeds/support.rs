@@ -51,7 +51,10 @@ impl Rig {
             symbols.iter().map(|(o, t)| ((*t).to_owned(), index.lookup(o.as_bytes()).expect("interned"))).collect();
         drop(index);
         let client = feeds::venue(venue).expect("known venue");
-        let plans = supervisor::plan(client, &mock.url(), plan_symbols, silence_ms);
+        // Resubscribe limits (Gemini's minute) are the venue's rule for production; a drop test
+        // that waited a minute would test nothing more.
+        let overrides = supervisor::Overrides { silence_ms, resubscribe_interval_ms: Some(0) };
+        let plans = supervisor::plan(client, &mock.url(), plan_symbols, overrides);
         let (stop, stopped) = watch::channel(false);
         supervisor::spawn(plans, writer, Arc::clone(&stats), BACKOFF, stopped);
         Self { mock, book, counters, stats, venue, stop }
