@@ -47,6 +47,17 @@ if [ "$duration_s" -lt 1 ] || [ "$duration_s" -gt 600 ] || [ "$rounds" -lt 1 ] |
 fi
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=lib/bench.sh
+source "$root/scripts/lib/bench.sh"
+
+# cpu_ticks of whole processes, by PID.
+pid_cpu_ticks() {
+    local pid files=()
+    for pid in "$@"; do
+        files+=("/proc/$pid/stat")
+    done
+    cpu_ticks "${files[@]}"
+}
 symbol_path="/v1/price?symbol=BTC-USD"
 
 # --- tools ---------------------------------------------------------------------------------------
@@ -82,24 +93,11 @@ else
 fi
 
 # --- build ---------------------------------------------------------------------------------------
-echo "== building pricebeast --release"
-(cd "$root" && cargo build --release --bin pricebeast)
-target_dir="$(cd "$root" && cargo metadata --format-version 1 --no-deps | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)"
-pricebeast="$target_dir/release/pricebeast"
+pricebeast="$(build_pricebeast "$root")"
 
 work="$(mktemp -d /tmp/bench-http.XXXXXX)"
 pb_pid=""
 nginx_pid=""
-stop() {
-    local pid="$1"
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-}
 cleanup() {
     stop "$pb_pid"
     stop "$nginx_pid"
@@ -123,21 +121,6 @@ free_port() {
     return 1
 }
 
-# "utime+stime utime" of processes, in clock ticks (fields 14 and 15 of /proc/PID/stat, counted
-# after the parenthesised command name, which may hold spaces). A process's line covers all its
-# threads. User time alone says how much of a request is the server's own code, not the kernel's.
-cpu_ticks() {
-    local total=0 user=0 pid line rest fields
-    for pid in "$@"; do
-        line="$(cat "/proc/$pid/stat")"
-        rest="${line##*) }"
-        read -r -a fields <<<"$rest"
-        # rest starts at field 3 (state): utime is field 14, stime 15.
-        total=$((total + fields[11] + fields[12]))
-        user=$((user + fields[11]))
-    done
-    echo "$total $user"
-}
 nginx_pids() {
     echo "$nginx_pid"
     pgrep -P "$nginx_pid" || true
@@ -239,9 +222,9 @@ run_load() {
     local url="$1" seconds="$2"
     shift 2
     local pids=("$@") before after out requests rps non2xx errors
-    read -r -a before < <(cpu_ticks "${pids[@]}")
+    read -r -a before < <(pid_cpu_ticks "${pids[@]}")
     out="$("${load_cpu[@]}" wrk -t1 -c"$connections" -d"${seconds}s" --timeout 5s -H "X-API-Key: $key" "$url")"
-    read -r -a after < <(cpu_ticks "${pids[@]}")
+    read -r -a after < <(pid_cpu_ticks "${pids[@]}")
     read -r requests rps non2xx errors < <(awk '
         /requests in/ { r = $1 }
         /^Requests\/sec:/ { rps = $2 }
@@ -262,11 +245,11 @@ fi
 # What each server burns with no load (pricebeast's feed and stats threads, nginx's timers): it is
 # inside every CPU-per-request figure below, so it is shown.
 idle_s=2
-read -r pb_idle_before _ < <(cpu_ticks "$pb_pid")
-read -r ng_idle_before _ < <(cpu_ticks "${nginx_all[@]}")
+read -r pb_idle_before _ < <(pid_cpu_ticks "$pb_pid")
+read -r ng_idle_before _ < <(pid_cpu_ticks "${nginx_all[@]}")
 sleep "$idle_s"
-read -r pb_idle_after _ < <(cpu_ticks "$pb_pid")
-read -r ng_idle_after _ < <(cpu_ticks "${nginx_all[@]}")
+read -r pb_idle_after _ < <(pid_cpu_ticks "$pb_pid")
+read -r ng_idle_after _ < <(pid_cpu_ticks "${nginx_all[@]}")
 awk -v p="$((pb_idle_after - pb_idle_before))" -v n="$((ng_idle_after - ng_idle_before))" -v s="$idle_s" -v hz="$(getconf CLK_TCK)" \
     'BEGIN { printf "== idle CPU: pricebeast %.1f ms/s, nginx %.1f ms/s\n", p * 1000 / hz / s, n * 1000 / hz / s }'
 
@@ -289,9 +272,6 @@ for round in $(seq "$rounds"); do
     done
 done
 
-median() {
-    sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 pb_rps="$(awk '$1 == "pricebeast" { print $2 }' "$results" | median)"
 pb_cpu="$(awk '$1 == "pricebeast" { print $3 }' "$results" | median)"
 ng_rps="$(awk '$1 == "nginx" { print $2 }' "$results" | median)"

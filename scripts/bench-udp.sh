@@ -73,6 +73,8 @@ if [ "$duration_s" -lt 1 ] || [ "$duration_s" -gt 600 ] || [ "$rounds" -lt 1 ] |
 fi
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=lib/bench.sh
+source "$root/scripts/lib/bench.sh"
 symbol="BTC-USD"
 
 # --- tools ---------------------------------------------------------------------------------------
@@ -106,24 +108,11 @@ socket_buffer_bytes="$(udp_setting socket_buffer_bytes)"
 [[ "$socket_buffer_bytes" =~ ^[0-9]+$ ]] || socket_buffer_bytes=4194304
 
 # --- build ---------------------------------------------------------------------------------------
-echo "== building pricebeast --release"
-(cd "$root" && cargo build --release --bin pricebeast)
-target_dir="$(cd "$root" && cargo metadata --format-version 1 --no-deps | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)"
-pricebeast="$target_dir/release/pricebeast"
+pricebeast="$(build_pricebeast "$root")"
 
 work="$(mktemp -d /tmp/bench-udp.XXXXXX)"
 pb_pid=""
 floor_pid=""
-stop() {
-    local pid="$1"
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-}
 cleanup() {
     stop "$pb_pid"
     stop "$floor_pid"
@@ -138,22 +127,6 @@ for prog in responder load; do
     gcc -O2 -Wall -Wextra -o "$work/$prog" "$root/scripts/bench-udp/$prog.c"
 done
 
-# "utime+stime utime" of processes or threads (/proc/PID/stat or /proc/PID/task/TID/stat), in
-# clock ticks (fields 14 and 15, counted after the parenthesised command name, which may hold
-# spaces). A process's line covers all its threads. User time alone says how much of an answer
-# is the server's own code, not the kernel's.
-cpu_ticks() {
-    local total=0 user=0 file line rest fields
-    for file in "$@"; do
-        line="$(cat "$file")"
-        rest="${line##*) }"
-        read -r -a fields <<<"$rest"
-        # rest starts at field 3 (state): utime is field 14, stime 15.
-        total=$((total + fields[11] + fields[12]))
-        user=$((user + fields[11]))
-    done
-    echo "$total $user"
-}
 # Busy jiffies of the whole machine (every CPU, everything but idle and iowait).
 machine_busy() {
     awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
@@ -285,9 +258,6 @@ for round in $(seq "$rounds"); do
     done
 done
 
-median() {
-    sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 # A run during which the rest of the machine used more than 10% of a core (a build or a test run
 # on a shared machine) measured the neighbours as much as the server. The medians leave such runs
 # out when each server has at least one quiet run, and say so; otherwise they take every run.

@@ -55,6 +55,10 @@ pub fn run(config: Config, options: ServeOptions) -> anyhow::Result<()> {
     );
     let keys = KeyStore::open(&config.keys.file)?;
     let key_count = keys.table().len();
+    if !config.keys.file.exists() {
+        // A typo in the path must not look like "no keys yet" without a word.
+        tracing::warn!(file = %config.keys.file.display(), "no keys file yet: every keyed request is refused until `pricebeast keys new` writes it");
+    }
     let counters = Arc::new(Counters::new(shards));
     let mut state = Shared::new(Arc::clone(&config), Arc::clone(&book), keys, Arc::clone(&counters));
     state.feeds = start::venue_stats(&config.feed, &layout);

@@ -16,7 +16,7 @@ pub enum KeysCommand {
     New {
         #[arg(long, value_enum)]
         tier: TierArg,
-        /// A unique name: 1 to 64 of A-Z a-z 0-9 - _ .
+        /// A unique name: 1 to 64 letters, digits, '-', '_' or '.' (as in `acme.prod`)
         #[arg(long)]
         name: String,
         /// Requests per second (public keys; default keys.public_qps).
@@ -119,6 +119,9 @@ pub fn run(command: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::List { file } => {
             let (path, _) = file.resolve()?;
+            if !path.exists() {
+                eprintln!("no keys file at {} yet (`pricebeast keys new` makes it)", path.display());
+            }
             let keys = KeysFile::load(&path)?;
             keys.parse(&path)?;
             println!("{:<24} {:<8} {:>8} {:>8} {:>14}  state", "name", "tier", "qps", "burst", "monthly_cap");

@@ -215,7 +215,9 @@ fn price(query: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch)
     let with_venues = match route::param(query, b"sources") {
         None | Some(b"0") | Some(b"false") => false,
         Some(b"1") | Some(b"true") => true,
-        Some(_) => return error(scratch, ErrorCode::BadRequest, &[b"sources must be 0 or 1"], Extra::default()),
+        Some(_) => {
+            return error(scratch, ErrorCode::BadRequest, &[b"sources must be 0, 1, true or false"], Extra::default())
+        }
     };
     let admitted = match admission::admit(key, ctx.now, ctx.second, Charge::Billable) {
         Ok(admitted) => admitted,

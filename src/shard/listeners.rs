@@ -23,6 +23,8 @@ pub fn bind(
     backlog: u32,
     udp_buffer_bytes: usize,
 ) -> io::Result<Bound> {
+    ensure_free(http, Type::STREAM, "HTTP")?;
+    ensure_free(udp, Type::DGRAM, "UDP")?;
     let mut bound = Bound { http: Vec::new(), udp: Vec::new(), http_addr: http, udp_addr: udp };
     for _ in 0..shards {
         let listener = tcp_listener(bound.http_addr, backlog)
@@ -35,6 +37,29 @@ pub fn bind(
         bound.udp.push(socket);
     }
     Ok(bound)
+}
+
+/// Refuses a fixed port that another socket holds. SO_REUSEPORT would otherwise let a second
+/// server (or a second copy of this one) join the port silently and take a share of its traffic;
+/// a plain bind, without SO_REUSEPORT, fails while anyone else has it. Port 0 is always free.
+fn ensure_free(addr: SocketAddr, kind: Type, what: &str) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let taken = |e: io::Error| {
+        let hint = if e.kind() == io::ErrorKind::AddrInUse { " (is another server running on it?)" } else { "" };
+        io::Error::new(e.kind(), format!("{what} address {addr} is taken{hint}: {e}"))
+    };
+    let probe = Socket::new(Domain::for_address(addr), kind, None)?;
+    if kind == Type::STREAM {
+        // With SO_REUSEADDR, TIME_WAIT leftovers of an earlier run do not count as a holder; a
+        // bind may still sit beside another listener, so only listen(2) proves the port free.
+        probe.set_reuse_address(true)?;
+        probe.bind(&addr.into()).map_err(taken)?;
+        probe.listen(1).map_err(taken)
+    } else {
+        probe.bind(&addr.into()).map_err(taken)
+    }
 }
 
 fn tcp_listener(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
@@ -67,5 +92,35 @@ pub fn shut_down_read(http: &[TcpListener], udp: &[UdpSocket]) {
     for socket in udp {
         // An unconnected UDP socket reports ENOTCONN but still marks itself shut and wakes readers.
         let _ = SockRef::from(socket).shutdown(std::net::Shutdown::Read);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_another_server_holds_is_refused() {
+        // Another pricebeast: SO_REUSEPORT listeners, which a second SO_REUSEPORT bind could join.
+        let first =
+            bind("127.0.0.1:0".parse().expect("literal"), "127.0.0.1:0".parse().expect("literal"), 1, 16, 1 << 16)
+                .expect("first server");
+        let taken = first.http_addr;
+        let udp: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+        let error = bind(taken, udp, 1, 16, 1 << 16).err().expect("refused");
+        assert!(error.to_string().contains("is taken"), "{error}");
+
+        let taken_udp = first.udp_addr;
+        let http: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+        assert!(bind(http, taken_udp, 1, 16, 1 << 16).is_err());
+    }
+
+    #[test]
+    fn our_own_shards_share_a_fixed_port() {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+        let udp: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+        let bound = bind(free, udp, 2, 16, 1 << 16).expect("two shards on one port");
+        assert_eq!(bound.http.len(), 2);
+        assert_eq!(bound.http_addr, free);
     }
 }

@@ -346,8 +346,10 @@ impl Display {
                 let buckets = progress.buckets();
                 let p99_ms = load::live_p99_ms(&last_buckets, &buckets);
                 last_buckets = buckets;
+                // No answers in the last second (a level still opening its connections): no p99 to show.
+                let p99 = if p99_ms > 0.0 && rps > 0.0 { format!("p99 <= {p99_ms:.1} ms") } else { "p99 -".to_owned() };
                 let line = format!(
-                    "level {level}/{levels}: {done} requests, {rps:.0} rps, p99 <= {p99_ms:.1} ms (last second), {errors} errors"
+                    "level {level}/{levels}: {done} requests, {rps:.0} rps, {p99} (last second), {errors} errors"
                 );
                 if terminal {
                     eprint!("\r\x1b[2K{line}");

@@ -110,8 +110,8 @@ pub struct Plan {
 /// A plan that could not be read, with where.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("{file}: {source}")]
-    Read { file: String, source: std::io::Error },
+    #[error("{file}: {error}")]
+    Read { file: String, error: std::io::Error },
     #[error("{file}: {message}")]
     Syntax { file: String, message: String },
     #[error("{file}: {field}: {message}")]
@@ -123,7 +123,7 @@ pub enum PlanError {
 impl Plan {
     pub fn load(path: &Path) -> Result<Self, PlanError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| PlanError::Read { file: file.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|error| PlanError::Read { file: file.clone(), error })?;
         Self::parse(&file, &text)
     }
 
