@@ -119,6 +119,9 @@ pub fn table(summary: &Summary) -> String {
         if l.client.saturated {
             note = format!("{note} CLIENT SATURATED ({})", l.client.reason.as_deref().unwrap_or("")).trim().to_owned();
         }
+        if let Some(limited) = rate_limited_note(&l.counts) {
+            note = format!("{note} {limited}").trim().to_owned();
+        }
         let p = &l.latency;
         let _ = writeln!(
             out,
@@ -250,4 +253,31 @@ pub fn markdown(summary: &Summary) -> String {
         }
     }
     md
+}
+
+/// A key hitting its own rate limit or monthly cap measures the limiter, not the server: said
+/// beside the level rather than left for the reader to find among the error kinds.
+fn rate_limited_note(counts: &crate::stress::measure::Counts) -> Option<String> {
+    let http = counts.http_status.get(&429).copied().unwrap_or(0);
+    let udp = ["rate_limited", "quota_exceeded"].iter().filter_map(|s| counts.udp_status.get(*s)).sum::<u64>();
+    let limited = http + udp;
+    (limited > 0).then(|| format!("KEY LIMITED ({limited} refused by the key's rate limit or cap: use a partner key)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stress::measure::Counts;
+
+    #[test]
+    fn a_limited_key_is_named_in_the_table() {
+        let mut counts = Counts::default();
+        assert_eq!(rate_limited_note(&counts), None);
+        counts.http_status.insert(200, 10);
+        assert_eq!(rate_limited_note(&counts), None);
+        counts.http_status.insert(429, 3);
+        counts.udp_status.insert("quota_exceeded".into(), 2);
+        let note = rate_limited_note(&counts).expect("noted");
+        assert!(note.starts_with("KEY LIMITED (5 refused"), "{note}");
+    }
 }
