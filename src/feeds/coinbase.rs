@@ -15,7 +15,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 
 use crate::feeds::timefmt::rfc3339_ms;
-use crate::feeds::venue::{json_error, price, Frame, Keepalive, ParseError, Tick, Venue};
+use crate::feeds::venue::{decode, decode_plain, price, Frame, Keepalive, ParseError, Tick, Venue};
 use crate::mock_exchange::{MockScript, Role};
 
 pub struct Coinbase;
@@ -78,7 +78,7 @@ impl Venue for Coinbase {
         buffers: &mut simd_json::Buffers,
         sink: &mut dyn FnMut(Tick<'_>),
     ) -> Result<Frame, ParseError> {
-        let envelope: Envelope<'_> = simd_json::serde::from_slice_with_buffers(frame, buffers).map_err(json_error)?;
+        let envelope: Envelope<'_> = decode(frame, buffers)?;
         read(envelope, sink)
     }
 }
@@ -108,7 +108,7 @@ fn read(envelope: Envelope<'_>, sink: &mut dyn FnMut(Tick<'_>)) -> Result<Frame,
 
 /// The same parse through serde_json, for the benchmark that compares the two.
 pub fn parse_with_serde_json(frame: &[u8], sink: &mut dyn FnMut(Tick<'_>)) -> Result<Frame, ParseError> {
-    let envelope: Envelope<'_> = serde_json::from_slice(frame).map_err(|e| ParseError::Json(e.to_string()))?;
+    let envelope: Envelope<'_> = decode_plain(frame)?;
     read(envelope, sink)
 }
 

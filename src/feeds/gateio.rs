@@ -29,7 +29,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use crate::feeds::timefmt::unix_any_to_ms;
-use crate::feeds::venue::{json_error, price, Frame, Keepalive, ParseError, Tick, Venue};
+use crate::feeds::venue::{decode, decode_plain, price, Frame, Keepalive, ParseError, Tick, Venue};
 use crate::mock_exchange::{MockScript, Role};
 
 pub struct Gateio;
@@ -106,7 +106,7 @@ impl Venue for Gateio {
         buffers: &mut simd_json::Buffers,
         sink: &mut dyn FnMut(Tick<'_>),
     ) -> Result<Frame, ParseError> {
-        let envelope: Envelope<'_> = simd_json::serde::from_slice_with_buffers(frame, buffers).map_err(json_error)?;
+        let envelope: Envelope<'_> = decode(frame, buffers)?;
         read(envelope, sink)
     }
 }
@@ -138,7 +138,7 @@ fn read(envelope: Envelope<'_>, sink: &mut dyn FnMut(Tick<'_>)) -> Result<Frame,
 
 /// The same parse through serde_json, for the benchmark that compares the two.
 pub fn parse_with_serde_json(frame: &[u8], sink: &mut dyn FnMut(Tick<'_>)) -> Result<Frame, ParseError> {
-    let envelope: Envelope<'_> = serde_json::from_slice(frame).map_err(|e| ParseError::Json(e.to_string()))?;
+    let envelope: Envelope<'_> = decode_plain(frame)?;
     read(envelope, sink)
 }
 

@@ -34,7 +34,7 @@ use serde::Deserialize;
 
 use crate::book::Decimal;
 use crate::feeds::timefmt::rfc3339_ms;
-use crate::feeds::venue::{json_error, price, Frame, Keepalive, ParseError, Tick, Venue};
+use crate::feeds::venue::{decode, decode_plain, price, Frame, Keepalive, ParseError, Tick, Venue};
 use crate::mock_exchange::{MockScript, Role};
 
 pub struct Kraken;
@@ -111,7 +111,7 @@ impl Venue for Kraken {
     ) -> Result<Frame, ParseError> {
         // Before simd-json, which rewrites the frame in place and keeps no number text.
         let lasts = spelled_lasts(frame);
-        let envelope: Envelope<'_> = simd_json::serde::from_slice_with_buffers(frame, buffers).map_err(json_error)?;
+        let envelope: Envelope<'_> = decode(frame, buffers)?;
         read(envelope, &lasts, sink)
     }
 }
@@ -155,7 +155,7 @@ fn read(envelope: Envelope<'_>, lasts: &[Spelled], sink: &mut dyn FnMut(Tick<'_>
 /// The same parse through serde_json, for the benchmark that compares the two.
 pub fn parse_with_serde_json(frame: &[u8], sink: &mut dyn FnMut(Tick<'_>)) -> Result<Frame, ParseError> {
     let lasts = spelled_lasts(frame);
-    let envelope: Envelope<'_> = serde_json::from_slice(frame).map_err(|e| ParseError::Json(e.to_string()))?;
+    let envelope: Envelope<'_> = decode_plain(frame)?;
     read(envelope, &lasts, sink)
 }
 

@@ -28,7 +28,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 
 use crate::feeds::lenient::IfObject;
-use crate::feeds::venue::{json_error, price, Frame, Keepalive, ParseError, Tick, Venue};
+use crate::feeds::venue::{decode, decode_plain, price, Frame, Keepalive, ParseError, Tick, Venue};
 use crate::mock_exchange::{MockScript, Role};
 
 pub struct Okx;
@@ -109,7 +109,7 @@ impl Venue for Okx {
         if is_pong(frame) {
             return Ok(Frame::Heartbeat);
         }
-        let envelope: Envelope<'_> = simd_json::serde::from_slice_with_buffers(frame, buffers).map_err(json_error)?;
+        let envelope: Envelope<'_> = decode(frame, buffers)?;
         read(envelope, sink)
     }
 }
@@ -157,7 +157,7 @@ pub fn parse_with_serde_json(frame: &[u8], sink: &mut dyn FnMut(Tick<'_>)) -> Re
     if is_pong(frame) {
         return Ok(Frame::Heartbeat);
     }
-    let envelope: Envelope<'_> = serde_json::from_slice(frame).map_err(|e| ParseError::Json(e.to_string()))?;
+    let envelope: Envelope<'_> = decode_plain(frame)?;
     read(envelope, sink)
 }
 

@@ -117,7 +117,16 @@ pub fn price(text: &str) -> Result<Decimal, ParseError> {
     Decimal::parse(text.as_bytes()).map_err(|_| ParseError::Price(text.to_owned()))
 }
 
-/// Maps simd-json's error to ours.
-pub fn json_error(error: simd_json::Error) -> ParseError {
-    ParseError::Json(error.to_string())
+/// Decodes a frame in place with simd-json, reusing `buffers`: the path the feeds run.
+pub fn decode<'a, T: serde::Deserialize<'a>>(
+    frame: &'a mut [u8],
+    buffers: &mut simd_json::Buffers,
+) -> Result<T, ParseError> {
+    simd_json::serde::from_slice_with_buffers(frame, buffers).map_err(|e| ParseError::Json(e.to_string()))
+}
+
+/// Decodes the same frame with serde_json: for the benchmark that compares the two, and for
+/// tests that check both paths agree.
+pub fn decode_plain<'a, T: serde::Deserialize<'a>>(frame: &'a [u8]) -> Result<T, ParseError> {
+    serde_json::from_slice(frame).map_err(|e| ParseError::Json(e.to_string()))
 }
