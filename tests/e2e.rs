@@ -3,7 +3,7 @@
 //! the modules below are its parts, as rustls mounts its tests.
 //!
 //! `support` starts and stops servers, `wire` speaks the protocols, `clock` is an independent
-//! calendar to check months against. Scenarios that touch the shards run under both monoio
+//! calendar to check months against, `stress` runs `pricebeast stress` against such servers. Scenarios that touch the shards run under both monoio
 //! drivers: `on_both_drivers!` turns a `fn scenario(driver: Driver)` into `scenario::io_uring`
 //! and `scenario::epoll`.
 
@@ -23,5 +23,6 @@ mod e2e {
     mod keys;
     mod shutdown;
     mod slow;
+    mod stress;
     mod udp;
 }

@@ -1,4 +1,5 @@
-//! The scenarios: exact counts against the server, exit codes, and coordinated omission.
+//! `pricebeast stress` end to end: small plans (seconds each) against the real server, checked
+//! against its counters exactly; exit codes; and coordinated omission against a stalling server.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -6,11 +7,45 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
 use serde_json::Value;
 
-use super::harness::{pause, plan, stress, summary, text, Server};
+use super::support::{pause, run, Driver, Server, Setup};
 
 const RUN_MAX: Duration = Duration::from_secs(60);
+
+/// A server with the e2e partner key and a public key limited to 20 requests/s, burst 10 (for 429s).
+fn start_server() -> Server {
+    Setup::new(Driver::IoUring).public_key("limited", 20, 10, 1_000_000).start()
+}
+
+/// Runs `pricebeast stress` with `args`, bounded in time.
+fn stress(args: &[&str], within: Duration) -> Output {
+    let all: Vec<&str> = ["stress"].iter().chain(args).copied().collect();
+    run(&all, None, within)
+}
+
+/// Writes `text` as a plan file in `dir`.
+fn plan(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("writing plan");
+    path
+}
+
+fn summary(out_dir: &Path) -> Value {
+    let text = std::fs::read_to_string(out_dir.join("summary.json")).expect("summary.json written");
+    serde_json::from_str(&text).expect("summary.json is JSON")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
 
 const HTTP_PLAN: &str = r#"
 protocol = "http"
@@ -47,8 +82,9 @@ fn sum(summary: &Value, f: impl Fn(&Value) -> u64) -> u64 {
 
 #[test]
 fn summary_counts_equal_the_server_counters_exactly() {
-    let server = Server::start();
-    let dir = server.dir.path().to_owned();
+    let server = start_server();
+    let scratch = tempfile::tempdir().expect("temporary directory");
+    let dir = scratch.path().to_owned();
     let (http_plan, udp_plan) = (plan(&dir, "http.toml", HTTP_PLAN), plan(&dir, "udp.toml", UDP_PLAN));
     let (http_out, udp_out) = (dir.join("http-out"), dir.join("udp-out"));
     let admin = server.admin.to_string();
@@ -61,7 +97,7 @@ fn summary_counts_equal_the_server_counters_exactly() {
                 "--target",
                 &target.to_string(),
                 "--key",
-                &server.key,
+                server.key("partner"),
                 "--admin",
                 &admin,
                 "--out",
@@ -108,8 +144,9 @@ fn summary_counts_equal_the_server_counters_exactly() {
 
 #[test]
 fn rate_limited_requests_reconcile_with_rate_limit_hits() {
-    let server = Server::start();
-    let dir = server.dir.path().to_owned();
+    let server = start_server();
+    let scratch = tempfile::tempdir().expect("temporary directory");
+    let dir = scratch.path().to_owned();
     let path = plan(
         &dir,
         "limited.toml",
@@ -124,7 +161,7 @@ fn rate_limited_requests_reconcile_with_rate_limit_hits() {
             "--target",
             &server.http.to_string(),
             "--key",
-            &server.public_key,
+            server.key("limited"),
             "--admin",
             &server.admin.to_string(),
             "--out",
@@ -142,13 +179,21 @@ fn rate_limited_requests_reconcile_with_rate_limit_hits() {
 
 #[test]
 fn a_failed_threshold_exits_2_naming_level_and_figure() {
-    let server = Server::start();
-    let dir = server.dir.path().to_owned();
+    let server = start_server();
+    let scratch = tempfile::tempdir().expect("temporary directory");
+    let dir = scratch.path().to_owned();
     // [thresholds] goes before the [[levels]] array of tables.
     let strict = HTTP_PLAN.replacen("[[levels]]", "[thresholds]\np99_ms_max = 0.001\n\n[[levels]]", 1);
     let path = plan(&dir, "strict.toml", &strict);
     let output = stress(
-        &["--plan", path.to_str().expect("utf-8"), "--target", &server.http.to_string(), "--key", &server.key],
+        &[
+            "--plan",
+            path.to_str().expect("utf-8"),
+            "--target",
+            &server.http.to_string(),
+            "--key",
+            server.key("partner"),
+        ],
         RUN_MAX,
     );
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
@@ -157,16 +202,23 @@ fn a_failed_threshold_exits_2_naming_level_and_figure() {
 
 #[test]
 fn a_baseline_regression_exits_3_naming_level_and_figure() {
-    let server = Server::start();
-    let dir = server.dir.path().to_owned();
+    let server = start_server();
+    let scratch = tempfile::tempdir().expect("temporary directory");
+    let dir = scratch.path().to_owned();
     let path = plan(&dir, "p.toml", HTTP_PLAN);
     let first = dir.join("first");
     let args = |extra: &[&str]| -> Vec<String> {
-        let mut a: Vec<String> =
-            ["--plan", path.to_str().expect("utf-8"), "--target", &server.http.to_string(), "--key", &server.key]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+        let mut a: Vec<String> = [
+            "--plan",
+            path.to_str().expect("utf-8"),
+            "--target",
+            &server.http.to_string(),
+            "--key",
+            server.key("partner"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         a.extend(extra.iter().map(|s| s.to_string()));
         a
     };
