@@ -1,5 +1,6 @@
 //! Pass or fail: the plan's thresholds per level, and a comparison with an earlier run's
-//! summary.json (throughput or p99 more than 10% worse at any level fails).
+//! summary.json (throughput or p99 more than 10% worse at any level fails; for a ws plan, frames
+//! per second and push p99 at any stage).
 
 use std::path::Path;
 
@@ -7,7 +8,7 @@ use anyhow::Context as _;
 use serde_json::Value;
 
 use crate::stress::plan::Thresholds;
-use crate::stress::report::{LevelStatus, LevelSummary};
+use crate::stress::report::{LevelStatus, LevelSummary, WsStage};
 
 /// How much worse than the baseline a figure may be, as a fraction.
 pub const REGRESSION_MAX: f64 = 0.10;
@@ -17,6 +18,10 @@ pub fn check_thresholds(t: &Thresholds, levels: &[LevelSummary]) -> Vec<String> 
     let mut failures = Vec::new();
     for l in levels.iter().filter(|l| l.status == LevelStatus::Ran) {
         let n = l.level;
+        if let Some(ws) = &l.ws {
+            check_ws_stage(t, n, ws, &mut failures);
+            continue;
+        }
         if let Some((pct_min, through)) = t.success {
             if n <= through && l.success_pct < pct_min {
                 failures.push(format!("level {n}: success {:.3}% is below {pct_min}%", l.success_pct));
@@ -38,12 +43,34 @@ pub fn check_thresholds(t: &Thresholds, levels: &[LevelSummary]) -> Vec<String> 
     // A level the machine could not run is not a pass: say so where a threshold covers it.
     for l in levels.iter().filter(|l| l.status == LevelStatus::NotReachableOnThisMachine) {
         let covered = t.success.is_some_and(|(_, through)| l.level <= through)
-            || t.no_5xx_through_level.is_some_and(|through| l.level <= through);
+            || t.no_5xx_through_level.is_some_and(|through| l.level <= through)
+            || t.error_pct_max.is_some();
         if covered {
             failures.push(format!("level {}: not reachable on this machine, so its thresholds are unchecked", l.level));
         }
     }
     failures
+}
+
+/// A ws stage's thresholds: failed attempts at any stage, push latency over the latency range.
+fn check_ws_stage(t: &Thresholds, n: usize, ws: &WsStage, failures: &mut Vec<String>) {
+    let pct = ws.counts.error_pct();
+    if let Some(max) = t.error_pct_max.filter(|max| pct > *max) {
+        failures.push(format!(
+            "stage {n}: {pct:.3}% of user attempts failed ({} of {}), above {max}%",
+            ws.counts.failed(),
+            ws.counts.attempts
+        ));
+    }
+    let (from, through) = t.latency_levels;
+    if (from..=through).contains(&n) {
+        if let Some(max) = t.push_p50_ms_max.filter(|max| ws.push.p50_ms >= *max) {
+            failures.push(format!("stage {n}: push p50 {:.2} ms is not below {max} ms", ws.push.p50_ms));
+        }
+        if let Some(max) = t.push_p99_ms_max.filter(|max| ws.push.p99_ms >= *max) {
+            failures.push(format!("stage {n}: push p99 {:.2} ms is not below {max} ms", ws.push.p99_ms));
+        }
+    }
 }
 
 /// Compares with a baseline summary.json, level by level (matched by level number).

@@ -1,5 +1,6 @@
 //! One SVG file: RPS (left axis) and p99 latency (right axis) against each level's concurrency,
-//! hand-written so the stress client needs no plotting crate.
+//! hand-written so the stress client needs no plotting crate. A ws run plots frames per second
+//! and push p99 against the users at each stage's end.
 
 use std::fmt::Write as _;
 
@@ -17,6 +18,12 @@ pub fn svg(summary: &Summary) -> String {
     let (plot_w, plot_h) = (WIDTH - 2.0 * MARGIN, HEIGHT - 2.0 * MARGIN);
     let x = |i: usize| MARGIN + if ran.len() > 1 { plot_w * i as f64 / (ran.len() - 1) as f64 } else { plot_w / 2.0 };
     let y = |v: f64, max: f64| MARGIN + plot_h * (1.0 - v / max);
+    let ws = summary.ws.is_some();
+    let (rate, latency, across) = if ws {
+        ("frames/s", "push p99 ms", "users at the stage's end")
+    } else {
+        ("requests/s", "p99 ms", "concurrency (connections)")
+    };
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -25,9 +32,12 @@ pub fn svg(summary: &Summary) -> String {
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         s,
-        r#"<text x="{}" y="25" text-anchor="middle" font-size="16">{}: RPS and p99 against concurrency</text>"#,
+        r#"<text x="{}" y="25" text-anchor="middle" font-size="16">{}: {} and {} against {}</text>"#,
         WIDTH / 2.0,
-        escape(&summary.plan)
+        escape(&summary.plan),
+        rate,
+        latency.trim_end_matches(" ms"),
+        if ws { "users" } else { "concurrency" }
     );
     let _ = writeln!(
         s,
@@ -61,21 +71,16 @@ pub fn svg(summary: &Summary) -> String {
             l.concurrency
         );
     }
+    let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">{across}</text>"#, WIDTH / 2.0, HEIGHT - 20.0);
     let _ = writeln!(
         s,
-        r#"<text x="{}" y="{}" text-anchor="middle">concurrency (connections)</text>"#,
-        WIDTH / 2.0,
-        HEIGHT - 20.0
-    );
-    let _ = writeln!(
-        s,
-        r##"<text x="15" y="{}" fill="#1f77b4" transform="rotate(-90 15 {})">requests/s</text>"##,
+        r##"<text x="15" y="{}" fill="#1f77b4" transform="rotate(-90 15 {})">{rate}</text>"##,
         HEIGHT / 2.0,
         HEIGHT / 2.0
     );
     let _ = writeln!(
         s,
-        r##"<text x="{}" y="{}" fill="#d62728" transform="rotate(90 {} {})">p99 ms</text>"##,
+        r##"<text x="{}" y="{}" fill="#d62728" transform="rotate(90 {} {})">{latency}</text>"##,
         WIDTH - 15.0,
         HEIGHT / 2.0,
         WIDTH - 15.0,

@@ -1,5 +1,6 @@
 //! What the load loops record: HDR latency histograms (warm-up excluded), counts by outcome, and
-//! the send-schedule figures that tell client lateness from server slowness.
+//! the send-schedule figures that tell client lateness from server slowness; for ws users, the
+//! push latency of every price after a stream's first frame and each attempt's outcome.
 //!
 //! Latency is measured from the request's *intended* send time. In a closed loop that is the
 //! moment the request was sent; in an open loop it is its slot in the fixed schedule, so a
@@ -192,6 +193,179 @@ impl Percentiles {
     }
 }
 
+/// How one ws user's attempt (session, upgrade, stream, close) ended; the first failure wins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WsOutcome {
+    /// Session, stream and close all went as the protocol says.
+    Ok,
+    /// `POST /v1/sessions` answered with this status (not 200), or 200 without a session id (0).
+    SessionStatus(u16),
+    /// A TCP connect failed or took longer than the timeout.
+    Connect,
+    /// An answer (session, upgrade, close) took longer than the timeout.
+    Timeout,
+    /// Reset, or bytes we could not parse as HTTP.
+    Io,
+    /// The upgrade was refused or broke the handshake rules.
+    Handshake,
+    /// The server closed the stream (close frame or end of stream) before the user did.
+    ClosedByServer,
+    /// The server sent a `{"type":"error"}` frame.
+    ErrorFrame,
+    /// A frame that is not the protocol's: binary, unparseable, or a first frame that does not
+    /// cover every symbol asked for.
+    BadFrame,
+}
+
+/// A ws stage's counts. Every attempt lands in `ok` or exactly one failure count, in the stage
+/// where it ended; sessions, handshakes and frames are counted in the stage they happened in.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WsCounts {
+    pub attempts: u64,
+    pub ok: u64,
+    /// Session requests answered, by status (200 included).
+    pub session_http_status: BTreeMap<u16, u64>,
+    /// Attempts that failed: by the session's status (not 200), then by kind.
+    pub session_failed: u64,
+    pub connect_errors: u64,
+    pub timeouts: u64,
+    pub io_errors: u64,
+    pub handshake_errors: u64,
+    pub closed_by_server: u64,
+    pub error_frames: u64,
+    pub bad_frames: u64,
+    /// Sessions created (200 with a session id): the server's `sessions_created`.
+    pub sessions_created: u64,
+    /// Upgrades answered 101: the server's `sessions_redeemed`.
+    pub handshakes: u64,
+    /// Streams this side closed with a close frame the server answered.
+    pub streams_closed: u64,
+    pub frames: u64,
+    /// Of the frames, the first of a stream (not in push latency: its prices can be old).
+    pub first_frames: u64,
+    /// Price objects in all frames, and those that made a push latency sample.
+    pub prices: u64,
+    pub push_samples: u64,
+    /// Symbols a first frame listed as `missing` (no fresh price).
+    pub missing: u64,
+    /// Prices stamped later than their frame arrived (clocks apart): recorded as 0 latency.
+    pub ts_ahead: u64,
+    /// Frames that may have been pushed before the server snapshot that opened the stage: the
+    /// reconciliation's slack, not a figure of the server.
+    pub frames_unattributed: u64,
+}
+
+impl WsCounts {
+    /// Attempts that failed, of all kinds.
+    pub fn failed(&self) -> u64 {
+        self.attempts - self.ok
+    }
+
+    pub fn error_pct(&self) -> f64 {
+        if self.attempts > 0 {
+            100.0 * self.failed() as f64 / self.attempts as f64
+        } else {
+            0.0
+        }
+    }
+
+    fn add(&mut self, b: &WsCounts) {
+        self.attempts += b.attempts;
+        self.ok += b.ok;
+        for (k, v) in &b.session_http_status {
+            *self.session_http_status.entry(*k).or_default() += v;
+        }
+        self.session_failed += b.session_failed;
+        self.connect_errors += b.connect_errors;
+        self.timeouts += b.timeouts;
+        self.io_errors += b.io_errors;
+        self.handshake_errors += b.handshake_errors;
+        self.closed_by_server += b.closed_by_server;
+        self.error_frames += b.error_frames;
+        self.bad_frames += b.bad_frames;
+        self.sessions_created += b.sessions_created;
+        self.handshakes += b.handshakes;
+        self.streams_closed += b.streams_closed;
+        self.frames += b.frames;
+        self.first_frames += b.first_frames;
+        self.prices += b.prices;
+        self.push_samples += b.push_samples;
+        self.missing += b.missing;
+        self.ts_ahead += b.ts_ahead;
+        self.frames_unattributed += b.frames_unattributed;
+    }
+}
+
+/// One worker's (then the run's, merged) figures of one ws stage.
+#[derive(Clone, Debug)]
+pub struct WsRecorder {
+    /// Frame arrival minus each price's `ts`, first frames excluded.
+    pub push_us: Histogram<u64>,
+    /// `POST /v1/sessions` round trips (connect included), answered ones only.
+    pub session_us: Histogram<u64>,
+    /// Upgrade round trips (connect included), 101s only.
+    pub handshake_us: Histogram<u64>,
+    pub counts: WsCounts,
+}
+
+impl Default for WsRecorder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WsRecorder {
+    pub fn new() -> Self {
+        Self {
+            push_us: new_histogram(),
+            session_us: new_histogram(),
+            handshake_us: new_histogram(),
+            counts: WsCounts::default(),
+        }
+    }
+
+    /// Counts one attempt's end.
+    pub fn attempt(&mut self, outcome: WsOutcome) {
+        let c = &mut self.counts;
+        c.attempts += 1;
+        match outcome {
+            WsOutcome::Ok => c.ok += 1,
+            WsOutcome::SessionStatus(_) => c.session_failed += 1,
+            WsOutcome::Connect => c.connect_errors += 1,
+            WsOutcome::Timeout => c.timeouts += 1,
+            WsOutcome::Io => c.io_errors += 1,
+            WsOutcome::Handshake => c.handshake_errors += 1,
+            WsOutcome::ClosedByServer => c.closed_by_server += 1,
+            WsOutcome::ErrorFrame => c.error_frames += 1,
+            WsOutcome::BadFrame => c.bad_frames += 1,
+        }
+    }
+
+    /// One push latency sample: a frame that arrived at `received_us` (Unix µs) carried a price
+    /// stamped `ts_ms` (Unix ms).
+    pub fn push(&mut self, received_us: u64, ts_ms: u64) {
+        let ts_us = ts_ms.saturating_mul(1000);
+        if ts_us > received_us {
+            self.counts.ts_ahead += 1;
+        }
+        self.counts.push_samples += 1;
+        self.push_us.saturating_record(received_us.saturating_sub(ts_us).clamp(1, LATENCY_US_MAX));
+    }
+
+    pub fn merge(&mut self, other: &WsRecorder) {
+        // Same bounds on both sides: adding cannot fail (see Recorder::merge).
+        let _ = self.push_us.add(&other.push_us);
+        let _ = self.session_us.add(&other.session_us);
+        let _ = self.handshake_us.add(&other.handshake_us);
+        self.counts.add(&other.counts);
+    }
+}
+
+/// A round trip in a histogram, in µs.
+pub fn record_us(h: &mut Histogram<u64>, d: Duration) {
+    h.saturating_record((d.as_micros() as u64).clamp(1, LATENCY_US_MAX));
+}
+
 fn new_histogram() -> Histogram<u64> {
     // 3 significant digits up to 10 minutes: about 100 KiB per histogram, a few per worker.
     // The bounds are constants that hdrhistogram accepts (low 1, high above 2 x low, 3 digits).
@@ -220,6 +394,26 @@ mod tests {
         assert_eq!(a.counts.timeouts, 1);
         assert_eq!(a.latency_us.len(), 2);
         assert!(Percentiles::of(&a.latency_us).max_ms < 5.0);
+    }
+
+    #[test]
+    fn ws_attempts_land_in_one_outcome_and_push_latency_runs_from_ts() {
+        let mut a = WsRecorder::new();
+        a.attempt(WsOutcome::Ok);
+        a.attempt(WsOutcome::SessionStatus(429));
+        a.push(1_732_280_000_123_000 + 40_500, 1_732_280_000_123);
+        let mut b = WsRecorder::new();
+        b.attempt(WsOutcome::ClosedByServer);
+        // A price stamped after its frame arrived: a clock apart, recorded as (almost) 0.
+        b.push(1_000_000, 1_001);
+        a.merge(&b);
+        assert_eq!((a.counts.attempts, a.counts.ok, a.counts.failed()), (3, 1, 2));
+        assert_eq!((a.counts.session_failed, a.counts.closed_by_server), (1, 1));
+        assert!((a.counts.error_pct() - 66.666).abs() < 0.01);
+        assert_eq!((a.counts.push_samples, a.counts.ts_ahead), (2, 1));
+        let p = Percentiles::of(&a.push_us);
+        assert!((40.4..40.6).contains(&p.max_ms), "{p:?}");
+        assert!(p.p50_ms < 0.01, "{p:?}");
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! `pricebeast stress`: runs a load plan against a server, level by level, and reports what the
 //! client measured beside what the server counted.
 //!
-//! - [`plan`]: the plan file, parsed whole; [`load`]: the HTTP and UDP load loops on a few
-//!   worker threads; [`measure`]: HDR histograms, warm-up, coordinated-omission correction.
+//! - [`plan`]: the plan file, parsed whole; [`load`]: the HTTP, UDP and WebSocket load loops on a
+//!   few worker threads; [`measure`]: HDR histograms, warm-up, coordinated-omission correction.
+//! - [`schedule`]: a ws plan's users over time; [`stages`]: runs a ws plan, all its stages on one
+//!   clock, with a server snapshot at each boundary.
 //! - [`saturation`]: whether the client itself was the limit; [`server_stats`]: polling and
 //!   reconciling `/admin/stress-stats`.
 //! - [`report`]: the table, summary.json and summary.md; [`chart`]: the SVG; [`baseline`]:
@@ -15,7 +17,9 @@ pub mod measure;
 pub mod plan;
 pub mod report;
 pub mod saturation;
+pub mod schedule;
 pub mod server_stats;
+pub mod stages;
 
 use std::io::{IsTerminal as _, Write as _};
 use std::net::{SocketAddr, ToSocketAddrs as _};
@@ -56,7 +60,8 @@ pub struct StressArgs {
     /// Admin token (or PRICEBEAST_ADMIN_TOKEN).
     #[arg(long, env = "PRICEBEAST_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
-    /// Multiply each level's request count (closed loop) or duration (open loop) by this.
+    /// Multiply each level's request count (closed loop) or duration (open loop) by this; in a
+    /// ws plan, the users and every duration.
     #[arg(long, value_name = "F", default_value_t = 1.0)]
     pub scale: f64,
     /// Write summary.json, summary.md and chart.svg here.
@@ -94,57 +99,59 @@ pub fn run(args: StressArgs) -> anyhow::Result<u8> {
         args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)).clamp(1, 64);
     let open_files_max = saturation::open_files_max();
     let progress = Arc::new(Progress::default());
-    let level_now = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let server_pid = server_stats::local_server_pid(target.port(), plan.protocol == Protocol::Udp);
-    let poller = server_stats::poll(admin.clone(), server_pid, Duration::from_secs(1), Arc::clone(&level_now));
-    let display = Display::start(Arc::clone(&progress), plan.levels.len());
+    let poller = server_stats::poll(admin.clone(), server_pid, Duration::from_secs(1), Arc::clone(&progress));
+    let ws = plan.protocol == Protocol::Ws;
+    let level_count = plan.users.as_ref().map_or(plan.levels.len(), |u| u.stages.len());
+    let display = Display::start(Arc::clone(&progress), level_count, ws);
 
-    let mut levels = Vec::with_capacity(plan.levels.len());
-    let mut stop_reason: Option<String> = None;
-    for level in &plan.levels {
-        level_now.store(level.number, Ordering::Relaxed);
-        let mut summary = empty_level(level);
-        let fds_needed = match plan.protocol {
-            Protocol::Http => u64::from(level.concurrency) + FDS_SPARE,
-            Protocol::Udp => workers as u64 + FDS_SPARE,
+    let (levels, ws_run) = if ws {
+        let setup = stages::RunSetup {
+            target,
+            key: &args.key,
+            admin: admin.as_ref(),
+            workers,
+            open_files_max,
+            files_spare: FDS_SPARE,
+            server_pid,
+            progress: &progress,
         };
-        if let Some(reason) = &stop_reason {
-            summary.status = LevelStatus::Skipped;
-            summary.note = Some(reason.clone());
-        } else if fds_needed > open_files_max {
-            // Spreading connections over worker processes and 127.0.0.x sources is not built:
-            // refuse the level loudly rather than run it with fewer connections than asked.
-            summary.status = LevelStatus::NotReachableOnThisMachine;
-            summary.note =
-                Some(format!("needs {} connections; this process may open {open_files_max} files", level.concurrency));
-        } else {
-            run_one(&plan, level, target, &args.key, admin.as_ref(), workers, &progress, &mut summary)?;
-            summary.server_rss_kib = server_pid.and_then(server_stats::rss_kib);
-            if let Some(max) = plan.stop_when_loss_pct_above.filter(|max| summary.udp_loss_pct > *max) {
-                stop_reason = Some(format!("level {} lost {:.2}% (over {max}%)", level.number, summary.udp_loss_pct));
-            }
-        }
-        display.level_done(&summary);
-        levels.push(summary);
-    }
+        let (levels, run) = stages::run(&plan, &setup)?;
+        levels.iter().for_each(|l| display.level_done(l));
+        (levels, Some(run))
+    } else {
+        (
+            run_levels(
+                &plan,
+                target,
+                &args.key,
+                admin.as_ref(),
+                workers,
+                open_files_max,
+                server_pid,
+                &progress,
+                &display,
+            )?,
+            None,
+        )
+    };
     display.finish();
     let server_samples = poller.finish();
 
+    let unit = if ws { "stage" } else { "level" };
     let mut reconciliation_differences = Vec::new();
     for l in &levels {
         for r in l.reconciliation.iter().flatten().filter(|r| !r.matches()) {
-            reconciliation_differences.push(format!(
-                "level {}: {}: client {} vs server {} ({}), difference {}",
-                l.level,
-                r.figure,
-                r.client,
-                r.server,
-                r.server_counter,
-                r.client as i128 - r.server as i128
-            ));
+            reconciliation_differences.push(format!("{unit} {}: {}", l.level, difference(r)));
         }
     }
-    let threshold_failures = baseline::check_thresholds(&plan.thresholds, &levels);
+    for r in ws_run.iter().flat_map(|run| run.reconciliation.iter().flatten()).filter(|r| !r.matches()) {
+        reconciliation_differences.push(format!("whole run: {}", difference(r)));
+    }
+    let mut threshold_failures = baseline::check_thresholds(&plan.thresholds, &levels);
+    if let Some(failure) = ws_run.as_ref().and_then(|run| run.settle.as_ref()?.failure(stages::SETTLE_WITHIN)) {
+        threshold_failures.push(failure);
+    }
     let regressions = match &args.baseline {
         Some(file) => baseline::compare(file, &levels)?,
         None => Vec::new(),
@@ -162,6 +169,7 @@ pub fn run(args: StressArgs) -> anyhow::Result<u8> {
         reconciliation_differences,
         failures: threshold_failures.iter().chain(&regressions).cloned().collect(),
         server_samples,
+        ws: ws_run,
     };
     print_report(&summary, admin.is_some());
     if let Some(dir) = &args.out {
@@ -174,6 +182,63 @@ pub fn run(args: StressArgs) -> anyhow::Result<u8> {
     } else {
         0
     })
+}
+
+/// An HTTP or UDP plan, level by level.
+#[allow(clippy::too_many_arguments)]
+fn run_levels(
+    plan: &Plan,
+    target: SocketAddr,
+    key: &str,
+    admin: Option<&Admin>,
+    workers: usize,
+    open_files_max: u64,
+    server_pid: Option<u32>,
+    progress: &Arc<Progress>,
+    display: &Display,
+) -> anyhow::Result<Vec<LevelSummary>> {
+    let mut levels = Vec::with_capacity(plan.levels.len());
+    let mut stop_reason: Option<String> = None;
+    for level in &plan.levels {
+        progress.level.store(level.number, Ordering::Relaxed);
+        let mut summary = empty_level(level);
+        let fds_needed = match plan.protocol {
+            Protocol::Udp => workers as u64 + FDS_SPARE,
+            Protocol::Http | Protocol::Ws => u64::from(level.concurrency) + FDS_SPARE,
+        };
+        if let Some(reason) = &stop_reason {
+            summary.status = LevelStatus::Skipped;
+            summary.note = Some(reason.clone());
+        } else if fds_needed > open_files_max {
+            // Spreading connections over worker processes and 127.0.0.x sources is not built:
+            // refuse the level loudly rather than run it with fewer connections than asked.
+            summary.status = LevelStatus::NotReachableOnThisMachine;
+            summary.note =
+                Some(format!("needs {} connections; this process may open {open_files_max} files", level.concurrency));
+        } else {
+            run_one(plan, level, target, key, admin, workers, progress, &mut summary)?;
+            summary.server_rss_kib = server_pid.and_then(server_stats::rss_kib);
+            if let Some(max) = plan.stop_when_loss_pct_above.filter(|max| summary.udp_loss_pct > *max) {
+                stop_reason = Some(format!("level {} lost {:.2}% (over {max}%)", level.number, summary.udp_loss_pct));
+            }
+        }
+        display.level_done(&summary);
+        levels.push(summary);
+    }
+    Ok(levels)
+}
+
+/// One reconciliation difference, in words.
+fn difference(r: &server_stats::Reconciled) -> String {
+    format!(
+        "{}: client {} vs server {} ({}), difference {}{}",
+        r.figure,
+        r.client,
+        r.server,
+        r.server_counter,
+        i128::from(r.client) - i128::from(r.server),
+        r.allowance()
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -268,6 +333,7 @@ fn empty_level(level: &plan::Level) -> LevelSummary {
         server: None,
         server_rss_kib: None,
         reconciliation: None,
+        ws: None,
     }
 }
 
@@ -285,6 +351,9 @@ fn print_report(summary: &Summary, reconciled: bool) {
         for d in &summary.reconciliation_differences {
             let _ = writeln!(out, "DIFFERENCE {d}");
         }
+    }
+    if let Some(run) = &summary.ws {
+        let _ = writeln!(out, "{}", report::settle_line(run));
     }
     for f in &summary.failures {
         let _ = writeln!(out, "FAIL {f}");
@@ -325,7 +394,8 @@ struct Display {
 }
 
 impl Display {
-    fn start(progress: Arc<Progress>, levels: usize) -> Self {
+    /// `ws`: the line counts frames and open streams instead of requests.
+    fn start(progress: Arc<Progress>, levels: usize, ws: bool) -> Self {
         let terminal = std::io::stderr().is_terminal();
         let (stop, stop_rx) = std::sync::mpsc::channel::<()>();
         let handle = std::thread::spawn(move || {
@@ -348,9 +418,17 @@ impl Display {
                 last_buckets = buckets;
                 // No answers in the last second (a level still opening its connections): no p99 to show.
                 let p99 = if p99_ms > 0.0 && rps > 0.0 { format!("p99 <= {p99_ms:.1} ms") } else { "p99 -".to_owned() };
-                let line = format!(
-                    "level {level}/{levels}: {done} requests, {rps:.0} rps, {p99} (last second), {errors} errors"
-                );
+                let line = if ws {
+                    let open = progress.streams_open.load(Ordering::Relaxed);
+                    let p99 = p99.replace("p99", "push p99");
+                    format!(
+                        "stage {level}/{levels}: {open} streams open, {done} frames, {rps:.0} frames/s, {p99} (last second), {errors} errors"
+                    )
+                } else {
+                    format!(
+                        "level {level}/{levels}: {done} requests, {rps:.0} rps, {p99} (last second), {errors} errors"
+                    )
+                };
                 if terminal {
                     eprint!("\r\x1b[2K{line}");
                 } else {
@@ -363,6 +441,21 @@ impl Display {
 
     fn level_done(&self, l: &LevelSummary) {
         let clear = if self.terminal { "\r\x1b[2K" } else { "" };
+        if let Some(ws) = &l.ws {
+            eprintln!(
+                "{clear}stage {} done: {:?}, {} users, {} sessions, {} frames, {:.0} frames/s, push p99 {:.2} ms, {} errors{}",
+                l.level,
+                l.status,
+                ws.users_to,
+                ws.counts.sessions_created,
+                ws.counts.frames,
+                ws.frames_per_s,
+                ws.push.p99_ms,
+                l.errors(),
+                if l.client.saturated { " (CLIENT SATURATED)" } else { "" }
+            );
+            return;
+        }
         eprintln!(
             "{clear}level {} done: {:?}, {} requests, {:.0} rps, p99 {:.2} ms, {} errors{}",
             l.level,

@@ -1,5 +1,8 @@
 //! Load plans: a TOML file parsed whole into types that cannot be invalid; every error names the
-//! file, the level (1-based) and the field.
+//! file, the level or stage (1-based) and the field.
+//!
+//! HTTP and UDP plans are levels of requests; WebSocket (`ws`) plans are users over time: stages
+//! that move the user count linearly, and what each user does (see [`UserShape`]).
 
 use std::path::Path;
 
@@ -15,6 +18,12 @@ pub const SYMBOLS_MAX: usize = 1_000;
 pub const BATCH_SIZE_MAX: usize = 100;
 /// Most connections one level may ask for; higher is a typo, not a test.
 pub const CONCURRENCY_MAX: u32 = 1_000_000;
+/// Most users a ws stage may ask for, likewise.
+pub const USERS_MAX: u32 = 1_000_000;
+/// Longest stage, stream or pause of a ws plan, in seconds (a day).
+pub const SPAN_S_MAX: f64 = 86_400.0;
+/// Most symbols in one session (PROTOCOL.md: 1 to 100).
+pub const SESSION_SYMBOLS_MAX: usize = 100;
 
 /// Which protocol a plan speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -22,6 +31,8 @@ pub const CONCURRENCY_MAX: u32 = 1_000_000;
 pub enum Protocol {
     Http,
     Udp,
+    /// WebSocket streaming: users open sessions and hold streams (plans with stages).
+    Ws,
 }
 
 /// How a level offers load.
@@ -65,6 +76,38 @@ impl Level {
     }
 }
 
+/// One stage of a ws plan: the user count moves linearly from the previous stage's count (0
+/// before the first stage) to `users` over `over_ms`; the same count is a hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Stage {
+    /// 1-based, as thresholds and messages name it; the report's level number.
+    pub number: usize,
+    pub users_from: u32,
+    pub users: u32,
+    pub over_ms: u64,
+}
+
+/// What every user of a ws plan does, over and over while the schedule has it active: create a
+/// session for a few random symbols, hold the stream, disconnect, pause.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct UserShape {
+    /// Distinct symbols of the mix per session, drawn between these (inclusive).
+    pub symbols_min: usize,
+    pub symbols_max: usize,
+    /// How long one stream is held, drawn between these (ms); `None`: until the user's time in
+    /// the schedule is up.
+    pub stream_ms: Option<(u64, u64)>,
+    /// The pause between one stream's end and the next session, drawn between these (ms).
+    pub pause_ms: (u64, u64),
+}
+
+/// The user side of a ws plan.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Users {
+    pub stages: Vec<Stage>,
+    pub user: UserShape,
+}
+
 /// What requests look like.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Mix {
@@ -87,6 +130,11 @@ pub struct Thresholds {
     pub p50_ms_max: Option<f64>,
     pub p99_ms_max: Option<f64>,
     pub latency_levels: (usize, usize),
+    /// ws: push latency limits in ms, over `latency_levels`.
+    pub push_p50_ms_max: Option<f64>,
+    pub push_p99_ms_max: Option<f64>,
+    /// ws: most failed user attempts, in % of attempts, at any stage.
+    pub error_pct_max: Option<f64>,
 }
 
 /// A whole plan.
@@ -104,7 +152,10 @@ pub struct Plan {
     pub stop_when_loss_pct_above: Option<f64>,
     pub mix: Mix,
     pub thresholds: Thresholds,
+    /// HTTP and UDP plans; empty in a ws plan.
     pub levels: Vec<Level>,
+    /// Some exactly in a ws plan.
+    pub users: Option<Users>,
 }
 
 /// A plan that could not be read, with where.
@@ -118,6 +169,8 @@ pub enum PlanError {
     Plan { file: String, field: String, message: String },
     #[error("{file}: level {level}: {field}: {message}")]
     Level { file: String, level: usize, field: String, message: String },
+    #[error("{file}: stage {stage}: {field}: {message}")]
+    Stage { file: String, stage: usize, field: String, message: String },
 }
 
 impl Plan {
@@ -136,7 +189,25 @@ impl Plan {
 
     /// Shrinks every level's request count (closed loop) or duration (open loop) by `factor`,
     /// never below one request or one millisecond. Concurrency and rates stay as written.
+    ///
+    /// A ws plan has no requests to count: its users and every duration (stages, streams,
+    /// pauses) shrink instead, so a short run keeps the plan's shape. A stage that asks for
+    /// users keeps at least one; durations keep at least a millisecond (a pause may be 0).
     pub fn scaled(mut self, factor: f64) -> Self {
+        if let Some(users) = &mut self.users {
+            let count = |n: u32| if n == 0 { 0 } else { ((f64::from(n) * factor).round() as u32).clamp(1, USERS_MAX) };
+            let ms = |n: u64, least: u64| ((n as f64 * factor).round() as u64).max(least);
+            let mut previous = 0;
+            for stage in &mut users.stages {
+                stage.users_from = previous;
+                stage.users = count(stage.users);
+                stage.over_ms = ms(stage.over_ms, 1);
+                previous = stage.users;
+            }
+            let u = &mut users.user;
+            u.stream_ms = u.stream_ms.map(|(lo, hi)| (ms(lo, 1), ms(hi, 1)));
+            u.pause_ms = (ms(u.pause_ms.0, 0), ms(u.pause_ms.1, 0));
+        }
         for level in &mut self.levels {
             level.load = match level.load {
                 Load::Closed { requests } => {
@@ -162,7 +233,9 @@ struct RawPlan {
     stop_when_loss_pct_above: Option<f64>,
     mix: RawMix,
     thresholds: Option<RawThresholds>,
-    levels: Vec<RawLevel>,
+    levels: Option<Vec<RawLevel>>,
+    stages: Option<Vec<RawStage>>,
+    user: Option<RawUser>,
 }
 
 #[derive(Deserialize)]
@@ -184,6 +257,27 @@ struct RawThresholds {
     p99_ms_max: Option<f64>,
     latency_from_level: Option<usize>,
     latency_through_level: Option<usize>,
+    push_p50_ms_max: Option<f64>,
+    push_p99_ms_max: Option<f64>,
+    error_pct_max: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStage {
+    users: Option<u32>,
+    over_s: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    symbols_min: Option<usize>,
+    symbols_max: Option<usize>,
+    stream_s_min: Option<f64>,
+    stream_s_max: Option<f64>,
+    pause_s_min: Option<f64>,
+    pause_s_max: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -204,12 +298,27 @@ impl RawPlan {
         let protocol = match self.protocol.as_str() {
             "http" => Protocol::Http,
             "udp" => Protocol::Udp,
-            "websocket" | "ws" => {
-                return Err(plan_err("protocol", "websocket load is not built yet: use http or udp".into()))
-            }
-            other => return Err(plan_err("protocol", format!("{other:?}: expected \"http\" or \"udp\""))),
+            "websocket" | "ws" => Protocol::Ws,
+            other => return Err(plan_err("protocol", format!("{other:?}: expected \"http\", \"udp\" or \"ws\""))),
         };
-        let warmup_pct = self.warmup_pct.unwrap_or(10);
+        // Each protocol's own fields, refused in the other's plans rather than ignored.
+        if protocol == Protocol::Ws {
+            let levels_only = [
+                ("levels", self.levels.is_some()),
+                ("warmup_pct", self.warmup_pct.is_some()),
+                ("level_time_max_ms", self.level_time_max_ms.is_some()),
+                ("stop_when_loss_pct_above", self.stop_when_loss_pct_above.is_some()),
+            ];
+            if let Some((field, _)) = levels_only.iter().find(|(_, given)| *given) {
+                return Err(plan_err(field, "not in a ws plan (its users follow [[stages]] and [user])".into()));
+            }
+        } else if let Some(field) = [("stages", self.stages.is_some()), ("user", self.user.is_some())]
+            .iter()
+            .find_map(|(field, given)| given.then_some(*field))
+        {
+            return Err(plan_err(field, "only in a ws plan (protocol = \"ws\")".into()));
+        }
+        let warmup_pct = self.warmup_pct.unwrap_or(if protocol == Protocol::Ws { 0 } else { 10 });
         if warmup_pct >= 100 {
             return Err(plan_err("warmup_pct", format!("{warmup_pct}: must be below 100")));
         }
@@ -227,23 +336,36 @@ impl RawPlan {
             }
         }
         let mix = self.mix.into_mix(protocol).map_err(|(field, message)| plan_err(&format!("mix.{field}"), message))?;
-        if self.levels.is_empty() || self.levels.len() > LEVELS_MAX {
-            return Err(plan_err("levels", format!("{} levels: must be 1 to {LEVELS_MAX}", self.levels.len())));
-        }
-        let mut levels = Vec::with_capacity(self.levels.len());
-        for (i, raw) in self.levels.into_iter().enumerate() {
-            let level = raw.into_level(i + 1, protocol).map_err(|(field, message)| PlanError::Level {
-                file: file.to_owned(),
-                level: i + 1,
-                field: field.to_owned(),
-                message,
-            })?;
-            levels.push(level);
-        }
+        let (levels, users) = if protocol == Protocol::Ws {
+            let raw_user =
+                self.user.ok_or_else(|| plan_err("user", "missing: a ws plan says what its users do".into()))?;
+            let user = raw_user
+                .into_user(mix.symbols.len())
+                .map_err(|(field, message)| plan_err(&format!("user.{field}"), message))?;
+            let raw_stages = self.stages.unwrap_or_default();
+            (Vec::new(), Some(Users { stages: into_stages(file, raw_stages)?, user }))
+        } else {
+            let raw_levels = self.levels.unwrap_or_default();
+            if raw_levels.is_empty() || raw_levels.len() > LEVELS_MAX {
+                return Err(plan_err("levels", format!("{} levels: must be 1 to {LEVELS_MAX}", raw_levels.len())));
+            }
+            let mut levels = Vec::with_capacity(raw_levels.len());
+            for (i, raw) in raw_levels.into_iter().enumerate() {
+                let level = raw.into_level(i + 1, protocol).map_err(|(field, message)| PlanError::Level {
+                    file: file.to_owned(),
+                    level: i + 1,
+                    field: field.to_owned(),
+                    message,
+                })?;
+                levels.push(level);
+            }
+            (levels, None)
+        };
+        let level_count = users.as_ref().map_or(levels.len(), |u| u.stages.len());
         let thresholds = match self.thresholds {
-            None => Thresholds { latency_levels: (1, levels.len()), ..Thresholds::default() },
+            None => Thresholds { latency_levels: (1, level_count), ..Thresholds::default() },
             Some(raw) => raw
-                .into_thresholds(levels.len())
+                .into_thresholds(level_count, protocol)
                 .map_err(|(field, message)| plan_err(&format!("thresholds.{field}"), message))?,
         };
         Ok(Plan {
@@ -256,8 +378,102 @@ impl RawPlan {
             mix,
             thresholds,
             levels,
+            users,
         })
     }
+}
+
+/// The stages of a ws plan, each starting from the previous one's user count.
+fn into_stages(file: &str, raw: Vec<RawStage>) -> Result<Vec<Stage>, PlanError> {
+    if raw.is_empty() || raw.len() > LEVELS_MAX {
+        return Err(PlanError::Plan {
+            file: file.to_owned(),
+            field: "stages".into(),
+            message: format!("{} stages: must be 1 to {LEVELS_MAX}", raw.len()),
+        });
+    }
+    let mut stages: Vec<Stage> = Vec::with_capacity(raw.len());
+    for (i, r) in raw.into_iter().enumerate() {
+        let users_from = stages.last().map_or(0, |s| s.users);
+        let stage = r.into_stage(i + 1, users_from).map_err(|(field, message)| PlanError::Stage {
+            file: file.to_owned(),
+            stage: i + 1,
+            field: field.to_owned(),
+            message,
+        })?;
+        stages.push(stage);
+    }
+    if stages.iter().all(|s| s.users == 0) {
+        return Err(PlanError::Plan {
+            file: file.to_owned(),
+            field: "stages".into(),
+            message: "no stage has any users".into(),
+        });
+    }
+    Ok(stages)
+}
+
+impl RawStage {
+    fn into_stage(self, number: usize, users_from: u32) -> Result<Stage, FieldError> {
+        let users = self.users.ok_or(("users", "missing".to_owned()))?;
+        if users > USERS_MAX {
+            return Err(("users", format!("{users}: must be 0 to {USERS_MAX}")));
+        }
+        let over_s = self.over_s.ok_or(("over_s", "missing".to_owned()))?;
+        let over_ms = span_ms(over_s).filter(|ms| *ms > 0).ok_or((
+            "over_s",
+            format!("{over_s}: must be above 0 and at most {SPAN_S_MAX} (a stage of 0 s is over before it starts)"),
+        ))?;
+        Ok(Stage { number, users_from, users, over_ms })
+    }
+}
+
+impl RawUser {
+    fn into_user(self, mix_symbols: usize) -> Result<UserShape, FieldError> {
+        let most = mix_symbols.min(SESSION_SYMBOLS_MAX);
+        let symbols_min = self.symbols_min.unwrap_or(1);
+        let symbols_max = self.symbols_max.unwrap_or(symbols_min);
+        if !(1..=most).contains(&symbols_min) {
+            return Err(("symbols_min", format!("{symbols_min}: must be 1 to {most} (the mix's distinct symbols)")));
+        }
+        if !(symbols_min..=most).contains(&symbols_max) {
+            return Err((
+                "symbols_max",
+                format!("{symbols_max}: must be symbols_min ({symbols_min}) to {most} (the mix's distinct symbols)"),
+            ));
+        }
+        let range = |min_field: &'static str, max_field: &'static str, lo: Option<f64>, hi: Option<f64>| match (lo, hi)
+        {
+            (None, None) => Ok(None),
+            (Some(_), None) => Err((max_field, "missing, though the minimum is given".to_owned())),
+            (None, Some(_)) => Err((min_field, "missing, though the maximum is given".to_owned())),
+            (Some(lo), Some(hi)) => {
+                let lo_ms = span_ms(lo).ok_or((min_field, format!("{lo}: must be 0 to {SPAN_S_MAX}")))?;
+                let hi_ms = span_ms(hi).ok_or((max_field, format!("{hi}: must be 0 to {SPAN_S_MAX}")))?;
+                if hi_ms < lo_ms {
+                    return Err((max_field, format!("{hi}: is below the minimum, {lo}")));
+                }
+                Ok(Some((lo_ms, hi_ms)))
+            }
+        };
+        let stream_ms = range("stream_s_min", "stream_s_max", self.stream_s_min, self.stream_s_max)?;
+        if stream_ms.is_some_and(|(lo, _)| lo == 0) {
+            return Err(("stream_s_min", "0: a stream must last a while".into()));
+        }
+        let pause_ms = range("pause_s_min", "pause_s_max", self.pause_s_min, self.pause_s_max)?;
+        if pause_ms.is_some() && stream_ms.is_none() {
+            return Err((
+                "pause_s_min",
+                "only with stream_s_min and stream_s_max (a stream held to the end has no pause)".into(),
+            ));
+        }
+        Ok(UserShape { symbols_min, symbols_max, stream_ms, pause_ms: pause_ms.unwrap_or((0, 0)) })
+    }
+}
+
+/// Seconds from a plan as whole milliseconds, if finite and from 0 to [`SPAN_S_MAX`].
+fn span_ms(s: f64) -> Option<u64> {
+    (s.is_finite() && (0.0..=SPAN_S_MAX).contains(&s)).then(|| (s * 1000.0).round() as u64)
 }
 
 type FieldError = (&'static str, String);
@@ -284,6 +500,16 @@ impl RawMix {
         if protocol == Protocol::Udp && batch_pct > 0 {
             return Err(("batch_pct", "UDP has no batch query: must be 0".into()));
         }
+        if protocol == Protocol::Ws {
+            if batch_pct > 0 {
+                return Err(("batch_pct", "ws sessions are not queries: must be 0".into()));
+            }
+            // Sessions draw distinct symbols from the mix; a repeat would ask for one twice.
+            let mut seen = std::collections::BTreeSet::new();
+            if let Some(repeat) = self.symbols.iter().find(|s| !seen.insert(s.as_str())) {
+                return Err(("symbols", format!("{repeat:?} is listed twice (a ws mix is a set)")));
+            }
+        }
         let batch_size = self.batch_size.unwrap_or(self.symbols.len().min(BATCH_SIZE_MAX));
         if !(1..=BATCH_SIZE_MAX).contains(&batch_size) {
             return Err(("batch_size", format!("{batch_size}: must be 1 to {BATCH_SIZE_MAX}")));
@@ -297,7 +523,28 @@ impl RawMix {
 }
 
 impl RawThresholds {
-    fn into_thresholds(self, levels: usize) -> Result<Thresholds, FieldError> {
+    fn into_thresholds(self, levels: usize, protocol: Protocol) -> Result<Thresholds, FieldError> {
+        // A ws plan measures push latency and failed attempts; the request figures are not there.
+        let (theirs, mine): (Vec<(&'static str, bool)>, &str) = if protocol == Protocol::Ws {
+            let theirs = vec![
+                ("success_pct_min", self.success_pct_min.is_some()),
+                ("success_through_level", self.success_through_level.is_some()),
+                ("no_5xx_through_level", self.no_5xx_through_level.is_some()),
+                ("p50_ms_max", self.p50_ms_max.is_some()),
+                ("p99_ms_max", self.p99_ms_max.is_some()),
+            ];
+            (theirs, "not in a ws plan: use push_p50_ms_max, push_p99_ms_max, error_pct_max")
+        } else {
+            let theirs = vec![
+                ("push_p50_ms_max", self.push_p50_ms_max.is_some()),
+                ("push_p99_ms_max", self.push_p99_ms_max.is_some()),
+                ("error_pct_max", self.error_pct_max.is_some()),
+            ];
+            (theirs, "only in a ws plan")
+        };
+        if let Some((field, _)) = theirs.into_iter().find(|(_, given)| *given) {
+            return Err((field, mine.into()));
+        }
         let check_level = |field: &'static str, n: Option<usize>| match n {
             Some(n) if n == 0 || n > levels => Err((field, format!("{n}: the plan has levels 1 to {levels}"))),
             _ => Ok(()),
@@ -316,10 +563,18 @@ impl RawThresholds {
             }
             None => None,
         };
-        for (field, value) in [("p50_ms_max", self.p50_ms_max), ("p99_ms_max", self.p99_ms_max)] {
+        for (field, value) in [
+            ("p50_ms_max", self.p50_ms_max),
+            ("p99_ms_max", self.p99_ms_max),
+            ("push_p50_ms_max", self.push_p50_ms_max),
+            ("push_p99_ms_max", self.push_p99_ms_max),
+        ] {
             if value.is_some_and(|ms| ms.is_nan() || ms <= 0.0) {
                 return Err((field, "must be above 0".into()));
             }
+        }
+        if let Some(pct) = self.error_pct_max.filter(|pct| !(0.0..=100.0).contains(pct)) {
+            return Err(("error_pct_max", format!("{pct}: must be 0 to 100")));
         }
         let latency_levels = (self.latency_from_level.unwrap_or(1), self.latency_through_level.unwrap_or(levels));
         if latency_levels.0 > latency_levels.1 {
@@ -331,6 +586,9 @@ impl RawThresholds {
             p50_ms_max: self.p50_ms_max,
             p99_ms_max: self.p99_ms_max,
             latency_levels,
+            push_p50_ms_max: self.push_p50_ms_max,
+            push_p99_ms_max: self.push_p99_ms_max,
+            error_pct_max: self.error_pct_max,
         })
     }
 }
@@ -450,9 +708,134 @@ duration_ms = 2000
         assert!(e.starts_with("p.toml: ") && e.contains("bacth_pct"), "{e}");
     }
 
+    const WS: &str = r#"
+protocol = "ws"
+timeout_ms = 2000
+[mix]
+symbols = ["BTC-USD", "ETH-USD", "SOL-USD"]
+[user]
+symbols_min = 1
+symbols_max = 3
+stream_s_min = 5
+stream_s_max = 20
+pause_s_min = 1
+pause_s_max = 2.5
+[thresholds]
+push_p99_ms_max = 300
+error_pct_max = 1
+latency_from_level = 2
+[[stages]]
+users = 100
+over_s = 60
+[[stages]]
+users = 100
+over_s = 30
+[[stages]]
+users = 0
+over_s = 0.5
+"#;
+
+    #[test]
+    fn a_good_ws_plan_parses_whole() {
+        let plan = Plan::parse("plans/w.toml", WS).expect("valid ws plan");
+        assert_eq!(plan.protocol, Protocol::Ws);
+        assert!(plan.levels.is_empty());
+        let users = plan.users.as_ref().expect("users");
+        let numbers: Vec<(usize, u32, u32, u64)> =
+            users.stages.iter().map(|s| (s.number, s.users_from, s.users, s.over_ms)).collect();
+        assert_eq!(numbers, vec![(1, 0, 100, 60_000), (2, 100, 100, 30_000), (3, 100, 0, 500)]);
+        assert_eq!(
+            users.user,
+            UserShape { symbols_min: 1, symbols_max: 3, stream_ms: Some((5_000, 20_000)), pause_ms: (1_000, 2_500) }
+        );
+        assert_eq!(plan.thresholds.push_p99_ms_max, Some(300.0));
+        assert_eq!(plan.thresholds.error_pct_max, Some(1.0));
+        assert_eq!(plan.thresholds.latency_levels, (2, 3));
+        // Streams held to the end: no stream time, no pause.
+        let held = WS.replace("stream_s_min = 5\nstream_s_max = 20\npause_s_min = 1\npause_s_max = 2.5\n", "");
+        let plan = Plan::parse("w.toml", &held).expect("valid");
+        assert_eq!(plan.users.expect("users").user.stream_ms, None);
+    }
+
+    #[test]
+    fn scale_shrinks_ws_users_and_durations_alike() {
+        let plan = Plan::parse("w.toml", WS).expect("valid").scaled(0.05);
+        let users = plan.users.expect("users");
+        let numbers: Vec<(u32, u32, u64)> = users.stages.iter().map(|s| (s.users_from, s.users, s.over_ms)).collect();
+        assert_eq!(numbers, vec![(0, 5, 3_000), (5, 5, 1_500), (5, 0, 25)]);
+        assert_eq!(users.user.stream_ms, Some((250, 1_000)));
+        assert_eq!(users.user.pause_ms, (50, 125));
+        // A stage that asks for users keeps one; one that asks for none keeps none.
+        let tiny = Plan::parse("w.toml", WS).expect("valid").scaled(0.0001).users.expect("users");
+        assert_eq!(tiny.stages.iter().map(|s| s.users).collect::<Vec<_>>(), vec![1, 1, 0]);
+        assert!(tiny.stages.iter().all(|s| s.over_ms >= 1));
+        // Symbols per session are what a user asks for, not load: they stay.
+        assert_eq!((tiny.user.symbols_min, tiny.user.symbols_max), (1, 3));
+    }
+
+    #[test]
+    fn ws_plan_errors_name_file_stage_and_field() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("over_s = 30", "over_s = 0", "w.toml: stage 2: over_s: 0: must be above 0"),
+            ("over_s = 30", "over_s = -1", "w.toml: stage 2: over_s: -1: must be above 0"),
+            ("users = 0\n", "users = 2000000\n", "w.toml: stage 3: users: 2000000: must be 0 to 1000000"),
+            ("users = 0\n", "", "w.toml: stage 3: users: missing"),
+            ("over_s = 60\n", "over_s = 60\nconcurrency = 4\n", "w.toml: "),
+            ("symbols_max = 3", "symbols_max = 4", "w.toml: user.symbols_max: 4: must be symbols_min (1) to 3"),
+            ("symbols_min = 1", "symbols_min = 0", "w.toml: user.symbols_min: 0: must be 1 to 3"),
+            ("stream_s_max = 20\n", "", "w.toml: user.stream_s_max: missing, though the minimum is given"),
+            ("stream_s_max = 20", "stream_s_max = 2", "w.toml: user.stream_s_max: 2: is below the minimum, 5"),
+            ("stream_s_min = 5", "stream_s_min = 0", "w.toml: user.stream_s_min: 0: a stream must last a while"),
+            ("pause_s_min = 1", "pause_s_min = nan", "w.toml: user.pause_s_min: NaN: must be 0 to 86400"),
+            ("error_pct_max = 1", "error_pct_max = 101", "w.toml: thresholds.error_pct_max: 101: must be 0 to 100"),
+            ("push_p99_ms_max = 300", "p99_ms_max = 300", "w.toml: thresholds.p99_ms_max: not in a ws plan"),
+            (
+                "latency_from_level = 2",
+                "latency_from_level = 4",
+                "w.toml: thresholds.latency_from_level: 4: the plan has levels 1 to 3",
+            ),
+            ("timeout_ms = 2000", "warmup_pct = 5", "w.toml: warmup_pct: not in a ws plan"),
+            ("\"SOL-USD\"]", "\"BTC-USD\"]", "w.toml: mix.symbols: \"BTC-USD\" is listed twice"),
+            ("[mix]\n", "[mix]\nbatch_pct = 5\n", "w.toml: mix.batch_pct: ws sessions are not queries"),
+        ];
+        for (from, to, expected) in cases {
+            assert!(WS.contains(from), "{from:?} is in the plan");
+            let bad = WS.replacen(from, to, 1);
+            let e = Plan::parse("w.toml", &bad).expect_err(to).to_string();
+            assert!(e.starts_with(expected), "{to:?}: {e}");
+        }
+        let none = WS.replace("users = 100", "users = 0");
+        let e = Plan::parse("w.toml", &none).expect_err("no users").to_string();
+        assert_eq!(e, "w.toml: stages: no stage has any users");
+        let no_user = WS.replace("[user]", "[ignored]");
+        let e = Plan::parse("w.toml", &no_user).expect_err("no user").to_string();
+        assert!(e.starts_with("w.toml: "), "{e}");
+        let e = Plan::parse("w.toml", &WS.replace("[user]\n", "[x]\n")).expect_err("no user").to_string();
+        assert!(e.contains("ignored") || e.contains("unknown") || e.contains("user"), "{e}");
+        let without_user =
+            WS[..WS.find("[user]").expect("user")].to_owned() + &WS[WS.find("[thresholds]").expect("t")..];
+        let e = Plan::parse("w.toml", &without_user).expect_err("no user").to_string();
+        assert_eq!(e, "w.toml: user: missing: a ws plan says what its users do");
+        let held = WS.replace("stream_s_min = 5\nstream_s_max = 20\n", "");
+        let e = Plan::parse("w.toml", &held).expect_err("pause without stream").to_string();
+        assert!(e.starts_with("w.toml: user.pause_s_min: only with stream_s_min"), "{e}");
+        // And the other way round: ws fields in an HTTP plan.
+        let e = Plan::parse("p.toml", &GOOD.replace("batch_pct = 10", "batch_pct = 10\n[user]")).expect_err("user");
+        assert_eq!(e.to_string(), "p.toml: user: only in a ws plan (protocol = \"ws\")");
+        let e = Plan::parse("p.toml", &GOOD.replace("p99_ms_max", "push_p99_ms_max")).expect_err("push");
+        assert_eq!(e.to_string(), "p.toml: thresholds.push_p99_ms_max: only in a ws plan");
+    }
+
     #[test]
     fn shipped_plans_parse() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/plans");
+        let spike = Plan::load(&dir.join("ws-spike.toml")).unwrap_or_else(|e| panic!("{e}"));
+        let stages: Vec<(u32, u64)> = spike.users.expect("ws").stages.iter().map(|s| (s.users, s.over_ms)).collect();
+        assert_eq!(stages, vec![(1000, 180_000), (1000, 60_000), (1500, 30_000), (1500, 60_000), (0, 10_000)]);
+        let capacity = Plan::load(&dir.join("ws-capacity.toml")).unwrap_or_else(|e| panic!("{e}"));
+        let users = capacity.users.expect("ws");
+        assert_eq!(users.user.stream_ms, None);
+        assert_eq!(users.stages.iter().map(|s| s.users).max(), Some(5000));
         for name in ["ramp13", "spike", "capacity", "endurance", "udp-ceiling"] {
             let path = dir.join(format!("{name}.toml"));
             Plan::load(&path).unwrap_or_else(|e| panic!("{e}"));

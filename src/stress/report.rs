@@ -1,12 +1,13 @@
 //! The run's results: the per-level summary (every figure, for `summary.json`), the table printed
-//! at the end, and `summary.md`.
+//! at the end, and `summary.md`. A ws plan's stages are its levels, with their own table.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::stress::measure::{Counts, Percentiles};
+use crate::stress::measure::{Counts, Percentiles, WsCounts};
+use crate::stress::plan::UserShape;
 use crate::stress::saturation::ClientLoad;
-use crate::stress::server_stats::{Reconciled, Sample};
+use crate::stress::server_stats::{Reconciled, Sample, Settle};
 
 /// What happened to a level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -50,6 +51,44 @@ pub struct LevelSummary {
     /// The server process's resident memory at the level's end (found via /proc when local).
     pub server_rss_kib: Option<u64>,
     pub reconciliation: Option<Vec<Reconciled>>,
+    /// A ws stage's own figures. The level's `concurrency` is then the users wanted at the
+    /// stage's end, `rps` frames received per second, `latency` the push latency and
+    /// `success_pct` the share of user attempts that went through.
+    pub ws: Option<WsStage>,
+}
+
+/// One ws stage, beyond what fits a level.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct WsStage {
+    pub users_from: u32,
+    pub users_to: u32,
+    pub over_ms: u64,
+    /// Streams the client held open at the stage's end.
+    pub streams_open_end: u64,
+    /// The server's `open_websocket_sessions` gauge at the stage's end.
+    pub server_open_websocket_sessions: Option<i64>,
+    pub counts: WsCounts,
+    pub frames_per_s: f64,
+    pub push: Percentiles,
+    pub session_ms: Percentiles,
+    pub handshake_ms: Percentiles,
+    /// The server's own mean push latency over the stage (`push_latency_us` sum / count).
+    pub server_push_mean_ms: Option<f64>,
+}
+
+/// The whole of a ws run.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct WsRun {
+    pub users_peak: u32,
+    pub user: UserShape,
+    pub counts: WsCounts,
+    pub push: Percentiles,
+    /// Frames received over the run's length.
+    pub frames_per_s: f64,
+    /// Client against server from before the first user to after the last: exact.
+    pub reconciliation: Option<Vec<Reconciled>>,
+    /// The stream gauges after the run (with `--admin`).
+    pub settle: Option<Settle>,
 }
 
 impl LevelSummary {
@@ -58,7 +97,10 @@ impl LevelSummary {
     }
 
     pub fn errors(&self) -> u64 {
-        self.counts.requests - self.counts.successes
+        match &self.ws {
+            Some(ws) => ws.counts.failed(),
+            None => self.counts.requests - self.counts.successes,
+        }
     }
 }
 
@@ -80,10 +122,14 @@ pub struct Summary {
     /// Threshold and baseline failures, in words; empty when the run passes.
     pub failures: Vec<String>,
     pub server_samples: Vec<Sample>,
+    pub ws: Option<WsRun>,
 }
 
 /// The per-level table, as printed at the end and put in summary.md.
 pub fn table(summary: &Summary) -> String {
+    if summary.ws.is_some() {
+        return ws_table(summary);
+    }
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -108,17 +154,7 @@ pub fn table(summary: &Summary) -> String {
             (Some(rate), Some(ms)) => format!("{rate}/s x {:.1}s", ms as f64 / 1000.0),
             _ => format!("closed {}", l.requests_planned),
         };
-        let mut note = match l.status {
-            LevelStatus::Ran => String::new(),
-            LevelStatus::NotReachableOnThisMachine => "NOT REACHABLE ON THIS MACHINE".into(),
-            LevelStatus::Skipped => "skipped".into(),
-        };
-        if let Some(n) = &l.note {
-            note = format!("{note} {n}").trim().to_owned();
-        }
-        if l.client.saturated {
-            note = format!("{note} CLIENT SATURATED ({})", l.client.reason.as_deref().unwrap_or("")).trim().to_owned();
-        }
+        let mut note = status_note(l);
         if let Some(limited) = rate_limited_note(&l.counts) {
             note = format!("{note} {limited}").trim().to_owned();
         }
@@ -146,13 +182,104 @@ pub fn table(summary: &Summary) -> String {
     out
 }
 
+/// The ws table: one row per stage.
+fn ws_table(summary: &Summary) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>5} {:>13} {:>7} {:>7} {:>7} {:>9} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>5} {:>8}  note",
+        "stage",
+        "users",
+        "over s",
+        "open",
+        "srv open",
+        "sessions",
+        "upgrades",
+        "frames",
+        "frames/s",
+        "push p50",
+        "p90",
+        "p99",
+        "max ms",
+        "errors",
+        "cpu%",
+        "srv MiB"
+    );
+    for l in &summary.levels {
+        let Some(ws) = &l.ws else { continue };
+        let p = &ws.push;
+        let _ = writeln!(
+            out,
+            "{:>5} {:>13} {:>7.1} {:>7} {:>8} {:>9} {:>9} {:>10} {:>8.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>5.0} {:>8}  {}",
+            l.level,
+            format!("{}->{}", ws.users_from, ws.users_to),
+            ws.over_ms as f64 / 1000.0,
+            ws.streams_open_end,
+            ws.server_open_websocket_sessions.map_or_else(|| "-".to_owned(), |n| n.to_string()),
+            ws.counts.sessions_created,
+            ws.counts.handshakes,
+            ws.counts.frames,
+            ws.frames_per_s,
+            p.p50_ms,
+            p.p90_ms,
+            p.p99_ms,
+            p.max_ms,
+            ws.counts.failed(),
+            l.client.cpu_pct,
+            l.server_rss_kib.map_or_else(|| "-".to_owned(), |k| format!("{:.0}", k as f64 / 1024.0)),
+            status_note(l)
+        );
+    }
+    if let Some(run) = &summary.ws {
+        let c = &run.counts;
+        let _ = writeln!(
+            out,
+            "{:>5} {:>13} {:>7} {:>7} {:>8} {:>9} {:>9} {:>10} {:>8.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7}",
+            "all",
+            format!("peak {}", run.users_peak),
+            "",
+            "",
+            "",
+            c.sessions_created,
+            c.handshakes,
+            c.frames,
+            run.frames_per_s,
+            run.push.p50_ms,
+            run.push.p90_ms,
+            run.push.p99_ms,
+            run.push.max_ms,
+            c.failed()
+        );
+    }
+    out
+}
+
+/// A level's status, notes and client saturation, in words.
+fn status_note(l: &LevelSummary) -> String {
+    let mut note = match l.status {
+        LevelStatus::Ran => String::new(),
+        LevelStatus::NotReachableOnThisMachine => "NOT REACHABLE ON THIS MACHINE".into(),
+        LevelStatus::Skipped => "skipped".into(),
+    };
+    if let Some(n) = &l.note {
+        note = format!("{note} {n}").trim().to_owned();
+    }
+    if l.client.saturated {
+        note = format!("{note} CLIENT SATURATED ({})", l.client.reason.as_deref().unwrap_or("")).trim().to_owned();
+    }
+    note
+}
+
 /// The error breakdown of levels that had errors, one line each.
 pub fn error_lines(summary: &Summary) -> Vec<String> {
     summary
         .levels
         .iter()
-        .filter(|l| l.errors() > 0)
+        .filter(|l| l.errors() > 0 || l.ws.as_ref().is_some_and(|ws| ws.counts.ts_ahead > 0))
         .map(|l| {
+            if let Some(ws) = &l.ws {
+                return ws_error_line(l.level, &ws.counts);
+            }
             let c = &l.counts;
             let statuses: Vec<String> = c
                 .http_status
@@ -176,6 +303,31 @@ pub fn error_lines(summary: &Summary) -> Vec<String> {
         .collect()
 }
 
+/// A ws stage's failed attempts by kind.
+fn ws_error_line(stage: usize, c: &WsCounts) -> String {
+    let statuses: Vec<String> =
+        c.session_http_status.iter().filter(|(s, _)| **s != 200).map(|(s, n)| format!("{s}: {n}")).collect();
+    let mut line = format!(
+        "stage {stage}: {} of {} attempts failed: session refused {} [{}], connect {}, timeout {}, io {}, handshake {}, \
+         closed by server {}, error frame {}, bad frame {}",
+        c.failed(),
+        c.attempts,
+        c.session_failed,
+        statuses.join(", "),
+        c.connect_errors,
+        c.timeouts,
+        c.io_errors,
+        c.handshake_errors,
+        c.closed_by_server,
+        c.error_frames,
+        c.bad_frames
+    );
+    if c.ts_ahead > 0 {
+        let _ = write!(line, "; {} prices stamped after their frame arrived (clocks apart?)", c.ts_ahead);
+    }
+    line
+}
+
 /// summary.md: the table, errors, reconciliation and verdict.
 pub fn markdown(summary: &Summary) -> String {
     let mut md = String::new();
@@ -185,11 +337,32 @@ pub fn markdown(summary: &Summary) -> String {
         "Plan `{}`, {} against `{}`, scale {}, {} worker threads, open-file limit {}.\n",
         summary.plan_file, summary.protocol, summary.target, summary.scale, summary.workers, summary.open_files_max
     );
-    let _ = writeln!(
-        md,
-        "Latency is from each request's intended send time (open loop: corrected for coordinated \
-         omission); warm-up requests are counted but not measured.\n"
-    );
+    if let Some(run) = &summary.ws {
+        let _ = writeln!(
+            md,
+            "Each stage moves the users linearly to its count. Push latency is each frame's arrival \
+             (wall clock) minus each of its prices' `ts`, the first frame of every stream left out \
+             (its prices can be old). Users: {} to {} symbols per session{}.\n",
+            run.user.symbols_min,
+            run.user.symbols_max,
+            match run.user.stream_ms {
+                Some((lo, hi)) => format!(
+                    ", streams of {:.1} to {:.1} s, pauses of {:.1} to {:.1} s",
+                    lo as f64 / 1000.0,
+                    hi as f64 / 1000.0,
+                    run.user.pause_ms.0 as f64 / 1000.0,
+                    run.user.pause_ms.1 as f64 / 1000.0
+                ),
+                None => ", one stream held to the end".to_owned(),
+            }
+        );
+    } else {
+        let _ = writeln!(
+            md,
+            "Latency is from each request's intended send time (open loop: corrected for coordinated \
+             omission); warm-up requests are counted but not measured.\n"
+        );
+    }
     let _ = writeln!(md, "```text\n{}```\n", table(summary));
     let errors = error_lines(summary);
     if !errors.is_empty() {
@@ -233,6 +406,9 @@ pub fn markdown(summary: &Summary) -> String {
             conns[conns.len() - 1]
         );
     }
+    if let Some(run) = &summary.ws {
+        let _ = writeln!(md, "{}\n", settle_line(run));
+    }
     let _ = writeln!(md, "## Client vs server counts\n");
     if summary.levels.iter().all(|l| l.reconciliation.is_none()) {
         let _ = writeln!(md, "Not reconciled: no `--admin` given.\n");
@@ -241,6 +417,21 @@ pub fn markdown(summary: &Summary) -> String {
     } else {
         for d in &summary.reconciliation_differences {
             let _ = writeln!(md, "- {d}");
+        }
+        md.push('\n');
+    }
+    if let Some(rows) = summary.ws.as_ref().and_then(|run| run.reconciliation.as_ref()) {
+        let _ = writeln!(md, "Whole run (exact):\n");
+        for r in rows {
+            let _ = writeln!(
+                md,
+                "- {}: client {}, server {} (`{}`){}",
+                r.figure,
+                r.client,
+                r.server,
+                r.server_counter,
+                if r.matches() { "" } else { ": DIFFERENCE" }
+            );
         }
         md.push('\n');
     }
@@ -253,6 +444,24 @@ pub fn markdown(summary: &Summary) -> String {
         }
     }
     md
+}
+
+/// Whether the server let every stream and session go after a ws run, in words.
+pub fn settle_line(run: &WsRun) -> String {
+    match &run.settle {
+        None => "stream gauges after the run: not checked (no --admin given)".to_owned(),
+        Some(s) if s.zero => format!(
+            "stream gauges after the run: open_websocket_sessions and pending_sessions back to 0 within {} ms",
+            s.waited_ms
+        ),
+        Some(s) => format!(
+            "stream gauges after the run: NOT back to 0 after {} ms (open_websocket_sessions {}, pending_sessions {}){}",
+            s.waited_ms,
+            s.open_websocket_sessions.map_or_else(|| "missing".to_owned(), |n| n.to_string()),
+            s.pending_sessions.map_or_else(|| "missing".to_owned(), |n| n.to_string()),
+            s.error.as_ref().map_or_else(String::new, |e| format!(": {e}"))
+        ),
+    }
 }
 
 /// A key hitting its own rate limit or monthly cap measures the limiter, not the server: said

@@ -39,8 +39,19 @@ pub struct ClientLoad {
 
 /// A level's client figures from CPU before and after, wall time and its counts.
 pub fn judge(cpu_before: Option<Duration>, started: Instant, workers: usize, counts: &Counts) -> ClientLoad {
-    let wall = started.elapsed().as_secs_f64().max(1e-6);
-    let cpu = cpu_time().zip(cpu_before).map_or(0.0, |(after, before)| after.saturating_sub(before).as_secs_f64());
+    judge_between(cpu_before, cpu_time(), started.elapsed(), workers, counts)
+}
+
+/// The same over a span already past: CPU time read at its two ends, and its length.
+pub fn judge_between(
+    cpu_before: Option<Duration>,
+    cpu_after: Option<Duration>,
+    wall: Duration,
+    workers: usize,
+    counts: &Counts,
+) -> ClientLoad {
+    let wall = wall.as_secs_f64().max(1e-6);
+    let cpu = cpu_after.zip(cpu_before).map_or(0.0, |(after, before)| after.saturating_sub(before).as_secs_f64());
     let cpu_pct = 100.0 * cpu / (wall * workers.max(1) as f64);
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let machine_pct = 100.0 * cpu / (wall * cores as f64);

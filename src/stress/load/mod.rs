@@ -1,11 +1,14 @@
 //! Runs one level: a few worker threads, each a single-threaded tokio runtime carrying many
-//! connections (HTTP) or one socket (UDP), started together on one clock.
+//! connections (HTTP) or one socket (UDP), started together on one clock. WebSocket users run
+//! the whole plan at once instead ([`ws`]), on the same kind of threads.
 //!
 //! Every connection or socket is opened first; the level's clock (`t0`) starts only when all are
 //! ready, so connection setup is never charged to the first requests' latency.
 
+pub mod frame;
 pub mod http;
 pub mod udp;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -28,6 +31,8 @@ pub struct Progress {
     pub level: AtomicUsize,
     pub done: AtomicU64,
     pub errors: AtomicU64,
+    /// ws: streams open now.
+    pub streams_open: AtomicU64,
     pub latency_buckets: [AtomicU64; LIVE_BUCKETS],
 }
 
@@ -135,6 +140,7 @@ pub fn run_level(job: Arc<Job>, workers: usize) -> anyhow::Result<(Recorder, Ins
         Protocol::Http => job.level.concurrency as usize,
         // One socket per worker: more would only share the same cores.
         Protocol::Udp => (job.level.concurrency as usize).min(workers),
+        Protocol::Ws => anyhow::bail!("ws plans have stages, not levels: run by stress::ws"),
     };
     let workers = workers.clamp(1, units.max(1));
     let (start_tx, start_rx) = watch::channel(None::<Instant>);
@@ -153,6 +159,7 @@ pub fn run_level(job: Arc<Job>, workers: usize) -> anyhow::Result<(Recorder, Ins
                     match job.protocol {
                         Protocol::Http => http::run_worker(job, mine, units, start).await,
                         Protocol::Udp => udp::run_worker(job, mine, units, start).await,
+                        Protocol::Ws => Recorder::new(),
                     }
                 }))
             })

@@ -1,0 +1,254 @@
+//! Runs a ws plan: every user on one clock through all the stages (users outlive a stage, so the
+//! stages cannot run one by one as levels do), a server snapshot at each stage boundary, each
+//! stage summarised as a level of the report, and at the end the wait for the server to let every
+//! stream and session go.
+//!
+//! A boundary is taken in a fixed order (see `load::ws::Live`): read the client's totals, move
+//! the stage users record into, ask the server, then read what is in flight and the totals again.
+//! What changed in between is the boundary's slack: the only events the reconciliation cannot
+//! place on one side of the snapshot. Before the first user and after the last, nothing is in
+//! flight, so the whole run reconciles exactly.
+
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result};
+
+use crate::stress::load::ws::{self as users, Live, WsJob};
+use crate::stress::load::{pause, Progress};
+use crate::stress::measure::{Percentiles, WsRecorder};
+use crate::stress::plan::{Plan, Stage};
+use crate::stress::report::{LevelStatus, LevelSummary, WsRun, WsStage};
+use crate::stress::saturation;
+use crate::stress::schedule::Schedule;
+use crate::stress::server_stats::{self, Admin, ServerSnapshot, Slack};
+
+/// How long after the run the stream gauges have to reach 0.
+pub const SETTLE_WITHIN: Duration = Duration::from_secs(10);
+/// Between starting the worker threads and the first user's clock.
+const START_DELAY: Duration = Duration::from_millis(100);
+
+/// Where the run is at a stage boundary.
+struct Boundary {
+    at: Instant,
+    snapshot: Option<ServerSnapshot>,
+    slack: Slack,
+    streams_open: u64,
+    cpu: Option<Duration>,
+    server_rss_kib: Option<u64>,
+}
+
+/// The server and client around the run.
+pub struct RunSetup<'a> {
+    pub target: std::net::SocketAddr,
+    pub key: &'a str,
+    pub admin: Option<&'a Admin>,
+    pub workers: usize,
+    pub open_files_max: u64,
+    pub files_spare: u64,
+    pub server_pid: Option<u32>,
+    pub progress: &'a Arc<Progress>,
+}
+
+/// Runs the plan's users; one level per stage, and the run's own figures.
+pub fn run(plan: &Plan, cx: &RunSetup) -> Result<(Vec<LevelSummary>, WsRun)> {
+    let users = plan.users.as_ref().context("not a ws plan")?;
+    let schedule = Schedule::new(&users.stages);
+    let stages = users.stages.len();
+    let peak = schedule.peak();
+    let mut run = WsRun {
+        users_peak: peak,
+        user: users.user,
+        counts: Default::default(),
+        push: Percentiles::default(),
+        frames_per_s: 0.0,
+        reconciliation: None,
+        settle: None,
+    };
+    // Each user holds one connection at a time (the session's is closed before the upgrade).
+    if u64::from(peak) + cx.files_spare > cx.open_files_max {
+        let note = format!("needs {peak} connections at the peak; this process may open {} files", cx.open_files_max);
+        let levels = users
+            .stages
+            .iter()
+            .map(|s| LevelSummary {
+                status: LevelStatus::NotReachableOnThisMachine,
+                note: Some(note.clone()),
+                ..empty_level(s)
+            })
+            .collect();
+        return Ok((levels, run));
+    }
+    let before = cx.admin.map(Admin::snapshot).transpose().context("reading /admin/stress-stats before the run")?;
+    let job = Arc::new(WsJob {
+        target: cx.target,
+        key: cx.key.to_owned(),
+        symbols: plan.mix.symbols.clone(),
+        user: users.user,
+        schedule: schedule.clone(),
+        stages,
+        timeout: Duration::from_millis(plan.timeout_ms),
+        t0: Instant::now() + START_DELAY,
+        live: Live::new(stages),
+        progress: Arc::clone(cx.progress),
+    });
+    job.live.stage_opened_unix_ms[0].store(unix_ms(), SeqCst);
+    cx.progress.level.store(1, SeqCst);
+    let mut boundaries = vec![Boundary {
+        at: job.t0,
+        snapshot: before,
+        slack: Slack::default(),
+        streams_open: 0,
+        cpu: saturation::cpu_time(),
+        server_rss_kib: cx.server_pid.and_then(server_stats::rss_kib),
+    }];
+    let running = users::start(Arc::clone(&job), cx.workers)?;
+    for (k, end_ms) in schedule.stage_ends_ms().into_iter().enumerate().take(stages - 1) {
+        wait_until(job.t0 + Duration::from_millis(end_ms));
+        boundaries.push(boundary(&job, cx, k + 1));
+        cx.progress.level.store(k + 2, SeqCst);
+    }
+    let recorders = running.join()?;
+    // Every user has returned: nothing in flight, the last boundary is exact.
+    let end = Boundary {
+        at: Instant::now(),
+        snapshot: cx.admin.map(Admin::snapshot).transpose().context("reading /admin/stress-stats after the run")?,
+        slack: Slack::default(),
+        streams_open: cx.progress.streams_open.load(SeqCst),
+        cpu: saturation::cpu_time(),
+        server_rss_kib: cx.server_pid.and_then(server_stats::rss_kib),
+    };
+    boundaries.push(end);
+    run.settle = cx.admin.map(|admin| server_stats::settle(admin, SETTLE_WITHIN));
+
+    let mut total = WsRecorder::new();
+    let mut levels = Vec::with_capacity(stages);
+    for (k, stage) in users.stages.iter().enumerate() {
+        total.merge(&recorders[k]);
+        levels.push(stage_summary(stage, &recorders[k], &boundaries[k], &boundaries[k + 1], cx.workers));
+    }
+    let (first, last) = (&boundaries[0], &boundaries[stages]);
+    run.reconciliation = first.snapshot.as_ref().zip(last.snapshot.as_ref()).map(|(before, after)| {
+        server_stats::reconcile_ws(&total_exact(&total), &before.delta(after), Slack::default(), Slack::default())
+    });
+    run.frames_per_s = total.counts.frames as f64 / (last.at - first.at).as_secs_f64().max(1e-3);
+    run.push = Percentiles::of(&total.push_us);
+    run.counts = total.counts;
+    Ok((levels, run))
+}
+
+/// The boundary opening stage `stage` (0-based), in the order the reconciliation relies on.
+fn boundary(job: &WsJob, cx: &RunSetup, stage: usize) -> Boundary {
+    let live = &job.live;
+    let (sessions_before, handshakes_before) = (live.sessions_created.load(SeqCst), live.handshakes.load(SeqCst));
+    live.stage.store(stage, SeqCst);
+    let at = Instant::now();
+    let streams_open = cx.progress.streams_open.load(SeqCst);
+    // A failed poll leaves this boundary's two stages unreconciled rather than ending the run
+    // with users still connected.
+    let snapshot = cx.admin.and_then(|a| a.snapshot().ok());
+    live.stage_opened_unix_ms[stage].store(unix_ms(), SeqCst);
+    // In flight before the totals: an event that completes between the two reads is in one.
+    let (sessions_in_flight, handshakes_in_flight) =
+        (live.sessions_in_flight.load(SeqCst), live.handshakes_in_flight.load(SeqCst));
+    let slack = Slack {
+        sessions: live.sessions_created.load(SeqCst) - sessions_before + sessions_in_flight,
+        handshakes: live.handshakes.load(SeqCst) - handshakes_before + handshakes_in_flight,
+    };
+    Boundary {
+        at,
+        snapshot,
+        slack,
+        streams_open,
+        cpu: saturation::cpu_time(),
+        server_rss_kib: cx.server_pid.and_then(server_stats::rss_kib),
+    }
+}
+
+/// One stage as a level of the report.
+fn stage_summary(stage: &Stage, r: &WsRecorder, open: &Boundary, close: &Boundary, workers: usize) -> LevelSummary {
+    let wall = close.at.saturating_duration_since(open.at);
+    let c = &r.counts;
+    let frames_per_s = c.frames as f64 / wall.as_secs_f64().max(1e-3);
+    let push = Percentiles::of(&r.push_us);
+    let mut level = empty_level(stage);
+    let server = open.snapshot.as_ref().zip(close.snapshot.as_ref()).map(|(a, b)| a.delta(b));
+    level.reconciliation = server.as_ref().map(|delta| server_stats::reconcile_ws(c, delta, open.slack, close.slack));
+    if server.is_none() && open.snapshot.is_some() != close.snapshot.is_some() {
+        level.note = Some("not reconciled: the admin listener did not answer at a boundary".into());
+    }
+    let server_push_mean_ms = server.as_ref().and_then(|d| {
+        let (count, sum) = (d.get("push_latency_us.count").copied()?, d.get("push_latency_us.sum_us").copied()?);
+        (count > 0).then(|| sum as f64 / count as f64 / 1000.0)
+    });
+    level.ws = Some(WsStage {
+        users_from: stage.users_from,
+        users_to: stage.users,
+        over_ms: stage.over_ms,
+        streams_open_end: close.streams_open,
+        server_open_websocket_sessions: close
+            .snapshot
+            .as_ref()
+            .and_then(|s| s.gauges.get("open_websocket_sessions").copied()),
+        counts: c.clone(),
+        frames_per_s,
+        push,
+        session_ms: Percentiles::of(&r.session_us),
+        handshake_ms: Percentiles::of(&r.handshake_us),
+        server_push_mean_ms,
+    });
+    level.server = server;
+    level.server_rss_kib = close.server_rss_kib;
+    level.client = saturation::judge_between(open.cpu, close.cpu, wall, workers, &Default::default());
+    level.wall_s = wall.as_secs_f64();
+    level.measured_requests = c.attempts;
+    level.rps = frames_per_s;
+    level.success_pct = 100.0 - c.error_pct();
+    level.latency = push;
+    level
+}
+
+/// The run's totals for the whole-run reconciliation, which has nothing unattributed.
+fn total_exact(total: &WsRecorder) -> crate::stress::measure::WsCounts {
+    let mut counts = total.counts.clone();
+    counts.frames_unattributed = 0;
+    counts
+}
+
+fn empty_level(stage: &Stage) -> LevelSummary {
+    LevelSummary {
+        level: stage.number,
+        concurrency: stage.users,
+        loop_kind: if stage.users_from == stage.users { "hold" } else { "ramp" },
+        rate_per_s: None,
+        duration_ms: Some(stage.over_ms),
+        requests_planned: 0,
+        status: LevelStatus::Ran,
+        note: None,
+        counts: Default::default(),
+        measured_requests: 0,
+        rps: 0.0,
+        success_pct: 100.0,
+        udp_loss_pct: 0.0,
+        latency: Default::default(),
+        service: Default::default(),
+        client: Default::default(),
+        wall_s: 0.0,
+        server: None,
+        server_rss_kib: None,
+        reconciliation: None,
+        ws: None,
+    }
+}
+
+fn wait_until(at: Instant) {
+    let now = Instant::now();
+    if at > now {
+        pause(at - now);
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_millis() as u64).max(1)
+}
