@@ -345,3 +345,117 @@ fn open_loop_p99_shows_a_stall_that_closed_loop_hides() {
     // Without the correction (time from actual send), the open loop would hide it too.
     assert!(p(open, "service", "p99_ms") < p(open, "latency", "p99_ms") / 2.0, "{open}");
 }
+
+/// A few users churning sessions over three short stages: ramp, hold, drop.
+const WS_PLAN: &str = r#"
+protocol = "ws"
+timeout_ms = 3000
+[mix]
+symbols = ["BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD"]
+[user]
+symbols_min = 1
+symbols_max = 3
+stream_s_min = 0.6
+stream_s_max = 1.2
+pause_s_min = 0.05
+pause_s_max = 0.2
+[[stages]]
+users = 6
+over_s = 1
+[[stages]]
+users = 6
+over_s = 2
+[[stages]]
+users = 0
+over_s = 0.5
+"#;
+
+fn stream_figure(stats: &Value, name: &str) -> u64 {
+    stats["streams"][name].as_u64().unwrap_or_else(|| panic!("no streams.{name} in {stats}"))
+}
+
+#[test]
+fn ws_users_reconcile_with_the_stream_counters_and_leave_nothing_open() {
+    let server = start_server();
+    let scratch = tempfile::tempdir().expect("temporary directory");
+    let dir = scratch.path().to_owned();
+    let path = plan(&dir, "ws.toml", WS_PLAN);
+    let out = dir.join("out");
+    let before = server.stats();
+    let output = stress(
+        &[
+            "--plan",
+            path.to_str().expect("utf-8"),
+            "--target",
+            &server.http.to_string(),
+            "--key",
+            server.key("partner"),
+            "--admin",
+            &server.admin.to_string(),
+            "--out",
+            out.to_str().expect("utf-8"),
+        ],
+        RUN_MAX,
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("match exactly"), "{}", text(&output));
+    assert!(stdout.contains("back to 0 within"), "{}", text(&output));
+    let after = server.stats();
+    let s = summary(&out);
+    assert_eq!(s["protocol"], "ws", "{s}");
+    assert_eq!(s["reconciliation_differences"], serde_json::json!([]), "{s}");
+    assert_eq!(s["ws"]["settle"]["zero"], true, "{s}");
+    let ws = |figure: &str| sum(&s, |l| l["ws"]["counts"][figure].as_u64().expect("a ws count"));
+    let delta = |name: &str| stream_figure(&after, name) - stream_figure(&before, name);
+    // Every session the client created is one the server counted, and each was redeemed.
+    assert!(ws("sessions_created") >= 6, "every user streamed at least once: {s}");
+    assert_eq!(ws("sessions_created"), delta("sessions_created"));
+    assert_eq!(ws("handshakes"), delta("sessions_redeemed"));
+    assert_eq!(ws("handshakes"), ws("sessions_created"));
+    assert_eq!(s["ws"]["counts"]["sessions_created"].as_u64(), Some(ws("sessions_created")));
+    // Frames arrived, never more than were pushed, and every stream's first one covered its symbols.
+    assert!(ws("frames") > ws("first_frames"), "{s}");
+    assert!(ws("frames") <= delta("frames_pushed"), "{s}");
+    assert_eq!(ws("first_frames"), ws("handshakes"), "{s}");
+    assert!(ws("push_samples") > 0, "{s}");
+    // Every stream ended by this side, with the server's close frame in answer; nothing failed.
+    assert_eq!(ws("attempts"), ws("ok"), "{s}");
+    assert_eq!(ws("streams_closed"), ws("handshakes"), "{s}");
+    let p99 = s["ws"]["push"]["p99_ms"].as_f64().expect("push p99");
+    assert!(p99 > 0.0 && p99 < 2_000.0, "{s}");
+    assert_eq!(server.gauge("open_websocket_sessions"), 0);
+    assert_eq!(server.gauge("pending_sessions"), 0);
+    for path in ["summary.md", "chart.svg"] {
+        assert!(out.join(path).is_file(), "{path} written");
+    }
+}
+
+#[test]
+fn a_ws_push_latency_threshold_exits_2_naming_the_stage() {
+    let server = start_server();
+    let scratch = tempfile::tempdir().expect("temporary directory");
+    // Users hold one stream each to the end; a push p99 under 1 µs cannot be met.
+    let held = WS_PLAN
+        .replace("stream_s_min = 0.6\nstream_s_max = 1.2\npause_s_min = 0.05\npause_s_max = 0.2\n", "")
+        .replacen("[[stages]]", "[thresholds]\npush_p99_ms_max = 0.001\n\n[[stages]]", 1);
+    let path = plan(scratch.path(), "held.toml", &held);
+    let output = stress(
+        &[
+            "--plan",
+            path.to_str().expect("utf-8"),
+            "--target",
+            &server.http.to_string(),
+            "--key",
+            server.key("partner"),
+            "--admin",
+            &server.admin.to_string(),
+        ],
+        RUN_MAX,
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("FAIL stage 2: push p99"), "{}", text(&output));
+    assert!(stdout.contains("back to 0 within"), "{}", text(&output));
+    assert_eq!(server.gauge("open_websocket_sessions"), 0);
+}
