@@ -423,7 +423,8 @@ fn bad_frames_close_with_their_codes(driver: Driver) {
         ws.next_prices();
         ws
     };
-    let cases: [(&str, Box<dyn Fn(&mut Ws)>, u16); 6] = [
+    type Send = Box<dyn Fn(&mut Ws)>;
+    let cases: [(&str, Send, u16); 6] = [
         ("an unmasked frame", Box::new(|ws| ws.send_frame(true, TEXT, b"{}", false)), 1002),
         ("a binary message", Box::new(|ws| ws.send_frame(true, BINARY, b"\x01\x02", true)), 1003),
         ("text that is not UTF-8", Box::new(|ws| ws.send_frame(true, TEXT, b"\xff\xfe", true)), 1007),
