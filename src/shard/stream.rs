@@ -3,7 +3,6 @@
 //! limits, close codes) and acts on what comes out; the writer sends what the fan-out tick built
 //! (`stream::fanout`), control frames first. Neither ever queues more than one price frame.
 
-use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -11,11 +10,11 @@ use std::time::{Duration, Instant};
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
-use tungstenite::protocol::{Message, Role, WebSocketConfig, WebSocketContext};
 
 use crate::clock::Now;
 use crate::counters::{Gauge, StreamCounter};
 use crate::shard::Local;
+use crate::stream::client::{ClientReader, Next};
 use crate::stream::fanout::{Ending, StreamState};
 use crate::stream::grant::Grant;
 use crate::stream::symbols::{self, Expect, SymbolsError};
@@ -119,57 +118,21 @@ fn slow(state: &StreamState, local: &Local) {
     state.end(Ending::Slow);
 }
 
-/// Client bytes in, through tungstenite: it answers pings and closes into `output`, which the
-/// writer sends.
-struct Pipe<'a> {
-    input: &'a [u8],
-    output: &'a mut Vec<u8>,
-}
-
-impl Read for Pipe<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.input.is_empty() {
-            // Not end of stream: the socket simply has nothing more yet.
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let n = Read::read(&mut self.input, buf)?;
-        Ok(n)
-    }
-}
-
-impl Write for Pipe<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.output.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Reads the client until it closes, errs, or the stream ends.
 async fn read_loop(mut reader: OwnedReadHalf<TcpStream>, state: &Rc<StreamState>, local: &Rc<Local>, leftover: &[u8]) {
-    let max = local.shared.config.stream.message_bytes_max;
-    let config = WebSocketConfig::default()
-        .read_buffer_size(READ_BYTES)
-        .write_buffer_size(0)
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max));
-    let mut ws = WebSocketContext::new(Role::Server, Some(config));
+    let mut client = ClientReader::new(local.shared.config.stream.message_bytes_max);
     let mut replies = Vec::new();
-    if !leftover.is_empty() && !take_in(&mut ws, leftover, &mut replies, state, local) {
+    if !leftover.is_empty() && !take_in(&mut client, leftover, &mut replies, state, local) {
         return;
     }
     let mut buf = Vec::with_capacity(READ_BYTES);
     loop {
-        buf.clear();
         let (result, back) = reader.read(buf.slice_mut(0..READ_BYTES)).await;
         buf = back.into_inner();
         match result {
             Ok(n) if n > 0 => {
                 state.heard(Now::read().unix_ms);
-                if !take_in(&mut ws, &buf[..n], &mut replies, state, local) {
+                if !take_in(&mut client, &buf[..n], &mut replies, state, local) {
                     return;
                 }
             }
@@ -186,63 +149,22 @@ async fn read_loop(mut reader: OwnedReadHalf<TcpStream>, state: &Rc<StreamState>
     }
 }
 
-/// Feeds `bytes` to tungstenite and acts on every whole message. False once the stream ends.
-fn take_in(ws: &mut WebSocketContext, bytes: &[u8], replies: &mut Vec<u8>, state: &StreamState, local: &Local) -> bool {
-    let mut pipe = Pipe { input: bytes, output: replies };
-    let mut open = true;
-    loop {
-        match ws.read(&mut pipe) {
-            Ok(Message::Text(text)) => {
-                let answer = change_symbols(text.as_bytes(), state, local);
-                if let Some(answer) = answer {
-                    crate::stream::frames::text(pipe.output, &answer);
-                }
-            }
-            Ok(Message::Binary(_)) => {
-                state.end(Ending::Refused(1003));
-                open = false;
-                break;
-            }
-            Ok(Message::Close(_)) => {
-                // tungstenite queued the close reply; flushed below, then the stream ends.
-                let _ = ws.flush(&mut pipe);
-                state.send_control(pipe.output);
-                pipe.output.clear();
-                state.end(Ending::Client);
-                return false;
-            }
-            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
-            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(tungstenite::Error::Capacity(_)) => {
-                state.end(Ending::Refused(1009));
-                open = false;
-                break;
-            }
-            Err(tungstenite::Error::Utf8(_)) => {
-                state.end(Ending::Refused(1007));
-                open = false;
-                break;
-            }
-            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-                state.end(Ending::Client);
-                open = false;
-                break;
-            }
-            Err(_) => {
-                state.end(Ending::Refused(1002));
-                open = false;
-                break;
-            }
+/// Feeds client bytes through the protocol and acts on the outcome. False once the stream ends.
+fn take_in(client: &mut ClientReader, bytes: &[u8], replies: &mut Vec<u8>, state: &StreamState, local: &Local) -> bool {
+    let next = client.take_in(bytes, replies, |text| change_symbols(text, state, local));
+    state.send_control(replies);
+    replies.clear();
+    match next {
+        Next::Continue => true,
+        Next::Closed => {
+            state.end(Ending::Client);
+            false
         }
-        // Pongs for pings just read.
-        let _ = ws.flush(&mut pipe);
+        Next::Refuse(code) => {
+            state.end(Ending::Refused(code));
+            false
+        }
     }
-    if open {
-        let _ = ws.flush(&mut pipe);
-        state.send_control(pipe.output);
-    }
-    pipe.output.clear();
-    open
 }
 
 /// A client's symbol change: applied, or answered with an error message (the stream stays).

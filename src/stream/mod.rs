@@ -4,6 +4,7 @@
 //! - [`sessions`]: the node-wide table of pending sessions (lock-free, bounded).
 //! - [`symbols`]: the symbol lists clients send (session bodies and symbol changes).
 //! - [`handshake`]: which upgrade requests are accepted, and the 101.
+//! - [`client`]: what a client sends on an open stream, through tungstenite's protocol core.
 //! - [`grant`]: what an accepted upgrade hands the shard: the session and the key's stream slot.
 //! - [`frames`]: the price frames, written into a stream's own buffer.
 //! - [`fanout`]: a shard's streams and its tick: which symbols moved, who gets a frame, who is
@@ -11,6 +12,7 @@
 //!
 //! The sockets themselves are the shard's (`shard::stream`).
 
+pub mod client;
 pub mod fanout;
 pub mod frames;
 pub mod grant;
