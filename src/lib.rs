@@ -22,6 +22,8 @@
 //! - [`shard`]: the per-core threads that own the sockets: the only code that touches them.
 //! - [`http`]: the public HTTP path as a pure function from request bytes to response bytes.
 //! - [`udp`]: the partner datagram protocol, likewise pure.
+//! - [`stream`]: WebSocket streaming: sessions, the handshake, the per-shard fan-out tick that
+//!   pushes changed prices to each stream (conflating for slow clients), frames.
 //! - [`admission`]: the key → rate limit → monthly cap decision shared by HTTP and UDP.
 //! - [`keys`]: the keys file and the table the shards read; [`ratelimit`]: GCRA per key;
 //!   [`usage`]: monthly counts per key.
@@ -51,6 +53,7 @@ pub mod ratelimit;
 pub mod server;
 pub mod shard;
 pub mod state;
+pub mod stream;
 pub mod stress;
 pub mod udp;
 pub mod usage;

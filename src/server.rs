@@ -159,7 +159,11 @@ async fn control_plane(
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
                 tick.tick().await;
-                stats.record(&shared.counters, Now::read().unix_ms);
+                let now_ms = Now::read().unix_ms;
+                // Expired sessions leave the pending gauge within one interval, not at their
+                // slot's next reuse.
+                shared.sessions.sweep(now_ms, shared.counters.control());
+                stats.record(&shared.counters, now_ms);
             }
         })
     };

@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::counters::Counters;
 use crate::feeds::stats::VenueStats;
 use crate::keys::KeyStore;
+use crate::stream::sessions::SessionTable;
 
 /// Shared state. Everything here is read lock-free on the hot path.
 pub struct Shared {
@@ -15,6 +16,8 @@ pub struct Shared {
     pub book: Arc<PriceBook>,
     pub keys: KeyStore,
     pub counters: Arc<Counters>,
+    /// Streaming sessions created on any shard, redeemed on any shard.
+    pub sessions: SessionTable,
     pub node: String,
     /// Each exchange feed's state, for operators (empty with the simulator).
     pub feeds: Vec<(String, Arc<VenueStats>)>,
@@ -26,7 +29,9 @@ pub struct Shared {
 impl Shared {
     pub fn new(config: Arc<Config>, book: Arc<PriceBook>, keys: KeyStore, counters: Arc<Counters>) -> Self {
         let node = config.node_name();
+        let sessions = SessionTable::new(config.stream.sessions_pending_max, config.stream.session_ttl_s * 1000);
         Self {
+            sessions,
             feeds: Vec::new(),
             config,
             book,

@@ -1,5 +1,5 @@
-//! The hot path allocates nothing: after warm-up, more HTTP and UDP requests through real shards
-//! (both io drivers) add zero allocations to the whole process.
+//! The hot path allocates nothing: after warm-up, more HTTP and UDP requests and more stream
+//! updates through real shards (both io drivers) add zero allocations to the whole process.
 //!
 //! A counting global allocator wraps the system one. The client side of this test reads and
 //! writes fixed buffers on std sockets, which do not allocate, and no feed or control plane runs,
@@ -59,14 +59,19 @@ const MEASURED: usize = 2_000;
 #[test]
 fn hot_path_allocates_nothing_after_warm_up() {
     for driver in [IoDriver::IoUring, IoDriver::Epoll] {
-        let (http, udp) = measure(driver);
+        let (http, udp, updates) = measure(driver);
         assert_eq!(http, 0, "{driver:?}: {MEASURED} HTTP requests allocated {http} times");
         assert_eq!(udp, 0, "{driver:?}: {MEASURED} UDP requests allocated {udp} times");
+        assert_eq!(updates, 0, "{driver:?}: {STREAM_UPDATES} stream updates allocated {updates} times");
     }
 }
 
-/// Allocations during `MEASURED` HTTP requests and `MEASURED` UDP requests.
-fn measure(driver: IoDriver) -> (u64, u64) {
+/// Stream updates measured: each a book write, a tick, a frame built and written.
+const STREAM_UPDATES: usize = 200;
+
+/// Allocations during `MEASURED` HTTP requests, `MEASURED` UDP requests and `STREAM_UPDATES`
+/// stream frames.
+fn measure(driver: IoDriver) -> (u64, u64, u64) {
     let dir = tempfile::tempdir().expect("temp dir");
     let keys_path = dir.path().join("keys.toml");
     write_keys(&keys_path);
@@ -75,6 +80,7 @@ fn measure(driver: IoDriver) -> (u64, u64) {
     config.server.io_driver = driver;
     config.server.pin_shards = false;
     config.keys.file = keys_path.clone();
+    config.stream.tick_ms = 10;
     let config = Arc::new(config);
 
     let book = Arc::new(PriceBook::new(&["BTC-USD", "ETH-USD"], &["a", "b", "c"], 16, 3_600_000).expect("book"));
@@ -133,13 +139,106 @@ fn measure(driver: IoDriver) -> (u64, u64) {
     udp_round(MEASURED, &mut answer);
     let udp = ALLOCATIONS.load(Ordering::Relaxed) - before;
 
+    // A stream of BTC-USD: its session and handshake allocate (once per stream), its updates not.
+    let id = create_session(http_addr);
+    let mut ws = TcpStream::connect(http_addr).expect("connect");
+    ws.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let upgrade = format!(
+        "GET /v1/stream?session_id={id} HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    ws.write_all(upgrade.as_bytes()).expect("upgrade");
+    let mut frames = FrameReader { buf: [0; 8192], len: 0 };
+    frames.skip_head(&mut ws);
+    frames.next(&mut ws);
+    let venue = shared.book.venue("a").expect("venue");
+    let mut price = 9_700_000;
+    let mut update = |n: usize, frames: &mut FrameReader| {
+        for _ in 0..n {
+            price += 1;
+            let now = Now::read().unix_ms;
+            shared.book.write(btc, venue, Decimal::new(price, -2).expect("in range"), now, now);
+            frames.next(&mut ws);
+        }
+    };
+    update(20, &mut frames);
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    update(STREAM_UPDATES, &mut frames);
+    let updates = ALLOCATIONS.load(Ordering::Relaxed) - before;
+
     drop(stream);
     shared.start_draining();
     listeners::shut_down_read(&wake_http, &wake_udp);
     for handle in handles {
         handle.thread.join().expect("shard thread");
     }
-    (http, udp)
+    (http, udp, updates)
+}
+
+/// `POST /v1/sessions` for BTC-USD; the session id.
+fn create_session(addr: std::net::SocketAddr) -> String {
+    let body = br#"{"symbols":["BTC-USD"]}"#;
+    let request = format!(
+        "POST /v1/sessions HTTP/1.1\r\nX-API-Key: {PARTNER_KEY}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.write_all(request.as_bytes()).expect("send");
+    stream.write_all(body).expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let at = response.find("\"session_id\":\"").expect("a session") + 14;
+    response[at..at + 48].to_owned()
+}
+
+/// Reads server frames from a fixed buffer: no allocation on the client side.
+struct FrameReader {
+    buf: [u8; 8192],
+    len: usize,
+}
+
+impl FrameReader {
+    fn fill(&mut self, stream: &mut TcpStream) {
+        let n = stream.read(&mut self.buf[self.len..]).expect("read");
+        assert!(n > 0, "server closed the stream");
+        self.len += n;
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.buf.copy_within(n..self.len, 0);
+        self.len -= n;
+    }
+
+    /// Reads past the 101's head.
+    fn skip_head(&mut self, stream: &mut TcpStream) {
+        loop {
+            if let Some(end) = self.buf[..self.len].windows(4).position(|w| w == b"\r\n\r\n") {
+                assert!(self.buf.starts_with(b"HTTP/1.1 101 "), "not a 101");
+                self.consume(end + 4);
+                return;
+            }
+            self.fill(stream);
+        }
+    }
+
+    /// Reads one whole text frame.
+    fn next(&mut self, stream: &mut TcpStream) {
+        loop {
+            if self.len >= 2 {
+                assert_eq!(self.buf[0], 0x81, "a final text frame");
+                let (len, at) = match self.buf[1] {
+                    126 if self.len >= 4 => (usize::from(u16::from_be_bytes([self.buf[2], self.buf[3]])), 4),
+                    126 => (usize::MAX, 0),
+                    n => (usize::from(n), 2),
+                };
+                if len != usize::MAX && self.len >= at + len {
+                    self.consume(at + len);
+                    return;
+                }
+            }
+            self.fill(stream);
+        }
+    }
 }
 
 /// Reads one whole response (head + Content-Length body) into `buf` without allocating.

@@ -23,6 +23,7 @@ mod e2e {
     mod keys;
     mod shutdown;
     mod slow;
+    mod streams;
     mod stress;
     mod udp;
 }

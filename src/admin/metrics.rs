@@ -10,7 +10,9 @@ use prometheus::proto::{
 use prometheus::{Encoder, Registry, TextEncoder};
 
 use crate::clock::Now;
-use crate::counters::{Counters, COUNTER_NAMES, GAUGE_NAMES, LATENCY_BOUNDS_US};
+use crate::counters::{
+    Counters, HistogramSnapshot, COUNTER_NAMES, GAUGE_NAMES, LATENCY_BOUNDS_US, STREAM_COUNTER_NAMES,
+};
 use crate::feeds::stats::{VenueReading, VenueStats};
 
 const PREFIX: &str = "pricebeast_";
@@ -30,12 +32,12 @@ impl CountersCollector {
         for name in GAUGE_NAMES {
             descs.push(Desc::new(format!("{PREFIX}{name}"), help(name).into(), vec![], Default::default())?);
         }
-        descs.push(Desc::new(
-            format!("{PREFIX}request_latency_seconds"),
-            "Time from a request batch's read to its response's write, HTTP path".into(),
-            vec![],
-            Default::default(),
-        )?);
+        for name in STREAM_COUNTER_NAMES {
+            descs.push(Desc::new(format!("{PREFIX}{name}_total"), help(name).into(), vec![], Default::default())?);
+        }
+        for (name, help) in HISTOGRAMS {
+            descs.push(Desc::new(format!("{PREFIX}{name}"), help.into(), vec![], Default::default())?);
+        }
         Ok(Self { counters, descs })
     }
 }
@@ -62,29 +64,45 @@ impl Collector for CountersCollector {
             metric.set_gauge(gauge);
             families.push(family(format!("{PREFIX}{name}"), help(name), MetricType::GAUGE, metric));
         }
-        let mut histogram = Histogram::default();
-        let mut cumulative = 0;
-        let mut buckets = Vec::new();
-        for (i, bound) in LATENCY_BOUNDS_US.iter().enumerate() {
-            cumulative += snap.latency_buckets[i];
-            let mut bucket = Bucket::default();
-            bucket.set_cumulative_count(cumulative);
-            bucket.set_upper_bound(*bound as f64 / 1e6);
-            buckets.push(bucket);
+        for (i, name) in STREAM_COUNTER_NAMES.iter().enumerate() {
+            let mut counter = ProtoCounter::default();
+            counter.set_value(snap.stream[i] as f64);
+            let mut metric = Metric::default();
+            metric.set_counter(counter);
+            families.push(family(format!("{PREFIX}{name}_total"), help(name), MetricType::COUNTER, metric));
         }
-        histogram.set_bucket(buckets);
-        histogram.set_sample_count(snap.latency_count);
-        histogram.set_sample_sum(snap.latency_sum_us as f64 / 1e6);
-        let mut metric = Metric::default();
-        metric.set_histogram(histogram);
-        families.push(family(
-            format!("{PREFIX}request_latency_seconds"),
-            "Time from a request batch's read to its response's write, HTTP path",
-            MetricType::HISTOGRAM,
-            metric,
-        ));
+        let requests =
+            HistogramSnapshot { buckets: snap.latency_buckets, sum_us: snap.latency_sum_us, count: snap.latency_count };
+        for ((name, help), values) in HISTOGRAMS.iter().zip([&requests, &snap.push_latency]) {
+            families.push(family(format!("{PREFIX}{name}"), help, MetricType::HISTOGRAM, histogram(values)));
+        }
         families
     }
+}
+
+/// The histograms' names and help, in the order `collect` writes them.
+const HISTOGRAMS: [(&str, &str); 2] = [
+    ("request_latency_seconds", "Time from a request batch's read to its response's write, HTTP path"),
+    ("push_latency_seconds", "Time from a price's write into the book to the write of the stream frame carrying it"),
+];
+
+fn histogram(values: &HistogramSnapshot) -> Metric {
+    let mut histogram = Histogram::default();
+    let mut cumulative = 0;
+    let mut buckets = Vec::new();
+    for (i, bound) in LATENCY_BOUNDS_US.iter().enumerate() {
+        cumulative += values.buckets[i];
+        let mut bucket = Bucket::default();
+        bucket.set_cumulative_count(cumulative);
+        bucket.set_upper_bound(*bound as f64 / 1e6);
+        buckets.push(bucket);
+    }
+    histogram.set_bucket(buckets);
+    histogram.set_sample_count(values.count);
+    histogram.set_sample_sum(values.sum_us as f64 / 1e6);
+    let mut metric = Metric::default();
+    metric.set_histogram(histogram);
+    metric
 }
 
 fn family(name: String, help: &str, kind: MetricType, metric: Metric) -> MetricFamily {
@@ -216,6 +234,14 @@ fn help(name: &str) -> &'static str {
         "redis_pool_in_use" => "Redis connections in use",
         "shards" => "Shards serving",
         "feeds_connected" => "Price feeds connected",
+        "pending_sessions" => "Streaming sessions created and not yet redeemed or expired",
+        "watched_symbols" => "Symbols some stream watches, once per shard that walks them",
+        "sessions_created" => "Streaming sessions created (POST /v1/sessions)",
+        "sessions_redeemed" => "Streaming sessions redeemed by a WebSocket upgrade",
+        "sessions_expired" => "Streaming sessions that expired unredeemed",
+        "frames_pushed" => "Price frames written to streams",
+        "updates_conflated" => "Stream updates replaced by a newer one while the client's socket was full",
+        "slow_client_closes" => "Streams closed because their socket stayed full past stream.send_stall_ms",
         _ => "pricebeast metric",
     }
 }
@@ -262,6 +288,12 @@ mod tests {
         assert!(text.contains("pricebeast_shards 2"));
         assert!(text.contains("pricebeast_request_latency_seconds_bucket{le=\"0.00005\"} 1"), "{text}");
         assert!(text.contains("pricebeast_request_latency_seconds_count 1"));
+        counters.shard(0).observe_push_latency_us(30_000);
+        counters.shard(1).stream_add(crate::counters::StreamCounter::UpdatesConflated, 3);
+        let streams = Metrics::new(Arc::clone(&counters), Vec::new()).expect("registry").render();
+        assert!(streams.contains("pricebeast_push_latency_seconds_bucket{le=\"0.05\"} 1"), "{streams}");
+        assert!(streams.contains("pricebeast_updates_conflated_total 3"), "{streams}");
+        assert!(streams.contains("pricebeast_pending_sessions 0"), "{streams}");
         for name in COUNTER_NAMES {
             assert!(text.contains(&format!("pricebeast_{name}_total")), "{name}");
         }

@@ -35,6 +35,9 @@ pub struct Served {
     pub ts_ms: u64,
     /// How many fresh venues the median was taken over (at least 1).
     pub sources: u8,
+    /// When the newest of those venues' prices reached this process, Unix ms (our clock, not
+    /// the venue's): where a stream's push latency starts.
+    pub recv_ms: u64,
 }
 
 /// One venue's fresh price, for `sources=1` responses.
@@ -43,6 +46,7 @@ pub struct VenueQuote {
     pub venue: VenueId,
     pub price: Decimal,
     pub ts_ms: u64,
+    pub recv_ms: u64,
 }
 
 /// Why a book is refused at start.
@@ -149,7 +153,7 @@ impl PriceBook {
             if now_ms.saturating_sub(quote.recv_ms) > self.stale_after_ms {
                 continue;
             }
-            out[count] = VenueQuote { venue, price: quote.price, ts_ms: quote.ts_ms };
+            out[count] = VenueQuote { venue, price: quote.price, ts_ms: quote.ts_ms, recv_ms: quote.recv_ms };
             count += 1;
         }
         count
@@ -157,7 +161,8 @@ impl PriceBook {
 
     /// The served price of `symbol`: the median over fresh venues, `None` when no venue is fresh.
     pub fn served(&self, symbol: SymbolId, now_ms: u64) -> Option<Served> {
-        let mut quotes = [VenueQuote { venue: VenueId(0), price: Decimal::default(), ts_ms: 0 }; VENUES_MAX];
+        let mut quotes =
+            [VenueQuote { venue: VenueId(0), price: Decimal::default(), ts_ms: 0, recv_ms: 0 }; VENUES_MAX];
         let count = self.fresh_quotes(symbol, now_ms, &mut quotes);
         median(&mut quotes[..count])
     }
@@ -194,7 +199,8 @@ pub fn median(quotes: &mut [VenueQuote]) -> Option<Served> {
     let price =
         if quotes.len() % 2 == 1 { quotes[mid].price } else { quotes[mid - 1].price.midpoint(quotes[mid].price) };
     let ts_ms = quotes.iter().map(|q| q.ts_ms).max().unwrap_or(0);
-    Some(Served { price, ts_ms, sources: quotes.len() as u8 })
+    let recv_ms = quotes.iter().map(|q| q.recv_ms).max().unwrap_or(0);
+    Some(Served { price, ts_ms, sources: quotes.len() as u8, recv_ms })
 }
 
 #[cfg(test)]

@@ -13,6 +13,17 @@ impl SymbolId {
     pub const fn index(self) -> usize {
         self.0 as usize
     }
+
+    /// The id as stored in an atomic word (a pending session's symbols).
+    pub const fn raw(self) -> u32 {
+        self.0
+    }
+
+    /// An id back from [`SymbolId::raw`]. Rows are never removed from the book, so an id that was
+    /// once in range stays in range.
+    pub(crate) const fn from_raw(raw: u32) -> Self {
+        Self(raw)
+    }
 }
 
 /// Why a symbol name was refused.

@@ -19,6 +19,7 @@ pub struct Config {
     pub keys: KeysConfig,
     pub book: BookConfig,
     pub feed: FeedConfig,
+    pub stream: StreamConfig,
     pub log: LogConfig,
 }
 
@@ -60,6 +61,37 @@ pub struct HttpConfig {
     pub header_timeout_ms: u64,
     pub idle_timeout_ms: u64,
     pub connections_per_shard_max: usize,
+}
+
+/// WebSocket streaming: sessions, the fan-out tick, and the limits that keep one client from
+/// costing the others anything.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamConfig {
+    /// How often each shard looks for changed prices; a stream gets at most one frame per tick.
+    pub tick_ms: u64,
+    /// How long a created session may wait for its upgrade.
+    pub session_ttl_s: u64,
+    /// Sessions created but not yet redeemed, node-wide; one more is refused with 503.
+    pub sessions_pending_max: usize,
+    /// Open streams one shard holds; one more upgrade is refused with 503.
+    pub streams_per_shard_max: usize,
+    /// Open streams one public key may hold across the node (429 beyond).
+    pub public_streams_per_key_max: u32,
+    /// Open streams one partner key may hold across the node (429 beyond).
+    pub partner_streams_per_key_max: u32,
+    /// The server pings a stream that has sent nothing for this long.
+    pub ping_interval_ms: u64,
+    /// A stream that has sent nothing (not even a pong) for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// A stream whose socket has not taken a frame for this long is closed (a client that
+    /// stopped reading); until then its updates are conflated, never queued.
+    pub send_stall_ms: u64,
+    /// SO_SNDBUF of a stream's socket: bounds the kernel memory a client that stops reading
+    /// can pin. 0: the kernel's default.
+    pub send_buffer_bytes: usize,
+    /// The largest message a client may send (a symbol change); larger closes with 1009.
+    pub message_bytes_max: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -189,6 +221,24 @@ impl Default for HttpConfig {
     }
 }
 
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            tick_ms: 100,
+            session_ttl_s: 60,
+            sessions_pending_max: 10_000,
+            streams_per_shard_max: 10_000,
+            public_streams_per_key_max: 10,
+            partner_streams_per_key_max: 20_000,
+            ping_interval_ms: 20_000,
+            idle_timeout_ms: 60_000,
+            send_stall_ms: 10_000,
+            send_buffer_bytes: 65_536,
+            message_bytes_max: 4096,
+        }
+    }
+}
+
 impl Default for UdpConfig {
     fn default() -> Self {
         Self { socket_buffer_bytes: 4 << 20, batch_max: 32 }
@@ -271,6 +321,10 @@ pub const HEAD_BYTES_LIMIT: usize = 64 * 1024;
 pub const BODY_BYTES_LIMIT: usize = 64 * 1024;
 pub const CONNECTIONS_PER_SHARD_LIMIT: usize = 100_000;
 pub const UDP_BATCH_LIMIT: usize = 1024;
+pub const SESSIONS_PENDING_LIMIT: usize = 1_000_000;
+/// A symbol change naming 100 of the longest symbols needs about 3.5 KiB.
+pub const MESSAGE_BYTES_MIN: usize = 128;
+pub const MESSAGE_BYTES_LIMIT: usize = 1 << 20;
 
 impl Config {
     /// Reads `path`, or the defaults when `None`.
@@ -380,6 +434,28 @@ impl Config {
             if value == 0 {
                 return fail(setting, "must be at least 1".into());
             }
+        }
+        let st = &self.stream;
+        if !(10..=60_000).contains(&st.tick_ms) {
+            return fail("stream.tick_ms", "must be 10 to 60000".into());
+        }
+        if !(1..=3600).contains(&st.session_ttl_s) {
+            return fail("stream.session_ttl_s", "must be 1 to 3600".into());
+        }
+        if !(1..=SESSIONS_PENDING_LIMIT).contains(&st.sessions_pending_max) {
+            return fail("stream.sessions_pending_max", format!("must be 1 to {SESSIONS_PENDING_LIMIT}"));
+        }
+        if !(1..=CONNECTIONS_PER_SHARD_LIMIT).contains(&st.streams_per_shard_max) {
+            return fail("stream.streams_per_shard_max", format!("must be 1 to {CONNECTIONS_PER_SHARD_LIMIT}"));
+        }
+        if st.ping_interval_ms == 0 || st.idle_timeout_ms <= st.ping_interval_ms {
+            return fail("stream.idle_timeout_ms", "need 0 < ping_interval_ms < idle_timeout_ms".into());
+        }
+        if st.send_stall_ms == 0 {
+            return fail("stream.send_stall_ms", "must be at least 1".into());
+        }
+        if !(MESSAGE_BYTES_MIN..=MESSAGE_BYTES_LIMIT).contains(&st.message_bytes_max) {
+            return fail("stream.message_bytes_max", format!("must be {MESSAGE_BYTES_MIN} to {MESSAGE_BYTES_LIMIT}"));
         }
         if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
             return fail("log.level", format!("{:?} is not a tracing filter", self.log.level));

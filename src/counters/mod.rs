@@ -76,19 +76,114 @@ pub enum Gauge {
     RedisPoolInUse,
     Shards,
     FeedsConnected,
+    /// Streaming sessions created and not yet redeemed or expired.
+    PendingSessions,
+    /// Symbols some stream watches, counted once per shard that walks them.
+    WatchedSymbols,
 }
 
-pub const GAUGES: usize = 5;
-pub const GAUGE_NAMES: [&str; GAUGES] =
-    ["open_connections", "open_websocket_sessions", "redis_pool_in_use", "shards", "feeds_connected"];
+pub const GAUGES: usize = 7;
+pub const GAUGE_NAMES: [&str; GAUGES] = [
+    "open_connections",
+    "open_websocket_sessions",
+    "redis_pool_in_use",
+    "shards",
+    "feeds_connected",
+    "pending_sessions",
+    "watched_symbols",
+];
+
+/// Streaming's own counters, beside the 24 (which DESIGN.md fixes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum StreamCounter {
+    SessionsCreated,
+    SessionsRedeemed,
+    SessionsExpired,
+    FramesPushed,
+    /// Updates replaced by a newer one while their stream's socket was full.
+    UpdatesConflated,
+    SlowClientCloses,
+}
+
+pub const STREAM_COUNTERS: usize = 6;
+pub const STREAM_COUNTER_NAMES: [&str; STREAM_COUNTERS] = [
+    "sessions_created",
+    "sessions_redeemed",
+    "sessions_expired",
+    "frames_pushed",
+    "updates_conflated",
+    "slow_client_closes",
+];
+
+/// A histogram of microsecond latencies in the [`LATENCY_BOUNDS_US`] buckets.
+#[derive(Default)]
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS],
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl LatencyHistogram {
+    #[inline]
+    pub fn observe_us(&self, us: u64) {
+        let bucket = LATENCY_BOUNDS_US.iter().position(|&b| us <= b).unwrap_or(LATENCY_BOUNDS_US.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn add_into(&self, sum: &mut HistogramSnapshot) {
+        for (total, v) in sum.buckets.iter_mut().zip(&self.buckets) {
+            *total += v.load(Ordering::Relaxed);
+        }
+        sum.sum_us += self.sum_us.load(Ordering::Relaxed);
+        sum.count += self.count.load(Ordering::Relaxed);
+    }
+
+    fn reset(&self) {
+        for v in &self.buckets {
+            v.store(0, Ordering::Relaxed);
+        }
+        self.sum_us.store(0, Ordering::Relaxed);
+        self.count.store(0, Ordering::Relaxed);
+    }
+}
+
+/// A histogram's summed values.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HistogramSnapshot {
+    pub buckets: [u64; LATENCY_BUCKETS],
+    pub sum_us: u64,
+    pub count: u64,
+}
+
+impl HistogramSnapshot {
+    /// The upper bound (µs) of the bucket holding quantile `q` (0..=1); `None` when empty or in
+    /// the unbounded last bucket.
+    pub fn quantile_bound_us(&self, q: f64) -> Option<u64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((self.count as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return LATENCY_BOUNDS_US.get(i).copied();
+            }
+        }
+        None
+    }
+}
 
 /// Upper bounds of the request latency histogram's buckets, in microseconds (the last is +Inf).
 pub const LATENCY_BOUNDS_US: [u64; 14] =
     [10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 1_000_000];
 pub const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_US.len() + 1;
 
-/// One writer's counters, gauges and latency histogram: 24 + 5 + 17 words, padded so that two
-/// shards never write the same cache line (128 bytes covers adjacent-line prefetch).
+/// One writer's counters, gauges and histograms, padded so that two shards never write the same
+/// cache line (128 bytes covers adjacent-line prefetch).
 #[repr(align(128))]
 #[derive(Default)]
 pub struct CounterBlock {
@@ -97,6 +192,9 @@ pub struct CounterBlock {
     latency_buckets: [AtomicU64; LATENCY_BUCKETS],
     latency_sum_us: AtomicU64,
     latency_count: AtomicU64,
+    stream: [AtomicU64; STREAM_COUNTERS],
+    /// From a price's write into the book to the write of the frame that carried it.
+    push_latency: LatencyHistogram,
 }
 
 impl CounterBlock {
@@ -115,8 +213,23 @@ impl CounterBlock {
         self.gauges[gauge as usize].fetch_add(delta, Ordering::Relaxed);
     }
 
+    /// This block's share of a gauge (a shard's own open streams, say).
+    pub fn gauge(&self, gauge: Gauge) -> i64 {
+        self.gauges[gauge as usize].load(Ordering::Relaxed)
+    }
+
     pub fn gauge_set(&self, gauge: Gauge, value: i64) {
         self.gauges[gauge as usize].store(value, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn stream_add(&self, counter: StreamCounter, n: u64) {
+        self.stream[counter as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn observe_push_latency_us(&self, us: u64) {
+        self.push_latency.observe_us(us);
     }
 
     /// Records one request's latency.
@@ -142,6 +255,8 @@ pub struct Snapshot {
     pub latency_buckets: [u64; LATENCY_BUCKETS],
     pub latency_sum_us: u64,
     pub latency_count: u64,
+    pub stream: [u64; STREAM_COUNTERS],
+    pub push_latency: HistogramSnapshot,
 }
 
 impl Snapshot {
@@ -151,6 +266,10 @@ impl Snapshot {
 
     pub fn gauge(&self, gauge: Gauge) -> i64 {
         self.gauges[gauge as usize]
+    }
+
+    pub fn stream(&self, counter: StreamCounter) -> u64 {
+        self.stream[counter as usize]
     }
 }
 
@@ -185,16 +304,21 @@ impl Counters {
             }
             snap.latency_sum_us += block.latency_sum_us.load(Ordering::Relaxed);
             snap.latency_count += block.latency_count.load(Ordering::Relaxed);
+            for (sum, v) in snap.stream.iter_mut().zip(&block.stream) {
+                *sum += v.load(Ordering::Relaxed);
+            }
+            block.push_latency.add_into(&mut snap.push_latency);
         }
         snap
     }
 
-    /// Zeroes the 24 counters and the histogram (not the gauges, which are levels).
+    /// Zeroes the counters and the histograms (not the gauges, which are levels).
     pub fn reset(&self) {
         for block in self.blocks.iter() {
-            for v in block.counts.iter().chain(&block.latency_buckets) {
+            for v in block.counts.iter().chain(&block.latency_buckets).chain(&block.stream) {
                 v.store(0, Ordering::Relaxed);
             }
+            block.push_latency.reset();
             block.latency_sum_us.store(0, Ordering::Relaxed);
             block.latency_count.store(0, Ordering::Relaxed);
         }
@@ -225,9 +349,19 @@ mod tests {
         assert_eq!(snap.gauge(Gauge::OpenConnections), 3);
         assert_eq!(snap.gauge(Gauge::Shards), 2);
         assert_eq!(snap.latency_buckets[2], 1);
+        counters.shard(1).stream_add(StreamCounter::FramesPushed, 4);
+        counters.control().stream_add(StreamCounter::SessionsExpired, 1);
+        counters.shard(0).observe_push_latency_us(40_000);
+        let snap = counters.snapshot();
+        assert_eq!(snap.stream(StreamCounter::FramesPushed), 4);
+        assert_eq!(snap.stream(StreamCounter::SessionsExpired), 1);
+        assert_eq!((snap.push_latency.count, snap.push_latency.sum_us), (1, 40_000));
+        assert_eq!(snap.push_latency.quantile_bound_us(0.5), Some(50_000));
         counters.reset();
         let snap = counters.snapshot();
         assert_eq!(snap.counts, [0; COUNTERS]);
+        assert_eq!(snap.stream, [0; STREAM_COUNTERS]);
+        assert_eq!(snap.push_latency, HistogramSnapshot::default());
         assert_eq!(snap.gauge(Gauge::OpenConnections), 3);
     }
 

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use serde_json::{json, Map, Value};
 
-use crate::counters::{Counter, Counters, Snapshot, COUNTER_NAMES, GAUGE_NAMES};
+use crate::counters::{
+    Counter, Counters, Snapshot, COUNTER_NAMES, GAUGE_NAMES, LATENCY_BOUNDS_US, STREAM_COUNTER_NAMES,
+};
 
 /// A snapshot and when it was taken.
 #[derive(Clone, Debug, Default)]
@@ -97,11 +99,28 @@ pub fn stress_stats_json(
     for (name, value) in GAUGE_NAMES.iter().zip(now.gauges) {
         gauges.insert((*name).to_owned(), json!(value));
     }
+    let mut streams = Map::new();
+    for (name, value) in STREAM_COUNTER_NAMES.iter().zip(now.stream) {
+        streams.insert((*name).to_owned(), json!(value));
+    }
+    let push = &now.push_latency;
+    streams.insert(
+        "push_latency_us".to_owned(),
+        json!({
+            "count": push.count,
+            "sum_us": push.sum_us,
+            "p50_us": push.quantile_bound_us(0.50),
+            "p99_us": push.quantile_bound_us(0.99),
+            "bucket_bounds_us": LATENCY_BOUNDS_US,
+            "buckets": push.buckets,
+        }),
+    );
     json!({
         "node": node,
         "uptime_s": uptime_s,
         "counters": counters,
         "gauges": gauges,
+        "streams": streams,
         "derived": derived,
         "feeds": feeds,
     })

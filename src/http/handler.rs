@@ -5,13 +5,17 @@ use crate::admission::{self, Charge, Refusal};
 use crate::book::{SymbolName, VenueQuote, SYMBOL_BYTES_MAX, VENUES_MAX};
 use crate::buf::FixedBuf;
 use crate::clock::{Now, SecondCache};
-use crate::counters::{Counter, CounterBlock};
+use crate::counters::{Counter, CounterBlock, Gauge};
 use crate::http::json::{self, PRICE_OBJECT_BYTES_MAX};
 use crate::http::request::{Method, Request, RequestError};
 use crate::http::response::{self, ContentType, ErrorCode, Extra, Status, HEAD_BYTES_MAX};
 use crate::http::route::{self, Route};
-use crate::keys::KeyEntry;
+use crate::keys::{KeyEntry, Tier};
 use crate::state::Shared;
+use crate::stream::grant::{Grant, KeySlot};
+use crate::stream::handshake;
+use crate::stream::sessions::{CreateError, RedeemError, SESSION_ID_CHARS};
+use crate::stream::symbols::{self, Expect, SymbolsError};
 
 /// Most symbols in one `/v1/prices` request.
 pub const PRICES_MAX: usize = 100;
@@ -41,12 +45,23 @@ const _: () = assert!(RESPONSE_BYTES_MAX <= 32 * 1024);
 pub struct Scratch {
     body: FixedBuf,
     decoded: Box<[u8]>,
+    /// An accepted WebSocket upgrade, for the connection to take after [`After::Upgrade`].
+    grant: Option<Grant>,
 }
 
 impl Scratch {
     /// `head_bytes_max` bounds any query value, so decoding one always fits.
     pub fn new(head_bytes_max: usize) -> Self {
-        Self { body: FixedBuf::with_capacity(BODY_BYTES_MAX), decoded: vec![0; head_bytes_max].into_boxed_slice() }
+        Self {
+            body: FixedBuf::with_capacity(BODY_BYTES_MAX),
+            decoded: vec![0; head_bytes_max].into_boxed_slice(),
+            grant: None,
+        }
+    }
+
+    /// The upgrade the last [`After::Upgrade`] accepted.
+    pub fn take_grant(&mut self) -> Option<Grant> {
+        self.grant.take()
     }
 }
 
@@ -63,6 +78,9 @@ pub struct Context<'a> {
 pub enum After {
     KeepAlive,
     Close,
+    /// A 101 was written: the connection is a WebSocket stream from the next byte on, and the
+    /// grant waits in the scratch.
+    Upgrade,
 }
 
 struct Reply {
@@ -75,6 +93,24 @@ struct Reply {
 pub fn respond(req: &Request<'_>, ctx: &Context<'_>, scratch: &mut Scratch, out: &mut FixedBuf) -> After {
     ctx.counters.inc(Counter::TcpRequests);
     scratch.body.clear();
+    let (route_kind, query) = Route::of(req.target);
+    if route_kind == Route::Stream && req.method == Method::Get {
+        match upgrade(query, req, ctx) {
+            Ok((grant, key)) => {
+                handshake::write_accept(out, key);
+                ctx.counters.inc(Counter::Responses2xx);
+                scratch.grant = Some(grant);
+                return After::Upgrade;
+            }
+            Err(refusal) => {
+                scratch.body.clear();
+                let mut reply = refusal.reply(ctx, scratch);
+                reply.extra.close |= !req.keep_alive || ctx.shared.draining();
+                finish(ctx, &reply, scratch, out, false);
+                return if reply.extra.close { After::Close } else { After::KeepAlive };
+            }
+        }
+    }
     let mut reply = route(req, ctx, scratch);
     let close = !req.keep_alive || ctx.shared.draining();
     reply.extra.close |= close;
@@ -174,8 +210,9 @@ fn route(req: &Request<'_>, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply {
         Route::Ready => {
             error(scratch, ErrorCode::Stale, &[b"not every symbol has a fresh price yet"], Extra::default())
         }
-        Route::Price | Route::Prices | Route::Usage => keyed(route, query, req, ctx, scratch),
-        Route::NotFound => error(scratch, ErrorCode::NotFound, &[b"no such path"], Extra::default()),
+        Route::Price | Route::Prices | Route::Usage | Route::Sessions => keyed(route, query, req, ctx, scratch),
+        // Reached only by methods `allows` refused above; GET is answered by `upgrade`.
+        Route::Stream | Route::NotFound => error(scratch, ErrorCode::NotFound, &[b"no such path"], Extra::default()),
     }
 }
 
@@ -196,6 +233,7 @@ fn keyed(route: Route, query: &[u8], req: &Request<'_>, ctx: &Context<'_>, scrat
     match route {
         Route::Price => price(query, key, ctx, scratch),
         Route::Prices => prices(query, key, ctx, scratch),
+        Route::Sessions => sessions(req.body, key, ctx, scratch),
         _ => usage(key, ctx, scratch),
     }
 }
@@ -229,7 +267,8 @@ fn price(query: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch)
         return error(scratch, ErrorCode::UnknownSymbol, &[b"unknown symbol ", name.as_bytes()], extra);
     };
     let mut quotes =
-        [VenueQuote { venue: crate::book::VenueId::default(), price: Default::default(), ts_ms: 0 }; VENUES_MAX];
+        [VenueQuote { venue: crate::book::VenueId::default(), price: Default::default(), ts_ms: 0, recv_ms: 0 };
+            VENUES_MAX];
     let fresh = book.fresh_quotes(id, ctx.now.unix_ms, &mut quotes);
     let quotes = &mut quotes[..fresh];
     let Some(served) = crate::book::median(quotes) else {
@@ -330,6 +369,115 @@ fn usage(key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply {
         content_type: ContentType::Json,
         extra: Extra { rate: admitted.rate, ..Extra::default() },
     }
+}
+
+/// The streams one key may hold open across the node.
+fn streams_per_key(key: &KeyEntry, ctx: &Context<'_>) -> u32 {
+    let config = &ctx.shared.config.stream;
+    match key.tier {
+        Tier::Public => config.public_streams_per_key_max,
+        Tier::Partner => config.partner_streams_per_key_max,
+    }
+}
+
+/// `POST /v1/sessions`: checked, rate limited and counted like any public request; the symbols
+/// must all be known.
+fn sessions(body: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply {
+    let parsed = symbols::parse(body, Expect::Session, &ctx.shared.book);
+    if let Err(e @ (SymbolsError::Malformed { .. } | SymbolsError::Count | SymbolsError::Invalid(_))) = &parsed {
+        return error(scratch, ErrorCode::BadRequest, &[e.to_string().as_bytes()], Extra::default());
+    }
+    let admitted = match admission::admit(key, ctx.now, ctx.second, Charge::Billable) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refused(refusal, ctx, scratch),
+    };
+    let extra = Extra { rate: admitted.rate, ..Extra::default() };
+    let set = match parsed {
+        Ok(set) => set,
+        Err(e) => return error(scratch, ErrorCode::UnknownSymbol, &[e.to_string().as_bytes()], extra),
+    };
+    let limit = streams_per_key(key, ctx);
+    if key.state.streams.load(std::sync::atomic::Ordering::Relaxed) >= limit {
+        let extra = Extra { retry_after_s: Some(1), ..extra };
+        return error(scratch, ErrorCode::RateLimited, &[b"the key holds its maximum of open streams"], extra);
+    }
+    let sessions = &ctx.shared.sessions;
+    match sessions.create(&key.hash, &set.ids, ctx.now.unix_ms, ctx.counters) {
+        Ok(id) => {
+            let body = &mut scratch.body;
+            body.put(b"{\"session_id\":\"");
+            body.put(&id.text());
+            body.put(b"\",\"expires_in_s\":");
+            body.put_u64(sessions.ttl_ms() / 1000);
+            body.put(b"}");
+            Reply { status: Status::OK, content_type: ContentType::Json, extra }
+        }
+        Err(CreateError::Full) => {
+            let extra = Extra { retry_after_s: Some(1), ..extra };
+            error(scratch, ErrorCode::Overloaded, &[b"too many pending sessions, try again shortly"], extra)
+        }
+        Err(CreateError::NoRandomness) => {
+            error(scratch, ErrorCode::Internal, &[b"no randomness for a session id"], extra)
+        }
+    }
+}
+
+/// Why an upgrade was refused: answered as a normal HTTP error on the still-HTTP connection.
+enum UpgradeRefusal {
+    Error(ErrorCode, &'static [u8]),
+    /// The session's key was revoked since the session was made.
+    KeyRevoked,
+}
+
+impl UpgradeRefusal {
+    fn reply(self, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply {
+        if matches!(self, UpgradeRefusal::KeyRevoked | UpgradeRefusal::Error(ErrorCode::Unauthorized, _)) {
+            // A session id is a credential: a wrong one is an authentication failure.
+            ctx.counters.inc(Counter::AuthFailures);
+        }
+        match self {
+            UpgradeRefusal::Error(code, message) => {
+                let extra = Extra {
+                    websocket_upgrade: code == ErrorCode::UpgradeRequired,
+                    retry_after_s: matches!(code, ErrorCode::Overloaded | ErrorCode::RateLimited).then_some(1),
+                    ..Extra::default()
+                };
+                error(scratch, code, &[message], extra)
+            }
+            UpgradeRefusal::KeyRevoked => {
+                let extra = Extra { www_authenticate: true, ..Extra::default() };
+                error(scratch, ErrorCode::Unauthorized, &[b"the session's API key was revoked"], extra)
+            }
+        }
+    }
+}
+
+/// `GET /v1/stream?session_id=`: the handshake checked, the session redeemed, the stream limits
+/// applied. Returns the grant and the client's handshake key for the 101.
+fn upgrade<'r>(query: &[u8], req: &Request<'r>, ctx: &Context<'_>) -> Result<(Grant, &'r [u8]), UpgradeRefusal> {
+    use UpgradeRefusal::Error as Fail;
+    let key = handshake::check(&req.upgrade).map_err(|refusal| match refusal {
+        handshake::Refusal::NotUpgrade => Fail(ErrorCode::UpgradeRequired, b"this endpoint is a WebSocket upgrade"),
+        handshake::Refusal::Version => Fail(ErrorCode::UpgradeRequired, b"only WebSocket version 13 is supported"),
+        handshake::Refusal::Key => Fail(ErrorCode::BadRequest, b"Sec-WebSocket-Key must be 16 bytes in base64"),
+    })?;
+    let id = route::param(query, b"session_id")
+        .filter(|v| !v.is_empty() && v.len() <= SESSION_ID_CHARS)
+        .ok_or(Fail(ErrorCode::BadRequest, b"missing or malformed parameter: session_id"))?;
+    let config = &ctx.shared.config.stream;
+    // Checked before the session is spent, so a client refused here can retry with it.
+    if ctx.shared.draining() || ctx.counters.gauge(Gauge::OpenStreams) >= config.streams_per_shard_max as i64 {
+        return Err(Fail(ErrorCode::Overloaded, b"too many open streams, try again shortly"));
+    }
+    let session = ctx.shared.sessions.redeem(id, ctx.now.unix_ms, ctx.counters).map_err(|e| match e {
+        RedeemError::Unknown => Fail(ErrorCode::Unauthorized, b"unknown or already used session"),
+        RedeemError::Expired => Fail(ErrorCode::Unauthorized, b"session expired; create a new one"),
+    })?;
+    let table = ctx.shared.keys.table();
+    let entry = table.entry(&session.key).filter(|e| !e.revoked).ok_or(UpgradeRefusal::KeyRevoked)?;
+    let slot = KeySlot::take(&entry.state, streams_per_key(entry, ctx))
+        .ok_or(Fail(ErrorCode::RateLimited, b"the key holds its maximum of open streams"))?;
+    Ok((Grant { session, slot }, key))
 }
 
 fn refused(refusal: Refusal, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply {

@@ -86,8 +86,12 @@ mod tests {
     #[test]
     fn price_object_matches_protocol_example() {
         let mut body = FixedBuf::with_capacity(256);
-        let served =
-            Served { price: Decimal::parse(b"97123.45").expect("literal"), ts_ms: 1_732_280_000_123, sources: 3 };
+        let served = Served {
+            price: Decimal::parse(b"97123.45").expect("literal"),
+            ts_ms: 1_732_280_000_123,
+            sources: 3,
+            recv_ms: 0,
+        };
         open_price(&mut body, "BTC-USD", &served, 1_732_280_000_135);
         body.put(b"}");
         assert_eq!(
@@ -99,7 +103,8 @@ mod tests {
     #[test]
     fn the_largest_price_object_fits_its_bound() {
         let mut body = FixedBuf::with_capacity(PRICE_OBJECT_BYTES_MAX);
-        let served = Served { price: Decimal::new(i64::MIN, -18).expect("in range"), ts_ms: u64::MAX, sources: 255 };
+        let served =
+            Served { price: Decimal::new(i64::MIN, -18).expect("in range"), ts_ms: u64::MAX, sources: 255, recv_ms: 0 };
         open_price(&mut body, &"X".repeat(32), &served, 0);
         body.put(b"}");
         assert!(!body.overflowed());

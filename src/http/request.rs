@@ -24,6 +24,19 @@ pub struct Request<'b> {
     /// HTTP/1.1 without `Connection: close`, or HTTP/1.0 with `Connection: keep-alive`.
     pub keep_alive: bool,
     pub body: &'b [u8],
+    /// What a WebSocket upgrade needs (RFC 6455 section 4.2.1); all empty on other requests.
+    pub upgrade: Upgrade<'b>,
+}
+
+/// The headers of a WebSocket opening handshake.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Upgrade<'b> {
+    /// `Upgrade` lists `websocket`.
+    pub websocket: bool,
+    /// `Connection` lists `upgrade`.
+    pub connection: bool,
+    pub key: Option<&'b [u8]>,
+    pub version: Option<&'b [u8]>,
 }
 
 /// A request that cannot be served; the connection is answered and then closed.
@@ -72,6 +85,7 @@ pub fn parse(buf: &[u8], limits: ReadLimits) -> Result<Option<(Request<'_>, usiz
     let http11 = req.version == Some(1);
     let mut keep_alive = http11;
     let mut api_key = None;
+    let mut upgrade = Upgrade::default();
     let mut content_length: Option<usize> = None;
     for header in req.headers.iter() {
         let name = header.name.as_bytes();
@@ -88,8 +102,17 @@ pub fn parse(buf: &[u8], limits: ReadLimits) -> Result<Option<(Request<'_>, usiz
                     keep_alive = false;
                 } else if token.eq_ignore_ascii_case(b"keep-alive") && !http11 {
                     keep_alive = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    upgrade.connection = true;
                 }
             }
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            upgrade.websocket |=
+                header.value.split(|&b| b == b',').map(trim).any(|t| t.eq_ignore_ascii_case(b"websocket"));
+        } else if name.eq_ignore_ascii_case(b"sec-websocket-key") {
+            upgrade.key = Some(trim(header.value));
+        } else if name.eq_ignore_ascii_case(b"sec-websocket-version") {
+            upgrade.version = Some(trim(header.value));
         } else if name.eq_ignore_ascii_case(b"content-length") {
             let length = parse_length(trim(header.value)).ok_or(RequestError::Malformed)?;
             if content_length.is_some_and(|l| l != length) {
@@ -108,7 +131,7 @@ pub fn parse(buf: &[u8], limits: ReadLimits) -> Result<Option<(Request<'_>, usiz
         return Ok(None);
     }
     let body = &buf[head_len..head_len + body_len];
-    Ok(Some((Request { method, target, api_key, keep_alive, body }, head_len + body_len)))
+    Ok(Some((Request { method, target, api_key, keep_alive, body, upgrade }, head_len + body_len)))
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {
@@ -169,6 +192,25 @@ mod tests {
         let (second, used2) = one(&raw[used..]).expect("valid").expect("complete");
         assert_eq!(second.target, b"/b");
         assert_eq!(one(&raw[used + used2..]).expect("valid"), None);
+    }
+
+    #[test]
+    fn reads_a_websocket_opening_handshake() {
+        let raw = b"GET /v1/stream?session_id=ab HTTP/1.1\r\nHost: x\r\nUpgrade: WebSocket\r\n\
+            Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+            Sec-WebSocket-Version: 13\r\n\r\n";
+        let (req, _) = one(raw).expect("valid").expect("complete");
+        assert_eq!(
+            req.upgrade,
+            Upgrade {
+                websocket: true,
+                connection: true,
+                key: Some(&b"dGhlIHNhbXBsZSBub25jZQ=="[..]),
+                version: Some(&b"13"[..])
+            }
+        );
+        let (plain, _) = one(b"GET / HTTP/1.1\r\n\r\n").expect("valid").expect("complete");
+        assert_eq!(plain.upgrade, Upgrade::default());
     }
 
     #[test]

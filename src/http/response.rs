@@ -23,6 +23,8 @@ pub enum ErrorCode {
     Stale,
     Overloaded,
     UpstreamTimeout,
+    /// `/v1/stream` without a version 13 WebSocket upgrade.
+    UpgradeRequired,
 }
 
 impl ErrorCode {
@@ -39,6 +41,7 @@ impl ErrorCode {
             ErrorCode::Internal => Status::INTERNAL,
             ErrorCode::Stale | ErrorCode::Overloaded => Status::UNAVAILABLE,
             ErrorCode::UpstreamTimeout => Status::GATEWAY_TIMEOUT,
+            ErrorCode::UpgradeRequired => Status::UPGRADE_REQUIRED,
         }
     }
 
@@ -58,6 +61,7 @@ impl ErrorCode {
             ErrorCode::Stale => "stale",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::UpstreamTimeout => "upstream_timeout",
+            ErrorCode::UpgradeRequired => "upgrade_required",
         }
     }
 }
@@ -77,6 +81,7 @@ impl Status {
     pub const METHOD_NOT_ALLOWED: Self = Self { code: 405, line: b"HTTP/1.1 405 Method Not Allowed\r\n" };
     pub const REQUEST_TIMEOUT: Self = Self { code: 408, line: b"HTTP/1.1 408 Request Timeout\r\n" };
     pub const CONTENT_TOO_LARGE: Self = Self { code: 413, line: b"HTTP/1.1 413 Content Too Large\r\n" };
+    pub const UPGRADE_REQUIRED: Self = Self { code: 426, line: b"HTTP/1.1 426 Upgrade Required\r\n" };
     pub const TOO_MANY_REQUESTS: Self = Self { code: 429, line: b"HTTP/1.1 429 Too Many Requests\r\n" };
     pub const HEADERS_TOO_LARGE: Self = Self { code: 431, line: b"HTTP/1.1 431 Request Header Fields Too Large\r\n" };
     pub const INTERNAL: Self = Self { code: 500, line: b"HTTP/1.1 500 Internal Server Error\r\n" };
@@ -98,6 +103,8 @@ pub struct Extra {
     pub retry_after_s: Option<u64>,
     pub allow: Option<&'static [u8]>,
     pub www_authenticate: bool,
+    /// `Upgrade: websocket` and `Sec-WebSocket-Version: 13`, for a 426.
+    pub websocket_upgrade: bool,
     pub close: bool,
 }
 
@@ -146,6 +153,9 @@ pub fn write(
     }
     if extra.www_authenticate {
         out.put(b"WWW-Authenticate: Bearer\r\n");
+    }
+    if extra.websocket_upgrade {
+        out.put(b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n");
     }
     if extra.close {
         out.put(b"Connection: close\r\n");
@@ -196,6 +206,7 @@ mod tests {
             retry_after_s: Some(u64::MAX),
             allow: Some(b"GET, HEAD"),
             www_authenticate: true,
+            websocket_upgrade: true,
             close: true,
         };
         write(&mut out, Status::HEADERS_TOO_LARGE, DATE, ContentType::Text, &[], &extra, true);

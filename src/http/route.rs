@@ -8,6 +8,10 @@ pub enum Route {
     Price,
     Prices,
     Usage,
+    /// `POST /v1/sessions`: a streaming session.
+    Sessions,
+    /// `GET /v1/stream`: the WebSocket upgrade.
+    Stream,
     Health,
     Ready,
     NotFound,
@@ -24,6 +28,8 @@ impl Route {
             b"/v1/price" => Route::Price,
             b"/v1/prices" => Route::Prices,
             b"/v1/usage" => Route::Usage,
+            b"/v1/sessions" => Route::Sessions,
+            b"/v1/stream" => Route::Stream,
             b"/health" => Route::Health,
             b"/ready" => Route::Ready,
             _ => Route::NotFound,
@@ -31,19 +37,29 @@ impl Route {
         (route, query)
     }
 
-    /// Whether `method` is served on this route (GET, and HEAD wherever GET is).
+    /// Whether `method` is served on this route (GET, and HEAD wherever GET is, but for the two
+    /// streaming routes).
     pub fn allows(self, method: Method) -> bool {
-        self == Route::NotFound || matches!(method, Method::Get | Method::Head)
+        match self {
+            Route::NotFound => true,
+            Route::Sessions => method == Method::Post,
+            Route::Stream => method == Method::Get,
+            _ => matches!(method, Method::Get | Method::Head),
+        }
     }
 
     /// The `Allow` header value for a 405.
     pub fn allow_header(self) -> &'static [u8] {
-        b"GET, HEAD"
+        match self {
+            Route::Sessions => b"POST",
+            Route::Stream => b"GET",
+            _ => b"GET, HEAD",
+        }
     }
 
-    /// Whether the route needs an API key.
+    /// Whether the route needs an API key in a header (a stream's credential is its session).
     pub fn needs_key(self) -> bool {
-        matches!(self, Route::Price | Route::Prices | Route::Usage)
+        matches!(self, Route::Price | Route::Prices | Route::Usage | Route::Sessions)
     }
 }
 
@@ -108,6 +124,9 @@ mod tests {
         assert_eq!(Route::of(b"/v1/price?symbol=BTC-USD"), (Route::Price, &b"symbol=BTC-USD"[..]));
         assert_eq!(Route::of(b"/v1/prices"), (Route::Prices, &b""[..]));
         assert_eq!(Route::of(b"/health"), (Route::Health, &b""[..]));
+        assert_eq!(Route::of(b"/v1/stream?session_id=x"), (Route::Stream, &b"session_id=x"[..]));
+        assert!(Route::Sessions.allows(Method::Post) && !Route::Sessions.allows(Method::Get));
+        assert!(Route::Stream.allows(Method::Get) && !Route::Stream.allows(Method::Head));
         assert_eq!(Route::of(b"/v1/price/").0, Route::NotFound);
         assert_eq!(Route::of(b"").0, Route::NotFound);
     }

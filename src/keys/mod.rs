@@ -29,12 +29,16 @@ pub struct PublicLimits {
 pub struct KeyState {
     pub rate: GcraState,
     pub usage: MonthlyUsage,
+    /// WebSocket streams the key holds open, across every shard.
+    pub streams: std::sync::atomic::AtomicU32,
 }
 
 /// One key as the hot path sees it.
 #[derive(Debug)]
 pub struct KeyEntry {
     pub name: Box<str>,
+    /// The key's SHA-256: what a streaming session remembers it by.
+    pub hash: KeyHash,
     pub tier: Tier,
     /// `None` for partner keys.
     pub limits: Option<PublicLimits>,
@@ -60,7 +64,14 @@ impl KeyTable {
                     qps,
                     monthly_cap,
                 });
-                let entry = KeyEntry { name: key.name.into(), tier: key.tier, limits, revoked: key.revoked, state };
+                let entry = KeyEntry {
+                    name: key.name.into(),
+                    hash: key.hash,
+                    tier: key.tier,
+                    limits,
+                    revoked: key.revoked,
+                    state,
+                };
                 (key.hash, entry)
             })
             .collect();
@@ -70,6 +81,11 @@ impl KeyTable {
     /// The entry for a presented key: one SHA-256 and one hash-map probe, no allocation.
     pub fn lookup(&self, presented: &[u8]) -> Option<&KeyEntry> {
         self.by_hash.get(&secret::hash(presented))
+    }
+
+    /// The entry for a key already hashed (a session remembers its key this way).
+    pub fn entry(&self, hash: &KeyHash) -> Option<&KeyEntry> {
+        self.by_hash.get(hash)
     }
 
     pub fn len(&self) -> usize {

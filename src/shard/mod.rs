@@ -3,6 +3,7 @@
 //! nothing mutable but atomics: the book, the key table and their own counter block.
 
 pub mod listeners;
+mod stream;
 mod tcp;
 mod udp;
 mod udp_batch;
@@ -44,6 +45,9 @@ pub struct ShardHandle {
     pub driver: DriverKind,
     pub thread: JoinHandle<()>,
 }
+
+/// Spare connection buffer pairs a shard keeps (about 45 KiB each).
+const BUFFER_POOL_MAX: usize = 256;
 
 /// io_uring submission queue entries per shard.
 const RING_ENTRIES: u32 = 1024;
@@ -145,6 +149,8 @@ pub(crate) struct Local {
     /// Open connections' descriptors, so draining can wake them.
     open: RefCell<Vec<Option<i32>>>,
     pub connections: Cell<usize>,
+    /// This shard's WebSocket streams.
+    pub fanout: crate::stream::fanout::Fanout,
 }
 
 impl Local {
@@ -160,6 +166,7 @@ impl Local {
             pool: RefCell::new(Vec::new()),
             open: RefCell::new(Vec::new()),
             connections: Cell::new(0),
+            fanout: Default::default(),
             shared,
         }
     }
@@ -178,10 +185,12 @@ impl Local {
         })
     }
 
-    /// Returns a closed connection's buffers for reuse (dropped if they are not whole).
+    /// Returns a closed connection's buffers for reuse (dropped if they are not whole, or if
+    /// the pool already holds enough for a burst: memory comes back after a spike).
     pub fn give_buffers(&self, mut read: Vec<u8>, mut write: Vec<u8>) {
         if read.capacity() == self.limits.head_bytes_max + self.limits.body_bytes_max
             && write.capacity() == RESPONSE_BYTES_MAX
+            && self.pool.borrow().len() < BUFFER_POOL_MAX
         {
             read.clear();
             write.clear();
@@ -215,6 +224,23 @@ impl Local {
         for fd in self.open.borrow().iter().flatten() {
             shut_read(*fd);
         }
+    }
+}
+
+/// `setsockopt(fd, SOL_SOCKET, SO_SNDBUF, bytes)`; best effort (the kernel caps it anyway).
+#[allow(unsafe_code)]
+fn set_send_buffer(fd: i32, bytes: usize) {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `fd` is the caller's open socket; the option value is a c_int that outlives the
+    // call, and its size is passed with it.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
 
@@ -254,6 +280,7 @@ async fn serve(
     let deadline = Duration::from_millis(shared.config.server.shutdown_deadline_ms);
     let local = Rc::new(Local::new(index, shared));
     let udp_task = monoio::spawn(udp::serve(socket, Rc::clone(&local)));
+    monoio::spawn(stream::tick_loop(Rc::clone(&local)));
     let _ = ready.send(Ok(driver));
     tcp::accept_loop(listener, Rc::clone(&local)).await;
     // Draining: wake idle connections, give in-flight ones until the deadline.

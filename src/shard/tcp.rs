@@ -14,6 +14,7 @@ use crate::clock::{mono_ns, Now};
 use crate::counters::Gauge;
 use crate::http::handler::{self, After, Context, SINGLE_RESPONSE_BYTES_MAX};
 use crate::http::request;
+use crate::shard::stream::Opened;
 use crate::shard::Local;
 
 pub(super) async fn accept_loop(listener: TcpListener, local: Rc<Local>) {
@@ -66,27 +67,35 @@ fn write_with_context(
     answer(&ctx, &mut local.scratch.borrow_mut(), out);
 }
 
+/// How a connection's HTTP conversation ended.
+enum Ended {
+    /// Closed; the buffers, when they survived (a cancelled read keeps its buffer).
+    Closed(Option<(Vec<u8>, Vec<u8>)>),
+    /// Upgraded to a WebSocket stream; `read` holds any bytes the client sent after the upgrade.
+    Upgraded { opened: Box<Opened>, read: Vec<u8>, write: Vec<u8> },
+}
+
 /// One connection, already counted by the accept loop.
 async fn serve(mut stream: TcpStream, local: Rc<Local>) {
     let slot = local.register(stream.as_raw_fd());
     let (read, write) = local.take_buffers();
-    let leftovers = converse(&mut stream, &local, read, write).await;
+    match converse(&mut stream, &local, read, write).await {
+        Ended::Closed(Some((read, write))) => local.give_buffers(read, write),
+        Ended::Closed(None) => {}
+        Ended::Upgraded { opened, read, write } => {
+            // A stream keeps no HTTP buffers: the leftover bytes move to its own small ones.
+            let leftover = read.clone();
+            local.give_buffers(read, write);
+            super::stream::run(stream, &local, *opened, &leftover).await;
+        }
+    }
     local.deregister(slot);
     local.connections.set(local.connections.get() - 1);
     local.counters().gauge_add(Gauge::OpenConnections, -1);
-    if let Some((read, write)) = leftovers {
-        local.give_buffers(read, write);
-    }
 }
 
-/// The request/response loop. Returns the buffers when they survived (a cancelled read keeps its
-/// buffer), so the shard can reuse them.
-async fn converse(
-    stream: &mut TcpStream,
-    local: &Local,
-    mut read: Vec<u8>,
-    write: Vec<u8>,
-) -> Option<(Vec<u8>, Vec<u8>)> {
+/// The request/response loop.
+async fn converse(stream: &mut TcpStream, local: &Rc<Local>, mut read: Vec<u8>, write: Vec<u8>) -> Ended {
     let http = &local.shared.config.http;
     let idle = Duration::from_millis(http.idle_timeout_ms);
     let head_deadline_ns = http.header_timeout_ms * 1_000_000;
@@ -101,6 +110,7 @@ async fn converse(
         // Set when complete requests are left because the write buffer is full: answer them
         // after writing, before reading more.
         let mut needs_room = false;
+        let mut opened = None;
         {
             local.second.borrow_mut().refresh(now);
             let second = local.second.borrow();
@@ -117,6 +127,12 @@ async fn converse(
                         consumed += used;
                         answered += 1;
                         after = handler::respond(&req, &ctx, &mut scratch, &mut out);
+                        if after == After::Upgrade {
+                            // Taken now: the scratch is the shard's, and the next connection's
+                            // request may run while this one writes its 101.
+                            opened = scratch.take_grant().map(|grant| Opened::new(local, grant));
+                            break;
+                        }
                         if after == After::Close {
                             break;
                         }
@@ -141,15 +157,18 @@ async fn converse(
             let (result, bytes) = stream.write_all(out.into_vec()).await;
             out = FixedBuf::from_vec(bytes);
             if result.is_err() {
-                return Some((read, out.into_vec()));
+                return Ended::Closed(Some((read, out.into_vec())));
             }
             let took_us = mono_ns().saturating_sub(now.mono_ns) / 1000;
             for _ in 0..answered {
                 local.counters().observe_latency_us(took_us);
             }
         }
-        if after == After::Close {
-            return Some((read, out.into_vec()));
+        if let Some(opened) = opened {
+            return Ended::Upgraded { opened: Box::new(opened), read, write: out.into_vec() };
+        }
+        if after != After::KeepAlive {
+            return Ended::Closed(Some((read, out.into_vec())));
         }
         if needs_room {
             continue;
@@ -164,7 +183,7 @@ async fn converse(
         let len = read.len();
         let capacity = read.capacity();
         match monoio::time::timeout(timeout, stream.read(read.slice_mut(len..capacity))).await {
-            Ok((Ok(0), _)) | Ok((Err(_), _)) => return None,
+            Ok((Ok(0), _)) | Ok((Err(_), _)) => return Ended::Closed(None),
             Ok((Ok(_), slice)) => read = slice.into_inner(),
             Err(_elapsed) => {
                 if len > 0 {
@@ -172,7 +191,7 @@ async fn converse(
                     write_with_context(local, &mut out, handler::respond_timeout);
                     let _ = stream.write_all(out.into_vec()).await;
                 }
-                return None;
+                return Ended::Closed(None);
             }
         }
     }

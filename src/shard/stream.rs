@@ -1,0 +1,209 @@
+//! A shard's WebSocket streams on the wire. After the 101 the connection splits in two tasks:
+//! the reader feeds client bytes to tungstenite (masking, control frames, fragments, size
+//! limits, close codes) and acts on what comes out; the writer sends what the fan-out tick built
+//! (`stream::fanout`), control frames first. Neither ever queues more than one price frame.
+
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
+use monoio::net::TcpStream;
+
+use crate::clock::Now;
+use crate::counters::{Gauge, StreamCounter};
+use crate::shard::Local;
+use crate::stream::client::{ClientReader, Next};
+use crate::stream::fanout::{Ending, StreamState};
+use crate::stream::grant::Grant;
+use crate::stream::symbols::{self, Expect, SymbolsError};
+
+/// Bytes read from a stream's socket at a time. Clients send little (pongs, a symbol change
+/// now and then), and every idle stream holds one read buffer.
+const READ_BYTES: usize = 512;
+
+/// A stream's place on its shard: counted open from the upgrade until this is dropped, on
+/// every path out.
+pub(super) struct Opened {
+    local: Rc<Local>,
+    pub grant: Grant,
+}
+
+impl Opened {
+    /// Counts the stream open. Called in the same synchronous step as the handler's limit
+    /// check, so a burst of upgrades cannot overshoot `streams_per_shard_max`.
+    pub fn new(local: &Rc<Local>, grant: Grant) -> Self {
+        local.counters().gauge_add(Gauge::OpenStreams, 1);
+        Self { local: Rc::clone(local), grant }
+    }
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        self.local.counters().gauge_add(Gauge::OpenStreams, -1);
+    }
+}
+
+/// Runs one stream until it ends. `leftover`: bytes the client sent after its upgrade request.
+pub(super) async fn run(stream: TcpStream, local: &Rc<Local>, opened: Opened, leftover: &[u8]) {
+    let config = &local.shared.config.stream;
+    let fd = stream.as_raw_fd();
+    if config.send_buffer_bytes > 0 {
+        super::set_send_buffer(fd, config.send_buffer_bytes);
+    }
+    let now_ms = Now::read().unix_ms;
+    let state = Rc::new(StreamState::new(opened.grant.session.symbols(), now_ms));
+    let slot = local.fanout.add(&state, &local.shared.book, now_ms, local.counters());
+    let (reader, writer) = stream.into_split();
+    let writing = monoio::spawn(write_loop(writer, Rc::clone(&state), Rc::clone(local), fd));
+    read_loop(reader, &state, local, leftover).await;
+    writing.await;
+    local.fanout.remove(slot, local.counters());
+    drop(opened);
+}
+
+/// Sends control frames and price frames as they become ready. Ends when the stream ends (after
+/// its close frame), when the socket fails, or when a write stalls past `send_stall_ms`; then
+/// wakes the reader so the connection closes.
+async fn write_loop(mut writer: OwnedWriteHalf<TcpStream>, state: Rc<StreamState>, local: Rc<Local>, fd: i32) {
+    let stall = Duration::from_millis(local.shared.config.stream.send_stall_ms);
+    let mut spare = Vec::new();
+    loop {
+        let control = state.take_control(spare);
+        if !control.is_empty() {
+            match monoio::time::timeout(stall, writer.write_all(control)).await {
+                Ok((Ok(_), buf)) => spare = buf,
+                Ok((Err(_), _)) => break,
+                Err(_) => {
+                    slow(&state, &local);
+                    break;
+                }
+            }
+            continue;
+        }
+        spare = control;
+        if state.ending().is_some() {
+            break;
+        }
+        if let Some((buf, ready)) = state.take_frame() {
+            let end = buf.len();
+            match monoio::time::timeout(stall, writer.write_all(buf.slice(ready.start..end))).await {
+                Ok((Ok(_), slice)) => {
+                    state.give_frame(slice.into_inner());
+                    let counters = local.counters();
+                    counters.stream_add(StreamCounter::FramesPushed, 1);
+                    if ready.measured {
+                        let now_ms = Now::read().unix_ms;
+                        counters.observe_push_latency_us(now_ms.saturating_sub(ready.newest_recv_ms) * 1000);
+                    }
+                }
+                Ok((Err(_), _)) => break,
+                Err(_) => {
+                    slow(&state, &local);
+                    break;
+                }
+            }
+            continue;
+        }
+        state.signal.wait().await;
+    }
+    state.end(Ending::Client);
+    super::shut_read(fd);
+}
+
+/// A client whose socket stayed full past the deadline: closed, its updates no longer owed.
+fn slow(state: &StreamState, local: &Local) {
+    local.counters().stream_add(StreamCounter::SlowClientCloses, 1);
+    state.end(Ending::Slow);
+}
+
+/// Reads the client until it closes, errs, or the stream ends.
+async fn read_loop(mut reader: OwnedReadHalf<TcpStream>, state: &Rc<StreamState>, local: &Rc<Local>, leftover: &[u8]) {
+    let mut client = ClientReader::new(local.shared.config.stream.message_bytes_max);
+    let mut replies = Vec::new();
+    if !leftover.is_empty() && !take_in(&mut client, leftover, &mut replies, state, local) {
+        return;
+    }
+    let mut buf = Vec::with_capacity(READ_BYTES);
+    loop {
+        let (result, back) = reader.read(buf.slice_mut(0..READ_BYTES)).await;
+        buf = back.into_inner();
+        match result {
+            Ok(n) if n > 0 => {
+                state.heard(Now::read().unix_ms);
+                if !take_in(&mut client, &buf[..n], &mut replies, state, local) {
+                    return;
+                }
+            }
+            _ => {
+                // End of file or an error: the client left, or the shard is draining (it shut
+                // our read side to wake us).
+                state.end(if local.shared.draining() { Ending::Shutdown } else { Ending::Client });
+                return;
+            }
+        }
+        if state.ending().is_some() {
+            return;
+        }
+    }
+}
+
+/// Feeds client bytes through the protocol and acts on the outcome. False once the stream ends.
+fn take_in(client: &mut ClientReader, bytes: &[u8], replies: &mut Vec<u8>, state: &StreamState, local: &Local) -> bool {
+    let next = client.take_in(bytes, replies, |text| change_symbols(text, state, local));
+    state.send_control(replies);
+    replies.clear();
+    match next {
+        Next::Continue => true,
+        Next::Closed => {
+            state.end(Ending::Client);
+            false
+        }
+        Next::Refuse(code) => {
+            state.end(Ending::Refused(code));
+            false
+        }
+    }
+}
+
+/// A client's symbol change: applied, or answered with an error message (the stream stays).
+fn change_symbols(text: &[u8], state: &StreamState, local: &Local) -> Option<String> {
+    let book = &local.shared.book;
+    match symbols::parse(text, Expect::Change, book) {
+        Ok(set) => {
+            local.fanout.change(state, &set.ids, book, Now::read().unix_ms, local.counters());
+            None
+        }
+        Err(e) => {
+            let code = match e {
+                SymbolsError::Unknown(_) => "unknown_symbol",
+                _ => "bad_request",
+            };
+            Some(serde_json::json!({"type": "error", "error": code, "message": e.to_string()}).to_string())
+        }
+    }
+}
+
+/// The shard's fan-out clock: one tick every `stream.tick_ms`, on a fixed schedule.
+pub(super) async fn tick_loop(local: Rc<Local>) {
+    let every = Duration::from_millis(local.shared.config.stream.tick_ms);
+    let mut next = Instant::now() + every;
+    loop {
+        monoio::time::sleep_until(next.into()).await;
+        next += every;
+        let now = Instant::now();
+        if next < now {
+            // Fell behind (a stalled machine): skip the missed ticks rather than burst them.
+            next = now + every;
+        }
+        if local.fanout.is_empty() {
+            if local.shared.draining() {
+                return;
+            }
+            continue;
+        }
+        let config = &local.shared.config.stream;
+        local.fanout.tick(&local.shared.book, Now::read().unix_ms, config, local.counters());
+    }
+}

@@ -1,0 +1,172 @@
+//! Server-to-client frames. Price frames are written straight into a stream's own buffer: the
+//! JSON first, after room for the header, then tungstenite's header in front of it, so an update
+//! costs no allocation. Close and ping frames go through tungstenite's `Frame`.
+
+use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tungstenite::protocol::frame::{CloseFrame, Frame, FrameHeader};
+
+use crate::book::{Served, SYMBOL_BYTES_MAX};
+use crate::buf::FixedBuf;
+use crate::http::json::{self, PRICE_OBJECT_BYTES_MAX};
+
+/// The longest header of an unmasked server frame: 2 bytes and a 64-bit length.
+pub const HEADER_ROOM: usize = 10;
+const OPEN: &[u8] = b"{\"type\":\"prices\",\"prices\":[";
+
+/// Buffer bytes a price frame over `symbols` symbols may need: every symbol priced, or missing.
+pub const fn capacity_for(symbols: usize) -> usize {
+    HEADER_ROOM + OPEN.len() + 16 + symbols * (PRICE_OBJECT_BYTES_MAX + 1) + symbols * (SYMBOL_BYTES_MAX + 3)
+}
+
+/// A price frame being written: `{"type":"prices","prices":[...],"missing":[...]}`.
+pub struct PriceFrame {
+    buf: FixedBuf,
+    prices: usize,
+    missing: usize,
+    /// The newest book write among the prices, Unix ms: where push latency is measured from.
+    pub newest_recv_ms: u64,
+}
+
+impl PriceFrame {
+    /// Starts a frame in `buf` (cleared; its capacity is the limit).
+    pub fn begin(buf: Vec<u8>) -> Self {
+        let mut buf = FixedBuf::from_vec(buf);
+        buf.put(&[0; HEADER_ROOM]);
+        buf.put(OPEN);
+        Self { buf, prices: 0, missing: 0, newest_recv_ms: 0 }
+    }
+
+    pub fn price(&mut self, symbol: &str, served: &Served, now_ms: u64) {
+        if self.prices > 0 {
+            self.buf.put(b",");
+        }
+        self.prices += 1;
+        json::open_price(&mut self.buf, symbol, served, now_ms);
+        self.buf.put(b"}");
+        self.newest_recv_ms = self.newest_recv_ms.max(served.recv_ms);
+    }
+
+    /// A symbol due in this frame with no fresh price. Call after every `price`.
+    pub fn missing(&mut self, symbol: &str) {
+        self.buf.put(if self.missing == 0 { b"],\"missing\":[\"" } else { b",\"" });
+        self.missing += 1;
+        self.buf.put(symbol.as_bytes());
+        self.buf.put(b"\"");
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.prices == 0 && self.missing == 0
+    }
+
+    /// Closes the JSON and puts the header in front. Returns the buffer and where the frame
+    /// starts in it, or `Err` with the buffer if the frame did not fit (never, by
+    /// [`capacity_for`]; answered by skipping the frame, never by a panic).
+    pub fn finish(mut self) -> Result<(Vec<u8>, usize), Vec<u8>> {
+        // Closes the last list (prices, or missing) and the object.
+        self.buf.put(b"]}");
+        if self.buf.overflowed() {
+            return Err(self.buf.into_vec());
+        }
+        let mut bytes = self.buf.into_vec();
+        let payload = (bytes.len() - HEADER_ROOM) as u64;
+        let header = FrameHeader { is_final: true, opcode: OpCode::Data(Data::Text), ..FrameHeader::default() };
+        let mut head = [0u8; HEADER_ROOM];
+        let mut cursor = &mut head[..];
+        if header.format(payload, &mut cursor).is_err() {
+            return Err(bytes);
+        }
+        let used = HEADER_ROOM - cursor.len();
+        let start = HEADER_ROOM - used;
+        bytes[start..HEADER_ROOM].copy_from_slice(&head[..used]);
+        Ok((bytes, start))
+    }
+}
+
+/// Appends a close frame with `code` and `reason` to `out`.
+pub fn close(out: &mut Vec<u8>, code: CloseCode, reason: &'static str) {
+    let frame = Frame::close(Some(CloseFrame { code, reason: reason.into() }));
+    // Writing into a Vec cannot fail.
+    let _ = frame.format(out);
+}
+
+/// Appends a ping to `out`; the client's pong proves it is still there.
+pub fn ping(out: &mut Vec<u8>) {
+    let _ = Frame::ping(&b"pb"[..]).format(out);
+}
+
+/// Appends a text frame (an error report) to `out`.
+pub fn text(out: &mut Vec<u8>, payload: &str) {
+    let _ = Frame::message(payload.to_owned(), OpCode::Data(Data::Text), true).format(out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::book::Decimal;
+
+    fn served(price: &[u8], recv_ms: u64) -> Served {
+        Served { price: Decimal::parse(price).expect("literal"), ts_ms: 1_000, sources: 2, recv_ms }
+    }
+
+    /// Reads the frame back with tungstenite's own parser.
+    fn read_back(bytes: &[u8]) -> (FrameHeader, String) {
+        let mut cursor = std::io::Cursor::new(bytes);
+        let (header, len) = FrameHeader::parse(&mut cursor).expect("header").expect("complete");
+        let at = cursor.position() as usize;
+        assert_eq!(at + len as usize, bytes.len(), "exactly one frame");
+        (header, String::from_utf8(bytes[at..].to_vec()).expect("utf-8"))
+    }
+
+    #[test]
+    fn a_price_frame_is_one_text_frame_of_the_documented_json() {
+        let mut frame = PriceFrame::begin(Vec::with_capacity(capacity_for(2)));
+        frame.price("BTC-USD", &served(b"97123.45", 990), 1_012);
+        frame.price("ETH-USD", &served(b"3000.1", 995), 1_012);
+        assert_eq!(frame.newest_recv_ms, 995);
+        let (bytes, start) = frame.finish().expect("fits");
+        let (header, json) = read_back(&bytes[start..]);
+        assert_eq!(header.opcode, OpCode::Data(Data::Text));
+        assert!(header.is_final && header.mask.is_none());
+        let value: serde_json::Value = serde_json::from_str(&json).expect("json");
+        assert_eq!(value["type"], "prices");
+        assert_eq!(value["prices"][0]["symbol"], "BTC-USD");
+        assert_eq!(value["prices"][0]["price"], "97123.45");
+        assert_eq!(value["prices"][1]["ts"], 1_000);
+        assert!(value.get("missing").is_none());
+    }
+
+    #[test]
+    fn missing_symbols_and_long_frames() {
+        let mut frame = PriceFrame::begin(Vec::with_capacity(capacity_for(100)));
+        for i in 0..99 {
+            frame.price(&format!("SYMBOL-NUMBER-{i:03}-WITH-A-LONG-NAM"), &served(b"-1234567890123.456789", 1), 2);
+        }
+        frame.missing("FOO-BAR");
+        let (bytes, start) = frame.finish().expect("fits");
+        let (_, json) = read_back(&bytes[start..]);
+        let value: serde_json::Value = serde_json::from_str(&json).expect("json");
+        assert_eq!(value["prices"].as_array().map(Vec::len), Some(99));
+        assert_eq!(value["missing"][0], "FOO-BAR");
+        assert!(json.len() > 126, "a 16-bit length header was exercised");
+    }
+
+    #[test]
+    fn a_frame_that_does_not_fit_is_refused_not_truncated() {
+        let mut frame = PriceFrame::begin(Vec::with_capacity(40));
+        frame.price("BTC-USD", &served(b"1", 1), 1);
+        assert!(frame.finish().is_err());
+    }
+
+    #[test]
+    fn control_frames_parse_back() {
+        let mut out = Vec::new();
+        close(&mut out, CloseCode::Away, "idle timeout");
+        ping(&mut out);
+        let mut cursor = std::io::Cursor::new(&out[..]);
+        let (header, len) = FrameHeader::parse(&mut cursor).expect("header").expect("complete");
+        assert_eq!(header.opcode, OpCode::Control(tungstenite::protocol::frame::coding::Control::Close));
+        let at = cursor.position() as usize;
+        assert_eq!(&out[at..at + 2], &1001u16.to_be_bytes());
+        assert_eq!(&out[at + 2..at + len as usize], b"idle timeout");
+    }
+}

@@ -1,0 +1,21 @@
+//! WebSocket streaming (PROTOCOL.md "Streaming", docs/protocol.md): a session made over REST,
+//! redeemed by an upgrade on whichever shard accepts the connection, which then owns the stream.
+//!
+//! - [`sessions`]: the node-wide table of pending sessions (lock-free, bounded).
+//! - [`symbols`]: the symbol lists clients send (session bodies and symbol changes).
+//! - [`handshake`]: which upgrade requests are accepted, and the 101.
+//! - [`client`]: what a client sends on an open stream, through tungstenite's protocol core.
+//! - [`grant`]: what an accepted upgrade hands the shard: the session and the key's stream slot.
+//! - [`frames`]: the price frames, written into a stream's own buffer.
+//! - [`fanout`]: a shard's streams and its tick: which symbols moved, who gets a frame, who is
+//!   too slow to take one (conflation).
+//!
+//! The sockets themselves are the shard's (`shard::stream`).
+
+pub mod client;
+pub mod fanout;
+pub mod frames;
+pub mod grant;
+pub mod handshake;
+pub mod sessions;
+pub mod symbols;
