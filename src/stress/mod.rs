@@ -407,7 +407,8 @@ impl Display {
                 let done = progress.done.load(Ordering::Relaxed);
                 let errors = progress.errors.load(Ordering::Relaxed);
                 let now = Instant::now();
-                let rps = if level == last.0 {
+                // A ws run's frames count on across its stages; a level's requests start over.
+                let rps = if level == last.0 || ws {
                     done.saturating_sub(last.1) as f64 / (now - last.2).as_secs_f64().max(1e-3)
                 } else {
                     0.0

@@ -347,7 +347,7 @@ pub fn markdown(summary: &Summary) -> String {
             run.user.symbols_max,
             match run.user.stream_ms {
                 Some((lo, hi)) => format!(
-                    ", streams of {:.1} to {:.1} s, pauses of {:.1} to {:.1} s",
+                    ", streams of {} to {} s, pauses of {} to {} s",
                     lo as f64 / 1000.0,
                     hi as f64 / 1000.0,
                     run.user.pause_ms.0 as f64 / 1000.0,

@@ -294,6 +294,8 @@ struct Ended {
     outcome: WsOutcome,
     /// The server ended it (close frame, end of stream, reset): nothing left to close.
     by_server: bool,
+    /// For frames that still arrive while closing.
+    stream: StreamFacts,
 }
 
 /// Reads frames until `until`, recording each.
@@ -307,10 +309,11 @@ async fn read_stream(
 ) -> Ended {
     let mut outcome = WsOutcome::Ok;
     let mut first = true;
+    let facts = |first| StreamFacts { asked, upgrade_sent_ms, first };
     loop {
         let next = tokio::select! {
             next = ws.next() => next,
-            _ = tokio::time::sleep_until(until.into()) => return Ended { outcome, by_server: false },
+            _ = tokio::time::sleep_until(until.into()) => return Ended { outcome, by_server: false, stream: facts(first) },
         };
         let text = match next {
             Some(Ok(Message::Text(text))) => text,
@@ -321,46 +324,71 @@ async fn read_stream(
             // Pings are answered by tungstenite as we keep reading.
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
             Some(Ok(Message::Close(_))) | None | Some(Err(WsError::ConnectionClosed)) => {
-                return Ended { outcome: first_failure(outcome, WsOutcome::ClosedByServer), by_server: true }
+                return Ended {
+                    outcome: first_failure(outcome, WsOutcome::ClosedByServer),
+                    by_server: true,
+                    stream: facts(first),
+                }
             }
-            Some(Err(_)) => return Ended { outcome: first_failure(outcome, WsOutcome::Io), by_server: true },
+            Some(Err(_)) => {
+                return Ended { outcome: first_failure(outcome, WsOutcome::Io), by_server: true, stream: facts(first) }
+            }
         };
-        let received_us = unix_us();
-        let stage = job.live.stage.load(SeqCst);
-        let opened_ms = job.live.stage_opened_unix_ms.get(stage).map_or(0, |b| b.load(SeqCst));
-        let mut books = books.borrow_mut();
-        let r = books.at(stage);
-        let kind = frame::read(text.as_bytes(), |ts_ms| {
-            if !first {
-                r.push(received_us, ts_ms);
-                job.progress.observe(Duration::from_micros(received_us.saturating_sub(ts_ms.saturating_mul(1000))));
-            }
-        });
-        match kind {
-            Frame::Prices { prices, missing, ts_max_ms } => {
-                let c = &mut r.counts;
-                c.frames += 1;
-                c.prices += prices as u64;
-                // Proven pushed after the stage's opening snapshot: the stream was asked for
-                // after it, or the frame carries a price stamped after it.
-                let after_opening =
-                    opened_ms != 0 && (upgrade_sent_ms > opened_ms || ts_max_ms.is_some_and(|ts| ts > opened_ms));
-                if !after_opening {
-                    c.frames_unattributed += 1;
-                }
-                if first {
-                    c.first_frames += 1;
-                    c.missing += missing as u64;
-                    if prices + missing != asked {
-                        outcome = first_failure(outcome, WsOutcome::BadFrame);
-                    }
-                }
-                job.progress.done.fetch_add(1, SeqCst);
-            }
-            Frame::Error => outcome = first_failure(outcome, WsOutcome::ErrorFrame),
-            Frame::Odd => outcome = first_failure(outcome, WsOutcome::BadFrame),
+        if let Some(kind) = record_frame(job, books, text.as_bytes(), facts(first)) {
+            outcome = first_failure(outcome, kind);
         }
         first = false;
+    }
+}
+
+/// What a frame's accounting needs to know of its stream.
+#[derive(Clone, Copy)]
+struct StreamFacts {
+    /// Symbols the session asked for.
+    asked: usize,
+    /// Unix ms just before the upgrade request went out.
+    upgrade_sent_ms: u64,
+    /// The stream's first text frame: its prices can be old, so they make no latency sample.
+    first: bool,
+}
+
+/// Records one text frame in the stage open now; the failure it shows, if any.
+fn record_frame(job: &WsJob, books: &RefCell<Books>, text: &[u8], stream: StreamFacts) -> Option<WsOutcome> {
+    let received_us = unix_us();
+    let stage = job.live.stage.load(SeqCst);
+    let opened_ms = job.live.stage_opened_unix_ms.get(stage).map_or(0, |b| b.load(SeqCst));
+    let mut books = books.borrow_mut();
+    let r = books.at(stage);
+    let kind = frame::read(text, |ts_ms| {
+        if !stream.first {
+            r.push(received_us, ts_ms);
+            job.progress.observe(Duration::from_micros(received_us.saturating_sub(ts_ms.saturating_mul(1000))));
+        }
+    });
+    match kind {
+        Frame::Prices { prices, missing, ts_max_ms } => {
+            let c = &mut r.counts;
+            c.frames += 1;
+            c.prices += prices as u64;
+            // Proven pushed after the stage's opening snapshot: the stream was asked for after it,
+            // or the frame carries a price stamped after it.
+            let after_opening =
+                opened_ms != 0 && (stream.upgrade_sent_ms > opened_ms || ts_max_ms.is_some_and(|ts| ts > opened_ms));
+            if !after_opening {
+                c.frames_unattributed += 1;
+            }
+            job.progress.done.fetch_add(1, SeqCst);
+            if stream.first {
+                c.first_frames += 1;
+                c.missing += missing as u64;
+                if prices + missing != stream.asked {
+                    return Some(WsOutcome::BadFrame);
+                }
+            }
+            None
+        }
+        Frame::Error => Some(WsOutcome::ErrorFrame),
+        Frame::Odd => Some(WsOutcome::BadFrame),
     }
 }
 
@@ -378,6 +406,11 @@ async fn close(job: &WsJob, ws: &mut WebSocketStream<TcpStream>, ended: Ended, b
         while let Some(message) = ws.next().await {
             match message {
                 Ok(Message::Close(_)) => answered = true,
+                // Pushed before the server saw our close: received, so counted (its failure, if
+                // odd, is beside the point now).
+                Ok(Message::Text(text)) => {
+                    let _ = record_frame(job, books, text.as_bytes(), ended.stream);
+                }
                 Ok(_) => {}
                 Err(WsError::ConnectionClosed) => break,
                 Err(_) => return Err(WsOutcome::Io),
