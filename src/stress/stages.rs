@@ -26,6 +26,8 @@ use crate::stress::server_stats::{self, Admin, ServerSnapshot, Slack};
 
 /// How long after the run the stream gauges have to reach 0.
 pub const SETTLE_WITHIN: Duration = Duration::from_secs(10);
+/// How long before the run's end the last stage's open streams are counted.
+const END_LOOK_MS: u64 = 50;
 /// Between starting the worker threads and the first user's clock.
 const START_DELAY: Duration = Duration::from_millis(100);
 
@@ -34,7 +36,10 @@ struct Boundary {
     at: Instant,
     snapshot: Option<ServerSnapshot>,
     slack: Slack,
+    /// Streams open on either side when the stage ended (the last stage: at its planned end,
+    /// before users close).
     streams_open: u64,
+    server_open: Option<i64>,
     cpu: Option<Duration>,
     server_rss_kib: Option<u64>,
 }
@@ -97,6 +102,7 @@ pub fn run(plan: &Plan, cx: &RunSetup) -> Result<(Vec<LevelSummary>, WsRun)> {
     cx.progress.level.store(1, SeqCst);
     let mut boundaries = vec![Boundary {
         at: job.t0,
+        server_open: before.as_ref().and_then(open_gauge),
         snapshot: before,
         slack: Slack::default(),
         streams_open: 0,
@@ -109,15 +115,23 @@ pub fn run(plan: &Plan, cx: &RunSetup) -> Result<(Vec<LevelSummary>, WsRun)> {
         boundaries.push(boundary(&job, cx, k + 1));
         cx.progress.level.store(k + 2, SeqCst);
     }
+    // What was open as the last stage ended: looked at a moment before its end, when a run that
+    // ends on a hold has every user still connected (they all leave at the end).
+    let last_start_ms = schedule.stage_ends_ms().iter().rev().nth(1).copied().unwrap_or(0);
+    wait_until(job.t0 + Duration::from_millis(schedule.end_ms().saturating_sub(END_LOOK_MS).max(last_start_ms)));
+    let streams_open = cx.progress.streams_open.load(SeqCst);
+    let server_open = cx.admin.and_then(|a| a.snapshot().ok()).and_then(|s| open_gauge(&s));
+    let server_rss_kib = cx.server_pid.and_then(server_stats::rss_kib);
     let recorders = running.join()?;
     // Every user has returned: nothing in flight, the last boundary is exact.
     let end = Boundary {
         at: Instant::now(),
         snapshot: cx.admin.map(Admin::snapshot).transpose().context("reading /admin/stress-stats after the run")?,
         slack: Slack::default(),
-        streams_open: cx.progress.streams_open.load(SeqCst),
+        streams_open,
+        server_open,
         cpu: saturation::cpu_time(),
-        server_rss_kib: cx.server_pid.and_then(server_stats::rss_kib),
+        server_rss_kib,
     };
     boundaries.push(end);
     run.settle = cx.admin.map(|admin| server_stats::settle(admin, SETTLE_WITHIN));
@@ -158,6 +172,7 @@ fn boundary(job: &WsJob, cx: &RunSetup, stage: usize) -> Boundary {
     };
     Boundary {
         at,
+        server_open: snapshot.as_ref().and_then(open_gauge),
         snapshot,
         slack,
         streams_open,
@@ -187,10 +202,7 @@ fn stage_summary(stage: &Stage, r: &WsRecorder, open: &Boundary, close: &Boundar
         users_to: stage.users,
         over_ms: stage.over_ms,
         streams_open_end: close.streams_open,
-        server_open_websocket_sessions: close
-            .snapshot
-            .as_ref()
-            .and_then(|s| s.gauges.get("open_websocket_sessions").copied()),
+        server_open_websocket_sessions: close.server_open,
         counts: c.clone(),
         frames_per_s,
         push,
@@ -240,6 +252,10 @@ fn empty_level(stage: &Stage) -> LevelSummary {
         reconciliation: None,
         ws: None,
     }
+}
+
+fn open_gauge(snapshot: &ServerSnapshot) -> Option<i64> {
+    snapshot.gauges.get("open_websocket_sessions").copied()
 }
 
 fn wait_until(at: Instant) {
