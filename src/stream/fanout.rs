@@ -386,13 +386,6 @@ impl Fanout {
             counters.stream_add(StreamCounter::UpdatesConflated, conflated);
         }
     }
-
-    /// Ends every stream (shutdown).
-    pub fn end_all(&self, why: Ending) {
-        for state in self.streams.borrow().iter().flatten() {
-            state.end(why);
-        }
-    }
 }
 
 #[cfg(test)]
