@@ -70,14 +70,14 @@ fn stream_fanout(c: &mut Criterion) {
         b.iter_batched(
             || move_all(&book),
             |()| {
-                fanout.tick(&book, black_box(NOW_UNIX_MS), &config, block);
+                fanout.tick(&book, black_box(NOW_UNIX_MS), &config, block, |_| {});
                 assert_eq!(drain(&streams), STREAMS);
             },
             BatchSize::PerIteration,
         )
     });
     group.bench_function(format!("tick/{STREAMS}_streams_none_moved"), |b| {
-        b.iter(|| fanout.tick(&book, black_box(NOW_UNIX_MS), &config, block))
+        b.iter(|| fanout.tick(&book, black_box(NOW_UNIX_MS), &config, block, |_| {}))
     });
     group.finish();
 }
