@@ -11,6 +11,7 @@
 //!    own SO_REUSEPORT listener + UDP socket + preallocated buffers
 //!    bytes → http::request / udp::codec → admission (keys → ratelimit → usage)
 //!          → book → http::response / udp::codec → bytes
+//!    streams: every tick, changed symbols → one frame per writable WebSocket (stream::fanout)
 //!    │ counters: one padded block per shard, summed on read
 //! ```
 //!

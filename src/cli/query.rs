@@ -26,6 +26,12 @@ pub struct QueryArgs {
     /// HTTP: show this key's usage this month instead of a price.
     #[arg(long)]
     pub usage: bool,
+    /// Stream the symbols over WebSocket (a session, then /v1/stream), one frame per line.
+    #[arg(long, conflicts_with_all = ["udp", "usage", "sources"])]
+    pub stream: bool,
+    /// With --stream: stop after this many frames (default: until interrupted).
+    #[arg(long, value_name = "N", requires = "stream")]
+    pub frames: Option<u64>,
     /// How long to wait for an answer.
     #[arg(long, value_name = "MS", default_value_t = 2000)]
     pub timeout_ms: u64,
@@ -33,6 +39,22 @@ pub struct QueryArgs {
 
 pub fn run(args: QueryArgs) -> anyhow::Result<()> {
     let timeout = Duration::from_millis(args.timeout_ms);
+    if args.stream {
+        if args.symbols.is_empty() {
+            bail!("name at least one symbol to stream");
+        }
+        let mut left = args.frames;
+        return crate::client::stream::stream(&args.http, &args.key, &args.symbols, timeout, |frame| {
+            println!("{frame}");
+            match left.as_mut() {
+                Some(n) => {
+                    *n = n.saturating_sub(1);
+                    *n > 0
+                }
+                None => true,
+            }
+        });
+    }
     if let Some(addr) = &args.udp {
         if args.symbols.is_empty() {
             bail!("name at least one symbol");

@@ -1,4 +1,5 @@
 //! Clients of pricebeast's own protocols, for `pricebeast query`, the stress client and tests.
 
 pub mod http;
+pub mod stream;
 pub mod udp;

@@ -244,6 +244,16 @@ fn set_send_buffer(fd: i32, bytes: usize) {
     }
 }
 
+/// `shutdown(fd, SHUT_RDWR)`: fails a write blocked on a full socket (a stalled stream).
+#[allow(unsafe_code)]
+fn shut_down(fd: i32) {
+    // SAFETY: called for a stream whose writer is suspended in a write on `fd`, on this thread, so
+    // the socket is open and `fd` names it. shutdown(2) neither closes nor frees it.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
 /// `shutdown(fd, SHUT_RD)`.
 #[allow(unsafe_code)]
 fn shut_read(fd: i32) {

@@ -13,21 +13,25 @@ use monoio::net::TcpStream;
 
 use crate::clock::Now;
 use crate::counters::{Gauge, StreamCounter};
+use crate::shard::tcp::Registered;
 use crate::shard::Local;
 use crate::stream::client::{ClientReader, Next};
 use crate::stream::fanout::{Ending, StreamState};
-use crate::stream::grant::Grant;
+use crate::stream::grant::{Grant, KeySlot};
+use crate::stream::sessions::Redeemed;
 use crate::stream::symbols::{self, Expect, SymbolsError};
 
 /// Bytes read from a stream's socket at a time. Clients send little (pongs, a symbol change
 /// now and then), and every idle stream holds one read buffer.
-const READ_BYTES: usize = 512;
+const READ_BYTES: usize = 256;
 
 /// A stream's place on its shard: counted open from the upgrade until this is dropped, on
-/// every path out.
+/// every path out, and holding one of its key's stream slots as long.
 pub(super) struct Opened {
     local: Rc<Local>,
-    pub grant: Grant,
+    _slot: KeySlot,
+    /// The symbols to stream; taken when the stream starts.
+    session: Option<Box<Redeemed>>,
 }
 
 impl Opened {
@@ -35,7 +39,7 @@ impl Opened {
     /// check, so a burst of upgrades cannot overshoot `streams_per_shard_max`.
     pub fn new(local: &Rc<Local>, grant: Grant) -> Self {
         local.counters().gauge_add(Gauge::OpenStreams, 1);
-        Self { local: Rc::clone(local), grant }
+        Self { local: Rc::clone(local), _slot: grant.slot, session: Some(Box::new(grant.session)) }
     }
 }
 
@@ -45,41 +49,55 @@ impl Drop for Opened {
     }
 }
 
-/// Runs one stream until it ends. `leftover`: bytes the client sent after its upgrade request.
-pub(super) async fn run(stream: TcpStream, local: &Rc<Local>, opened: Opened, leftover: &[u8]) {
+/// Sets a stream up on its shard (its state, its first frame, its writer task) and returns the
+/// reader task, for the caller to spawn. `leftover`: bytes the client sent after its upgrade request. Everything the stream holds
+/// for its life is in the returned future or on the heap behind it, sized for one idle stream.
+pub(super) fn start(
+    stream: TcpStream,
+    local: &Rc<Local>,
+    mut opened: Opened,
+    leftover: &[u8],
+    registered: Registered,
+) -> impl std::future::Future<Output = ()> + 'static {
     let config = &local.shared.config.stream;
     let fd = stream.as_raw_fd();
     if config.send_buffer_bytes > 0 {
         super::set_send_buffer(fd, config.send_buffer_bytes);
     }
     let now_ms = Now::read().unix_ms;
-    let state = Rc::new(StreamState::new(opened.grant.session.symbols(), now_ms));
+    let symbols = opened.session.take().map(|s| s.symbols().to_vec()).unwrap_or_default();
+    let state = Rc::new(StreamState::new(&symbols, now_ms));
+    state.socket.set(fd);
     let slot = local.fanout.add(&state, &local.shared.book, now_ms, local.counters());
+    let leftover = leftover.to_vec();
+    let local = Rc::clone(local);
     let (reader, writer) = stream.into_split();
-    let writing = monoio::spawn(write_loop(writer, Rc::clone(&state), Rc::clone(local), fd));
-    read_loop(reader, &state, local, leftover).await;
-    writing.await;
-    local.fanout.remove(slot, local.counters());
-    drop(opened);
+    // Spawned here, not inside the future below, so that future does not reserve room for it.
+    let writing = monoio::spawn(write_loop(writer, Rc::clone(&state), Rc::clone(&local), fd));
+    async move {
+        read_loop(reader, &state, &local, leftover).await;
+        writing.await;
+        local.fanout.remove(slot, local.counters());
+        drop((opened, registered));
+    }
 }
 
 /// Sends control frames and price frames as they become ready. Ends when the stream ends (after
-/// its close frame), when the socket fails, or when a write stalls past `send_stall_ms`; then
-/// wakes the reader so the connection closes.
+/// its close frame) or the socket fails (the tick shuts the socket of a write stalled past
+/// `send_stall_ms`); then wakes the reader so the connection closes. No timer of its own: every
+/// idle stream holds this task, so it is kept small.
 async fn write_loop(mut writer: OwnedWriteHalf<TcpStream>, state: Rc<StreamState>, local: Rc<Local>, fd: i32) {
-    let stall = Duration::from_millis(local.shared.config.stream.send_stall_ms);
     let mut spare = Vec::new();
     loop {
         let control = state.take_control(spare);
         if !control.is_empty() {
-            match monoio::time::timeout(stall, writer.write_all(control)).await {
-                Ok((Ok(_), buf)) => spare = buf,
-                Ok((Err(_), _)) => break,
-                Err(_) => {
-                    slow(&state, &local);
-                    break;
-                }
+            state.writing(Now::read().unix_ms);
+            let (result, buf) = writer.write_all(control).await;
+            state.written();
+            if result.is_err() {
+                break;
             }
+            spare = buf;
             continue;
         }
         spare = control;
@@ -88,21 +106,18 @@ async fn write_loop(mut writer: OwnedWriteHalf<TcpStream>, state: Rc<StreamState
         }
         if let Some((buf, ready)) = state.take_frame() {
             let end = buf.len();
-            match monoio::time::timeout(stall, writer.write_all(buf.slice(ready.start..end))).await {
-                Ok((Ok(_), slice)) => {
-                    state.give_frame(slice.into_inner());
-                    let counters = local.counters();
-                    counters.stream_add(StreamCounter::FramesPushed, 1);
-                    if ready.measured {
-                        let now_ms = Now::read().unix_ms;
-                        counters.observe_push_latency_us(now_ms.saturating_sub(ready.newest_recv_ms) * 1000);
-                    }
-                }
-                Ok((Err(_), _)) => break,
-                Err(_) => {
-                    slow(&state, &local);
-                    break;
-                }
+            state.writing(Now::read().unix_ms);
+            let (result, slice) = writer.write_all(buf.slice(ready.start..end)).await;
+            state.written();
+            if result.is_err() {
+                break;
+            }
+            state.give_frame(slice.into_inner());
+            let counters = local.counters();
+            counters.stream_add(StreamCounter::FramesPushed, 1);
+            if ready.measured {
+                let now_ms = Now::read().unix_ms;
+                counters.observe_push_latency_us(now_ms.saturating_sub(ready.newest_recv_ms) * 1000);
             }
             continue;
         }
@@ -112,19 +127,19 @@ async fn write_loop(mut writer: OwnedWriteHalf<TcpStream>, state: Rc<StreamState
     super::shut_read(fd);
 }
 
-/// A client whose socket stayed full past the deadline: closed, its updates no longer owed.
-fn slow(state: &StreamState, local: &Local) {
-    local.counters().stream_add(StreamCounter::SlowClientCloses, 1);
-    state.end(Ending::Slow);
-}
-
 /// Reads the client until it closes, errs, or the stream ends.
-async fn read_loop(mut reader: OwnedReadHalf<TcpStream>, state: &Rc<StreamState>, local: &Rc<Local>, leftover: &[u8]) {
+async fn read_loop(
+    mut reader: OwnedReadHalf<TcpStream>,
+    state: &Rc<StreamState>,
+    local: &Rc<Local>,
+    leftover: Vec<u8>,
+) {
     let mut client = ClientReader::new(local.shared.config.stream.message_bytes_max);
     let mut replies = Vec::new();
-    if !leftover.is_empty() && !take_in(&mut client, leftover, &mut replies, state, local) {
+    if !leftover.is_empty() && !take_in(&mut client, &leftover, &mut replies, state, local) {
         return;
     }
+    drop(leftover);
     let mut buf = Vec::with_capacity(READ_BYTES);
     loop {
         let (result, back) = reader.read(buf.slice_mut(0..READ_BYTES)).await;
@@ -204,6 +219,10 @@ pub(super) async fn tick_loop(local: Rc<Local>) {
             continue;
         }
         let config = &local.shared.config.stream;
-        local.fanout.tick(&local.shared.book, Now::read().unix_ms, config, local.counters());
+        // The stalled writer is suspended inside its write, so the socket is open and `socket`
+        // names it.
+        local.fanout.tick(&local.shared.book, Now::read().unix_ms, config, local.counters(), |state| {
+            super::shut_down(state.socket.get())
+        });
     }
 }

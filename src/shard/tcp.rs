@@ -72,26 +72,39 @@ enum Ended {
     /// Closed; the buffers, when they survived (a cancelled read keeps its buffer).
     Closed(Option<(Vec<u8>, Vec<u8>)>),
     /// Upgraded to a WebSocket stream; `read` holds any bytes the client sent after the upgrade.
-    Upgraded { opened: Box<Opened>, read: Vec<u8>, write: Vec<u8> },
+    Upgraded { opened: Opened, read: Vec<u8>, write: Vec<u8> },
+}
+
+/// An accepted connection's place on the shard: registered for draining and counted open until
+/// dropped, whichever task (the HTTP loop, or the stream it became) holds it last.
+pub(super) struct Registered {
+    local: Rc<Local>,
+    slot: usize,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.local.deregister(self.slot);
+        self.local.connections.set(self.local.connections.get() - 1);
+        self.local.counters().gauge_add(Gauge::OpenConnections, -1);
+    }
 }
 
 /// One connection, already counted by the accept loop.
 async fn serve(mut stream: TcpStream, local: Rc<Local>) {
-    let slot = local.register(stream.as_raw_fd());
+    let registered = Registered { slot: local.register(stream.as_raw_fd()), local: Rc::clone(&local) };
     let (read, write) = local.take_buffers();
     match converse(&mut stream, &local, read, write).await {
         Ended::Closed(Some((read, write))) => local.give_buffers(read, write),
         Ended::Closed(None) => {}
         Ended::Upgraded { opened, read, write } => {
-            // A stream keeps no HTTP buffers: the leftover bytes move to its own small ones.
-            let leftover = read.clone();
+            // The stream is a task of its own, so it does not carry this request loop's state
+            // (about 3 KiB) for its whole life, nor the HTTP buffers, which go back to the pool.
+            let started = super::stream::start(stream, &local, opened, &read, registered);
             local.give_buffers(read, write);
-            super::stream::run(stream, &local, *opened, &leftover).await;
+            monoio::spawn(started);
         }
     }
-    local.deregister(slot);
-    local.connections.set(local.connections.get() - 1);
-    local.counters().gauge_add(Gauge::OpenConnections, -1);
 }
 
 /// The request/response loop.
@@ -165,7 +178,7 @@ async fn converse(stream: &mut TcpStream, local: &Rc<Local>, mut read: Vec<u8>, 
             }
         }
         if let Some(opened) = opened {
-            return Ended::Upgraded { opened: Box::new(opened), read, write: out.into_vec() };
+            return Ended::Upgraded { opened, read, write: out.into_vec() };
         }
         if after != After::KeepAlive {
             return Ended::Closed(Some((read, out.into_vec())));

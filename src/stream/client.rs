@@ -6,8 +6,9 @@ use std::io::{self, Read, Write};
 
 use tungstenite::protocol::{Message, Role, WebSocketConfig, WebSocketContext};
 
-/// Bytes tungstenite may keep of a message in progress before asking for more.
-const READ_CHUNK: usize = 512;
+/// tungstenite's first buffer for client bytes: enough for a pong or a close. It grows to the
+/// largest message a client sends (at most `stream.message_bytes_max`); every idle stream holds one.
+const READ_CHUNK: usize = 128;
 
 /// What the stream must do after some client bytes.
 #[derive(Debug, PartialEq, Eq)]

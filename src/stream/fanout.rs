@@ -101,6 +101,11 @@ pub struct StreamState {
     ending: Cell<Option<Ending>>,
     last_heard_ms: Cell<u64>,
     pinged: Cell<bool>,
+    /// When the writer started the write it is still in, if it is in one.
+    writing_since_ms: Cell<Option<u64>>,
+    /// The shard's handle for this stream's socket (its descriptor), for [`Fanout::tick`]'s
+    /// `on_stall`.
+    pub socket: Cell<i32>,
 }
 
 impl StreamState {
@@ -115,6 +120,8 @@ impl StreamState {
             ending: Cell::new(None),
             last_heard_ms: Cell::new(now_ms),
             pinged: Cell::new(false),
+            writing_since_ms: Cell::new(None),
+            socket: Cell::new(-1),
         };
         state.set_watches(symbols);
         state.frame.set(Some(Vec::with_capacity(frames::capacity_for(symbols.len()))));
@@ -178,6 +185,16 @@ impl StreamState {
     pub fn take_frame(&self) -> Option<(Vec<u8>, Ready)> {
         let ready = self.ready.take()?;
         self.frame.take().map(|buf| (buf, ready))
+    }
+
+    /// The writer starts writing (a frame or control bytes) at `now_ms`.
+    pub fn writing(&self, now_ms: u64) {
+        self.writing_since_ms.set(Some(now_ms));
+    }
+
+    /// The writer's write completed.
+    pub fn written(&self) {
+        self.writing_since_ms.set(None);
     }
 
     /// The writer gives the buffer back once the frame is written.
@@ -353,8 +370,17 @@ impl Fanout {
     }
 
     /// One tick: reads each watched symbol's version once, then gives every stream its frame,
-    /// its conflation count, its ping or its idle close.
-    pub fn tick(&self, book: &PriceBook, now_ms: u64, config: &StreamConfig, counters: &CounterBlock) {
+    /// its conflation count, its ping, its idle close, or its slow-client close. `on_stall` is
+    /// called for a stream whose write has waited `send_stall_ms`: the shard shuts its socket,
+    /// which fails the write (the stream is ended already, without a close frame).
+    pub fn tick(
+        &self,
+        book: &PriceBook,
+        now_ms: u64,
+        config: &StreamConfig,
+        counters: &CounterBlock,
+        on_stall: impl Fn(&StreamState),
+    ) {
         {
             let watchers = self.watchers.borrow();
             let mut versions = self.versions.borrow_mut();
@@ -368,6 +394,12 @@ impl Fanout {
         let mut conflated = 0;
         for state in self.streams.borrow().iter().flatten() {
             if state.ending.get().is_some() {
+                continue;
+            }
+            if state.writing_since_ms.get().is_some_and(|since| now_ms.saturating_sub(since) >= config.send_stall_ms) {
+                counters.stream_add(StreamCounter::SlowClientCloses, 1);
+                state.end(Ending::Slow);
+                on_stall(state);
                 continue;
             }
             let silent_ms = now_ms.saturating_sub(state.last_heard_ms.get());
@@ -384,13 +416,6 @@ impl Fanout {
         }
         if conflated > 0 {
             counters.stream_add(StreamCounter::UpdatesConflated, conflated);
-        }
-    }
-
-    /// Ends every stream (shutdown).
-    pub fn end_all(&self, why: Ending) {
-        for state in self.streams.borrow().iter().flatten() {
-            state.end(why);
         }
     }
 }
@@ -447,10 +472,10 @@ mod tests {
         assert_eq!(symbols(&first), ["AAA", "BBB"]);
         assert_eq!(first["missing"][0], "CCC");
         assert_eq!(counters.snapshot().gauge(Gauge::WatchedSymbols), 3);
-        fanout.tick(&book, 1_100, &config, block);
+        fanout.tick(&book, 1_100, &config, block, |_| {});
         assert!(written(&state).is_none(), "nothing moved");
         write(&book, ids[1], b"2.5", 1_150);
-        fanout.tick(&book, 1_200, &config, block);
+        fanout.tick(&book, 1_200, &config, block, |_| {});
         let update = written(&state).expect("a change");
         assert_eq!(symbols(&update), ["BBB"]);
         assert_eq!(update["prices"][0]["price"], "2.5");
@@ -471,13 +496,14 @@ mod tests {
         let quick = Rc::new(StreamState::new(&ids[..1], 0));
         fanout.add(&slow, &book, 0, block);
         fanout.add(&quick, &book, 0, block);
-        // The slow stream's writer takes its first frame and never finishes writing it.
+        // The slow stream's writer takes its first frame and does not finish writing it.
         let (held, _) = slow.take_frame().expect("first frame");
+        slow.writing(0);
         assert!(written(&quick).is_some());
         for (i, price) in [b"2", b"3", b"4"].iter().enumerate() {
             let now = 100 * (i as u64 + 1);
             write(&book, ids[0], *price, now);
-            fanout.tick(&book, now, &config, block);
+            fanout.tick(&book, now, &config, block, |_| {});
             assert_eq!(
                 written(&quick).map(|f| f["prices"][0]["price"].clone()),
                 Some(std::str::from_utf8(*price).expect("ascii").into())
@@ -486,9 +512,30 @@ mod tests {
         // Moves to 2, 3, 4 while busy: 3 replaced 2 and 4 replaced 3.
         assert_eq!(counters.snapshot().stream(StreamCounter::UpdatesConflated), 2);
         slow.give_frame(held);
-        fanout.tick(&book, 400, &config, block);
+        slow.written();
+        fanout.tick(&book, 400, &config, block, |_| {});
         let caught_up = written(&slow).expect("newest once writable");
         assert_eq!(caught_up["prices"][0]["price"], "4");
+    }
+
+    #[test]
+    fn a_write_stalled_past_the_deadline_ends_the_stream() {
+        let (book, ids) = setup();
+        let counters = Counters::new(1);
+        let block = counters.shard(0);
+        let config = StreamConfig { send_stall_ms: 1_000, ..StreamConfig::default() };
+        let fanout = Fanout::default();
+        let state = Rc::new(StreamState::new(&ids[..1], 0));
+        state.socket.set(42);
+        fanout.add(&state, &book, 0, block);
+        let _held = state.take_frame();
+        state.writing(100);
+        let stalled = Cell::new(None);
+        fanout.tick(&book, 1_099, &config, block, |s| stalled.set(Some(s.socket.get())));
+        assert_eq!((stalled.get(), state.ending()), (None, None));
+        fanout.tick(&book, 1_100, &config, block, |s| stalled.set(Some(s.socket.get())));
+        assert_eq!((stalled.get(), state.ending()), (Some(42), Some(Ending::Slow)));
+        assert_eq!(counters.snapshot().stream(StreamCounter::SlowClientCloses), 1);
     }
 
     #[test]
@@ -517,13 +564,13 @@ mod tests {
         let fanout = Fanout::default();
         let state = Rc::new(StreamState::new(&ids[..1], 0));
         fanout.add(&state, &book, 0, block);
-        fanout.tick(&book, 150, &config, block);
+        fanout.tick(&book, 150, &config, block, |_| {});
         let ping = state.take_control(Vec::new());
         assert_eq!(ping[0], 0x89, "a ping");
         state.heard(200);
-        fanout.tick(&book, 250, &config, block);
+        fanout.tick(&book, 250, &config, block, |_| {});
         assert!(state.take_control(Vec::new()).is_empty(), "heard recently");
-        fanout.tick(&book, 500, &config, block);
+        fanout.tick(&book, 500, &config, block, |_| {});
         assert_eq!(state.ending(), Some(Ending::Idle));
         assert_eq!(state.take_control(Vec::new())[0], 0x88, "a close");
     }

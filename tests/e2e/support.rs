@@ -262,6 +262,17 @@ impl Server {
         new_key(&self.keys_file(), args)
     }
 
+    /// The server process's resident memory, from /proc.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("/proc status");
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmRSS in /proc status");
+        kib * 1024
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().expect("log lock").clone()
     }
