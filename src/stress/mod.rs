@@ -346,7 +346,7 @@ fn print_report(summary: &Summary, reconciled: bool) {
     if !reconciled {
         let _ = writeln!(out, "counts not reconciled with the server: no --admin given");
     } else if summary.reconciliation_differences.is_empty() {
-        let _ = writeln!(out, "client and server counts match exactly at every level");
+        let _ = writeln!(out, "{}", report::all_match_line(summary));
     } else {
         for d in &summary.reconciliation_differences {
             let _ = writeln!(out, "DIFFERENCE {d}");

@@ -413,7 +413,7 @@ pub fn markdown(summary: &Summary) -> String {
     if summary.levels.iter().all(|l| l.reconciliation.is_none()) {
         let _ = writeln!(md, "Not reconciled: no `--admin` given.\n");
     } else if summary.reconciliation_differences.is_empty() {
-        let _ = writeln!(md, "Every level's counts match the server's exactly.\n");
+        let _ = writeln!(md, "{}.\n", all_match_line(summary));
     } else {
         for d in &summary.reconciliation_differences {
             let _ = writeln!(md, "- {d}");
@@ -444,6 +444,19 @@ pub fn markdown(summary: &Summary) -> String {
         }
     }
     md
+}
+
+/// What a run whose reconciliation found no difference may claim.
+pub fn all_match_line(summary: &Summary) -> String {
+    let exact = |r: &Reconciled| r.slack_below == 0 && r.slack_above == 0;
+    let every_row_exact = summary.levels.iter().flat_map(|l| l.reconciliation.iter().flatten()).all(exact);
+    match &summary.ws {
+        None => "client and server counts match exactly at every level".to_owned(),
+        Some(_) if every_row_exact => "client and server counts match exactly at every stage".to_owned(),
+        Some(_) => "client and server counts match at every stage (within the events in flight at its boundaries, \
+                    in summary.json) and exactly over the whole run"
+            .to_owned(),
+    }
 }
 
 /// Whether the server let every stream and session go after a ws run, in words.
