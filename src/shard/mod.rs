@@ -46,8 +46,10 @@ pub struct ShardHandle {
     pub thread: JoinHandle<()>,
 }
 
-/// Spare connection buffer pairs a shard keeps (about 45 KiB each).
-const BUFFER_POOL_MAX: usize = 256;
+/// Spare connection buffer pairs a shard keeps (about 33 KiB each with the default limits):
+/// enough that steady churn reuses buffers, few enough that a burst of connections, or of
+/// upgrades that hand their buffers back, leaves at most about 1 MiB per shard behind.
+const BUFFER_POOL_MAX: usize = 32;
 
 /// io_uring submission queue entries per shard.
 const RING_ENTRIES: u32 = 1024;
