@@ -32,7 +32,7 @@
 //! - [`admin`]: the admin listener and `/metrics`.
 //! - [`server`]: `serve`, wiring all of the above; [`config`]: the settings, parsed whole first.
 //! - [`client`]: clients of our own protocols; [`cli`]: the command line.
-//! - [`stress`]: the load generator (`pricebeast stress`): plans, HTTP/UDP load loops, HDR
+//! - [`stress`]: the load generator (`pricebeast stress`): plans, HTTP/UDP/WebSocket load loops, HDR
 //!   latency, client saturation, reconciliation with the server's counters, reports.
 //! - [`mock_exchange`]: a local stand-in for the exchanges' feeds, for tests and offline demos.
 //! - [`clock`], [`buf`], [`state`]: time as the hot path sees it, fixed buffers, shared state.
