@@ -35,7 +35,8 @@
 //! - [`stress`]: the load generator (`pricebeast stress`): plans, HTTP/UDP/WebSocket load loops, HDR
 //!   latency, client saturation, reconciliation with the server's counters, reports.
 //! - [`mock_exchange`]: a local stand-in for the exchanges' feeds, for tests and offline demos.
-//! - [`clock`], [`buf`], [`state`]: time as the hot path sees it, fixed buffers, shared state.
+//! - [`clock`], [`buf`], [`state`], [`splitmix`]: time as the hot path sees it, fixed buffers,
+//!   shared state, a seedable generator for repeatable choices.
 
 pub mod admin;
 pub mod admission;
@@ -53,6 +54,7 @@ pub mod mock_exchange;
 pub mod ratelimit;
 pub mod server;
 pub mod shard;
+pub mod splitmix;
 pub mod state;
 pub mod stream;
 pub mod stress;

@@ -14,6 +14,7 @@ use crate::book::{Decimal, SymbolId};
 use crate::clock::Now;
 use crate::config::SimulatorConfig;
 use crate::feeds::BookWriter;
+use crate::splitmix::SplitMix64;
 
 /// The 859 US stock tickers simulated when `stocks = true`.
 pub const STOCK_TICKERS: &str = include_str!("stock-tickers.txt");
@@ -55,7 +56,7 @@ impl Simulator {
             0 => Now::read().mono_ns ^ u64::from(std::process::id()).rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15,
             seed => seed,
         };
-        let mut rng = SplitMix64(seed);
+        let mut rng = SplitMix64::new(seed);
         let mut walks = Vec::new();
         if let Some(first) = writers.first() {
             let index = first.book().symbols();
@@ -145,22 +146,15 @@ fn start_price(symbol: &str, rng: &mut SplitMix64) -> (i64, i8) {
     }
 }
 
-/// A small, fast, seedable generator: repeatable walks without a dependency.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
+/// The walks' generator, with the signed range they draw from.
+trait Between {
     /// Uniform in `lo..=hi`.
+    fn between(&mut self, lo: i64, hi: i64) -> i64;
+}
+
+impl Between for SplitMix64 {
     fn between(&mut self, lo: i64, hi: i64) -> i64 {
-        let span = (hi - lo) as u64 + 1;
-        lo + (self.next() % span) as i64
+        lo + self.below((hi - lo) as u64 + 1) as i64
     }
 }
 
@@ -229,7 +223,7 @@ mod tests {
     #[test]
     fn a_seed_repeats_the_walk() {
         let run = |seed| {
-            let mut rng = SplitMix64(seed);
+            let mut rng = SplitMix64::new(seed);
             (0..5).map(|_| rng.between(-100, 100)).collect::<Vec<_>>()
         };
         assert_eq!(run(9), run(9));

@@ -16,10 +16,13 @@ use std::task::{Poll, Waker};
 
 use tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::book::{PriceBook, SymbolId};
+use crate::book::{PriceBook, SymbolId, SymbolIndex};
 use crate::config::StreamConfig;
 use crate::counters::{CounterBlock, Gauge, StreamCounter};
 use crate::stream::frames::{self, PriceFrame};
+
+// A stream's watches fit the missing mask of `build`: sessions and changes hold at most 100.
+const _: () = assert!(crate::stream::sessions::SESSION_SYMBOLS_MAX <= 128);
 
 /// Sent version of a symbol the stream has never been sent: owed in full.
 const NEVER: u64 = u64::MAX;
@@ -216,7 +219,14 @@ impl StreamState {
 
     /// Diffs the watched versions (from `version`) and, if the writer is idle and something
     /// is owed, builds the frame. Returns how many updates were conflated.
-    fn step(&self, book: &PriceBook, now_ms: u64, measured: bool, version: impl Fn(SymbolId) -> u64) -> u64 {
+    fn step(
+        &self,
+        book: &PriceBook,
+        index: &SymbolIndex,
+        now_ms: u64,
+        measured: bool,
+        version: impl Fn(SymbolId) -> u64,
+    ) -> u64 {
         let busy = self.busy();
         let mut conflated = 0;
         let mut owed = false;
@@ -233,12 +243,12 @@ impl StreamState {
         if busy || !owed {
             return conflated;
         }
-        self.build(book, now_ms, measured);
+        self.build(book, index, now_ms, measured);
         conflated
     }
 
     /// Writes every owed symbol into the frame buffer and hands it to the writer.
-    fn build(&self, book: &PriceBook, now_ms: u64, measured: bool) {
+    fn build(&self, book: &PriceBook, index: &SymbolIndex, now_ms: u64, measured: bool) {
         let Some(mut buf) = self.frame.take() else { return };
         let mut watches = self.watches.borrow_mut();
         let needed = frames::capacity_for(watches.len());
@@ -246,20 +256,19 @@ impl StreamState {
             // Only after a symbol change to a larger set: once per change, never per update.
             buf = Vec::with_capacity(needed);
         }
-        let index = book.symbols();
         let mut frame = PriceFrame::begin(buf);
-        let mut missing = 0;
-        for watch in watches.iter_mut().filter(|w| w.seen != w.sent) {
+        // Which owed watches had no fresh price, by position (a stream watches at most 100), so
+        // the missing list agrees with the prices exactly even if a venue turns fresh meanwhile.
+        let mut missing: u128 = 0;
+        for (i, watch) in watches.iter().enumerate().filter(|(_, w)| w.seen != w.sent) {
             match book.served(watch.id, now_ms) {
                 Some(served) => frame.price(index.name(watch.id), &served, now_ms),
-                None => missing += 1,
+                None => missing |= 1 << i,
             }
         }
-        if missing > 0 {
-            for watch in watches.iter().filter(|w| w.seen != w.sent) {
-                if book.served(watch.id, now_ms).is_none() {
-                    frame.missing(index.name(watch.id));
-                }
+        for (i, watch) in watches.iter().enumerate() {
+            if missing & (1 << i) != 0 {
+                frame.missing(index.name(watch.id));
             }
         }
         for watch in watches.iter_mut() {
@@ -306,7 +315,7 @@ impl Fanout {
     /// next tick. Returns its slot for [`Fanout::remove`].
     pub fn add(&self, state: &Rc<StreamState>, book: &PriceBook, now_ms: u64, counters: &CounterBlock) -> usize {
         self.watch(&state.symbols(), 1, counters);
-        state.step(book, now_ms, false, |id| book.symbol_version(id));
+        state.step(book, &book.symbols(), now_ms, false, |id| book.symbol_version(id));
         let slot = match self.free.borrow_mut().pop() {
             Some(slot) => slot,
             None => {
@@ -339,7 +348,7 @@ impl Fanout {
         self.watch(symbols, 1, counters);
         // Dropping the frame in preparation is not conflation: the client asked for a new set.
         state.ready.set(None);
-        state.step(book, now_ms, false, |id| book.symbol_version(id));
+        state.step(book, &book.symbols(), now_ms, false, |id| book.symbol_version(id));
     }
 
     fn watch(&self, symbols: &[SymbolId], delta: i32, counters: &CounterBlock) {
@@ -391,6 +400,8 @@ impl Fanout {
             }
         }
         let versions = self.versions.borrow();
+        // Loaded once per tick, not once per stream.
+        let index = book.symbols();
         let mut conflated = 0;
         for state in self.streams.borrow().iter().flatten() {
             if state.ending.get().is_some() {
@@ -412,7 +423,7 @@ impl Fanout {
                 frames::ping(&mut state.control.borrow_mut());
                 state.signal.notify();
             }
-            conflated += state.step(book, now_ms, true, |id| versions.get(id.index()).copied().unwrap_or(0));
+            conflated += state.step(book, &index, now_ms, true, |id| versions.get(id.index()).copied().unwrap_or(0));
         }
         if conflated > 0 {
             counters.stream_add(StreamCounter::UpdatesConflated, conflated);

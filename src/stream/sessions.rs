@@ -61,28 +61,16 @@ pub struct SessionId {
 impl SessionId {
     /// The id as clients see it: 48 lower-case hex digits.
     pub fn text(&self) -> [u8; SESSION_ID_CHARS] {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut out = [0u8; SESSION_ID_CHARS];
-        let mut value = [0u8; 24];
-        value[..4].copy_from_slice(&self.slot.to_be_bytes());
-        value[4..8].copy_from_slice(&self.generation.to_be_bytes());
-        value[8..].copy_from_slice(&self.secret.to_be_bytes());
-        for (i, byte) in value.iter().enumerate() {
-            out[2 * i] = HEX[usize::from(byte >> 4)];
-            out[2 * i + 1] = HEX[usize::from(byte & 15)];
-        }
+        // 24 bytes always fit 48 digits.
+        let _ = hex::encode_to_slice(self.bytes(), &mut out);
         out
     }
 
     /// Reads an id back; `None` for anything that is not 48 hex digits.
     pub fn parse(text: &[u8]) -> Option<Self> {
-        if text.len() != SESSION_ID_CHARS {
-            return None;
-        }
         let mut value = [0u8; 24];
-        for (i, pair) in text.chunks_exact(2).enumerate() {
-            value[i] = hex_digit(pair[0])? << 4 | hex_digit(pair[1])?;
-        }
+        hex::decode_to_slice(text, &mut value).ok()?;
         let (slot, rest) = value.split_at(4);
         let (generation, secret) = rest.split_at(4);
         Some(Self {
@@ -91,14 +79,13 @@ impl SessionId {
             secret: u128::from_be_bytes(secret.try_into().ok()?),
         })
     }
-}
 
-fn hex_digit(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
+    fn bytes(&self) -> [u8; 24] {
+        let mut value = [0u8; 24];
+        value[..4].copy_from_slice(&self.slot.to_be_bytes());
+        value[4..8].copy_from_slice(&self.generation.to_be_bytes());
+        value[8..].copy_from_slice(&self.secret.to_be_bytes());
+        value
     }
 }
 

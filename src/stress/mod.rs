@@ -312,29 +312,7 @@ fn empty_level(level: &plan::Level) -> LevelSummary {
         Load::Closed { .. } => ("closed", None, None),
         Load::Open { rate_per_s, duration_ms } => ("open", Some(rate_per_s), Some(duration_ms)),
     };
-    LevelSummary {
-        level: level.number,
-        concurrency: level.concurrency,
-        loop_kind,
-        rate_per_s,
-        duration_ms,
-        requests_planned: level.requests(),
-        status: LevelStatus::Ran,
-        note: None,
-        counts: Default::default(),
-        measured_requests: 0,
-        rps: 0.0,
-        success_pct: 0.0,
-        udp_loss_pct: 0.0,
-        latency: Default::default(),
-        service: Default::default(),
-        client: Default::default(),
-        wall_s: 0.0,
-        server: None,
-        server_rss_kib: None,
-        reconciliation: None,
-        ws: None,
-    }
+    LevelSummary::planned(level.number, level.concurrency, loop_kind, rate_per_s, duration_ms, level.requests())
 }
 
 fn print_report(summary: &Summary, reconciled: bool) {

@@ -92,6 +92,40 @@ pub struct WsRun {
 }
 
 impl LevelSummary {
+    /// A level about to run: what the plan says of it, every measurement still empty.
+    pub fn planned(
+        level: usize,
+        concurrency: u32,
+        loop_kind: &'static str,
+        rate_per_s: Option<f64>,
+        duration_ms: Option<u64>,
+        requests_planned: u64,
+    ) -> Self {
+        Self {
+            level,
+            concurrency,
+            loop_kind,
+            rate_per_s,
+            duration_ms,
+            requests_planned,
+            status: LevelStatus::Ran,
+            note: None,
+            counts: Default::default(),
+            measured_requests: 0,
+            rps: 0.0,
+            success_pct: 0.0,
+            udp_loss_pct: 0.0,
+            latency: Default::default(),
+            service: Default::default(),
+            client: Default::default(),
+            wall_s: 0.0,
+            server: None,
+            server_rss_kib: None,
+            reconciliation: None,
+            ws: None,
+        }
+    }
+
     pub fn http_5xx(&self) -> u64 {
         self.counts.http_status.iter().filter(|(s, _)| (500..=599).contains(*s)).map(|(_, n)| n).sum()
     }

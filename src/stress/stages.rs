@@ -229,28 +229,10 @@ fn total_exact(total: &WsRecorder) -> crate::stress::measure::WsCounts {
 }
 
 fn empty_level(stage: &Stage) -> LevelSummary {
+    let loop_kind = if stage.users_from == stage.users { "hold" } else { "ramp" };
     LevelSummary {
-        level: stage.number,
-        concurrency: stage.users,
-        loop_kind: if stage.users_from == stage.users { "hold" } else { "ramp" },
-        rate_per_s: None,
-        duration_ms: Some(stage.over_ms),
-        requests_planned: 0,
-        status: LevelStatus::Ran,
-        note: None,
-        counts: Default::default(),
-        measured_requests: 0,
-        rps: 0.0,
         success_pct: 100.0,
-        udp_loss_pct: 0.0,
-        latency: Default::default(),
-        service: Default::default(),
-        client: Default::default(),
-        wall_s: 0.0,
-        server: None,
-        server_rss_kib: None,
-        reconciliation: None,
-        ws: None,
+        ..LevelSummary::planned(stage.number, stage.users, loop_kind, None, Some(stage.over_ms), 0)
     }
 }
 

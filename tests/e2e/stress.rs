@@ -27,6 +27,14 @@ fn stress(args: &[&str], within: Duration) -> Output {
     run(&all, None, within)
 }
 
+/// `pricebeast stress --plan PLAN --target TARGET --key KEY` and `extra` (`--admin`, `--out`, ...).
+fn stress_plan(plan: &Path, target: impl ToString, key: &str, extra: &[&str]) -> Output {
+    let target = target.to_string();
+    let mut args = vec!["--plan", plan.to_str().expect("utf-8 path"), "--target", &target, "--key", key];
+    args.extend_from_slice(extra);
+    stress(&args, RUN_MAX)
+}
+
 /// Writes `text` as a plan file in `dir`.
 fn plan(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
@@ -90,20 +98,11 @@ fn summary_counts_equal_the_server_counters_exactly() {
     let admin = server.admin.to_string();
     server.reset_counters();
     for (plan, target, out) in [(&http_plan, server.http, &http_out), (&udp_plan, server.udp, &udp_out)] {
-        let output = stress(
-            &[
-                "--plan",
-                plan.to_str().expect("utf-8 path"),
-                "--target",
-                &target.to_string(),
-                "--key",
-                server.key("partner"),
-                "--admin",
-                &admin,
-                "--out",
-                out.to_str().expect("utf-8 path"),
-            ],
-            RUN_MAX,
+        let output = stress_plan(
+            plan,
+            target,
+            server.key("partner"),
+            &["--admin", &admin, "--out", out.to_str().expect("utf-8 path")],
         );
         assert!(output.status.success(), "{}", text(&output));
         assert!(String::from_utf8_lossy(&output.stdout).contains("match exactly"), "{}", text(&output));
@@ -154,20 +153,11 @@ fn rate_limited_requests_reconcile_with_rate_limit_hits() {
     );
     let out = dir.join("out");
     server.reset_counters();
-    let output = stress(
-        &[
-            "--plan",
-            path.to_str().expect("utf-8"),
-            "--target",
-            &server.http.to_string(),
-            "--key",
-            server.key("limited"),
-            "--admin",
-            &server.admin.to_string(),
-            "--out",
-            out.to_str().expect("utf-8"),
-        ],
-        RUN_MAX,
+    let output = stress_plan(
+        &path,
+        server.http,
+        server.key("limited"),
+        &["--admin", &server.admin.to_string(), "--out", out.to_str().expect("utf-8")],
     );
     assert!(output.status.success(), "{}", text(&output));
     let s = summary(&out);
@@ -185,17 +175,7 @@ fn a_failed_threshold_exits_2_naming_level_and_figure() {
     // [thresholds] goes before the [[levels]] array of tables.
     let strict = HTTP_PLAN.replacen("[[levels]]", "[thresholds]\np99_ms_max = 0.001\n\n[[levels]]", 1);
     let path = plan(&dir, "strict.toml", &strict);
-    let output = stress(
-        &[
-            "--plan",
-            path.to_str().expect("utf-8"),
-            "--target",
-            &server.http.to_string(),
-            "--key",
-            server.key("partner"),
-        ],
-        RUN_MAX,
-    );
+    let output = stress_plan(&path, server.http, server.key("partner"), &[]);
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     assert!(String::from_utf8_lossy(&output.stdout).contains("FAIL level 1: p99"), "{}", text(&output));
 }
@@ -207,23 +187,8 @@ fn a_baseline_regression_exits_3_naming_level_and_figure() {
     let dir = scratch.path().to_owned();
     let path = plan(&dir, "p.toml", HTTP_PLAN);
     let first = dir.join("first");
-    let args = |extra: &[&str]| -> Vec<String> {
-        let mut a: Vec<String> = [
-            "--plan",
-            path.to_str().expect("utf-8"),
-            "--target",
-            &server.http.to_string(),
-            "--key",
-            server.key("partner"),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
-    };
-    let run = |a: Vec<String>| stress(&a.iter().map(String::as_str).collect::<Vec<_>>(), RUN_MAX);
-    let output = run(args(&["--out", first.to_str().expect("utf-8")]));
+    let run = |extra: &[&str]| stress_plan(&path, server.http, server.key("partner"), extra);
+    let output = run(&["--out", first.to_str().expect("utf-8")]);
     assert!(output.status.success(), "{}", text(&output));
     // A baseline whose level 1 ran 100 times faster: this run is a regression against it.
     let mut base = summary(&first);
@@ -231,7 +196,7 @@ fn a_baseline_regression_exits_3_naming_level_and_figure() {
     base["levels"][0]["rps"] = serde_json::json!(rps * 100.0);
     let base_file = dir.join("baseline.json");
     std::fs::write(&base_file, base.to_string()).expect("writing baseline");
-    let output = run(args(&["--baseline", base_file.to_str().expect("utf-8")]));
+    let output = run(&["--baseline", base_file.to_str().expect("utf-8")]);
     assert_eq!(output.status.code(), Some(3), "{}", text(&output));
     assert!(String::from_utf8_lossy(&output.stdout).contains("FAIL level 1: throughput"), "{}", text(&output));
 }
@@ -318,19 +283,7 @@ fn open_loop_p99_shows_a_stall_that_closed_loop_hides() {
         // A fresh server per run, stalling once, at the 300th request (after the warm-up).
         let target = stalling_server(300, stall).to_string();
         let out = dir.path().join(name);
-        let output = stress(
-            &[
-                "--plan",
-                plan.to_str().expect("utf-8"),
-                "--target",
-                &target,
-                "--key",
-                "k",
-                "--out",
-                out.to_str().expect("utf-8"),
-            ],
-            RUN_MAX,
-        );
+        let output = stress_plan(plan, target, "k", &["--out", out.to_str().expect("utf-8")]);
         assert!(output.status.success(), "{}", text(&output));
         results.push(summary(&out));
     }
@@ -382,20 +335,11 @@ fn ws_users_reconcile_with_the_stream_counters_and_leave_nothing_open() {
     let path = plan(&dir, "ws.toml", WS_PLAN);
     let out = dir.join("out");
     let before = server.stats();
-    let output = stress(
-        &[
-            "--plan",
-            path.to_str().expect("utf-8"),
-            "--target",
-            &server.http.to_string(),
-            "--key",
-            server.key("partner"),
-            "--admin",
-            &server.admin.to_string(),
-            "--out",
-            out.to_str().expect("utf-8"),
-        ],
-        RUN_MAX,
+    let output = stress_plan(
+        &path,
+        server.http,
+        server.key("partner"),
+        &["--admin", &server.admin.to_string(), "--out", out.to_str().expect("utf-8")],
     );
     assert!(output.status.success(), "{}", text(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -446,19 +390,7 @@ fn a_ws_push_latency_threshold_exits_2_naming_the_stage() {
         .replace("stream_s_min = 0.6\nstream_s_max = 1.2\npause_s_min = 0.05\npause_s_max = 0.2\n", "")
         .replacen("[[stages]]", "[thresholds]\npush_p99_ms_max = 0.001\n\n[[stages]]", 1);
     let path = plan(scratch.path(), "held.toml", &held);
-    let output = stress(
-        &[
-            "--plan",
-            path.to_str().expect("utf-8"),
-            "--target",
-            &server.http.to_string(),
-            "--key",
-            server.key("partner"),
-            "--admin",
-            &server.admin.to_string(),
-        ],
-        RUN_MAX,
-    );
+    let output = stress_plan(&path, server.http, server.key("partner"), &["--admin", &server.admin.to_string()]);
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("FAIL stage 2: push p99"), "{}", text(&output));

@@ -22,6 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
+use crate::splitmix::SplitMix64;
 use crate::stress::load::frame::{self, Frame};
 use crate::stress::load::Progress;
 use crate::stress::measure::{record_us, WsOutcome, WsRecorder};
@@ -522,34 +523,24 @@ fn unix_us() -> u64 {
 
 /// A user's own random choices (SplitMix64 seeded by the user's number): the same plan makes the
 /// same choices every run.
-struct Rng(u64);
+struct Rng(SplitMix64);
 
 impl Rng {
     fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ 0x9e37_79b9_7f4a_7c15)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        Self(SplitMix64::new(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ 0x9e37_79b9_7f4a_7c15))
     }
 
     /// Uniform in `lo..=hi` (`hi < lo` gives `lo`).
     fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        match hi.saturating_sub(lo).checked_add(1) {
-            Some(span) => lo + self.next() % span,
-            None => self.next(),
-        }
+        // A span of the whole range wraps to 0, which `below` reads as any value.
+        lo + self.0.below(hi.saturating_sub(lo).wrapping_add(1))
     }
 
     /// `n` distinct entries of `pool` (a partial Fisher-Yates shuffle in place).
     fn pick<'a>(&mut self, pool: &'a mut [usize], n: usize) -> &'a [usize] {
         let n = n.min(pool.len());
         for i in 0..n {
-            let k = i + (self.next() % (pool.len() - i) as u64) as usize;
+            let k = i + self.0.below((pool.len() - i) as u64) as usize;
             pool.swap(i, k);
         }
         &pool[..n]
