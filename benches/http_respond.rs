@@ -1,5 +1,6 @@
-//! The public HTTP path without the socket: request bytes → `request::parse` → `handler::respond`
-//! → response bytes, with one scratch and one output buffer reused across requests as a shard does.
+//! The public HTTP path without the socket: request bytes → the connection core
+//! (`http::conn::Conversation::handle`: parse, route, respond) → response bytes, with one scratch
+//! and one output buffer reused across requests as a shard does.
 //!
 //! `cargo bench --bench http_respond`
 
@@ -10,8 +11,10 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use pricebeast::buf::FixedBuf;
-use pricebeast::http::handler::{self, Context, Scratch, RESPONSE_BYTES_MAX};
+use pricebeast::http::conn::{Conversation, Next};
+use pricebeast::http::handler::{Scratch, RESPONSE_BYTES_MAX};
 use pricebeast::http::request::{self, ReadLimits};
+use pricebeast::state::Context;
 
 use common::{Fixture, PARTNER_KEY, SYMBOLS};
 
@@ -27,7 +30,7 @@ fn http_respond(c: &mut Criterion) {
     let prices = keyed_get(&format!("/v1/prices?symbols={}", SYMBOLS.join(",")));
     // A bench of the 401 path would say nothing about serving prices: check first.
     for raw in [&price, &prices] {
-        serve(raw, limits, &ctx, &mut scratch, &mut out);
+        serve(raw, &ctx, &mut scratch, &mut out);
         assert!(
             out.as_slice().starts_with(b"HTTP/1.1 200 "),
             "fixture must serve: {}",
@@ -41,16 +44,16 @@ fn http_respond(c: &mut Criterion) {
     group.bench_function("parse_only/price", |b| {
         b.iter(|| request::parse(black_box(&price), limits).expect("valid").expect("complete").1)
     });
-    group.bench_function("price", |b| b.iter(|| serve(black_box(&price), limits, &ctx, &mut scratch, &mut out)));
-    group.bench_function("prices_10", |b| b.iter(|| serve(black_box(&prices), limits, &ctx, &mut scratch, &mut out)));
+    group.bench_function("price", |b| b.iter(|| serve(black_box(&price), &ctx, &mut scratch, &mut out)));
+    group.bench_function("prices_10", |b| b.iter(|| serve(black_box(&prices), &ctx, &mut scratch, &mut out)));
     group.finish();
 }
 
-/// What a shard does per complete request in its read buffer (after a write drained `out`).
-fn serve(raw: &[u8], limits: ReadLimits, ctx: &Context<'_>, scratch: &mut Scratch, out: &mut FixedBuf) -> usize {
+/// What a shard does with a read buffer holding one request (after a write drained `out`).
+fn serve(raw: &[u8], ctx: &Context<'_>, scratch: &mut Scratch, out: &mut FixedBuf) -> usize {
     out.clear();
-    let (req, _) = request::parse(raw, limits).expect("the bench request is valid").expect("and complete");
-    handler::respond(&req, ctx, scratch, out);
+    let handled = Conversation::new().handle(raw, ctx, scratch, out);
+    assert!(matches!(handled.next, Next::Read { partial: false, .. }), "the bench request is whole");
     out.len()
 }
 

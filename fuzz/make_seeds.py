@@ -171,7 +171,11 @@ def write(target, seeds):
 def main():
     http = http_seeds()
     write("http_request", http)
-    write("http_respond", http)
+    # http_respond's first byte says where the connection's bytes split into two reads: 255
+    # delivers each seed in one read, 128 cuts it in the middle (a request split across reads).
+    respond = {name: b"\xff" + data for name, data in http.items()}
+    respond.update({name + "-split": b"\x80" + data for name, data in http.items()})
+    write("http_respond", respond)
     write("udp_decode", udp_seeds())
     write("decimal_parse", decimal_seeds())
 

@@ -35,11 +35,13 @@
 //! - [`stress`]: the load generator (`pricebeast stress`): plans, HTTP/UDP/WebSocket load loops, HDR
 //!   latency, client saturation, reconciliation with the server's counters, reports.
 //! - [`mock_exchange`]: a local stand-in for the exchanges' feeds, for tests and offline demos.
-//! - [`clock`], [`buf`], [`state`], [`splitmix`]: time as the hot path sees it, fixed buffers,
-//!   shared state, a seedable generator for repeatable choices.
+//! - [`clock`], [`buf`], [`state`], [`splitmix`], [`alloc`]: time as the hot path sees it, fixed
+//!   buffers, shared state and the context of a decision, a seedable generator for repeatable
+//!   choices, giving freed memory back.
 
 pub mod admin;
 pub mod admission;
+pub mod alloc;
 pub mod book;
 pub mod buf;
 pub mod cli;

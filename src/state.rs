@@ -4,8 +4,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::book::PriceBook;
+use crate::clock::{Now, SecondCache};
 use crate::config::Config;
-use crate::counters::Counters;
+use crate::counters::{CounterBlock, Counters};
 use crate::feeds::stats::VenueStats;
 use crate::keys::KeyStore;
 use crate::stream::sessions::SessionTable;
@@ -52,4 +53,14 @@ impl Shared {
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
     }
+}
+
+/// What a request's decision sees of the world: the shared state, the shard's own counter block,
+/// this second's cached date and month, and one clock reading for a whole batch of requests.
+/// Built by a shard (or a test, bench or fuzz target) around a pure core.
+pub struct Context<'a> {
+    pub shared: &'a Shared,
+    pub counters: &'a CounterBlock,
+    pub second: &'a SecondCache,
+    pub now: Now,
 }

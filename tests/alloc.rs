@@ -1,5 +1,8 @@
 //! The hot path allocates nothing: after warm-up, more HTTP and UDP requests and more stream
-//! updates through real shards (both io drivers) add zero allocations to the whole process.
+//! updates through real shards (both io drivers) add zero allocations to the whole process, and
+//! connection churn allocates no buffers. What churn and idle connections do allocate is
+//! counted and bounded: per connection, the runtime's four (task, socket handle, accept address,
+//! close op); per idle buffer release, at most the runtime's cancel handle.
 //!
 //! A counting global allocator wraps the system one. The client side of this test reads and
 //! writes fixed buffers on std sockets, which do not allocate, and no feed or control plane runs,
@@ -59,19 +62,55 @@ const MEASURED: usize = 2_000;
 #[test]
 fn hot_path_allocates_nothing_after_warm_up() {
     for driver in [IoDriver::IoUring, IoDriver::Epoll] {
-        let (http, udp, updates) = measure(driver);
-        assert_eq!(http, 0, "{driver:?}: {MEASURED} HTTP requests allocated {http} times");
-        assert_eq!(udp, 0, "{driver:?}: {MEASURED} UDP requests allocated {udp} times");
-        assert_eq!(updates, 0, "{driver:?}: {STREAM_UPDATES} stream updates allocated {updates} times");
+        let m = measure(driver);
+        assert_eq!(m.http, 0, "{driver:?}: {MEASURED} HTTP requests allocated {} times", m.http);
+        assert_eq!(m.udp, 0, "{driver:?}: {MEASURED} UDP requests allocated {} times", m.udp);
+        assert_eq!(m.updates, 0, "{driver:?}: {STREAM_UPDATES} stream updates allocated {} times", m.updates);
+        // monoio allocates four things per connection (below); the server itself (buffers,
+        // connection slot, conversation state) nothing.
+        assert!(
+            m.churn <= CHURNED * CHURN_ALLOCATIONS_MAX,
+            "{driver:?}: {CHURNED} connections opened, used once and closed allocated {} times",
+            m.churn
+        );
+        eprintln!("{driver:?}: {CHURNED} churned connections allocated {} times", m.churn);
+        assert!(
+            m.releases <= RELEASES,
+            "{driver:?}: {RELEASES} idle buffer releases and wake-ups allocated {} times",
+            m.releases
+        );
+        eprintln!("{driver:?}: {RELEASES} idle buffer releases allocated {} times", m.releases);
     }
+}
+
+/// Connections opened, used for one request and closed by the client, after as many again.
+const CHURNED: u64 = 1_000;
+/// What one churned connection may allocate, all of it inside monoio 0.2: the accept op's
+/// address box (136 bytes), the socket's `SharedFd` (56), the connection's task (about 1.1 KiB:
+/// the whole future of `shard::tcp::serve`) and the close op's data (4). Nothing of ours.
+const CHURN_ALLOCATIONS_MAX: u64 = 4;
+/// Times one keep-alive connection goes quiet long enough to give its read buffer back.
+const RELEASES: u64 = 5;
+/// `http.buffer_release_ms` in this test: short, so the release phase is quick. Every phase
+/// before it keeps its connections busy or closed, so none is released inside another's window.
+const BUFFER_RELEASE_MS: u64 = 200;
+
+struct Measured {
+    http: u64,
+    udp: u64,
+    updates: u64,
+    churn: u64,
+    releases: u64,
 }
 
 /// Stream updates measured: each a book write, a tick, a frame built and written.
 const STREAM_UPDATES: usize = 200;
 
-/// Allocations during `MEASURED` HTTP requests, `MEASURED` UDP requests and `STREAM_UPDATES`
-/// stream frames.
-fn measure(driver: IoDriver) -> (u64, u64, u64) {
+/// Allocations during `MEASURED` HTTP requests, `CHURNED` connections, `MEASURED` UDP requests,
+/// `STREAM_UPDATES` stream frames and `RELEASES` idle buffer releases.
+// The client thread sleeps to let the connection go quiet; it is not a shard.
+#[allow(clippy::disallowed_methods)]
+fn measure(driver: IoDriver) -> Measured {
     let dir = tempfile::tempdir().expect("temp dir");
     let keys_path = dir.path().join("keys.toml");
     write_keys(&keys_path);
@@ -81,6 +120,7 @@ fn measure(driver: IoDriver) -> (u64, u64, u64) {
     config.server.pin_shards = false;
     config.keys.file = keys_path.clone();
     config.stream.tick_ms = 10;
+    config.http.buffer_release_ms = BUFFER_RELEASE_MS;
     let config = Arc::new(config);
 
     let book = Arc::new(PriceBook::new(&["BTC-USD", "ETH-USD"], &["a", "b", "c"], 16, 3_600_000).expect("book"));
@@ -119,6 +159,20 @@ fn measure(driver: IoDriver) -> (u64, u64, u64) {
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     http_round(MEASURED);
     let http = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    drop(stream);
+
+    let churn_round = |n: u64, response: &mut [u8; 8192]| {
+        for _ in 0..n {
+            let mut conn = TcpStream::connect(http_addr).expect("connect");
+            conn.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+            conn.write_all(requests[0]).expect("send");
+            read_one_response(&mut conn, response);
+        }
+    };
+    churn_round(CHURNED, &mut response);
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    churn_round(CHURNED, &mut response);
+    let churn = ALLOCATIONS.load(Ordering::Relaxed) - before;
 
     let socket = UdpSocket::bind("127.0.0.1:0").expect("udp bind");
     socket.connect(udp_addr).expect("udp connect");
@@ -166,13 +220,33 @@ fn measure(driver: IoDriver) -> (u64, u64, u64) {
     update(STREAM_UPDATES, &mut frames);
     let updates = ALLOCATIONS.load(Ordering::Relaxed) - before;
 
-    drop(stream);
+    drop(ws);
+
+    // One keep-alive connection, quiet past the release time between requests: each quiet spell
+    // gives its read buffer back and each request takes one from the pool again.
+    let mut quiet = TcpStream::connect(http_addr).expect("connect");
+    quiet.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let pause = Duration::from_millis(BUFFER_RELEASE_MS + 2 * 100 + 100);
+    quiet.write_all(requests[0]).expect("send");
+    read_one_response(&mut quiet, &mut response);
+    std::thread::sleep(pause);
+    quiet.write_all(requests[0]).expect("send");
+    read_one_response(&mut quiet, &mut response);
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..RELEASES {
+        std::thread::sleep(pause);
+        quiet.write_all(requests[0]).expect("send");
+        read_one_response(&mut quiet, &mut response);
+    }
+    let releases = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    drop(quiet);
+
     shared.start_draining();
     listeners::shut_down_read(&wake_http, &wake_udp);
     for handle in handles {
         handle.thread.join().expect("shard thread");
     }
-    (http, udp, updates)
+    Measured { http, udp, updates, churn, releases }
 }
 
 /// `POST /v1/sessions` for BTC-USD; the session id.

@@ -11,9 +11,9 @@ use pricebeast::book::{Decimal, PriceBook};
 use pricebeast::clock::{Now, SecondCache};
 use pricebeast::config::Config;
 use pricebeast::counters::Counters;
-use pricebeast::http::handler::Context;
 use pricebeast::keys::file::{KeyRecord, KeysFile, Tier};
 use pricebeast::keys::{secret, KeyStore};
+use pricebeast::state::Context;
 use pricebeast::state::Shared;
 
 /// A fixed partner key, so every run hashes the same bytes: `pb_` and 32 hex digits, like

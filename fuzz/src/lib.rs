@@ -13,7 +13,7 @@ use pricebeast::book::{Decimal, PriceBook};
 use pricebeast::clock::{Now, SecondCache};
 use pricebeast::config::Config;
 use pricebeast::counters::Counters;
-use pricebeast::http::handler::Context;
+use pricebeast::state::Context;
 use pricebeast::keys::file::{KeyRecord, KeysFile, Tier};
 use pricebeast::keys::{secret, KeyStore};
 use pricebeast::state::Shared;

@@ -3,6 +3,7 @@
 
 pub mod cell;
 pub mod decimal;
+pub mod json;
 pub mod symbols;
 
 use std::cmp::Ordering;

@@ -60,6 +60,9 @@ pub struct HttpConfig {
     pub body_bytes_max: usize,
     pub header_timeout_ms: u64,
     pub idle_timeout_ms: u64,
+    /// A keep-alive connection whose client has sent nothing for this long gives its read
+    /// buffer back to the shard's pool, and waits for bytes holding none.
+    pub buffer_release_ms: u64,
     pub connections_per_shard_max: usize,
 }
 
@@ -216,6 +219,7 @@ impl Default for HttpConfig {
             body_bytes_max: 4096,
             header_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
+            buffer_release_ms: 1_000,
             connections_per_shard_max: 10_000,
         }
     }

@@ -2,20 +2,21 @@
 //! buffer. A pure function of (request, now, shared state): no socket, no clock, no allocation.
 
 use crate::admission::{self, Charge, Refusal};
+use crate::book::json::{self as price_json, PRICE_OBJECT_BYTES_MAX};
 use crate::book::{SymbolName, VenueQuote, SYMBOL_BYTES_MAX, VENUES_MAX};
 use crate::buf::FixedBuf;
-use crate::clock::{Now, SecondCache};
-use crate::counters::{Counter, CounterBlock, Gauge};
-use crate::http::json::{self, PRICE_OBJECT_BYTES_MAX};
+use crate::counters::Counter;
+use crate::http::json;
 use crate::http::request::{Method, Request, RequestError};
 use crate::http::response::{self, ContentType, ErrorCode, Extra, Status, HEAD_BYTES_MAX};
 use crate::http::route::{self, Route};
-use crate::keys::{KeyEntry, Tier};
-use crate::state::Shared;
-use crate::stream::grant::{Grant, KeySlot};
+use crate::keys::KeyEntry;
+use crate::state::Context;
+use crate::stream::grant::Grant;
 use crate::stream::handshake;
-use crate::stream::sessions::{CreateError, RedeemError, SESSION_ID_CHARS};
+use crate::stream::sessions::CreateError;
 use crate::stream::symbols::{self, Expect, SymbolsError};
+use crate::stream::upgrade;
 
 /// Most symbols in one `/v1/prices` request.
 pub const PRICES_MAX: usize = 100;
@@ -30,8 +31,8 @@ pub const SINGLE_RESPONSE_BYTES_MAX: usize = HEAD_BYTES_MAX + 2048;
 
 /// Room a request's response may need in the connection's write buffer, so that pipelined small
 /// requests share one write and only a batch request waits for an empty buffer.
-pub fn response_room(req: &Request<'_>) -> usize {
-    match Route::of(req.target).0 {
+pub fn response_room(route: Route) -> usize {
+    match route {
         Route::Prices => RESPONSE_BYTES_MAX,
         _ => SINGLE_RESPONSE_BYTES_MAX,
     }
@@ -45,42 +46,23 @@ const _: () = assert!(RESPONSE_BYTES_MAX <= 32 * 1024);
 pub struct Scratch {
     body: FixedBuf,
     decoded: Box<[u8]>,
-    /// An accepted WebSocket upgrade, for the connection to take after [`After::Upgrade`].
-    grant: Option<Grant>,
 }
 
 impl Scratch {
     /// `head_bytes_max` bounds any query value, so decoding one always fits.
     pub fn new(head_bytes_max: usize) -> Self {
-        Self {
-            body: FixedBuf::with_capacity(BODY_BYTES_MAX),
-            decoded: vec![0; head_bytes_max].into_boxed_slice(),
-            grant: None,
-        }
+        Self { body: FixedBuf::with_capacity(BODY_BYTES_MAX), decoded: vec![0; head_bytes_max].into_boxed_slice() }
     }
-
-    /// The upgrade the last [`After::Upgrade`] accepted.
-    pub fn take_grant(&mut self) -> Option<Grant> {
-        self.grant.take()
-    }
-}
-
-/// What the handler sees of the world for one batch of requests.
-pub struct Context<'a> {
-    pub shared: &'a Shared,
-    pub counters: &'a CounterBlock,
-    pub second: &'a SecondCache,
-    pub now: Now,
 }
 
 /// What the connection does after a response.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum After {
     KeepAlive,
     Close,
-    /// A 101 was written: the connection is a WebSocket stream from the next byte on, and the
-    /// grant waits in the scratch.
-    Upgrade,
+    /// A 101 was written: the connection is a WebSocket stream from the next byte on, with what
+    /// the upgrade was granted.
+    Upgrade(Box<Grant>),
 }
 
 struct Reply {
@@ -89,29 +71,34 @@ struct Reply {
     extra: Extra,
 }
 
-/// Answers one request, appending the response to `out`.
-pub fn respond(req: &Request<'_>, ctx: &Context<'_>, scratch: &mut Scratch, out: &mut FixedBuf) -> After {
+/// Answers one request, appending the response to `out`. `route` and `query` are
+/// `Route::of(req.target)`, computed once by the caller.
+pub fn respond(
+    req: &Request<'_>,
+    (route_kind, query): (Route, &[u8]),
+    ctx: &Context<'_>,
+    scratch: &mut Scratch,
+    out: &mut FixedBuf,
+) -> After {
     ctx.counters.inc(Counter::TcpRequests);
     scratch.body.clear();
-    let (route_kind, query) = Route::of(req.target);
     if route_kind == Route::Stream && req.method == Method::Get {
-        match upgrade(query, req, ctx) {
+        match upgrade::accept(route::param(query, b"session_id"), &req.upgrade, ctx) {
             Ok((grant, key)) => {
                 handshake::write_accept(out, key);
                 ctx.counters.inc(Counter::Responses2xx);
-                scratch.grant = Some(grant);
-                return After::Upgrade;
+                return After::Upgrade(Box::new(grant));
             }
             Err(refusal) => {
                 scratch.body.clear();
-                let mut reply = refusal.reply(ctx, scratch);
+                let mut reply = upgrade_refused(refusal, ctx, scratch);
                 reply.extra.close |= !req.keep_alive || ctx.shared.draining();
                 finish(ctx, &reply, scratch, out, false);
                 return if reply.extra.close { After::Close } else { After::KeepAlive };
             }
         }
     }
-    let mut reply = route(req, ctx, scratch);
+    let mut reply = route(route_kind, query, req, ctx, scratch);
     let close = !req.keep_alive || ctx.shared.draining();
     reply.extra.close |= close;
     finish(ctx, &reply, scratch, out, req.method == Method::Head);
@@ -195,8 +182,7 @@ fn finish(ctx: &Context<'_>, reply: &Reply, scratch: &mut Scratch, out: &mut Fix
     });
 }
 
-fn route(req: &Request<'_>, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply {
-    let (route, query) = Route::of(req.target);
+fn route(route: Route, query: &[u8], req: &Request<'_>, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply {
     if route == Route::NotFound {
         return error(scratch, ErrorCode::NotFound, &[b"no such path"], Extra::default());
     }
@@ -275,9 +261,9 @@ fn price(query: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch)
         return error(scratch, ErrorCode::Stale, &[b"no fresh price for ", name.as_bytes()], extra);
     };
     ctx.counters.inc(Counter::BookHits);
-    json::open_price(&mut scratch.body, name.as_str(), &served, ctx.now.unix_ms);
+    price_json::open_price(&mut scratch.body, name.as_str(), &served, ctx.now.unix_ms);
     if with_venues {
-        json::put_venues(&mut scratch.body, book, quotes);
+        price_json::put_venues(&mut scratch.body, book, quotes);
     }
     scratch.body.put(b"}");
     Reply { status: Status::OK, content_type: ContentType::Json, extra }
@@ -329,7 +315,7 @@ fn prices(query: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch
             body.put(b",");
         }
         first = false;
-        json::open_price(body, name.as_str(), &served, ctx.now.unix_ms);
+        price_json::open_price(body, name.as_str(), &served, ctx.now.unix_ms);
         body.put(b"}");
     }
     body.put(b"],\"missing\":[");
@@ -371,15 +357,6 @@ fn usage(key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply {
     }
 }
 
-/// The streams one key may hold open across the node.
-fn streams_per_key(key: &KeyEntry, ctx: &Context<'_>) -> u32 {
-    let config = &ctx.shared.config.stream;
-    match key.tier {
-        Tier::Public => config.public_streams_per_key_max,
-        Tier::Partner => config.partner_streams_per_key_max,
-    }
-}
-
 /// `POST /v1/sessions`: checked, rate limited and counted like any public request; the symbols
 /// must all be known.
 fn sessions(body: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply {
@@ -396,7 +373,7 @@ fn sessions(body: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratc
         Ok(set) => set,
         Err(e) => return error(scratch, ErrorCode::UnknownSymbol, &[e.to_string().as_bytes()], extra),
     };
-    let limit = streams_per_key(key, ctx);
+    let limit = upgrade::streams_per_key(key, &ctx.shared.config.stream);
     if key.state.streams.load(std::sync::atomic::Ordering::Relaxed) >= limit {
         let extra = Extra { retry_after_s: Some(1), ..extra };
         return error(scratch, ErrorCode::RateLimited, &[b"the key holds its maximum of open streams"], extra);
@@ -422,62 +399,37 @@ fn sessions(body: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratc
     }
 }
 
-/// Why an upgrade was refused: answered as a normal HTTP error on the still-HTTP connection.
-enum UpgradeRefusal {
-    Error(ErrorCode, &'static [u8]),
-    /// The session's key was revoked since the session was made.
-    KeyRevoked,
-}
-
-impl UpgradeRefusal {
-    fn reply(self, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply {
-        if matches!(self, UpgradeRefusal::KeyRevoked | UpgradeRefusal::Error(ErrorCode::Unauthorized, _)) {
-            // A session id is a credential: a wrong one is an authentication failure.
-            ctx.counters.inc(Counter::AuthFailures);
+/// A refused stream, answered as a normal HTTP error on the still-HTTP connection.
+fn upgrade_refused(refusal: upgrade::Refusal, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply {
+    use upgrade::Refusal as R;
+    let (code, message): (ErrorCode, &[u8]) = match refusal {
+        R::Handshake(handshake::Refusal::NotUpgrade) => {
+            (ErrorCode::UpgradeRequired, b"this endpoint is a WebSocket upgrade")
         }
-        match self {
-            UpgradeRefusal::Error(code, message) => {
-                let extra = Extra {
-                    websocket_upgrade: code == ErrorCode::UpgradeRequired,
-                    retry_after_s: matches!(code, ErrorCode::Overloaded | ErrorCode::RateLimited).then_some(1),
-                    ..Extra::default()
-                };
-                error(scratch, code, &[message], extra)
-            }
-            UpgradeRefusal::KeyRevoked => {
-                let extra = Extra { www_authenticate: true, ..Extra::default() };
-                error(scratch, ErrorCode::Unauthorized, &[b"the session's API key was revoked"], extra)
-            }
+        R::Handshake(handshake::Refusal::Version) => {
+            (ErrorCode::UpgradeRequired, b"only WebSocket version 13 is supported")
         }
+        R::Handshake(handshake::Refusal::Key) => {
+            (ErrorCode::BadRequest, b"Sec-WebSocket-Key must be 16 bytes in base64")
+        }
+        R::SessionIdMalformed => (ErrorCode::BadRequest, b"missing or malformed parameter: session_id"),
+        R::Overloaded => (ErrorCode::Overloaded, b"too many open streams, try again shortly"),
+        R::SessionUnknown => (ErrorCode::Unauthorized, b"unknown or already used session"),
+        R::SessionExpired => (ErrorCode::Unauthorized, b"session expired; create a new one"),
+        R::KeyRevoked => (ErrorCode::Unauthorized, b"the session's API key was revoked"),
+        R::KeyStreamsFull => (ErrorCode::RateLimited, b"the key holds its maximum of open streams"),
+    };
+    if code == ErrorCode::Unauthorized {
+        // A session id is a credential: a wrong one is an authentication failure.
+        ctx.counters.inc(Counter::AuthFailures);
     }
-}
-
-/// `GET /v1/stream?session_id=`: the handshake checked, the session redeemed, the stream limits
-/// applied. Returns the grant and the client's handshake key for the 101.
-fn upgrade<'r>(query: &[u8], req: &Request<'r>, ctx: &Context<'_>) -> Result<(Grant, &'r [u8]), UpgradeRefusal> {
-    use UpgradeRefusal::Error as Fail;
-    let key = handshake::check(&req.upgrade).map_err(|refusal| match refusal {
-        handshake::Refusal::NotUpgrade => Fail(ErrorCode::UpgradeRequired, b"this endpoint is a WebSocket upgrade"),
-        handshake::Refusal::Version => Fail(ErrorCode::UpgradeRequired, b"only WebSocket version 13 is supported"),
-        handshake::Refusal::Key => Fail(ErrorCode::BadRequest, b"Sec-WebSocket-Key must be 16 bytes in base64"),
-    })?;
-    let id = route::param(query, b"session_id")
-        .filter(|v| !v.is_empty() && v.len() <= SESSION_ID_CHARS)
-        .ok_or(Fail(ErrorCode::BadRequest, b"missing or malformed parameter: session_id"))?;
-    let config = &ctx.shared.config.stream;
-    // Checked before the session is spent, so a client refused here can retry with it.
-    if ctx.shared.draining() || ctx.counters.gauge(Gauge::OpenStreams) >= config.streams_per_shard_max as i64 {
-        return Err(Fail(ErrorCode::Overloaded, b"too many open streams, try again shortly"));
-    }
-    let session = ctx.shared.sessions.redeem(id, ctx.now.unix_ms, ctx.counters).map_err(|e| match e {
-        RedeemError::Unknown => Fail(ErrorCode::Unauthorized, b"unknown or already used session"),
-        RedeemError::Expired => Fail(ErrorCode::Unauthorized, b"session expired; create a new one"),
-    })?;
-    let table = ctx.shared.keys.table();
-    let entry = table.entry(&session.key).filter(|e| !e.revoked).ok_or(UpgradeRefusal::KeyRevoked)?;
-    let slot = KeySlot::take(&entry.state, streams_per_key(entry, ctx))
-        .ok_or(Fail(ErrorCode::RateLimited, b"the key holds its maximum of open streams"))?;
-    Ok((Grant { session, slot }, key))
+    let extra = Extra {
+        websocket_upgrade: code == ErrorCode::UpgradeRequired,
+        www_authenticate: refusal == R::KeyRevoked,
+        retry_after_s: matches!(code, ErrorCode::Overloaded | ErrorCode::RateLimited).then_some(1),
+        ..Extra::default()
+    };
+    error(scratch, code, &[message], extra)
 }
 
 fn refused(refusal: Refusal, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply {

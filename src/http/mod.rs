@@ -1,6 +1,8 @@
-//! The public HTTP path: read a request (`request`), find its endpoint (`route`), decide
-//! (`handler`), write the answer in place (`response`, `json`).
+//! The public HTTP path: a connection's conversation (`conn`: every complete request in the bytes
+//! read, and what the socket does next), read a request (`request`), find its endpoint (`route`),
+//! decide (`handler`), write the answer in place (`response`, `json`).
 
+pub mod conn;
 pub mod handler;
 pub mod json;
 pub mod request;

@@ -1,6 +1,8 @@
 //! Reads one HTTP/1.1 request head (and its small body) from the bytes a connection has so far.
 //! Zero-copy: every field borrows the connection's read buffer.
 
+pub use crate::stream::handshake::Upgrade;
+
 /// Headers beyond this count are refused with 431, like an oversized head.
 pub const HEADERS_MAX: usize = 48;
 
@@ -26,17 +28,6 @@ pub struct Request<'b> {
     pub body: &'b [u8],
     /// What a WebSocket upgrade needs (RFC 6455 section 4.2.1); all empty on other requests.
     pub upgrade: Upgrade<'b>,
-}
-
-/// The headers of a WebSocket opening handshake.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Upgrade<'b> {
-    /// `Upgrade` lists `websocket`.
-    pub websocket: bool,
-    /// `Connection` lists `upgrade`.
-    pub connection: bool,
-    pub key: Option<&'b [u8]>,
-    pub version: Option<&'b [u8]>,
 }
 
 /// A request that cannot be served; the connection is answered and then closed.

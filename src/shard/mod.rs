@@ -2,6 +2,8 @@
 //! refused) pinned to its core, owning its own listener, UDP socket and buffers. Shards share
 //! nothing mutable but atomics: the book, the key table and their own counter block.
 
+mod buffers;
+mod conns;
 pub mod listeners;
 mod stream;
 mod tcp;
@@ -46,10 +48,16 @@ pub struct ShardHandle {
     pub thread: JoinHandle<()>,
 }
 
-/// Spare connection buffer pairs a shard keeps (about 33 KiB each with the default limits):
-/// enough that steady churn reuses buffers, few enough that a burst of connections, or of
-/// upgrades that hand their buffers back, leaves at most about 1 MiB per shard behind.
-const BUFFER_POOL_MAX: usize = 32;
+/// Spare read buffers a shard keeps at most (12 KiB each with the default limits, so at most
+/// 12 MiB): enough for a wave of connections waking at once; trimmed back every second to what
+/// the traffic needed (`buffers::BufferPool::trim`).
+const READ_BUFFERS_SPARE_MAX: usize = 1024;
+/// Spare write buffers a shard keeps at most (about 31 KiB each, so at most 8 MiB). A connection
+/// holds one only from its answer until its write completes.
+const WRITE_BUFFERS_SPARE_MAX: usize = 256;
+
+/// How often the spare buffer pools are trimmed, in sweeps.
+const TRIM_EVERY_SWEEPS: u64 = 10;
 
 /// io_uring submission queue entries per shard.
 const RING_ENTRIES: u32 = 1024;
@@ -143,13 +151,15 @@ fn run(
 pub(crate) struct Local {
     pub index: usize,
     pub shared: Arc<Shared>,
-    pub limits: ReadLimits,
     pub second: RefCell<SecondCache>,
     pub scratch: RefCell<Scratch>,
-    /// Connection buffers returned by closed connections, reused by new ones.
-    pool: RefCell<Vec<(Vec<u8>, Vec<u8>)>>,
-    /// Open connections' descriptors, so draining can wake them.
-    open: RefCell<Vec<Option<i32>>>,
+    /// Read buffers (`head_bytes_max + body_bytes_max`): a connection holds one while it reads
+    /// or holds part of a request.
+    pub read_buffers: buffers::BufferPool,
+    /// Write buffers (`RESPONSE_BYTES_MAX`): held from an answer until its write completes.
+    pub write_buffers: buffers::BufferPool,
+    /// Open connections: their sockets (so draining can wake them) and what each waits for.
+    pub conns: RefCell<conns::ConnTable>,
     pub connections: Cell<usize>,
     /// This shard's WebSocket streams.
     pub fanout: crate::stream::fanout::Fanout,
@@ -162,11 +172,14 @@ impl Local {
         let scratch = Scratch::new(http.head_bytes_max);
         Self {
             index,
-            limits,
             second: RefCell::new(SecondCache::new(Now::read())),
             scratch: RefCell::new(scratch),
-            pool: RefCell::new(Vec::new()),
-            open: RefCell::new(Vec::new()),
+            read_buffers: buffers::BufferPool::new(
+                limits.head_bytes_max + limits.body_bytes_max,
+                READ_BUFFERS_SPARE_MAX,
+            ),
+            write_buffers: buffers::BufferPool::new(RESPONSE_BYTES_MAX, WRITE_BUFFERS_SPARE_MAX),
+            conns: RefCell::new(conns::ConnTable::default()),
             connections: Cell::new(0),
             fanout: Default::default(),
             shared,
@@ -177,55 +190,22 @@ impl Local {
         self.shared.counters.shard(self.index)
     }
 
-    /// Read and write buffers for a new connection: from the pool, or allocated once.
-    pub fn take_buffers(&self) -> (Vec<u8>, Vec<u8>) {
-        self.pool.borrow_mut().pop().unwrap_or_else(|| {
-            (
-                Vec::with_capacity(self.limits.head_bytes_max + self.limits.body_bytes_max),
-                Vec::with_capacity(RESPONSE_BYTES_MAX),
-            )
-        })
-    }
-
-    /// Returns a closed connection's buffers for reuse (dropped if they are not whole, or if
-    /// the pool already holds enough for a burst: memory comes back after a spike).
-    pub fn give_buffers(&self, mut read: Vec<u8>, mut write: Vec<u8>) {
-        if read.capacity() == self.limits.head_bytes_max + self.limits.body_bytes_max
-            && write.capacity() == RESPONSE_BYTES_MAX
-            && self.pool.borrow().len() < BUFFER_POOL_MAX
-        {
-            read.clear();
-            write.clear();
-            self.pool.borrow_mut().push((read, write));
-        }
-    }
-
-    pub fn register(&self, fd: i32) -> usize {
-        let mut open = self.open.borrow_mut();
-        match open.iter().position(Option::is_none) {
-            Some(slot) => {
-                open[slot] = Some(fd);
-                slot
-            }
-            None => {
-                open.push(Some(fd));
-                open.len() - 1
-            }
-        }
-    }
-
-    pub fn deregister(&self, slot: usize) {
-        if let Some(entry) = self.open.borrow_mut().get_mut(slot) {
-            *entry = None;
-        }
-    }
-
     /// Wakes every open connection blocked in a read: its read returns end-of-file, so it
     /// finishes what it was doing and closes.
     fn wake_all(&self) {
-        for fd in self.open.borrow().iter().flatten() {
-            shut_read(*fd);
+        for fd in self.conns.borrow().fds() {
+            shut_read(fd);
         }
+    }
+
+    /// One sweep of the shard's connections (`conns::ConnTable::sweep`).
+    fn sweep(&self, now_ns: u64) {
+        let release_after_ns = self.shared.config.http.buffer_release_ms * 1_000_000;
+        self.conns.borrow_mut().sweep(now_ns, release_after_ns, |action| {
+            if let conns::Action::Shut(fd) = action {
+                shut_read(fd);
+            }
+        });
     }
 }
 
@@ -293,6 +273,7 @@ async fn serve(
     let local = Rc::new(Local::new(index, shared));
     let udp_task = monoio::spawn(udp::serve(socket, Rc::clone(&local)));
     monoio::spawn(stream::tick_loop(Rc::clone(&local)));
+    monoio::spawn(sweep_loop(Rc::clone(&local)));
     let _ = ready.send(Ok(driver));
     tcp::accept_loop(listener, Rc::clone(&local)).await;
     // Draining: wake idle connections, give in-flight ones until the deadline.
@@ -305,4 +286,21 @@ async fn serve(
         tracing::warn!(shard = index, open = local.connections.get(), "shutdown deadline passed; closing connections");
     }
     udp_task.await;
+}
+
+/// The shard's deadlines and buffer releases (`Local::sweep`), and the pools' trims.
+async fn sweep_loop(local: Rc<Local>) {
+    let every = Duration::from_millis(conns::SWEEP_MS);
+    let mut sweeps = 0u64;
+    loop {
+        monoio::time::sleep(every).await;
+        local.sweep(crate::clock::mono_ns());
+        sweeps += 1;
+        if sweeps % TRIM_EVERY_SWEEPS == 0 {
+            let freed = local.read_buffers.trim() + local.write_buffers.trim();
+            if freed > 0 {
+                crate::alloc::give_back_freed_pages();
+            }
+        }
+    }
 }

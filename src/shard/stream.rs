@@ -37,9 +37,10 @@ pub(super) struct Opened {
 impl Opened {
     /// Counts the stream open. Called in the same synchronous step as the handler's limit
     /// check, so a burst of upgrades cannot overshoot `streams_per_shard_max`.
-    pub fn new(local: &Rc<Local>, grant: Grant) -> Self {
+    pub fn new(local: &Rc<Local>, grant: Box<Grant>) -> Self {
         local.counters().gauge_add(Gauge::OpenStreams, 1);
-        Self { local: Rc::clone(local), _slot: grant.slot, session: Some(Box::new(grant.session)) }
+        let Grant { session, slot } = *grant;
+        Self { local: Rc::clone(local), _slot: slot, session: Some(Box::new(session)) }
     }
 }
 

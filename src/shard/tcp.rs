@@ -1,21 +1,22 @@
-//! A shard's HTTP connections: accept, then per connection read → answer every complete request
-//! in the buffer (pipelining) → write, with the head deadline and the idle timeout.
+//! A shard's HTTP connections on the wire: accept, then per connection read → the connection core
+//! (`http::conn`) → write, with buffers from the shard's pools and deadlines kept by its sweep.
 
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncWriteRentExt, CancelableAsyncReadRent};
 use monoio::net::{TcpListener, TcpStream};
 
 use crate::buf::FixedBuf;
 use crate::clock::{mono_ns, Now};
 use crate::counters::Gauge;
-use crate::http::handler::{self, After, Context, SINGLE_RESPONSE_BYTES_MAX};
-use crate::http::request;
+use crate::http::conn::{Conversation, Next};
+use crate::http::handler::{self, Scratch};
 use crate::shard::stream::Opened;
 use crate::shard::Local;
+use crate::state::Context;
 
 pub(super) async fn accept_loop(listener: TcpListener, local: Rc<Local>) {
     let max = local.shared.config.http.connections_per_shard_max;
@@ -48,164 +49,155 @@ pub(super) async fn accept_loop(listener: TcpListener, local: Rc<Local>) {
 
 /// One connection over the shard's limit: a 503 and close.
 async fn refuse(mut stream: TcpStream, local: Rc<Local>) {
-    let mut out = FixedBuf::with_capacity(1024);
-    write_with_context(&local, &mut out, handler::respond_overloaded);
-    let _ = stream.write_all(out.into_vec()).await;
+    let mut out = FixedBuf::from_vec(local.write_buffers.take());
+    with_context(&local, |ctx, scratch| handler::respond_overloaded(ctx, scratch, &mut out));
+    let (_, buf) = stream.write_all(out.into_vec()).await;
+    local.write_buffers.give(buf);
 }
 
-/// Runs one of the handler's connection-level answers with a fresh clock reading. Synchronous,
-/// so no shard-local borrow can outlive it into an await.
-fn write_with_context(
-    local: &Local,
-    out: &mut FixedBuf,
-    answer: fn(&Context<'_>, &mut handler::Scratch, &mut FixedBuf),
-) {
+/// Runs `f` with a fresh clock reading and the shard's scratch. Synchronous, so no shard-local
+/// borrow can outlive it into an await.
+fn with_context<T>(local: &Local, f: impl FnOnce(&Context<'_>, &mut Scratch) -> T) -> T {
     let now = Now::read();
     local.second.borrow_mut().refresh(now);
     let second = local.second.borrow();
     let ctx = Context { shared: &local.shared, counters: local.counters(), second: &second, now };
-    answer(&ctx, &mut local.scratch.borrow_mut(), out);
+    f(&ctx, &mut local.scratch.borrow_mut())
 }
 
-/// How a connection's HTTP conversation ended.
-enum Ended {
-    /// Closed; the buffers, when they survived (a cancelled read keeps its buffer).
-    Closed(Option<(Vec<u8>, Vec<u8>)>),
-    /// Upgraded to a WebSocket stream; `read` holds any bytes the client sent after the upgrade.
-    Upgraded { opened: Opened, read: Vec<u8>, write: Vec<u8> },
-}
-
-/// An accepted connection's place on the shard: registered for draining and counted open until
-/// dropped, whichever task (the HTTP loop, or the stream it became) holds it last.
+/// An accepted connection's place on the shard: in its connection table (for deadlines and
+/// draining) and counted open until dropped, whichever task (the HTTP loop, or the stream it
+/// became) holds it last. Dropped before the socket it names is closed.
 pub(super) struct Registered {
     local: Rc<Local>,
-    slot: usize,
+    pub(super) slot: usize,
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        self.local.deregister(self.slot);
+        self.local.conns.borrow_mut().close(self.slot);
         self.local.connections.set(self.local.connections.get() - 1);
         self.local.counters().gauge_add(Gauge::OpenConnections, -1);
     }
 }
 
-/// One connection, already counted by the accept loop.
+/// The I/O of one connection, already counted by the accept loop: read, hand the bytes to the
+/// connection core (`http::conn`), write what it answered, do what it says next. Buffers come
+/// from the shard's pools: the write buffer only until its write completes, the read buffer
+/// until the client has been quiet for `buffer_release_ms` (the sweep cancels the read then),
+/// after which the connection waits for readability holding none. No timer of its own: the
+/// sweep enforces the deadlines the core sets.
 async fn serve(mut stream: TcpStream, local: Rc<Local>) {
-    let registered = Registered { slot: local.register(stream.as_raw_fd()), local: Rc::clone(&local) };
-    let (read, write) = local.take_buffers();
-    match converse(&mut stream, &local, read, write).await {
-        Ended::Closed(Some((read, write))) => local.give_buffers(read, write),
-        Ended::Closed(None) => {}
-        Ended::Upgraded { opened, read, write } => {
-            // The stream is a task of its own, so it does not carry this request loop's state
-            // (about 3 KiB) for its whole life, nor the HTTP buffers, which go back to the pool.
-            let started = super::stream::start(stream, &local, opened, &read, registered);
-            local.give_buffers(read, write);
-            monoio::spawn(started);
+    let registered = Registered { slot: local.conns.borrow_mut().open(stream.as_raw_fd()), local: Rc::clone(&local) };
+    let slot = registered.slot;
+    let mut conversation = Conversation::new();
+    let mut deadline_ns = mono_ns() + local.shared.config.http.idle_timeout_ms * 1_000_000;
+    let mut partial = false;
+    // Held only while it holds part of a request or a read is open.
+    let mut held: Option<Vec<u8>> = None;
+    loop {
+        let mut read = held.take().unwrap_or_else(|| local.read_buffers.take());
+        let (len, capacity) = (read.len(), read.capacity());
+        let cancel = local.conns.borrow_mut().reading(slot, mono_ns(), deadline_ns, partial);
+        let (result, slice) = stream.cancelable_read(read.slice_mut(len..capacity), cancel).await;
+        read = slice.into_inner();
+        local.conns.borrow_mut().busy(slot);
+        match result {
+            Ok(n) if n > 0 => {}
+            Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => {
+                if mono_ns() >= deadline_ns {
+                    // Slow headers are told why before closing; an idle connection just closes.
+                    let mut out = FixedBuf::from_vec(local.write_buffers.take());
+                    with_context(&local, |ctx, scratch| conversation.timed_out(partial, ctx, scratch, &mut out));
+                    local.read_buffers.give(read);
+                    if !out.is_empty() {
+                        let (_, buf) = stream.write_all(out.into_vec()).await;
+                        out = FixedBuf::from_vec(buf);
+                    }
+                    local.write_buffers.give(out.into_vec());
+                    return;
+                }
+                if partial {
+                    // Cancelled for another slot's sake (the kernel reuses op ids): read on.
+                    held = Some(read);
+                    continue;
+                }
+                // Quiet for `buffer_release_ms`: wait holding nothing. Shutting the read side
+                // (draining, or the idle deadline) ends this wait too.
+                local.read_buffers.give(read);
+                local.conns.borrow_mut().parked(slot, deadline_ns);
+                let ready = stream.readable(false).await;
+                local.conns.borrow_mut().busy(slot);
+                if ready.is_err() {
+                    return;
+                }
+                continue;
+            }
+            // End of file, or an error: the client left, or draining shut our read side.
+            _ => {
+                local.read_buffers.give(read);
+                return;
+            }
+        }
+        // Answer every complete request, writing as often as the output fills.
+        let next = loop {
+            let mut out = FixedBuf::from_vec(local.write_buffers.take());
+            let started_ns = mono_ns();
+            let handled = with_context(&local, |ctx, scratch| conversation.handle(&read, ctx, scratch, &mut out));
+            read.drain(..handled.consumed);
+            // Counted open in the same synchronous step as the handler's limit check, so a burst
+            // of upgrades cannot overshoot `streams_per_shard_max` while the 101s are written.
+            let next = match handled.next {
+                Next::Upgrade(grant) => Step::Upgrade(Opened::new(&local, grant)),
+                Next::Read { deadline_ns, partial } => Step::Read { deadline_ns, partial },
+                Next::Drain => Step::Drain,
+                Next::Close => Step::Close,
+            };
+            if !out.is_empty() {
+                let (result, buf) = stream.write_all(out.into_vec()).await;
+                out = FixedBuf::from_vec(buf);
+                if result.is_err() {
+                    local.write_buffers.give(out.into_vec());
+                    local.read_buffers.give(read);
+                    return;
+                }
+                let took_us = mono_ns().saturating_sub(started_ns) / 1000;
+                for _ in 0..handled.answered {
+                    local.counters().observe_latency_us(took_us);
+                }
+            }
+            local.write_buffers.give(out.into_vec());
+            if !matches!(next, Step::Drain) {
+                break next;
+            }
+        };
+        match next {
+            Step::Read { deadline_ns: deadline, partial: cut } => {
+                deadline_ns = deadline;
+                partial = cut;
+                held = Some(read);
+            }
+            Step::Upgrade(opened) => {
+                // The stream is a task of its own, so it does not carry this loop's state for its
+                // whole life, nor the HTTP buffers, which go back to the pools.
+                local.conns.borrow_mut().stream(slot);
+                let started = super::stream::start(stream, &local, opened, &read, registered);
+                local.read_buffers.give(read);
+                monoio::spawn(started);
+                return;
+            }
+            Step::Close | Step::Drain => {
+                local.read_buffers.give(read);
+                return;
+            }
         }
     }
 }
 
-/// The request/response loop.
-async fn converse(stream: &mut TcpStream, local: &Rc<Local>, mut read: Vec<u8>, write: Vec<u8>) -> Ended {
-    let http = &local.shared.config.http;
-    let idle = Duration::from_millis(http.idle_timeout_ms);
-    let head_deadline_ns = http.header_timeout_ms * 1_000_000;
-    let mut out = FixedBuf::from_vec(write);
-    // When the first byte of the request still incomplete in `read` arrived.
-    let mut partial_since_ns: Option<u64> = None;
-    loop {
-        let now = Now::read();
-        let mut after = After::KeepAlive;
-        let mut answered = 0u64;
-        let mut consumed = 0;
-        // Set when complete requests are left because the write buffer is full: answer them
-        // after writing, before reading more.
-        let mut needs_room = false;
-        let mut opened = None;
-        {
-            local.second.borrow_mut().refresh(now);
-            let second = local.second.borrow();
-            let ctx = Context { shared: &local.shared, counters: local.counters(), second: &second, now };
-            let mut scratch = local.scratch.borrow_mut();
-            while consumed < read.len() && out.remaining() >= SINGLE_RESPONSE_BYTES_MAX {
-                match request::parse(&read[consumed..], local.limits) {
-                    Ok(Some((req, used))) => {
-                        if out.remaining() < handler::response_room(&req) {
-                            // A batch request waits for the buffer to be written out.
-                            needs_room = true;
-                            break;
-                        }
-                        consumed += used;
-                        answered += 1;
-                        after = handler::respond(&req, &ctx, &mut scratch, &mut out);
-                        if after == After::Upgrade {
-                            // Taken now: the scratch is the shard's, and the next connection's
-                            // request may run while this one writes its 101.
-                            opened = scratch.take_grant().map(|grant| Opened::new(local, grant));
-                            break;
-                        }
-                        if after == After::Close {
-                            break;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(error) => {
-                        answered += 1;
-                        handler::respond_unreadable(error, &ctx, &mut scratch, &mut out);
-                        after = After::Close;
-                        break;
-                    }
-                }
-            }
-            needs_room |= consumed < read.len() && out.remaining() < SINGLE_RESPONSE_BYTES_MAX;
-        }
-        read.drain(..consumed);
-        if consumed > 0 {
-            // The head deadline is per request: what is left starts a new one.
-            partial_since_ns = None;
-        }
-        if !out.is_empty() {
-            let (result, bytes) = stream.write_all(out.into_vec()).await;
-            out = FixedBuf::from_vec(bytes);
-            if result.is_err() {
-                return Ended::Closed(Some((read, out.into_vec())));
-            }
-            let took_us = mono_ns().saturating_sub(now.mono_ns) / 1000;
-            for _ in 0..answered {
-                local.counters().observe_latency_us(took_us);
-            }
-        }
-        if let Some(opened) = opened {
-            return Ended::Upgraded { opened, read, write: out.into_vec() };
-        }
-        if after != After::KeepAlive {
-            return Ended::Closed(Some((read, out.into_vec())));
-        }
-        if needs_room {
-            continue;
-        }
-        let timeout = if read.is_empty() {
-            partial_since_ns = None;
-            idle
-        } else {
-            let since = *partial_since_ns.get_or_insert(now.mono_ns);
-            Duration::from_nanos((since + head_deadline_ns).saturating_sub(mono_ns()))
-        };
-        let len = read.len();
-        let capacity = read.capacity();
-        match monoio::time::timeout(timeout, stream.read(read.slice_mut(len..capacity))).await {
-            Ok((Ok(0), _)) | Ok((Err(_), _)) => return Ended::Closed(None),
-            Ok((Ok(_), slice)) => read = slice.into_inner(),
-            Err(_elapsed) => {
-                if len > 0 {
-                    // Slow headers: say why before closing.
-                    write_with_context(local, &mut out, handler::respond_timeout);
-                    let _ = stream.write_all(out.into_vec()).await;
-                }
-                return Ended::Closed(None);
-            }
-        }
-    }
+/// What the connection does after writing, with an accepted upgrade already counted open.
+enum Step {
+    Read { deadline_ns: u64, partial: bool },
+    Drain,
+    Upgrade(Opened),
+    Close,
 }

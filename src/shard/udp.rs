@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use crate::clock::Now;
 use crate::counters::Counter;
-use crate::http::handler::Context;
 use crate::shard::udp_batch::Batch;
 use crate::shard::Local;
+use crate::state::Context;
 use crate::udp::handler;
 
 pub(super) async fn serve(socket: monoio::net::udp::UdpSocket, local: Rc<Local>) {

@@ -5,9 +5,9 @@
 use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tungstenite::protocol::frame::{CloseFrame, Frame, FrameHeader};
 
+use crate::book::json::{self, PRICE_OBJECT_BYTES_MAX};
 use crate::book::{Served, SYMBOL_BYTES_MAX};
 use crate::buf::FixedBuf;
-use crate::http::json::{self, PRICE_OBJECT_BYTES_MAX};
 
 /// The longest header of an unmasked server frame: 2 bytes and a 64-bit length.
 pub const HEADER_ROOM: usize = 10;

@@ -2,10 +2,20 @@
 //! and the 101 that accepts one. The accept key itself is tungstenite's.
 
 use crate::buf::FixedBuf;
-use crate::http::request::Upgrade;
 
 /// The only protocol version there is (RFC 6455 section 4.1).
 pub const VERSION: &[u8] = b"13";
+
+/// The headers of a WebSocket opening handshake.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Upgrade<'b> {
+    /// `Upgrade` lists `websocket`.
+    pub websocket: bool,
+    /// `Connection` lists `upgrade`.
+    pub connection: bool,
+    pub key: Option<&'b [u8]>,
+    pub version: Option<&'b [u8]>,
+}
 
 /// Why an upgrade request cannot be accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

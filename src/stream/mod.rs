@@ -5,6 +5,7 @@
 //! - [`symbols`]: the symbol lists clients send (session bodies and symbol changes).
 //! - [`handshake`]: which upgrade requests are accepted, and the 101.
 //! - [`client`]: what a client sends on an open stream, through tungstenite's protocol core.
+//! - [`upgrade`]: whether a request to open a stream is accepted: a grant, or why not.
 //! - [`grant`]: what an accepted upgrade hands the shard: the session and the key's stream slot.
 //! - [`frames`]: the price frames, written into a stream's own buffer.
 //! - [`fanout`]: a shard's streams and its tick: which symbols moved, who gets a frame, who is
@@ -19,3 +20,4 @@ pub mod grant;
 pub mod handshake;
 pub mod sessions;
 pub mod symbols;
+pub mod upgrade;

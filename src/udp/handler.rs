@@ -4,7 +4,7 @@
 use crate::admission::{self, Charge, Refusal};
 use crate::book::{Decimal, SymbolName};
 use crate::counters::{Counter, CounterBlock};
-use crate::http::handler::Context;
+use crate::state::Context;
 use crate::udp::codec::{self, Answer, UdpStatus, RESPONSE_BYTES_MAX};
 
 /// Answers one datagram into `out`; returns the response length, or `None` for silence (bad
