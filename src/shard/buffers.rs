@@ -48,11 +48,9 @@ impl BufferPool {
         let unused = self.low_water.get().min(spare.len());
         let keep = (spare.len() - unused).max(SPARE_FLOOR.min(spare.len()));
         let freed = spare.len() - keep;
+        // Only frees: the list's own storage (a pointer per buffer, at most `spare_max`) stays, so
+        // a trim never allocates, even on a shard serving a stream that must not.
         spare.truncate(keep);
-        if freed > 0 {
-            // Let the vector's own storage go too, once it has held a peak's worth.
-            spare.shrink_to(keep.max(SPARE_FLOOR));
-        }
         self.low_water.set(spare.len());
         freed
     }
