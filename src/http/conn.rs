@@ -33,7 +33,7 @@ pub enum Next {
     Drain,
     /// The connection is a WebSocket stream from here on; what is left of the input is the
     /// stream's first client bytes.
-    Upgrade(Box<Grant>),
+    Upgrade(Grant),
     Close,
 }
 

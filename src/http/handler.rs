@@ -62,7 +62,7 @@ pub enum After {
     Close,
     /// A 101 was written: the connection is a WebSocket stream from the next byte on, with what
     /// the upgrade was granted.
-    Upgrade(Box<Grant>),
+    Upgrade(Grant),
 }
 
 struct Reply {
@@ -87,7 +87,7 @@ pub fn respond(
             Ok((grant, key)) => {
                 handshake::write_accept(out, key);
                 ctx.counters.inc(Counter::Responses2xx);
-                return After::Upgrade(Box::new(grant));
+                return After::Upgrade(grant);
             }
             Err(refusal) => {
                 scratch.body.clear();

@@ -37,10 +37,9 @@ pub(super) struct Opened {
 impl Opened {
     /// Counts the stream open. Called in the same synchronous step as the handler's limit
     /// check, so a burst of upgrades cannot overshoot `streams_per_shard_max`.
-    pub fn new(local: &Rc<Local>, grant: Box<Grant>) -> Self {
+    pub fn new(local: &Rc<Local>, grant: Grant) -> Self {
         local.counters().gauge_add(Gauge::OpenStreams, 1);
-        let Grant { session, slot } = *grant;
-        Self { local: Rc::clone(local), _slot: slot, session: Some(Box::new(session)) }
+        Self { local: Rc::clone(local), _slot: grant.slot, session: Some(grant.session) }
     }
 }
 

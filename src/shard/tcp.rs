@@ -91,14 +91,16 @@ async fn serve(mut stream: TcpStream, local: Rc<Local>) {
     let registered = Registered { slot: local.conns.borrow_mut().open(stream.as_raw_fd()), local: Rc::clone(&local) };
     let slot = registered.slot;
     let mut conversation = Conversation::new();
-    let mut deadline_ns = mono_ns() + local.shared.config.http.idle_timeout_ms * 1_000_000;
+    // The latest clock reading: when the next read begins, for the sweep's release timing.
+    let mut last_ns = mono_ns();
+    let mut deadline_ns = last_ns + local.shared.config.http.idle_timeout_ms * 1_000_000;
     let mut partial = false;
     // Held only while it holds part of a request or a read is open.
     let mut held: Option<Vec<u8>> = None;
     loop {
         let mut read = held.take().unwrap_or_else(|| local.read_buffers.take());
         let (len, capacity) = (read.len(), read.capacity());
-        let cancel = local.conns.borrow_mut().reading(slot, mono_ns(), deadline_ns, partial);
+        let cancel = local.conns.borrow_mut().reading(slot, last_ns, deadline_ns, partial);
         let (result, slice) = stream.cancelable_read(read.slice_mut(len..capacity), cancel).await;
         read = slice.into_inner();
         local.conns.borrow_mut().busy(slot);
@@ -131,6 +133,7 @@ async fn serve(mut stream: TcpStream, local: Rc<Local>) {
                 if ready.is_err() {
                     return;
                 }
+                last_ns = mono_ns();
                 continue;
             }
             // End of file, or an error: the client left, or draining shut our read side.
@@ -142,8 +145,11 @@ async fn serve(mut stream: TcpStream, local: Rc<Local>) {
         // Answer every complete request, writing as often as the output fills.
         let next = loop {
             let mut out = FixedBuf::from_vec(local.write_buffers.take());
-            let started_ns = mono_ns();
-            let handled = with_context(&local, |ctx, scratch| conversation.handle(&read, ctx, scratch, &mut out));
+            // The batch's one clock reading: its latency starts there, and so does the next read.
+            let (handled, started_ns) = with_context(&local, |ctx, scratch| {
+                (conversation.handle(&read, ctx, scratch, &mut out), ctx.now.mono_ns)
+            });
+            last_ns = started_ns;
             read.drain(..handled.consumed);
             // Counted open in the same synchronous step as the handler's limit check, so a burst
             // of upgrades cannot overshoot `streams_per_shard_max` while the 101s are written.

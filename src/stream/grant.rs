@@ -33,7 +33,9 @@ impl Drop for KeySlot {
 /// An accepted upgrade: the symbols to stream and the key's slot.
 #[derive(Debug)]
 pub struct Grant {
-    pub session: Redeemed,
+    /// Boxed: a grant travels through return values (up to 100 symbols of it), and the stream
+    /// frees it at start.
+    pub session: Box<Redeemed>,
     pub slot: KeySlot,
 }
 

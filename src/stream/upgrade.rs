@@ -51,7 +51,7 @@ pub fn accept<'r>(
     let table = ctx.shared.keys.table();
     let entry = table.entry(&session.key).filter(|e| !e.revoked).ok_or(Refusal::KeyRevoked)?;
     let slot = KeySlot::take(&entry.state, streams_per_key(entry, config)).ok_or(Refusal::KeyStreamsFull)?;
-    Ok((Grant { session, slot }, client_key))
+    Ok((Grant { session: Box::new(session), slot }, client_key))
 }
 
 /// The streams one key may hold open across the node.
