@@ -13,7 +13,9 @@
 # /proc/PID/stat per answered query.
 #
 #   scripts/bench-udp.sh [-d SECONDS] [-r ROUNDS] [-q RATE] [-c SOCKETS] [-w WARMUP_SECONDS] [-i DRIVER]
+#                        [-b PRICEBEAST_BINARY]
 #
+# -b runs a given binary instead of building this checkout (to compare an old build with a new one).
 # RATE is queries per second (default 150000), SOCKETS the load's client sockets (default 4),
 # DRIVER pricebeast's shard io driver (auto, io_uring, epoll; default: the config's, auto).
 #
@@ -47,10 +49,11 @@ sockets=4
 warmup_s=2
 io_driver=""
 usage() {
-    echo "usage: $0 [-d SECONDS] [-r ROUNDS] [-q RATE] [-c SOCKETS] [-w WARMUP_SECONDS] [-i auto|io_uring|epoll]" >&2
+    echo "usage: $0 [-d SECONDS] [-r ROUNDS] [-q RATE] [-c SOCKETS] [-w WARMUP_SECONDS] [-i auto|io_uring|epoll] [-b BINARY]" >&2
     exit 2
 }
-while getopts "d:r:q:c:w:i:h" opt; do
+binary=""
+while getopts "d:r:q:c:w:i:b:h" opt; do
     case "$opt" in
         d) duration_s="$OPTARG" ;;
         r) rounds="$OPTARG" ;;
@@ -58,6 +61,7 @@ while getopts "d:r:q:c:w:i:h" opt; do
         c) sockets="$OPTARG" ;;
         w) warmup_s="$OPTARG" ;;
         i) io_driver="$OPTARG" ;;
+        b) binary="$OPTARG" ;;
         *) usage ;;
     esac
 done
@@ -108,7 +112,16 @@ socket_buffer_bytes="$(udp_setting socket_buffer_bytes)"
 [[ "$socket_buffer_bytes" =~ ^[0-9]+$ ]] || socket_buffer_bytes=4194304
 
 # --- build ---------------------------------------------------------------------------------------
-pricebeast="$(build_pricebeast "$root")"
+if [ -n "$binary" ]; then
+    if [ ! -f "$binary" ] || [ ! -x "$binary" ]; then
+        echo "not an executable file: $binary" >&2
+        exit 2
+    fi
+    pricebeast="$(cd "$(dirname "$binary")" && pwd)/$(basename "$binary")"
+    echo "== using $pricebeast"
+else
+    pricebeast="$(build_pricebeast "$root")"
+fi
 
 work="$(mktemp -d /tmp/bench-udp.XXXXXX)"
 pb_pid=""
