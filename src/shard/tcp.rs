@@ -153,11 +153,12 @@ async fn serve(mut stream: TcpStream, local: Rc<Local>) {
             read.drain(..handled.consumed);
             // Counted open in the same synchronous step as the handler's limit check, so a burst
             // of upgrades cannot overshoot `streams_per_shard_max` while the 101s are written.
-            let next = match handled.next {
-                Next::Upgrade(grant) => Step::Upgrade(Opened::new(&local, grant)),
-                Next::Read { deadline_ns, partial } => Step::Read { deadline_ns, partial },
-                Next::Drain => Step::Drain,
-                Next::Close => Step::Close,
+            let step = match handled.next {
+                Next::Upgrade(grant) => Some(Step::Upgrade(Opened::new(&local, grant))),
+                Next::Read { deadline_ns, partial } => Some(Step::Read { deadline_ns, partial }),
+                // Write, then answer the rest of the input.
+                Next::Drain => None,
+                Next::Close => Some(Step::Close),
             };
             if !out.is_empty() {
                 let (result, buf) = stream.write_all(out.into_vec()).await;
@@ -173,8 +174,8 @@ async fn serve(mut stream: TcpStream, local: Rc<Local>) {
                 }
             }
             local.write_buffers.give(out.into_vec());
-            if !matches!(next, Step::Drain) {
-                break next;
+            if let Some(step) = step {
+                break step;
             }
         };
         match next {
@@ -192,7 +193,7 @@ async fn serve(mut stream: TcpStream, local: Rc<Local>) {
                 monoio::spawn(started);
                 return;
             }
-            Step::Close | Step::Drain => {
+            Step::Close => {
                 local.read_buffers.give(read);
                 return;
             }
@@ -200,10 +201,10 @@ async fn serve(mut stream: TcpStream, local: Rc<Local>) {
     }
 }
 
-/// What the connection does after writing, with an accepted upgrade already counted open.
+/// What the connection does once its answers are written: the core's `Next` but for `Drain`,
+/// which the write loop handles itself, with an accepted upgrade already counted open.
 enum Step {
     Read { deadline_ns: u64, partial: bool },
-    Drain,
     Upgrade(Opened),
     Close,
 }
