@@ -51,8 +51,9 @@ pub enum IoDriver {
     Epoll,
 }
 
-/// Limits of the public HTTP path. Per connection the shard holds
-/// `head_bytes_max + body_bytes_max` of read buffer and `response_bytes_max` of write buffer.
+/// Limits of the public HTTP path. A connection holds `head_bytes_max + body_bytes_max` of read
+/// buffer while it reads (until `buffer_release_ms` of quiet) and a write buffer only while it
+/// writes; both come from its shard's pools.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
@@ -324,6 +325,9 @@ pub const HEAD_BYTES_MIN: usize = 1024;
 pub const HEAD_BYTES_LIMIT: usize = 64 * 1024;
 pub const BODY_BYTES_LIMIT: usize = 64 * 1024;
 pub const CONNECTIONS_PER_SHARD_LIMIT: usize = 100_000;
+/// The longest HTTP timeout or release time a setting may name: a day, far beyond any use, and
+/// small enough that the shards' nanosecond deadlines never overflow.
+pub const HTTP_TIME_MS_LIMIT: u64 = 86_400_000;
 pub const UDP_BATCH_LIMIT: usize = 1024;
 pub const SESSIONS_PENDING_LIMIT: usize = 1_000_000;
 /// A symbol change naming 100 of the longest symbols needs about 3.5 KiB.
@@ -368,11 +372,14 @@ impl Config {
         if h.body_bytes_max > BODY_BYTES_LIMIT {
             return fail("http.body_bytes_max", format!("must be at most {BODY_BYTES_LIMIT}"));
         }
-        if h.header_timeout_ms == 0 {
-            return fail("http.header_timeout_ms", "must be at least 1".into());
+        if !(1..=HTTP_TIME_MS_LIMIT).contains(&h.header_timeout_ms) {
+            return fail("http.header_timeout_ms", format!("must be 1 to {HTTP_TIME_MS_LIMIT}"));
         }
-        if h.idle_timeout_ms == 0 {
-            return fail("http.idle_timeout_ms", "must be at least 1".into());
+        if !(1..=HTTP_TIME_MS_LIMIT).contains(&h.idle_timeout_ms) {
+            return fail("http.idle_timeout_ms", format!("must be 1 to {HTTP_TIME_MS_LIMIT}"));
+        }
+        if h.buffer_release_ms > HTTP_TIME_MS_LIMIT {
+            return fail("http.buffer_release_ms", format!("must be 0 to {HTTP_TIME_MS_LIMIT}"));
         }
         if !(1..=CONNECTIONS_PER_SHARD_LIMIT).contains(&h.connections_per_shard_max) {
             return fail("http.connections_per_shard_max", format!("must be 1 to {CONNECTIONS_PER_SHARD_LIMIT}"));
@@ -552,6 +559,15 @@ mod tests {
         assert_eq!(err.to_string(), "my.toml: line 3: http.head_bytes_max: must be 1024 to 65536");
         let err = Config::parse("[feed.simulator]\nvenues = 0\n", "my.toml").expect_err("no venues");
         assert_eq!(err.to_string(), "my.toml: line 2: feed.simulator.venues: must be 1 to 8");
+    }
+
+    #[test]
+    fn http_times_are_bounded_so_deadlines_cannot_overflow() {
+        let err = Config::parse("[http]\nidle_timeout_ms = 18446744073710\n", "my.toml").expect_err("too long");
+        assert_eq!(err.to_string(), "my.toml: line 2: http.idle_timeout_ms: must be 1 to 86400000");
+        let err = Config::parse("[http]\nbuffer_release_ms = 86400001\n", "my.toml").expect_err("too long");
+        assert_eq!(err.to_string(), "my.toml: line 2: http.buffer_release_ms: must be 0 to 86400000");
+        assert!(Config::parse("[http]\nbuffer_release_ms = 0\n", "my.toml").is_ok(), "0: release at the next sweep");
     }
 
     #[test]

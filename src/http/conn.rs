@@ -2,7 +2,7 @@
 //! `Endpoint::handle`: the shell hands over the bytes it has read and a clock reading, the core
 //! answers every complete request in them (pipelining) into the shell's output buffer and says
 //! what to do next: read more (until when), write and come back, upgrade, or close. The shard's
-//! connection loop (`shard::tcp`) keeps only the I/O; HTTPS runs the same core over TLS.
+//! connection loop (`shard::tcp`) keeps only the I/O, so a TLS shell can run the same core.
 
 use crate::buf::FixedBuf;
 use crate::http::handler::{self, After, Scratch, SINGLE_RESPONSE_BYTES_MAX};

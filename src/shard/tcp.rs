@@ -120,7 +120,9 @@ async fn serve(mut stream: TcpStream, local: Rc<Local>) {
                     return;
                 }
                 if partial {
-                    // Cancelled for another slot's sake (the kernel reuses op ids): read on.
+                    // The sweep cancels a read holding part of a request only at its deadline;
+                    // a cancel that finds it otherwise (it raced the read's own completion) just
+                    // reads on.
                     held = Some(read);
                     continue;
                 }
