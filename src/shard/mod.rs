@@ -239,6 +239,36 @@ fn shut_down(fd: i32) {
     }
 }
 
+/// What a parked connection's socket holds once it reads as readable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Waiting {
+    /// Bytes to read: take a buffer.
+    Bytes,
+    /// End of file (the client closed, or the shard shut the read side), or an error: close
+    /// without taking a buffer, so a mass disconnect of idle connections borrows none.
+    Closed,
+    /// Nothing after all (readiness raced a read): wait again.
+    Nothing,
+}
+
+/// `recv(fd, 1 byte, MSG_PEEK | MSG_DONTWAIT)`: one system call, only when a connection that
+/// gave its buffer back wakes.
+#[allow(unsafe_code)]
+fn peek(fd: i32) -> Waiting {
+    let mut byte = 0u8;
+    // SAFETY: `fd` is the caller's open socket; the one-byte buffer outlives the call and its
+    // length is passed with it. MSG_PEEK leaves the byte in the socket.
+    let n = unsafe { libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    match n {
+        1.. => Waiting::Bytes,
+        0 => Waiting::Closed,
+        _ => match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EINTR) => Waiting::Nothing,
+            _ => Waiting::Closed,
+        },
+    }
+}
+
 /// `shutdown(fd, SHUT_RD)`.
 #[allow(unsafe_code)]
 fn shut_read(fd: i32) {

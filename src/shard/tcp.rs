@@ -129,11 +129,15 @@ async fn serve(mut stream: TcpStream, local: Rc<Local>) {
                 // Quiet for `buffer_release_ms`: wait holding nothing. Shutting the read side
                 // (draining, or the idle deadline) ends this wait too.
                 local.read_buffers.give(read);
-                local.conns.borrow_mut().parked(slot, deadline_ns);
-                let ready = stream.readable(false).await;
-                local.conns.borrow_mut().busy(slot);
-                if ready.is_err() {
-                    return;
+                loop {
+                    local.conns.borrow_mut().parked(slot, deadline_ns);
+                    let ready = stream.readable(false).await;
+                    local.conns.borrow_mut().busy(slot);
+                    match (ready, super::peek(stream.as_raw_fd())) {
+                        (Ok(()), super::Waiting::Bytes) => break,
+                        (Ok(()), super::Waiting::Nothing) => continue,
+                        _ => return,
+                    }
                 }
                 last_ns = mono_ns();
                 continue;
