@@ -58,15 +58,7 @@ if [ "${#need[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-if [ -n "$binary" ]; then
-    if [ ! -f "$binary" ] || [ ! -x "$binary" ]; then
-        echo "not an executable file: $binary" >&2
-        exit 2
-    fi
-    pricebeast="$(cd "$(dirname "$binary")" && pwd)/$(basename "$binary")"
-else
-    pricebeast="$(build_pricebeast "$root")"
-fi
+pricebeast="$(pricebeast_binary "$root" "$binary")"
 
 work="$(mktemp -d /tmp/bench-callgrind.XXXXXX)"
 pb_pid=""

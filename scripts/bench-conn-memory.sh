@@ -72,10 +72,6 @@ if [ "$connections" -lt 1 ] || [ "$connections" -gt 18000 ] || [ "$hold_s" -lt 1
     [ "$after_s" -lt 1 ] || [ "$after_s" -gt 600 ] || [ "$shards" -lt 1 ] || [ "$shards" -gt 64 ]; then
     usage
 fi
-if [ -n "$binary" ] && { [ ! -f "$binary" ] || [ ! -x "$binary" ]; }; then
-    echo "$binary: not an executable file" >&2
-    usage
-fi
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=lib/bench.sh
@@ -96,11 +92,7 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 
 # --- build ---------------------------------------------------------------------------------------
-if [ -n "$binary" ]; then
-    pricebeast="$binary"
-else
-    pricebeast="$(build_pricebeast "$root")"
-fi
+pricebeast="$(pricebeast_binary "$root" "$binary")"
 
 work="$(mktemp -d /tmp/bench-conn-memory.XXXXXX)"
 pb_pid=""

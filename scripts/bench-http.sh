@@ -73,13 +73,6 @@ if [ "$duration_s" -lt 1 ] || [ "$duration_s" -gt 600 ] || [ "$rounds" -lt 1 ] |
     [ "$threads" -lt 1 ] || [ "$threads" -gt 64 ] || [ "$threads" -gt "$connections" ]; then
     usage
 fi
-if [ -n "$binary" ]; then
-    if [ ! -f "$binary" ] || [ ! -x "$binary" ]; then
-        echo "not an executable file: $binary" >&2
-        exit 2
-    fi
-    binary="$(cd "$(dirname "$binary")" && pwd)/$(basename "$binary")"
-fi
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=lib/bench.sh
@@ -176,12 +169,7 @@ echo "== setup: $setup"
 [ "$mode" = pinned ] || [ "$cores" -le 2 ] || echo "== note: $cores cores; wrk may run on cores 2 and up too"
 
 # --- build ---------------------------------------------------------------------------------------
-if [ -n "$binary" ]; then
-    pricebeast="$binary"
-    echo "== using $pricebeast ($("$pricebeast" --version 2>/dev/null || echo "no version"))"
-else
-    pricebeast="$(build_pricebeast "$root")"
-fi
+pricebeast="$(pricebeast_binary "$root" "$binary")"
 
 work="$(mktemp -d /tmp/bench-http.XXXXXX)"
 pb_pid=""

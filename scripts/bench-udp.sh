@@ -112,16 +112,7 @@ socket_buffer_bytes="$(udp_setting socket_buffer_bytes)"
 [[ "$socket_buffer_bytes" =~ ^[0-9]+$ ]] || socket_buffer_bytes=4194304
 
 # --- build ---------------------------------------------------------------------------------------
-if [ -n "$binary" ]; then
-    if [ ! -f "$binary" ] || [ ! -x "$binary" ]; then
-        echo "not an executable file: $binary" >&2
-        exit 2
-    fi
-    pricebeast="$(cd "$(dirname "$binary")" && pwd)/$(basename "$binary")"
-    echo "== using $pricebeast"
-else
-    pricebeast="$(build_pricebeast "$root")"
-fi
+pricebeast="$(pricebeast_binary "$root" "$binary")"
 
 work="$(mktemp -d /tmp/bench-udp.XXXXXX)"
 pb_pid=""

@@ -10,6 +10,23 @@ build_pricebeast() {
     echo "$target_dir/release/pricebeast"
 }
 
+# The pricebeast binary a benchmark runs, printed: `$2` when given (made absolute; exit 2 when it
+# is not an executable file), else this checkout `$1` built --release.
+pricebeast_binary() {
+    local root="$1" given="${2:-}" path
+    if [ -z "$given" ]; then
+        build_pricebeast "$root"
+        return
+    fi
+    if [ ! -f "$given" ] || [ ! -x "$given" ]; then
+        echo "not an executable file: $given" >&2
+        exit 2
+    fi
+    path="$(cd "$(dirname "$given")" && pwd)/$(basename "$given")"
+    echo "== using $path ($("$path" --version 2>/dev/null || echo "no version"))" >&2
+    echo "$path"
+}
+
 # Stops a process: SIGTERM (pricebeast drains), then SIGKILL after 5 s.
 stop() {
     local pid="$1"
