@@ -1,7 +1,8 @@
-//! A shard's fan-out tick (`stream::fanout::Fanout::tick`): read each watched symbol's version,
-//! diff every stream, build one frame per stream that is owed one, as many streams as a shard
-//! holds. Two cases: every watched symbol moved since the last tick (each stream gets a frame),
-//! and nothing moved (the tick's floor cost).
+//! A shard's fan-out pass (`stream::fanout::Fanout::wake`): take what moved from the book, list
+//! the streams watching it, encode each moved symbol's price once, and build one frame per
+//! stream, as many streams as a shard holds. Three cases: every watched symbol moved (each
+//! stream gets a frame), one symbol moved (only its watchers are touched), and a wake-up with
+//! nothing moved (the pass's floor cost).
 //!
 //! `cargo bench --bench stream_fanout`
 
@@ -10,7 +11,10 @@ use std::rc::Rc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
+use std::cell::Cell;
+
 use pricebeast::book::{Decimal, PriceBook, SymbolId};
+use pricebeast::clock::Now;
 use pricebeast::config::{SimulatorConfig, StreamConfig};
 use pricebeast::counters::Counters;
 use pricebeast::feeds::simulator;
@@ -28,28 +32,40 @@ fn stream_fanout(c: &mut Criterion) {
     let ids: Vec<SymbolId> = book.symbols().iter().map(|(id, _)| id).collect();
     let venues: Vec<_> = ["a", "b", "c"].iter().map(|v| book.venue(v).expect("venue")).collect();
     let mut mantissa = 1_000_000;
-    let mut move_all = |book: &PriceBook| {
+    let mut move_some = |book: &PriceBook, ids: &[SymbolId]| {
         mantissa += 1;
-        for &id in &ids {
+        // One burst, as a simulator tick writes it.
+        let mut batch = book.batch();
+        for &id in ids {
             for &venue in &venues {
-                book.write(id, venue, Decimal::new(mantissa, -2).expect("in range"), NOW_UNIX_MS, NOW_UNIX_MS);
+                batch.write(id, venue, Decimal::new(mantissa, -2).expect("in range"), NOW_UNIX_MS, NOW_UNIX_MS);
             }
         }
     };
-    move_all(&book);
+    // The shard's bell; what it reads does not matter here, the pass takes the moved set itself.
+    let _bell = book.moves().register(0).expect("bell");
 
     let counters = Counters::new(1);
     let block = counters.shard(0);
     let config = StreamConfig::default();
-    let fanout = Fanout::default();
+    let fanout = Fanout::new(0, &config);
+    // Each pass a frame interval after the last, as when prices move every simulator tick.
+    let mono_ns = Cell::new(1_000_000_000u64);
+    let now = || {
+        mono_ns.set(mono_ns.get() + config.frame_interval_ms_min * 1_000_000);
+        Now::at(mono_ns.get(), NOW_UNIX_MS)
+    };
+    move_some(&book, &ids);
     let streams: Vec<Rc<StreamState>> = (0..STREAMS)
         .map(|i| {
             let watched: Vec<SymbolId> = (0..WATCHED).map(|k| ids[(i * 7 + k * 131) % ids.len()]).collect();
             let state = Rc::new(StreamState::new(&watched, NOW_UNIX_MS));
-            fanout.add(&state, &book, NOW_UNIX_MS, block);
+            fanout.add(&state, &book, now(), block);
             state
         })
         .collect();
+    let btc = book.symbols().lookup(b"BTC-USD").expect("simulated");
+    let on_btc = streams.iter().filter(|s| s.symbols().contains(&btc)).count();
     // What a writer does once a frame is on the wire: gives the buffer back.
     let drain = |streams: &[Rc<StreamState>]| {
         let mut frames = 0;
@@ -66,18 +82,28 @@ fn stream_fanout(c: &mut Criterion) {
     let mut group = c.benchmark_group("stream_fanout");
     group.throughput(Throughput::Elements(STREAMS as u64));
     group.sample_size(30);
-    group.bench_function(format!("tick/{STREAMS}_streams_all_moved"), |b| {
+    group.bench_function(format!("wake/{STREAMS}_streams_all_moved"), |b| {
         b.iter_batched(
-            || move_all(&book),
+            || move_some(&book, &ids),
             |()| {
-                fanout.tick(&book, black_box(NOW_UNIX_MS), &config, block, |_| {});
+                fanout.wake(&book, black_box(now()), block);
                 assert_eq!(drain(&streams), STREAMS);
             },
             BatchSize::PerIteration,
         )
     });
-    group.bench_function(format!("tick/{STREAMS}_streams_none_moved"), |b| {
-        b.iter(|| fanout.tick(&book, black_box(NOW_UNIX_MS), &config, block, |_| {}))
+    group.bench_function(format!("wake/{STREAMS}_streams_one_symbol_moved"), |b| {
+        b.iter_batched(
+            || move_some(&book, &[btc]),
+            |()| {
+                fanout.wake(&book, black_box(now()), block);
+                assert_eq!(drain(&streams), on_btc);
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.bench_function(format!("wake/{STREAMS}_streams_none_moved"), |b| {
+        b.iter(|| fanout.wake(&book, black_box(now()), block))
     });
     group.finish();
 }

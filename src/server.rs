@@ -51,7 +51,8 @@ pub fn run(config: Config, options: ServeOptions) -> anyhow::Result<()> {
             config.book.symbols_max,
             config.book.stale_after_ms,
         )
-        .context("building the price book (feed symbols, book.symbols_max)")?,
+        .context("building the price book (feed symbols, book.symbols_max)")?
+        .with_shards(shards),
     );
     let keys = KeyStore::open(&config.keys.file)?;
     let key_count = keys.table().len();

@@ -235,13 +235,17 @@ fn help(name: &str) -> &'static str {
         "shards" => "Shards serving",
         "feeds_connected" => "Price feeds connected",
         "pending_sessions" => "Streaming sessions created and not yet redeemed or expired",
-        "watched_symbols" => "Symbols some stream watches, once per shard that walks them",
+        "watched_symbols" => "Symbols some stream watches, once per shard that watches them",
         "sessions_created" => "Streaming sessions created (POST /v1/sessions)",
         "sessions_redeemed" => "Streaming sessions redeemed by a WebSocket upgrade",
         "sessions_expired" => "Streaming sessions that expired unredeemed",
         "frames_pushed" => "Price frames written to streams",
-        "updates_conflated" => "Stream updates replaced by a newer one while the client's socket was full",
+        "updates_conflated" => {
+            "Stream updates replaced by a newer one before they were sent (socket full, or inside stream.frame_interval_ms_min)"
+        }
         "slow_client_closes" => "Streams closed because their socket stayed full past stream.send_stall_ms",
+        "control_queue_closes" => "Streams closed (1008) because their unsent control frames reached stream.control_bytes_max",
+        "fanout_wakeups" => "Fan-out passes run because watched symbols moved (one per burst of book writes, per shard)",
         _ => "pricebeast metric",
     }
 }

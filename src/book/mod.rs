@@ -4,6 +4,7 @@
 pub mod cell;
 pub mod decimal;
 pub mod json;
+pub mod moves;
 pub mod symbols;
 
 use std::cmp::Ordering;
@@ -13,6 +14,7 @@ use arc_swap::{ArcSwap, Guard};
 
 pub use cell::{Cell, Quote};
 pub use decimal::Decimal;
+pub use moves::{Moves, Rings};
 pub use symbols::{SymbolError, SymbolId, SymbolIndex, SymbolName, SYMBOL_BYTES_MAX};
 
 /// The most venues one symbol can have: six exchanges plus the simulator's or fallback slots.
@@ -69,6 +71,30 @@ pub struct PriceBook {
     cells: Box<[Cell]>,
     symbols_max: usize,
     stale_after_ms: u64,
+    /// Who watches which symbol; a write of a watched symbol wakes its shards.
+    moves: Moves,
+}
+
+/// Writes whose shards are woken once, when the batch is dropped: a feed's message or a
+/// simulator tick, however many prices it holds.
+pub struct Batch<'a> {
+    book: &'a PriceBook,
+    rings: Rings,
+}
+
+impl Batch<'_> {
+    /// Records a venue's price. `recv_ms` is this process's clock at receipt.
+    #[inline]
+    pub fn write(&mut self, symbol: SymbolId, venue: VenueId, price: Decimal, ts_ms: u64, recv_ms: u64) {
+        self.book.cell(symbol, venue).write(price, ts_ms, recv_ms);
+        self.book.moves.moved(symbol, &mut self.rings);
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        self.book.moves.ring(&self.rings);
+    }
 }
 
 impl PriceBook {
@@ -89,7 +115,19 @@ impl PriceBook {
             cells,
             symbols_max,
             stale_after_ms,
+            moves: Moves::new(symbols_max, 1),
         })
+    }
+
+    /// Sizes the book's wake-ups for `shards` shards (one until this is called).
+    pub fn with_shards(mut self, shards: usize) -> Self {
+        self.moves = Moves::new(self.symbols_max, shards);
+        self
+    }
+
+    /// Who watches which symbol, and what moved (`stream::fanout`).
+    pub fn moves(&self) -> &Moves {
+        &self.moves
     }
 
     /// The current symbol index. Holding the guard is cheap and lock-free; do not hold it across
@@ -140,9 +178,15 @@ impl PriceBook {
         &self.cells[symbol.index() * VENUES_MAX + venue.index()]
     }
 
-    /// Records a venue's price. `recv_ms` is this process's clock at receipt.
+    /// Records a venue's price and wakes the shards watching it. `recv_ms` is this process's
+    /// clock at receipt.
     pub fn write(&self, symbol: SymbolId, venue: VenueId, price: Decimal, ts_ms: u64, recv_ms: u64) {
-        self.cell(symbol, venue).write(price, ts_ms, recv_ms);
+        self.batch().write(symbol, venue, price, ts_ms, recv_ms);
+    }
+
+    /// Writes to be woken for together (see [`Batch`]).
+    pub fn batch(&self) -> Batch<'_> {
+        Batch { book: self, rings: Rings::new() }
     }
 
     /// Every fresh venue quote of `symbol` into `out`; returns how many. Never allocates.
@@ -175,11 +219,7 @@ impl PriceBook {
         let all = !symbols.is_empty() && symbols.iter().all(|(id, _)| self.served(id, now_ms).is_some());
         all
     }
-
-    /// The sum of `symbol`'s cell versions: changes whenever any venue writes it.
-    pub fn symbol_version(&self, symbol: SymbolId) -> u64 {
-        (0..self.venues.len()).map(|v| self.cell(symbol, VenueId(v as u8)).version()).sum()
-    }
+}
 }
 
 /// Median of the quotes' prices (the exact mean of the middle two for an even count) with the

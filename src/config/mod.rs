@@ -72,8 +72,15 @@ pub struct HttpConfig {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StreamConfig {
-    /// How often each shard looks for changed prices; a stream gets at most one frame per tick.
+    /// How often each shard checks its streams' deadlines (pings, idle timeouts, stalled
+    /// writes). Prices do not wait for it: a move wakes the shard (`stream::fanout`).
     pub tick_ms: u64,
+    /// The least time between two price frames of one stream: moves inside it are conflated
+    /// into the next frame, which waits at most this long. 0: a frame per wake-up.
+    pub frame_interval_ms_min: u64,
+    /// Bytes of control frames (pongs, error replies) one stream may have waiting for its
+    /// socket; a client that sends more than it reads is closed with 1008 at the bound.
+    pub control_bytes_max: usize,
     /// How long a created session may wait for its upgrade.
     pub session_ttl_s: u64,
     /// Sessions created but not yet redeemed, node-wide; one more is refused with 503.
@@ -230,6 +237,8 @@ impl Default for StreamConfig {
     fn default() -> Self {
         Self {
             tick_ms: 100,
+            frame_interval_ms_min: 5,
+            control_bytes_max: 16_384,
             session_ttl_s: 60,
             sessions_pending_max: 10_000,
             streams_per_shard_max: 10_000,
@@ -333,6 +342,8 @@ pub const SESSIONS_PENDING_LIMIT: usize = 1_000_000;
 /// A symbol change naming 100 of the longest symbols needs about 3.5 KiB.
 pub const MESSAGE_BYTES_MIN: usize = 128;
 pub const MESSAGE_BYTES_LIMIT: usize = 1 << 20;
+/// The most control bytes a stream may hold waiting (`stream.control_bytes_max`).
+pub const CONTROL_BYTES_LIMIT: usize = 4 << 20;
 
 impl Config {
     /// Reads `path`, or the defaults when `None`.
@@ -390,8 +401,8 @@ impl Config {
         if self.admin.stats_interval_ms < 100 {
             return fail("admin.stats_interval_ms", "must be at least 100".into());
         }
-        if self.server.shards > 1024 {
-            return fail("server.shards", "must be 0 (one per core) to 1024".into());
+        if self.server.shards > crate::book::moves::SHARDS_MAX {
+            return fail("server.shards", format!("must be 0 (one per core) to {}", crate::book::moves::SHARDS_MAX));
         }
         if self.book.stale_after_ms == 0 {
             return fail("book.stale_after_ms", "must be at least 1".into());
@@ -450,6 +461,15 @@ impl Config {
         if !(10..=60_000).contains(&st.tick_ms) {
             return fail("stream.tick_ms", "must be 10 to 60000".into());
         }
+        if st.frame_interval_ms_min > 60_000 {
+            return fail("stream.frame_interval_ms_min", "must be 0 to 60000".into());
+        }
+        if !(st.message_bytes_max + 512..=CONTROL_BYTES_LIMIT).contains(&st.control_bytes_max) {
+            return fail(
+                "stream.control_bytes_max",
+                format!("must be message_bytes_max + 512 (room for one error reply) to {CONTROL_BYTES_LIMIT}"),
+            );
+        }
         if !(1..=3600).contains(&st.session_ttl_s) {
             return fail("stream.session_ttl_s", "must be 1 to 3600".into());
         }
@@ -477,7 +497,7 @@ impl Config {
     /// The number of shards to start.
     pub fn shard_count(&self) -> usize {
         match self.server.shards {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            0 => std::thread::available_parallelism().map_or(1, usize::from).min(crate::book::moves::SHARDS_MAX),
             n => n,
         }
     }

@@ -104,9 +104,13 @@ pub enum StreamCounter {
     /// Updates replaced by a newer one while their stream's socket was full.
     UpdatesConflated,
     SlowClientCloses,
+    /// Streams closed (1008) because their control queue reached `stream.control_bytes_max`.
+    ControlQueueCloses,
+    /// Fan-out passes a shard ran because watched symbols moved (one per burst of writes).
+    FanoutWakeups,
 }
 
-pub const STREAM_COUNTERS: usize = 6;
+pub const STREAM_COUNTERS: usize = 8;
 pub const STREAM_COUNTER_NAMES: [&str; STREAM_COUNTERS] = [
     "sessions_created",
     "sessions_redeemed",
@@ -114,6 +118,8 @@ pub const STREAM_COUNTER_NAMES: [&str; STREAM_COUNTERS] = [
     "frames_pushed",
     "updates_conflated",
     "slow_client_closes",
+    "control_queue_closes",
+    "fanout_wakeups",
 ];
 
 /// A histogram of microsecond latencies in the [`LATENCY_BOUNDS_US`] buckets.

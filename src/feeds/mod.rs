@@ -20,7 +20,7 @@ pub mod venue;
 
 use std::sync::Arc;
 
-use crate::book::{Decimal, PriceBook, SymbolId, VenueId};
+use crate::book::{Batch, Decimal, PriceBook, SymbolId, VenueId};
 use crate::counters::{Counter, Counters, Gauge};
 use crate::mock_exchange::MockScript;
 
@@ -67,9 +67,11 @@ impl BookWriter {
         &self.book
     }
 
-    /// Records one venue price. `event_ts_ms` is the venue's time, `recv_ms` ours.
-    pub fn publish(&self, symbol: SymbolId, price: Decimal, event_ts_ms: u64, recv_ms: u64) {
-        self.book.write(symbol, self.venue, price, event_ts_ms, recv_ms);
+    /// Records one venue price. `event_ts_ms` is the venue's time, `recv_ms` ours. The shards
+    /// watching the symbol are woken when `batch` (from [`PriceBook::batch`] on this writer's
+    /// book) is dropped: after the whole message, not after each price.
+    pub fn publish(&self, batch: &mut Batch<'_>, symbol: SymbolId, price: Decimal, event_ts_ms: u64, recv_ms: u64) {
+        batch.write(symbol, self.venue, price, event_ts_ms, recv_ms);
     }
 
     /// Counts one message received from the venue (`feed_messages`).

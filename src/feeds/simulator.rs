@@ -107,7 +107,10 @@ impl Drop for Simulator {
 }
 
 fn tick_once(walks: &mut [Walk], writers: &[BookWriter], rng: &mut SplitMix64, step_cbps: i64) {
+    let Some(first) = writers.first() else { return };
     let now = Now::read().unix_ms;
+    // The whole tick is one burst: the shards watching its symbols wake once, after it.
+    let mut batch = first.book().batch();
     for walk in walks.iter_mut() {
         if step_cbps > 0 {
             let step = rng.between(-step_cbps, step_cbps);
@@ -118,7 +121,7 @@ fn tick_once(walks: &mut [Walk], writers: &[BookWriter], rng: &mut SplitMix64, s
         for writer in writers {
             let quoted = walk.mantissa + scale(walk.mantissa, rng.between(-VENUE_SPREAD_CBPS, VENUE_SPREAD_CBPS));
             if let Some(price) = Decimal::new(quoted.max(1), walk.exponent) {
-                writer.publish(walk.symbol, price, now, now);
+                writer.publish(&mut batch, walk.symbol, price, now, now);
                 writer.count_message();
             }
         }

@@ -259,13 +259,16 @@ fn read_frame(
     now_ms: u64,
 ) {
     let mut prices = 0u64;
+    // Every price in the frame, then one wake-up for the shards watching them.
+    let mut batch = writer.book().batch();
     let result = venue.parse(text, buffers, &mut |tick| match by_venue_symbol.get(tick.venue_symbol) {
         Some(symbol) => {
-            writer.publish(*symbol, tick.price, tick.ts_ms, now_ms);
+            writer.publish(&mut batch, *symbol, tick.price, tick.ts_ms, now_ms);
             prices += 1;
         }
         None => stats.unknown_symbol(),
     });
+    drop(batch);
     stats.prices(prices);
     match result {
         Ok(Frame::VenueError) => {

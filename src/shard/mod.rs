@@ -184,7 +184,7 @@ impl Local {
             write_buffers: buffers::BufferPool::new(RESPONSE_BYTES_MAX, WRITE_BUFFERS_SPARE_MAX),
             conns: RefCell::new(conns::ConnTable::default()),
             connections: Cell::new(0),
-            fanout: Default::default(),
+            fanout: crate::stream::fanout::Fanout::new(index, &shared.config.stream),
             shared,
         }
     }
@@ -302,10 +302,19 @@ async fn serve(
             return;
         }
     };
+    let bell = match shared.book.moves().register(index) {
+        Ok(bell) => bell,
+        Err(e) => {
+            let _ = ready.send(Err(io::Error::new(e.kind(), format!("shard {index}: the fan-out bell: {e}"))));
+            return;
+        }
+    };
     let deadline = Duration::from_millis(shared.config.server.shutdown_deadline_ms);
     let local = Rc::new(Local::new(index, shared));
     let udp_task = monoio::spawn(udp::serve(socket, Rc::clone(&local)));
-    monoio::spawn(stream::tick_loop(Rc::clone(&local)));
+    monoio::spawn(stream::bell_loop(Rc::clone(&local), bell));
+    monoio::spawn(stream::kick_loop(Rc::clone(&local)));
+    monoio::spawn(stream::check_loop(Rc::clone(&local)));
     monoio::spawn(sweep_loop(Rc::clone(&local)));
     let _ = ready.send(Ok(driver));
     tcp::accept_loop(listener, Rc::clone(&local)).await;

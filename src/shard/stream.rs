@@ -1,7 +1,11 @@
 //! A shard's WebSocket streams on the wire. After the 101 the connection splits in two tasks:
 //! the reader feeds client bytes to tungstenite (masking, control frames, fragments, size
-//! limits, close codes) and acts on what comes out; the writer sends what the fan-out tick built
+//! limits, close codes) and acts on what comes out; the writer sends what the fan-out built
 //! (`stream::fanout`), control frames first. Neither ever queues more than one price frame.
+//!
+//! Three tasks per shard drive the fan-out: the bell (a watched symbol moved: push), the kick
+//! (a writer finished with more owed, or a frame interval passed: push those), and the deadline
+//! check (pings, idle and stalled streams, every `stream.tick_ms`).
 
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -64,11 +68,11 @@ pub(super) fn start(
     if config.send_buffer_bytes > 0 {
         super::set_send_buffer(fd, config.send_buffer_bytes);
     }
-    let now_ms = Now::read().unix_ms;
+    let now = Now::read();
     let symbols = opened.session.take().map(|s| s.symbols().to_vec()).unwrap_or_default();
-    let state = Rc::new(StreamState::new(&symbols, now_ms));
+    let state = Rc::new(StreamState::new(&symbols, now.unix_ms));
     state.socket.set(fd);
-    let slot = local.fanout.add(&state, &local.shared.book, now_ms, local.counters());
+    let slot = local.fanout.add(&state, &local.shared.book, now, local.counters());
     let leftover = leftover.to_vec();
     let local = Rc::clone(local);
     let (reader, writer) = stream.into_split();
@@ -77,15 +81,15 @@ pub(super) fn start(
     async move {
         read_loop(reader, &state, &local, leftover).await;
         writing.await;
-        local.fanout.remove(slot, local.counters());
+        local.fanout.remove(slot, &local.shared.book, local.counters());
         drop((opened, registered));
     }
 }
 
 /// Sends control frames and price frames as they become ready. Ends when the stream ends (after
-/// its close frame) or the socket fails (the tick shuts the socket of a write stalled past
-/// `send_stall_ms`); then wakes the reader so the connection closes. No timer of its own: every
-/// idle stream holds this task, so it is kept small.
+/// its close frame) or the socket fails (the deadline check shuts the socket of a write stalled
+/// past `send_stall_ms`); then wakes the reader so the connection closes. No timer of its own:
+/// every idle stream holds this task, so it is kept small.
 async fn write_loop(mut writer: OwnedWriteHalf<TcpStream>, state: Rc<StreamState>, local: Rc<Local>, fd: i32) {
     let mut spare = Vec::new();
     loop {
@@ -115,9 +119,12 @@ async fn write_loop(mut writer: OwnedWriteHalf<TcpStream>, state: Rc<StreamState
             state.give_frame(slice.into_inner());
             let counters = local.counters();
             counters.stream_add(StreamCounter::FramesPushed, 1);
-            if ready.measured {
-                let now_ms = Now::read().unix_ms;
-                counters.observe_push_latency_us(now_ms.saturating_sub(ready.newest_recv_ms) * 1000);
+            if ready.moved_ns != 0 {
+                counters.observe_push_latency_us(crate::clock::mono_ns().saturating_sub(ready.moved_ns) / 1000);
+            }
+            // Moves that came while this frame was on its way go out now, not at the next move.
+            if local.fanout.retry(&state) {
+                local.fanout.kick.notify();
             }
             continue;
         }
@@ -167,8 +174,13 @@ async fn read_loop(
 /// Feeds client bytes through the protocol and acts on the outcome. False once the stream ends.
 fn take_in(client: &mut ClientReader, bytes: &[u8], replies: &mut Vec<u8>, state: &StreamState, local: &Local) -> bool {
     let next = client.take_in(bytes, replies, |text| change_symbols(text, state, local));
-    state.send_control(replies);
+    let queued = state.send_control(replies, local.shared.config.stream.control_bytes_max);
     replies.clear();
+    if !queued {
+        local.counters().stream_add(StreamCounter::ControlQueueCloses, 1);
+        state.end(Ending::Flooded);
+        return false;
+    }
     match next {
         Next::Continue => true,
         Next::Closed => {
@@ -187,7 +199,7 @@ fn change_symbols(text: &[u8], state: &StreamState, local: &Local) -> Option<Str
     let book = &local.shared.book;
     match symbols::parse(text, Expect::Change, book) {
         Ok(set) => {
-            local.fanout.change(state, &set.ids, book, Now::read().unix_ms, local.counters());
+            local.fanout.change(state, &set.ids, book, Now::read(), local.counters());
             None
         }
         Err(e) => {
@@ -200,8 +212,55 @@ fn change_symbols(text: &[u8], state: &StreamState, local: &Local) -> Option<Str
     }
 }
 
-/// The shard's fan-out clock: one tick every `stream.tick_ms`, on a fixed schedule.
-pub(super) async fn tick_loop(local: Rc<Local>) {
+/// The shard's bell: a byte means symbols its streams watch moved (`book::moves`); each read
+/// runs one fan-out pass over what moved since the last. Bytes that piled up while the pass ran
+/// are read together, so a burst is one wake-up.
+pub(super) async fn bell_loop(local: Rc<Local>, bell: std::os::unix::net::UnixStream) {
+    let mut bell = match monoio::net::UnixStream::from_std(bell) {
+        Ok(bell) => bell,
+        Err(e) => {
+            tracing::error!(
+                shard = local.index,
+                "the fan-out bell: {e}; streams get prices only on writes and retries"
+            );
+            return;
+        }
+    };
+    let mut buf = Vec::with_capacity(64);
+    loop {
+        let (result, back) = bell.read(buf).await;
+        buf = back;
+        buf.clear();
+        match result {
+            Ok(n) if n > 0 => {}
+            // The book's end never closes while the process runs; nothing more will ring.
+            _ => return,
+        }
+        if !local.fanout.is_empty() {
+            local.fanout.wake(&local.shared.book, Now::read(), local.counters());
+        }
+    }
+}
+
+/// Pushes streams the fan-out listed outside a bell pass: writers that finished with more owed,
+/// and streams whose frame interval has passed.
+pub(super) async fn kick_loop(local: Rc<Local>) {
+    loop {
+        match local.fanout.next_due_ns() {
+            Some(at) => {
+                let wait = at.saturating_sub(crate::clock::mono_ns());
+                if wait > 0 {
+                    let _ = monoio::time::timeout(Duration::from_nanos(wait), local.fanout.kick.wait()).await;
+                }
+            }
+            None => local.fanout.kick.wait().await,
+        }
+        local.fanout.push(&local.shared.book, Now::read(), local.counters());
+    }
+}
+
+/// The streams' deadlines (`Fanout::check`), every `stream.tick_ms`, on a fixed schedule.
+pub(super) async fn check_loop(local: Rc<Local>) {
     let every = Duration::from_millis(local.shared.config.stream.tick_ms);
     let mut next = Instant::now() + every;
     loop {
@@ -209,20 +268,15 @@ pub(super) async fn tick_loop(local: Rc<Local>) {
         next += every;
         let now = Instant::now();
         if next < now {
-            // Fell behind (a stalled machine): skip the missed ticks rather than burst them.
+            // Fell behind (a stalled machine): skip the missed checks rather than burst them.
             next = now + every;
         }
         if local.fanout.is_empty() {
-            if local.shared.draining() {
-                return;
-            }
             continue;
         }
         let config = &local.shared.config.stream;
         // The stalled writer is suspended inside its write, so the socket is open and `socket`
         // names it.
-        local.fanout.tick(&local.shared.book, Now::read().unix_ms, config, local.counters(), |state| {
-            super::shut_down(state.socket.get())
-        });
+        local.fanout.check(Now::read().unix_ms, config, local.counters(), |state| super::shut_down(state.socket.get()));
     }
 }

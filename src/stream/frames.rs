@@ -18,13 +18,18 @@ pub const fn capacity_for(symbols: usize) -> usize {
     HEADER_ROOM + OPEN.len() + 16 + symbols * (PRICE_OBJECT_BYTES_MAX + 1) + symbols * (SYMBOL_BYTES_MAX + 3)
 }
 
+/// One price object as frames carry it, `{"symbol":..,"price":..,"ts":..,"age_ms":..,"sources":..}`,
+/// appended to `out`: encoded once per symbol and wake-up, copied into every frame that carries it.
+pub fn price_object(out: &mut FixedBuf, symbol: &str, served: &Served, now_ms: u64) {
+    json::open_price(out, symbol, served, now_ms);
+    out.put(b"}");
+}
+
 /// A price frame being written: `{"type":"prices","prices":[...],"missing":[...]}`.
 pub struct PriceFrame {
     buf: FixedBuf,
     prices: usize,
     missing: usize,
-    /// The newest book write among the prices, Unix ms: where push latency is measured from.
-    pub newest_recv_ms: u64,
 }
 
 impl PriceFrame {
@@ -33,17 +38,16 @@ impl PriceFrame {
         let mut buf = FixedBuf::from_vec(buf);
         buf.put(&[0; HEADER_ROOM]);
         buf.put(OPEN);
-        Self { buf, prices: 0, missing: 0, newest_recv_ms: 0 }
+        Self { buf, prices: 0, missing: 0 }
     }
 
-    pub fn price(&mut self, symbol: &str, served: &Served, now_ms: u64) {
+    /// A price, as [`price_object`] encoded it.
+    pub fn price(&mut self, object: &[u8]) {
         if self.prices > 0 {
             self.buf.put(b",");
         }
         self.prices += 1;
-        json::open_price(&mut self.buf, symbol, served, now_ms);
-        self.buf.put(b"}");
-        self.newest_recv_ms = self.newest_recv_ms.max(served.recv_ms);
+        self.buf.put(object);
     }
 
     /// A symbol due in this frame with no fresh price. Call after every `price`.
@@ -108,6 +112,13 @@ mod tests {
         Served { price: Decimal::parse(price).expect("literal"), ts_ms: 1_000, sources: 2, recv_ms }
     }
 
+    fn object(symbol: &str, served: &Served, now_ms: u64) -> Vec<u8> {
+        let mut out = FixedBuf::with_capacity(PRICE_OBJECT_BYTES_MAX);
+        price_object(&mut out, symbol, served, now_ms);
+        assert!(!out.overflowed());
+        out.into_vec()
+    }
+
     /// Reads the frame back with tungstenite's own parser.
     fn read_back(bytes: &[u8]) -> (FrameHeader, String) {
         let mut cursor = std::io::Cursor::new(bytes);
@@ -120,9 +131,8 @@ mod tests {
     #[test]
     fn a_price_frame_is_one_text_frame_of_the_documented_json() {
         let mut frame = PriceFrame::begin(Vec::with_capacity(capacity_for(2)));
-        frame.price("BTC-USD", &served(b"97123.45", 990), 1_012);
-        frame.price("ETH-USD", &served(b"3000.1", 995), 1_012);
-        assert_eq!(frame.newest_recv_ms, 995);
+        frame.price(&object("BTC-USD", &served(b"97123.45", 990), 1_012));
+        frame.price(&object("ETH-USD", &served(b"3000.1", 995), 1_012));
         let (bytes, start) = frame.finish().expect("fits");
         let (header, json) = read_back(&bytes[start..]);
         assert_eq!(header.opcode, OpCode::Data(Data::Text));
@@ -139,7 +149,11 @@ mod tests {
     fn missing_symbols_and_long_frames() {
         let mut frame = PriceFrame::begin(Vec::with_capacity(capacity_for(100)));
         for i in 0..99 {
-            frame.price(&format!("SYMBOL-NUMBER-{i:03}-WITH-A-LONG-NAM"), &served(b"-1234567890123.456789", 1), 2);
+            frame.price(&object(
+                &format!("SYMBOL-NUMBER-{i:03}-WITH-A-LONG-NAM"),
+                &served(b"-1234567890123.456789", 1),
+                2,
+            ));
         }
         frame.missing("FOO-BAR");
         let (bytes, start) = frame.finish().expect("fits");
@@ -153,7 +167,7 @@ mod tests {
     #[test]
     fn a_frame_that_does_not_fit_is_refused_not_truncated() {
         let mut frame = PriceFrame::begin(Vec::with_capacity(40));
-        frame.price("BTC-USD", &served(b"1", 1), 1);
+        frame.price(&object("BTC-USD", &served(b"1", 1), 1));
         assert!(frame.finish().is_err());
     }
 
