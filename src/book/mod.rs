@@ -220,7 +220,6 @@ impl PriceBook {
         all
     }
 }
-}
 
 /// Median of the quotes' prices (the exact mean of the middle two for an even count) with the
 /// newest event time. Sorts `quotes` in place.
