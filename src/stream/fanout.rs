@@ -682,13 +682,17 @@ impl Fanout {
     /// its socket, which fails the write (the stream is ended already, without a close frame).
     pub fn check(&self, now_ms: u64, config: &StreamConfig, counters: &CounterBlock, on_stall: impl Fn(&StreamState)) {
         for state in self.streams.borrow().iter().flatten() {
-            if state.ending.get().is_some() {
+            if state.writing_since_ms.get().is_some_and(|since| now_ms.saturating_sub(since) >= config.send_stall_ms) {
+                // Ended or not (a stream closed for another reason may still be stuck writing
+                // its last bytes), a write stuck this long is failed so the stream can go.
+                if state.ending.get().is_none() {
+                    counters.stream_add(StreamCounter::SlowClientCloses, 1);
+                    state.end(Ending::Slow);
+                }
+                on_stall(state);
                 continue;
             }
-            if state.writing_since_ms.get().is_some_and(|since| now_ms.saturating_sub(since) >= config.send_stall_ms) {
-                counters.stream_add(StreamCounter::SlowClientCloses, 1);
-                state.end(Ending::Slow);
-                on_stall(state);
+            if state.ending.get().is_some() {
                 continue;
             }
             let silent_ms = now_ms.saturating_sub(state.last_heard_ms.get());
@@ -947,6 +951,25 @@ mod tests {
         f.fanout.check(1_100, &config, f.block(), |s| stalled.set(Some(s.socket.get())));
         assert_eq!((stalled.get(), state.ending()), (Some(42), Some(Ending::Slow)));
         assert_eq!(f.stream(StreamCounter::SlowClientCloses), 1);
+        // Still stuck at the next check: shut again, counted once.
+        stalled.set(None);
+        f.fanout.check(1_200, &config, f.block(), |s| stalled.set(Some(s.socket.get())));
+        assert_eq!((stalled.get(), f.stream(StreamCounter::SlowClientCloses)), (Some(42), 1));
+    }
+
+    #[test]
+    fn a_stream_ended_for_another_reason_but_stuck_writing_is_shut_too() {
+        let config = StreamConfig { send_stall_ms: 1_000, ..StreamConfig::default() };
+        let f = fixture(&config);
+        let (state, _) = f.open(&f.ids[..1], 0);
+        state.socket.set(7);
+        let _held = state.take_frame();
+        state.writing(100);
+        state.end(Ending::Flooded);
+        let stalled = Cell::new(None);
+        f.fanout.check(1_100, &config, f.block(), |s| stalled.set(Some(s.socket.get())));
+        assert_eq!((stalled.get(), state.ending()), (Some(7), Some(Ending::Flooded)));
+        assert_eq!(f.stream(StreamCounter::SlowClientCloses), 0);
     }
 
     #[test]

@@ -257,6 +257,9 @@ on_both_drivers!(
     a_slow_client_is_conflated_then_closed_without_slowing_others,
     churn_leaves_every_gauge_at_zero,
     stream_limits_idle_timeout_and_shutdown,
+    a_price_is_pushed_within_milliseconds_of_its_write,
+    the_frame_interval_holds_under_a_symbol_moving_every_millisecond,
+    a_client_that_does_not_read_its_replies_is_closed_at_the_control_bound,
 );
 
 fn a_session_streams_prices_changes_symbols_and_closes(driver: Driver) {
@@ -637,4 +640,95 @@ fn stream_limits_idle_timeout_and_shutdown(driver: Driver) {
     assert_eq!(lively.close_code(), 1001);
     lively.expect_eof();
     assert!(server.wait_exit(PATIENCE).success());
+}
+
+fn a_price_is_pushed_within_milliseconds_of_its_write(driver: Driver) {
+    // Prices move every 200 ms; the simulator stamps each move's `ts` with the clock it reads just
+    // before writing the book, so receipt time minus `ts` (this test's clock, the same machine's)
+    // is how long a price took from the book to this client. A tick-driven push waits half a
+    // tick on average; a move-driven one only for the write.
+    let server = Setup::new(driver)
+        .set("feed.simulator", "tick_ms", "200")
+        .set("feed.simulator", "stocks", "false")
+        .set("stream", "tick_ms", "1000")
+        .start();
+    let mut ws = Ws::open(&server, &session(&server, &["BTC-USD", "ETH-USD"]));
+    ws.next_prices();
+    let mut ages = Vec::new();
+    while ages.len() < 15 {
+        let frame = ws.next_prices();
+        let received = pricebeast::clock::Now::read().unix_ms;
+        let newest = frame["prices"].as_array().into_iter().flatten().filter_map(|p| p["ts"].as_u64()).max();
+        ages.push(received.saturating_sub(newest.expect("a price with its ts")));
+    }
+    ages.sort_unstable();
+    let (median, worst) = (ages[ages.len() / 2], ages[ages.len() - 1]);
+    assert!(median <= 5, "median {median} ms from the book to the client: {ages:?}");
+    assert!(worst <= 100, "worst {worst} ms: {ages:?}");
+    let stats = server.stats();
+    assert!(stats["streams"]["fanout_wakeups"].as_u64().is_some_and(|n| n >= 15), "{stats}");
+    let p99 = stats["streams"]["push_latency_us"]["p99_us"].as_u64().expect("push latency p99");
+    assert!(p99 <= 25_000, "server-side p99 push latency {p99} us");
+}
+
+fn the_frame_interval_holds_under_a_symbol_moving_every_millisecond(driver: Driver) {
+    let server = Setup::new(driver)
+        .set("feed.simulator", "tick_ms", "1")
+        .set("feed.simulator", "stocks", "false")
+        .set("stream", "frame_interval_ms_min", "20")
+        .start();
+    let mut ws = Ws::open(&server, &session(&server, &["BTC-USD"]));
+    ws.next_prices();
+    let started = Instant::now();
+    let mut frames = 0u32;
+    while started.elapsed() < Duration::from_secs(1) {
+        ws.next_prices();
+        frames += 1;
+    }
+    // 1,000 moves a second, at most one frame per 20 ms: about 50 frames, never a storm.
+    assert!(frames <= 55, "{frames} frames in a second under a 20 ms interval");
+    assert!(frames >= 20, "only {frames} frames in a second: the stream starved");
+    assert!(streams_stat(&server, "updates_conflated") > 500, "moves inside the interval are conflated");
+    drop(ws);
+    gauges_return_to_zero(&server);
+}
+
+fn a_client_that_does_not_read_its_replies_is_closed_at_the_control_bound(driver: Driver) {
+    let server = setup(driver)
+        .set("stream", "message_bytes_max", "512")
+        .set("stream", "control_bytes_max", "1024")
+        .set("stream", "send_buffer_bytes", "4096")
+        .set("stream", "send_stall_ms", "2000")
+        .start();
+    // A client with a small receive buffer that sends pings and never reads the pongs.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(2048).expect("rcvbuf");
+    socket.connect(&server.http.into()).expect("connect");
+    let mut flood = Ws { stream: socket.into(), buf: Vec::new() };
+    flood.stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    assert_eq!(flood.upgrade(&session(&server, &["BTC-USD"])).status, 101);
+    flood.stream.set_write_timeout(Some(Duration::from_millis(200))).expect("write timeout");
+    let payload = [b'p'; 125];
+    for _ in 0..20_000 {
+        let mut frame = vec![0x80 | PING, 0x80 | 125, 1, 2, 3, 4];
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ [1, 2, 3, 4][i % 4]));
+        if flood.stream.write_all(&frame).is_err() || streams_stat(&server, "control_queue_closes") > 0 {
+            break;
+        }
+    }
+    eventually("the flooding stream closed at its control bound", || {
+        (streams_stat(&server, "control_queue_closes") == 1).then_some(())
+    });
+    // A well-behaved client beside it is unaffected.
+    let mut quick = Ws::open(&server, &session(&server, &["ETH-USD"]));
+    quick.next_prices();
+    quick.next_prices();
+    // The flooding client's connection ends (its last write is failed at the stall deadline).
+    eventually_within(Duration::from_secs(10), "only the quick stream left", || {
+        (server.gauge("open_websocket_sessions") == 1).then_some(())
+    });
+    drop(flood);
+    quick.send_frame(true, CLOSE, &1000u16.to_be_bytes(), true);
+    assert_eq!(quick.close_code(), 1000);
+    gauges_return_to_zero(&server);
 }
