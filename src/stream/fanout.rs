@@ -41,8 +41,6 @@ struct Watch {
     id: SymbolId,
     /// Where this watch sits in its symbol's watcher list (kept up to date by `unlist`).
     pos: u32,
-    /// Moved (or asked for) and not yet sent.
-    owed: bool,
 }
 
 /// Wakes one task. One waiter, one thread: a flag and a waker, no lock.
@@ -109,6 +107,9 @@ pub enum Ending {
 /// writer (all on one thread).
 pub struct StreamState {
     watches: RefCell<Vec<Watch>>,
+    /// Which watches (by position) moved or were asked for and are not sent yet. Beside the
+    /// stream's other state, so marking a move does not touch the watch list.
+    owed: Cell<u128>,
     /// The frame buffer while nobody writes from it; `None` while the writer has it.
     frame: Cell<Option<Vec<u8>>>,
     ready: Cell<Option<Ready>>,
@@ -138,6 +139,7 @@ impl StreamState {
     pub fn new(symbols: &[SymbolId], now_ms: u64) -> Self {
         let state = Self {
             watches: RefCell::new(Vec::new()),
+            owed: Cell::new(0),
             frame: Cell::new(None),
             ready: Cell::new(None),
             control: RefCell::new(Vec::new()),
@@ -160,7 +162,8 @@ impl StreamState {
     fn set_watches(&self, symbols: &[SymbolId]) {
         let mut watches = self.watches.borrow_mut();
         watches.clear();
-        watches.extend(symbols.iter().map(|&id| Watch { id, pos: u32::MAX, owed: true }));
+        watches.extend(symbols.iter().map(|&id| Watch { id, pos: u32::MAX }));
+        self.owed.set(if watches.len() >= 128 { u128::MAX } else { (1u128 << watches.len()) - 1 });
         self.asked.set(true);
     }
 
@@ -258,13 +261,14 @@ impl StreamState {
 
     /// Something moved or was asked for and is not sent yet.
     pub fn owes(&self) -> bool {
-        self.watches.borrow().iter().any(|w| w.owed)
+        self.owed.get() != 0
     }
 
     /// Writes every owed symbol into the frame buffer and hands it to the writer.
     fn build(&self, book: &PriceBook, index: &SymbolIndex, now: Now, cache: &mut Encoded) {
         let Some(mut buf) = self.frame.take() else { return };
-        let mut watches = self.watches.borrow_mut();
+        let watches = self.watches.borrow();
+        let owed = self.owed.replace(0);
         let needed = frames::capacity_for(watches.len());
         if buf.capacity() < needed {
             // Only after a symbol change to a larger set: once per change, never per update.
@@ -274,7 +278,7 @@ impl StreamState {
         // Which owed watches had no fresh price, by position (a stream watches at most 100).
         let mut missing: u128 = 0;
         let mut oldest_ns = u64::MAX;
-        for (i, watch) in watches.iter().enumerate().filter(|(_, w)| w.owed) {
+        for (i, watch) in watches.iter().enumerate().filter(|(i, _)| owed & (1 << i) != 0) {
             match cache.get(book, index, watch.id, now) {
                 Some((object, moved_ns)) => {
                     frame.price(object);
@@ -287,9 +291,6 @@ impl StreamState {
             if missing & (1 << i) != 0 {
                 frame.missing(index.name(watch.id));
             }
-        }
-        for watch in watches.iter_mut() {
-            watch.owed = false;
         }
         let asked = self.asked.replace(false);
         let moved_ns = if asked || oldest_ns == u64::MAX { 0 } else { oldest_ns };
@@ -618,12 +619,12 @@ impl Fanout {
                 let Some(list) = watchers.get(id.index()) else { continue };
                 for watcher in list {
                     let Some(state) = streams.get(watcher.slot as usize).and_then(Option::as_ref) else { continue };
-                    if let Some(watch) = state.watches.borrow_mut().get_mut(watcher.watch as usize) {
-                        if watch.owed {
-                            conflated += 1;
-                        }
-                        watch.owed = true;
+                    let bit = 1u128 << (watcher.watch % 128);
+                    let owed = state.owed.get();
+                    if owed & bit != 0 {
+                        conflated += 1;
                     }
+                    state.owed.set(owed | bit);
                     if !state.queued.replace(true) {
                         due.push(watcher.slot);
                     }
