@@ -236,9 +236,9 @@ pub(super) async fn bell_loop(local: Rc<Local>, bell: std::os::unix::net::UnixSt
             // The book's end never closes while the process runs; nothing more will ring.
             _ => return,
         }
-        if !local.fanout.is_empty() {
-            local.fanout.wake(&local.shared.book, Now::read(), local.counters());
-        }
+        // Even with no stream left: taking the moved set clears the pending ring, without which
+        // the book would never ring this shard again.
+        local.fanout.wake(&local.shared.book, Now::read(), local.counters());
     }
 }
 
@@ -250,7 +250,10 @@ pub(super) async fn kick_loop(local: Rc<Local>) {
             Some(at) => {
                 let wait = at.saturating_sub(crate::clock::mono_ns());
                 if wait > 0 {
-                    let _ = monoio::time::timeout(Duration::from_nanos(wait), local.fanout.kick.wait()).await;
+                    // Whole milliseconds, the timer's resolution, rounded up: never woken early
+                    // into a spin.
+                    let wait = Duration::from_millis(wait.div_ceil(1_000_000));
+                    let _ = monoio::time::timeout(wait, local.fanout.kick.wait()).await;
                 }
             }
             None => local.fanout.kick.wait().await,

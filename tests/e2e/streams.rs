@@ -576,6 +576,12 @@ fn churn_leaves_every_gauge_at_zero(driver: Driver) {
     let stats = server.stats();
     assert_eq!(stats["streams"]["sessions_created"], 100);
     assert_eq!(stats["streams"]["sessions_redeemed"], 100);
+    // After the churn (and rings that came while a shard had no stream), moves still wake the
+    // shards: a new stream gets pushes, not only its first frame.
+    let mut ws = Ws::open(&server, &session(&server, &["BTC-USD"]));
+    for _ in 0..4 {
+        ws.next_prices();
+    }
 }
 
 fn stream_limits_idle_timeout_and_shutdown(driver: Driver) {
