@@ -107,9 +107,6 @@ pub enum Ending {
 /// writer (all on one thread).
 pub struct StreamState {
     watches: RefCell<Vec<Watch>>,
-    /// Which watches (by position) moved or were asked for and are not sent yet. Beside the
-    /// stream's other state, so marking a move does not touch the watch list.
-    owed: Cell<u128>,
     /// The frame buffer while nobody writes from it; `None` while the writer has it.
     frame: Cell<Option<Vec<u8>>>,
     ready: Cell<Option<Ready>>,
@@ -126,8 +123,6 @@ pub struct StreamState {
     pub socket: Cell<i32>,
     /// Its slot in the fan-out.
     slot: Cell<u32>,
-    /// On the fan-out's due list or waiting out its interval: not to be listed twice.
-    queued: Cell<bool>,
     /// When its last price frame was built (`clock::mono_ns`), 0 before the first.
     last_frame_ns: Cell<u64>,
     /// The next frame carries prices asked for (a first frame, a symbol change), not moves.
@@ -139,7 +134,6 @@ impl StreamState {
     pub fn new(symbols: &[SymbolId], now_ms: u64) -> Self {
         let state = Self {
             watches: RefCell::new(Vec::new()),
-            owed: Cell::new(0),
             frame: Cell::new(None),
             ready: Cell::new(None),
             control: RefCell::new(Vec::new()),
@@ -150,7 +144,6 @@ impl StreamState {
             writing_since_ms: Cell::new(None),
             socket: Cell::new(-1),
             slot: Cell::new(u32::MAX),
-            queued: Cell::new(false),
             last_frame_ns: Cell::new(0),
             asked: Cell::new(true),
         };
@@ -163,7 +156,6 @@ impl StreamState {
         let mut watches = self.watches.borrow_mut();
         watches.clear();
         watches.extend(symbols.iter().map(|&id| Watch { id, pos: u32::MAX }));
-        self.owed.set(if watches.len() >= 128 { u128::MAX } else { (1u128 << watches.len()) - 1 });
         self.asked.set(true);
     }
 
@@ -259,16 +251,11 @@ impl StreamState {
         !idle || self.ready.get().is_some()
     }
 
-    /// Something moved or was asked for and is not sent yet.
-    pub fn owes(&self) -> bool {
-        self.owed.get() != 0
-    }
-
-    /// Writes every owed symbol into the frame buffer and hands it to the writer.
-    fn build(&self, book: &PriceBook, index: &SymbolIndex, now: Now, cache: &mut Encoded) {
+    /// Writes every owed symbol (`owed`: watches by position) into the frame buffer and hands
+    /// it to the writer.
+    fn build(&self, owed: u128, book: &PriceBook, index: &SymbolIndex, now: Now, cache: &mut Encoded) {
         let Some(mut buf) = self.frame.take() else { return };
         let watches = self.watches.borrow();
-        let owed = self.owed.replace(0);
         let needed = frames::capacity_for(watches.len());
         if buf.capacity() < needed {
             // Only after a symbol change to a larger set: once per change, never per update.
@@ -407,11 +394,31 @@ struct Watcher {
     watch: u32,
 }
 
+/// What a pass needs of each stream while marking moves, by slot: dense, so marking 10,000
+/// streams stays in cache instead of loading each stream's state from wherever it lives.
+#[derive(Clone, Copy, Default)]
+struct Hot {
+    /// Which watches (by position) moved or were asked for and are not sent yet.
+    owed: u128,
+    /// On the due list or waiting out its interval: not to be listed twice.
+    queued: bool,
+}
+
+/// Every watch of a stream watching `n` symbols.
+fn all_owed(n: usize) -> u128 {
+    if n >= 128 {
+        u128::MAX
+    } else {
+        (1u128 << n) - 1
+    }
+}
+
 /// A shard's streams and the symbols they watch.
 pub struct Fanout {
     shard: usize,
     frame_interval_ns: u64,
     streams: RefCell<Vec<Option<Rc<StreamState>>>>,
+    hot: RefCell<Vec<Hot>>,
     free: RefCell<Vec<usize>>,
     /// Per symbol row: every watch of this shard's streams on it.
     watchers: RefCell<Vec<Vec<Watcher>>>,
@@ -436,6 +443,7 @@ impl Fanout {
             shard,
             frame_interval_ns: config.frame_interval_ms_min * 1_000_000,
             streams: RefCell::default(),
+            hot: RefCell::default(),
             free: RefCell::default(),
             watchers: RefCell::default(),
             watched: Cell::new(0),
@@ -456,11 +464,13 @@ impl Fanout {
             None => {
                 let mut streams = self.streams.borrow_mut();
                 streams.push(None);
+                self.hot.borrow_mut().push(Hot::default());
                 streams.len() - 1
             }
         };
         state.slot.set(slot as u32);
         self.streams.borrow_mut()[slot] = Some(Rc::clone(state));
+        self.hot.borrow_mut()[slot] = Hot { owed: all_owed(state.watches.borrow().len()), queued: false };
         self.list(state, book, counters);
         self.push_one(state, book, now);
         slot
@@ -470,6 +480,7 @@ impl Fanout {
         let Some(state) = self.streams.borrow().get(slot).and_then(Option::clone) else { return };
         self.unlist(&state, book, counters);
         self.streams.borrow_mut()[slot] = None;
+        self.hot.borrow_mut()[slot] = Hot::default();
         self.free.borrow_mut().push(slot);
     }
 
@@ -484,6 +495,9 @@ impl Fanout {
     ) {
         self.unlist(state, book, counters);
         state.set_watches(symbols);
+        if let Some(hot) = self.hot.borrow_mut().get_mut(state.slot.get() as usize) {
+            hot.owed = all_owed(symbols.len());
+        }
         self.list(state, book, counters);
         // Dropping the frame in preparation is not conflation: the client asked for a new set.
         state.ready.set(None);
@@ -495,10 +509,14 @@ impl Fanout {
         if state.busy() {
             return;
         }
+        let Some(owed) = self.hot.borrow_mut().get_mut(state.slot.get() as usize).map(|h| std::mem::take(&mut h.owed))
+        else {
+            return;
+        };
         self.passes.set(self.passes.get() + 1);
         let mut cache = self.cache.borrow_mut();
         cache.start(self.passes.get());
-        state.build(book, &book.symbols(), now, &mut cache);
+        state.build(owed, book, &book.symbols(), now, &mut cache);
     }
 
     /// Enters a stream's watches in the watcher lists.
@@ -594,10 +612,12 @@ impl Fanout {
     /// A stream's writer finished a write: if the stream owes something, it is pushed in the
     /// next pass (the caller notifies [`Fanout::kick`]). True when it was listed.
     pub fn retry(&self, state: &StreamState) -> bool {
-        if state.queued.get() || state.ending.get().is_some() || !state.owes() {
+        let mut hot = self.hot.borrow_mut();
+        let Some(h) = hot.get_mut(state.slot.get() as usize) else { return false };
+        if h.queued || h.owed == 0 || state.ending.get().is_some() {
             return false;
         }
-        state.queued.set(true);
+        h.queued = true;
         self.due.borrow_mut().push(state.slot.get());
         true
     }
@@ -615,17 +635,20 @@ impl Fanout {
         let mut conflated = 0;
         {
             let watchers = self.watchers.borrow();
+            let mut hot = self.hot.borrow_mut();
             for id in self.moved.borrow_mut().drain(..) {
                 let Some(list) = watchers.get(id.index()) else { continue };
                 for watcher in list {
-                    let Some(state) = streams.get(watcher.slot as usize).and_then(Option::as_ref) else { continue };
+                    // Listed watchers are live streams' (a stream leaves the lists before its slot
+                    // is freed), so their slots are in range.
+                    let Some(h) = hot.get_mut(watcher.slot as usize) else { continue };
                     let bit = 1u128 << (watcher.watch % 128);
-                    let owed = state.owed.get();
-                    if owed & bit != 0 {
+                    if h.owed & bit != 0 {
                         conflated += 1;
                     }
-                    state.owed.set(owed | bit);
-                    if !state.queued.replace(true) {
+                    h.owed |= bit;
+                    if !h.queued {
+                        h.queued = true;
                         due.push(watcher.slot);
                     }
                 }
@@ -653,22 +676,24 @@ impl Fanout {
         // Loaded once per pass, not once per stream.
         let index = book.symbols();
         let mut later = self.later.borrow_mut();
+        let mut hot = self.hot.borrow_mut();
         let waiting = later.len();
         let mut built = 0;
         for slot in due.drain(..) {
             let Some(state) = streams.get(slot as usize).and_then(Option::as_ref) else { continue };
-            state.queued.set(false);
+            let Some(h) = hot.get_mut(slot as usize) else { continue };
+            h.queued = false;
             // A busy writer asks again when it finishes (`retry`).
-            if state.ending.get().is_some() || state.busy() || !state.owes() {
+            if h.owed == 0 || state.ending.get().is_some() || state.busy() {
                 continue;
             }
             let last = state.last_frame_ns.get();
             if last != 0 && now.mono_ns < last + self.frame_interval_ns {
-                state.queued.set(true);
+                h.queued = true;
                 later.push(Reverse((last + self.frame_interval_ns, slot)));
                 continue;
             }
-            state.build(book, &index, now, &mut cache);
+            state.build(std::mem::take(&mut h.owed), book, &index, now, &mut cache);
             built += 1;
         }
         if later.len() > waiting {
