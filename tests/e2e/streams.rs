@@ -69,6 +69,17 @@ impl Ws {
         Self { stream, buf: Vec::new() }
     }
 
+    /// A connection whose receive buffer is 2 KiB, for a client that stops reading: the server's
+    /// writes to it fill up fast.
+    fn connect_small(server: &Server) -> Self {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+        socket.set_recv_buffer_size(2048).expect("rcvbuf");
+        socket.connect(&server.http.into()).expect("connect");
+        let stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+        Self { stream, buf: Vec::new() }
+    }
+
     /// Sends an upgrade request with `headers` (each `Name: value`) and reads the answer's head.
     fn upgrade_with(&mut self, target: &str, headers: &[&str]) -> Answer {
         let mut request = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\n");
@@ -508,11 +519,7 @@ fn a_slow_client_is_conflated_then_closed_without_slowing_others(driver: Driver)
     let (alone_rate, alone_p50, _) = watch(&mut quick, 1_500);
 
     // The slow client asks for everything and never reads; a small receive buffer fills fast.
-    let slow_socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    slow_socket.set_recv_buffer_size(2048).expect("rcvbuf");
-    slow_socket.connect(&server.http.into()).expect("connect");
-    let mut slow = Ws { stream: slow_socket.into(), buf: Vec::new() };
-    slow.stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    let mut slow = Ws::connect_small(&server);
     let answer = slow.upgrade(&session(&server, &all));
     assert_eq!(answer.status, 101);
     let rss_at_stall = server.rss_bytes();
@@ -707,11 +714,7 @@ fn a_client_that_does_not_read_its_replies_is_closed_at_the_control_bound(driver
         .set("stream", "send_stall_ms", "2000")
         .start();
     // A client with a small receive buffer that sends pings and never reads the pongs.
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    socket.set_recv_buffer_size(2048).expect("rcvbuf");
-    socket.connect(&server.http.into()).expect("connect");
-    let mut flood = Ws { stream: socket.into(), buf: Vec::new() };
-    flood.stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    let mut flood = Ws::connect_small(&server);
     assert_eq!(flood.upgrade(&session(&server, &["BTC-USD"])).status, 101);
     flood.stream.set_write_timeout(Some(Duration::from_millis(200))).expect("write timeout");
     let payload = [b'p'; 125];
