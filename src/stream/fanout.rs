@@ -592,12 +592,6 @@ impl Fanout {
         self.len() == 0
     }
 
-    /// Marks `symbol` moved for the next pass (what [`Fanout::wake`] does for each symbol the
-    /// book says moved).
-    pub fn moved(&self, symbol: SymbolId) {
-        self.moved.borrow_mut().push(symbol);
-    }
-
     /// After the shard's bell rang: takes what moved from the book and pushes it. Returns how
     /// many frames were built.
     pub fn wake(&self, book: &PriceBook, now: Now, counters: &CounterBlock) -> usize {
