@@ -4,6 +4,7 @@
 use crate::clock::{Now, SecondCache};
 use crate::keys::{KeyEntry, KeyTable, Tier};
 use crate::ratelimit::Decision;
+use crate::usage::Channel;
 
 /// What the RateLimit-* headers report for a public key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,8 +37,8 @@ pub struct Admitted<'t> {
 /// Whether an admitted request counts towards the monthly usage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Charge {
-    /// A billable request: counted, and refused once the cap is reached.
-    Billable,
+    /// A billable request over this channel: counted, and refused once the cap is reached.
+    Billable(Channel),
     /// A free request (the usage report itself): rate limited, never counted.
     Free,
 }
@@ -71,8 +72,10 @@ pub fn admit<'t>(key: &'t KeyEntry, now: Now, second: &SecondCache, charge: Char
         }
         _ => (None, None),
     };
-    if charge == Charge::Billable && key.state.usage.consume(second.month(), cap).is_err() {
-        return Err(Refusal::QuotaExceeded { retry_after_s: second.seconds_to_next_month().max(1), rate });
+    if let Charge::Billable(channel) = charge {
+        if key.state.usage.consume(second.month(), cap, channel).is_err() {
+            return Err(Refusal::QuotaExceeded { retry_after_s: second.seconds_to_next_month().max(1), rate });
+        }
     }
     Ok(Admitted { key, rate })
 }
@@ -117,15 +120,15 @@ mod tests {
         let second = SecondCache::new(Now::at(0, NOW_MS));
         let key = authenticate(&table, b"public-key-0001").expect("known key");
         let at = |s: u64| Now::at(s * 1_000_000_000, NOW_MS);
-        let first = admit(key, at(1), &second, Charge::Billable).expect("first of burst");
+        let first = admit(key, at(1), &second, Charge::Billable(Channel::Http)).expect("first of burst");
         assert_eq!(first.rate, Some(RateInfo { limit: 2, remaining: 1, reset_s: 1 }));
-        assert!(admit(key, at(1), &second, Charge::Billable).is_ok());
+        assert!(admit(key, at(1), &second, Charge::Billable(Channel::Http)).is_ok());
         assert!(matches!(
-            admit(key, at(1), &second, Charge::Billable),
+            admit(key, at(1), &second, Charge::Billable(Channel::Http)),
             Err(Refusal::RateLimited { retry_after_s: 1, .. })
         ));
-        assert!(admit(key, at(10), &second, Charge::Billable).is_ok());
-        let refused = admit(key, at(20), &second, Charge::Billable);
+        assert!(admit(key, at(10), &second, Charge::Billable(Channel::Http)).is_ok());
+        let refused = admit(key, at(20), &second, Charge::Billable(Channel::Http));
         assert!(matches!(
             refused,
             Err(Refusal::QuotaExceeded { retry_after_s, rate: Some(_) }) if retry_after_s == second.seconds_to_next_month()
@@ -140,7 +143,7 @@ mod tests {
         let second = SecondCache::new(Now::at(0, NOW_MS));
         for _ in 0..100 {
             let key = authenticate(&table, b"partner-key-001").expect("known key");
-            let admitted = admit(key, Now::at(1, NOW_MS), &second, Charge::Billable).expect("admitted");
+            let admitted = admit(key, Now::at(1, NOW_MS), &second, Charge::Billable(Channel::Http)).expect("admitted");
             assert_eq!(admitted.rate, None);
         }
         let entry = table.lookup(b"partner-key-001").expect("known");

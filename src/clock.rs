@@ -64,6 +64,16 @@ impl Month {
         next.saturating_sub(unix_ms).div_ceil(1000)
     }
 
+    /// Reads `2026-11` (years 1970 to 9999).
+    pub fn parse(text: &str) -> Option<Self> {
+        let (year, month) = text.split_once('-')?;
+        if year.len() != 4 || month.len() != 2 {
+            return None;
+        }
+        let (year, month): (u32, u32) = (year.parse().ok()?, month.parse().ok()?);
+        ((1970..=9999).contains(&year) && (1..=12).contains(&month)).then_some(Self(year * 12 + month - 1))
+    }
+
     /// `2026-11`.
     pub fn label(self) -> String {
         format!("{:04}-{:02}", self.year(), self.number())
@@ -142,7 +152,7 @@ pub fn write_http_date(unix_s: u64, out: &mut [u8; HTTP_DATE_BYTES]) {
 }
 
 /// (year, month 1-12, day 1-31) of a day count since 1970-01-01 (H. Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -156,7 +166,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 /// Days since 1970-01-01 of a civil date (H. Hinnant's algorithm).
-pub(crate) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let year = if month <= 2 { year - 1 } else { year };
     let era = year.div_euclid(400);
     let yoe = year.rem_euclid(400);

@@ -20,6 +20,7 @@ pub struct Config {
     pub book: BookConfig,
     pub feed: FeedConfig,
     pub stream: StreamConfig,
+    pub usage: UsageConfig,
     pub log: LogConfig,
 }
 
@@ -134,6 +135,31 @@ pub struct KeysConfig {
     pub public_qps: u32,
     pub public_burst: u32,
     pub public_monthly_cap: u64,
+}
+
+/// The usage ledger (README "Usage ledger").
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageConfig {
+    /// `sqlite:PATH` (a relative PATH is beside the keys file), `postgres://...` for a fleet, or
+    /// `memory` (counts in process only, forgotten at exit: for benchmarks).
+    pub store: String,
+    /// With PostgreSQL: the node's own SQLite journal (its outbox); relative: beside the keys file.
+    pub journal: PathBuf,
+    /// How often the shards' counts are drained and written; also the most a kill -9 can lose.
+    pub flush_ms: u64,
+    /// Most rows (one per key and hour) in one batch, that is one transaction.
+    pub batch_max: usize,
+    /// Batches that may wait for the writer; while it is full, counts wait on their keys.
+    pub queue_max: usize,
+    /// PostgreSQL connections a node may open (the writer's shipper and the reports share them).
+    pub db_max_open: usize,
+    /// Report requests from the shards that may wait for the store; past it, 503 `overloaded`.
+    pub report_queue_max: usize,
+    /// A report the store has not answered by then is answered 504 `upstream_timeout`.
+    pub report_timeout_ms: u64,
+    /// PostgreSQL connect and statement deadline.
+    pub db_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -277,6 +303,22 @@ impl Default for KeysConfig {
     }
 }
 
+impl Default for UsageConfig {
+    fn default() -> Self {
+        Self {
+            store: "sqlite:usage.db".into(),
+            journal: PathBuf::from("usage-journal.db"),
+            flush_ms: 1000,
+            batch_max: 1000,
+            queue_max: 8,
+            db_max_open: 4,
+            report_queue_max: 64,
+            report_timeout_ms: 5000,
+            db_timeout_ms: 3000,
+        }
+    }
+}
+
 impl Default for BookConfig {
     fn default() -> Self {
         Self { stale_after_ms: 5000, symbols_max: 4096 }
@@ -403,6 +445,31 @@ impl Config {
         }
         if self.server.shards > crate::book::moves::SHARDS_MAX {
             return fail("server.shards", format!("must be 0 (one per core) to {}", crate::book::moves::SHARDS_MAX));
+        }
+        let u = &self.usage;
+        if let Err(problem) = crate::usage::ledger::StoreKind::parse(&u.store) {
+            return fail("usage.store", problem);
+        }
+        if !(10..=600_000).contains(&u.flush_ms) {
+            return fail("usage.flush_ms", "must be 10 to 600000".into());
+        }
+        if !(1..=100_000).contains(&u.batch_max) {
+            return fail("usage.batch_max", "must be 1 to 100000".into());
+        }
+        if !(1..=1024).contains(&u.queue_max) {
+            return fail("usage.queue_max", "must be 1 to 1024".into());
+        }
+        if !(1..=64).contains(&u.db_max_open) {
+            return fail("usage.db_max_open", "must be 1 to 64".into());
+        }
+        if !(1..=65_536).contains(&u.report_queue_max) {
+            return fail("usage.report_queue_max", "must be 1 to 65536".into());
+        }
+        if !(1..=HTTP_TIME_MS_LIMIT).contains(&u.report_timeout_ms) {
+            return fail("usage.report_timeout_ms", format!("must be 1 to {HTTP_TIME_MS_LIMIT}"));
+        }
+        if !(1..=HTTP_TIME_MS_LIMIT).contains(&u.db_timeout_ms) {
+            return fail("usage.db_timeout_ms", format!("must be 1 to {HTTP_TIME_MS_LIMIT}"));
         }
         if self.book.stale_after_ms == 0 {
             return fail("book.stale_after_ms", "must be at least 1".into());

@@ -80,9 +80,16 @@ pub enum Gauge {
     PendingSessions,
     /// Symbols some stream watches, counted once per shard that walks them.
     WatchedSymbols,
+    /// Usage store connections open (the SQLite journal's, and PostgreSQL's when configured).
+    DbOpen,
+    /// Of those, the ones running a statement now.
+    DbInUse,
+    /// Times a PostgreSQL statement waited for a free connection (a running total, as the seed
+    /// reports it).
+    DbWaitCount,
 }
 
-pub const GAUGES: usize = 7;
+pub const GAUGES: usize = 10;
 pub const GAUGE_NAMES: [&str; GAUGES] = [
     "open_connections",
     "open_websocket_sessions",
@@ -91,6 +98,9 @@ pub const GAUGE_NAMES: [&str; GAUGES] = [
     "feeds_connected",
     "pending_sessions",
     "watched_symbols",
+    "db_open",
+    "db_in_use",
+    "db_wait_count",
 ];
 
 /// Streaming's own counters, beside the 24 (which DESIGN.md fixes).

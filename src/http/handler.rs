@@ -2,6 +2,7 @@
 //! buffer. A pure function of (request, now, shared state): no socket, no clock, no allocation.
 
 use crate::admission::{self, Charge, Refusal};
+use crate::usage::Channel;
 use crate::book::json::{self as price_json, PRICE_OBJECT_BYTES_MAX};
 use crate::book::{SymbolName, VenueQuote, SYMBOL_BYTES_MAX, VENUES_MAX};
 use crate::buf::FixedBuf;
@@ -243,7 +244,7 @@ fn price(query: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch)
             return error(scratch, ErrorCode::BadRequest, &[b"sources must be 0, 1, true or false"], Extra::default())
         }
     };
-    let admitted = match admission::admit(key, ctx.now, ctx.second, Charge::Billable) {
+    let admitted = match admission::admit(key, ctx.now, ctx.second, Charge::Billable(Channel::Http)) {
         Ok(admitted) => admitted,
         Err(refusal) => return refused(refusal, ctx, scratch),
     };
@@ -292,7 +293,7 @@ fn prices(query: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch
             );
         }
     }
-    let admitted = match admission::admit(key, ctx.now, ctx.second, Charge::Billable) {
+    let admitted = match admission::admit(key, ctx.now, ctx.second, Charge::Billable(Channel::Http)) {
         Ok(admitted) => admitted,
         Err(refusal) => return refused(refusal, ctx, scratch),
     };
@@ -364,7 +365,7 @@ fn sessions(body: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratc
     if let Err(e @ (SymbolsError::Malformed { .. } | SymbolsError::Count | SymbolsError::Invalid(_))) = &parsed {
         return error(scratch, ErrorCode::BadRequest, &[e.to_string().as_bytes()], Extra::default());
     }
-    let admitted = match admission::admit(key, ctx.now, ctx.second, Charge::Billable) {
+    let admitted = match admission::admit(key, ctx.now, ctx.second, Charge::Billable(Channel::Sessions)) {
         Ok(admitted) => admitted,
         Err(refusal) => return refused(refusal, ctx, scratch),
     };

@@ -31,6 +31,8 @@ pub struct KeyState {
     pub usage: MonthlyUsage,
     /// WebSocket streams the key holds open, across every shard.
     pub streams: std::sync::atomic::AtomicU32,
+    /// The ledger's count for the month has been added to `usage` (once per key and process).
+    pub restored: std::sync::atomic::AtomicBool,
 }
 
 /// One key as the hot path sees it.
@@ -88,6 +90,11 @@ impl KeyTable {
         self.by_hash.get(hash)
     }
 
+    /// Every key, in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = &KeyEntry> {
+        self.by_hash.values()
+    }
+
     pub fn len(&self) -> usize {
         self.by_hash.len()
     }
@@ -114,6 +121,11 @@ impl KeyStore {
     /// The current table: lock-free, allocation-free. Do not hold across an await.
     pub fn table(&self) -> Guard<Arc<KeyTable>> {
         self.table.load()
+    }
+
+    /// The current table, owned (for the control plane, which holds it across awaits).
+    pub fn current(&self) -> Arc<KeyTable> {
+        self.table.load_full()
     }
 
     /// Re-reads the file and swaps the table in. On error the old table stays in force.
@@ -159,7 +171,7 @@ mod tests {
         {
             let table = store.table();
             let entry = table.lookup(b"pb_alice_secret_123").expect("known key");
-            assert!(entry.state.usage.consume(month, Some(10)).is_ok());
+            assert!(entry.state.usage.consume(month, Some(10), crate::usage::Channel::Http).is_ok());
             assert!(table.lookup(b"pb_wrong").is_none());
         }
         file.keys[0].revoked = true;

@@ -2,6 +2,7 @@
 //! of (datagram, now, shared state), like the HTTP handler.
 
 use crate::admission::{self, Charge, Refusal};
+use crate::usage::Channel;
 use crate::book::{Decimal, SymbolName};
 use crate::counters::{Counter, CounterBlock};
 use crate::state::Context;
@@ -36,7 +37,7 @@ pub fn respond(datagram: &[u8], ctx: &Context<'_>, out: &mut [u8; RESPONSE_BYTES
     };
     match SymbolName::parse(query.symbol) {
         None => answer.status = UdpStatus::BadRequest,
-        Some(name) => match admission::admit(key, ctx.now, ctx.second, Charge::Billable) {
+        Some(name) => match admission::admit(key, ctx.now, ctx.second, Charge::Billable(Channel::Udp)) {
             Err(Refusal::RateLimited { .. }) => {
                 counters.inc(Counter::RateLimitHits);
                 answer.status = UdpStatus::RateLimited;

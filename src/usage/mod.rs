@@ -1,5 +1,8 @@
-//! Monthly usage per key, counted in process: what the monthly cap is checked against and what
-//! `/v1/usage` reports. (Durable, cluster-wide usage is a later layer over these counts.)
+//! Usage per key. Counted in process by the shards (what the monthly cap is checked against and
+//! what `/v1/usage` reports, one atomic step, no I/O), and written to the durable ledger
+//! (`ledger`) by the control plane from the per-key deltas counted beside it.
+
+pub mod ledger;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -10,14 +13,32 @@ use crate::clock::Month;
 const COUNT_BITS: u32 = 40;
 const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
 
-/// A key's count for the current billing month. Survives keys-file reloads.
+/// What a billable request came over: the ledger's columns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Channel {
+    /// `/v1/price` and `/v1/prices` (one count per request, whatever the symbol count).
+    Http,
+    Udp,
+    /// `POST /v1/sessions`: a stream's admission, counted once however long it runs.
+    Sessions,
+}
+
+pub const CHANNELS: usize = 3;
+
+/// A key's count for the current billing month, and what of it the ledger has not taken yet.
+/// Survives keys-file reloads.
 ///
 /// The month and the count share one atomic word, so moving to a new month and counting are one
 /// compare-and-swap: no shard can add to the old month after another has started the new one,
-/// and no count is lost when two shards race on a key's first request.
+/// and no count is lost when two shards race on a key's first request. `unflushed` sits in the
+/// same 32 bytes, so the second atomic of an admission hits the cache line the first just took.
 #[derive(Debug, Default)]
+#[repr(align(32))]
 pub struct MonthlyUsage {
     month_and_count: AtomicU64,
+    /// Admitted requests since the ledger's last drain, by channel; the drain swaps them to zero.
+    unflushed: [AtomicU64; CHANNELS],
 }
 
 /// The key has used its whole monthly cap.
@@ -25,9 +46,9 @@ pub struct MonthlyUsage {
 pub struct QuotaExceeded;
 
 impl MonthlyUsage {
-    /// Counts one request in `month`, or refuses it when `cap` is reached. A new month starts
-    /// from zero.
-    pub fn consume(&self, month: Month, cap: Option<u64>) -> Result<u64, QuotaExceeded> {
+    /// Counts one request in `month` over `channel`, or refuses it when `cap` is reached. A new
+    /// month starts from zero.
+    pub fn consume(&self, month: Month, cap: Option<u64>, channel: Channel) -> Result<u64, QuotaExceeded> {
         let cap = cap.unwrap_or(COUNT_MASK).min(COUNT_MASK);
         let mut current = self.month_and_count.load(Ordering::Relaxed);
         loop {
@@ -37,8 +58,53 @@ impl MonthlyUsage {
             }
             let next = (u64::from(month.0) << COUNT_BITS) | (used + 1);
             match self.month_and_count.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return Ok(used + 1),
+                Ok(_) => {
+                    self.unflushed[channel as usize].fetch_add(1, Ordering::Relaxed);
+                    return Ok(used + 1);
+                }
                 Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Adds `count` requests the ledger holds for `month` (at start, before the shards serve, or
+    /// for a key that reappears in the keys file). Added, not set: a shard may already have
+    /// counted on the key. Ignored when the key has moved on to a later month.
+    pub fn restore(&self, month: Month, count: u64) {
+        let mut current = self.month_and_count.load(Ordering::Relaxed);
+        loop {
+            let held = current >> COUNT_BITS;
+            let used = match held.cmp(&u64::from(month.0)) {
+                std::cmp::Ordering::Greater => return,
+                std::cmp::Ordering::Equal => current & COUNT_MASK,
+                std::cmp::Ordering::Less => 0,
+            };
+            let next = (u64::from(month.0) << COUNT_BITS) | (used + count).min(COUNT_MASK);
+            match self.month_and_count.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Takes what was admitted since the last call, by channel, leaving zero: each admission is
+    /// taken exactly once.
+    pub fn take_unflushed(&self) -> [u64; CHANNELS] {
+        std::array::from_fn(|i| {
+            // A load first, so an idle key costs the drain no write to its cache line.
+            if self.unflushed[i].load(Ordering::Relaxed) == 0 {
+                0
+            } else {
+                self.unflushed[i].swap(0, Ordering::Relaxed)
+            }
+        })
+    }
+
+    /// Puts back what a drain took and could not hand on (the ledger's queue was full).
+    pub fn give_back(&self, counts: [u64; CHANNELS]) {
+        for (slot, count) in self.unflushed.iter().zip(counts) {
+            if count > 0 {
+                slot.fetch_add(count, Ordering::Relaxed);
             }
         }
     }
@@ -63,9 +129,9 @@ mod tests {
     fn counts_up_to_the_cap_then_refuses() {
         let usage = MonthlyUsage::default();
         let month = Month(24_322);
-        assert_eq!(usage.consume(month, Some(2)), Ok(1));
-        assert_eq!(usage.consume(month, Some(2)), Ok(2));
-        assert_eq!(usage.consume(month, Some(2)), Err(QuotaExceeded));
+        assert_eq!(usage.consume(month, Some(2), Channel::Http), Ok(1));
+        assert_eq!(usage.consume(month, Some(2), Channel::Http), Ok(2));
+        assert_eq!(usage.consume(month, Some(2), Channel::Http), Err(QuotaExceeded));
         assert_eq!(usage.used(month), 2);
     }
 
@@ -73,16 +139,16 @@ mod tests {
     fn a_new_month_starts_at_zero() {
         let usage = MonthlyUsage::default();
         let month = Month(24_322);
-        let _ = usage.consume(month, None);
+        let _ = usage.consume(month, None, Channel::Http);
         assert_eq!(usage.used(Month(month.0 + 1)), 0);
-        assert_eq!(usage.consume(Month(month.0 + 1), Some(1)), Ok(1));
+        assert_eq!(usage.consume(Month(month.0 + 1), Some(1), Channel::Udp), Ok(1));
     }
 
     #[test]
     fn uncapped_keys_are_counted() {
         let usage = MonthlyUsage::default();
         for _ in 0..10 {
-            assert!(usage.consume(Month(1), None).is_ok());
+            assert!(usage.consume(Month(1), None, Channel::Sessions).is_ok());
         }
         assert_eq!(usage.used(Month(1)), 10);
     }
@@ -95,13 +161,44 @@ mod tests {
                 .map(|_| {
                     let usage = Arc::clone(&usage);
                     std::thread::spawn(move || {
-                        (0..100).filter(|_| usage.consume(Month(24_322), Some(250)).is_ok()).count()
+                        (0..100).filter(|_| usage.consume(Month(24_322), Some(250), Channel::Udp).is_ok()).count()
                     })
                 })
                 .collect();
             let admitted: usize = threads.into_iter().map(|t| t.join().expect("thread")).sum();
             assert_eq!(admitted, 250);
             assert_eq!(usage.used(Month(24_322)), 250);
+            assert_eq!(usage.take_unflushed(), [0, 250, 0]);
         }
+    }
+
+    #[test]
+    fn unflushed_counts_are_taken_once_by_channel() {
+        let usage = MonthlyUsage::default();
+        let month = Month(24_322);
+        for channel in [Channel::Http, Channel::Http, Channel::Udp, Channel::Sessions] {
+            usage.consume(month, None, channel).expect("uncapped");
+        }
+        assert_eq!(usage.take_unflushed(), [2, 1, 1]);
+        assert_eq!(usage.take_unflushed(), [0, 0, 0]);
+        usage.give_back([5, 0, 1]);
+        assert_eq!(usage.take_unflushed(), [5, 0, 1]);
+        assert_eq!(usage.used(month), 4, "draining never touches the month's count");
+    }
+
+    #[test]
+    fn restore_adds_to_what_the_month_has_counted() {
+        let usage = MonthlyUsage::default();
+        let month = Month(24_322);
+        usage.restore(month, 30);
+        assert_eq!(usage.used(month), 30);
+        assert_eq!(usage.consume(month, Some(32), Channel::Http), Ok(31));
+        usage.restore(month, 1);
+        assert_eq!(usage.consume(month, Some(32), Channel::Http), Err(QuotaExceeded));
+        // A restore for a month already over changes nothing.
+        let _ = usage.consume(Month(month.0 + 1), None, Channel::Http);
+        usage.restore(month, 100);
+        assert_eq!(usage.used(Month(month.0 + 1)), 1);
+        assert_eq!(usage.take_unflushed(), [2, 0, 0], "restored counts are the ledger's, never drained again");
     }
 }
