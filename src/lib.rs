@@ -1,9 +1,9 @@
 //! pricebeast: live market prices over HTTP, UDP and WebSocket, from one binary.
 //!
 //! ```text
-//!  feeds (simulator; exchange WebSockets)      control plane (one tokio thread)
-//!    │ exact decimals, venue event time          admin + /metrics, stats sampling,
-//!    ▼                                           key reloads, signals, shutdown
+//!  feeds (simulator; exchange WebSockets)      control plane (one tokio thread, control::Services)
+//!    │ exact decimals, venue event time          admin + /metrics, stats sampling, key reloads,
+//!    ▼                                           usage ledger (drain → writer → store), reports
 //!  book: one seqlock cell per (symbol, venue)
 //!    │ read lock-free, median of fresh venues
 //!    ▼
@@ -11,8 +11,9 @@
 //!    own SO_REUSEPORT listener + UDP socket + preallocated buffers
 //!    bytes → http::request / udp::codec → admission (keys → ratelimit → usage)
 //!          → book → http::response / udp::codec → bytes
-//!    streams: every tick, changed symbols → one frame per writable WebSocket (stream::fanout)
+//!    streams: moved symbols wake the shard → one frame per writable WebSocket (stream::fanout)
 //!    │ counters: one padded block per shard, summed on read
+//!    │ usage: per-key atomic counts, drained by the ledger every usage.flush_ms
 //! ```
 //!
 //! Modules, in the order data flows through them:
@@ -27,9 +28,11 @@
 //!   pushes changed prices to each stream (conflating for slow clients), frames.
 //! - [`admission`]: the key → rate limit → monthly cap decision shared by HTTP and UDP.
 //! - [`keys`]: the keys file and the table the shards read; [`ratelimit`]: GCRA per key;
-//!   [`usage`]: monthly counts per key.
+//!   [`usage`]: monthly counts per key, and the durable ledger they are drained into.
 //! - [`counters`]: the 24 counters, the gauges and the latency histogram; derived rates.
 //! - [`admin`]: the admin listener and `/metrics`.
+//! - [`control`]: the control plane's background services, started from one list, stopped by one
+//!   signal.
 //! - [`server`]: `serve`, wiring all of the above; [`config`]: the settings, parsed whole first.
 //! - [`client`]: clients of our own protocols; [`cli`]: the command line.
 //! - [`stress`]: the load generator (`pricebeast stress`): plans, HTTP/UDP/WebSocket load loops, HDR
@@ -48,6 +51,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod counters;
 pub mod feeds;
 pub mod http;

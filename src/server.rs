@@ -1,23 +1,27 @@
 //! `pricebeast serve`: builds the shared state from a parsed config, binds every socket, starts the
-//! shards and the feed, then runs the control plane (admin, stats sampling, key reloads, signals)
-//! until SIGTERM or SIGINT, and drains.
+//! shards and the feed, then runs the control plane's services (`control::Services`: admin, stats
+//! sampling, key reloads, the usage ledger, reports) until SIGTERM or SIGINT, and drains: the
+//! shards first, then the services, so the ledger's last drain sees every count.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::admin::{self, metrics::Metrics, AdminState};
 use crate::book::PriceBook;
-use crate::clock::Now;
+use crate::clock::{Month, Now};
 use crate::config::{Config, FeedKind};
+use crate::control::{self, Services};
 use crate::counters::stats::{Sample, StatsWindow};
 use crate::counters::Counters;
 use crate::feeds::start;
 use crate::keys::KeyStore;
 use crate::shard::{self, listeners};
 use crate::state::Shared;
+use crate::usage::ledger::service::{self, ReportJob};
+use crate::usage::ledger::{Ledger, StoreKind};
 
 /// Options of `serve` that are not configuration.
 #[derive(Clone, Copy, Debug, Default)]
@@ -63,6 +67,14 @@ pub fn run(config: Config, options: ServeOptions) -> anyhow::Result<()> {
     let counters = Arc::new(Counters::new(shards));
     let mut state = Shared::new(Arc::clone(&config), Arc::clone(&book), keys, Arc::clone(&counters));
     state.feeds = start::venue_stats(&config.feed, &layout);
+    // The month's counts go into the keys before any shard can admit a request, so a cap holds
+    // across a restart.
+    let ledger = runtime.block_on(open_ledger(&config, &state, &counters))?;
+    let (report_tx, report_rx) = tokio::sync::mpsc::channel(config.usage.report_queue_max);
+    if ledger.kind() != &StoreKind::Memory {
+        state.reports = Some(report_tx);
+    }
+    state.ledger = Some(Arc::clone(&ledger));
     let shared = Arc::new(state);
 
     let server = &config.server;
@@ -96,18 +108,39 @@ pub fn run(config: Config, options: ServeOptions) -> anyhow::Result<()> {
         tracing::info!(shard = handle.index, driver = handle.driver.as_str(), "shard serving");
     }
 
-    let addrs = Addrs { http: http_addr, udp: udp_addr };
-    let result =
-        runtime.block_on(control_plane(Arc::clone(&shared), token, addrs, signals, exited, key_count, handles.len()));
-
-    shared.start_draining();
-    listeners::shut_down_read(&wake_http, &wake_udp);
-    for handle in handles {
-        let _ = handle.thread.join();
-    }
+    let plane = ControlPlane {
+        shared: Arc::clone(&shared),
+        token,
+        addrs: Addrs { http: http_addr, udp: udp_addr },
+        key_count,
+        shards: handles,
+        wake: (wake_http, wake_udp),
+        ledger,
+        reports: report_rx,
+    };
+    let result = runtime.block_on(control_plane(plane, signals, exited));
     runtime.block_on(feed.stop());
     tracing::info!("stopped");
     result
+}
+
+/// Opens the usage ledger and loads the month's counts into the keys.
+async fn open_ledger(config: &Config, state: &Shared, counters: &Arc<Counters>) -> anyhow::Result<Arc<Ledger>> {
+    let ledger = Ledger::open(config, &state.node, Arc::clone(counters)).await?;
+    let month = Month::of_unix_ms(Now::read().unix_ms);
+    let restored = ledger.restore(&state.keys.current(), month).await?;
+    match ledger.journal_path() {
+        Some(path) => tracing::info!(
+            store = ledger.kind().label(),
+            journal = %path.display(),
+            month = month.label(),
+            keys = restored.keys,
+            requests = restored.requests,
+            "usage ledger open; this month's counts loaded"
+        ),
+        None => tracing::warn!("usage.store = \"memory\": usage is counted in process only and forgotten at exit"),
+    }
+    Ok(Arc::new(ledger))
 }
 
 /// The signals the control plane answers, registered before anything binds.
@@ -123,15 +156,25 @@ struct Addrs {
     udp: std::net::SocketAddr,
 }
 
-async fn control_plane(
+/// What the control plane runs and, at shutdown, stops in order.
+struct ControlPlane {
     shared: Arc<Shared>,
     token: Option<String>,
     addrs: Addrs,
+    key_count: usize,
+    shards: Vec<shard::ShardHandle>,
+    /// Clones of the shards' sockets, shut to wake them at shutdown.
+    wake: (Vec<std::net::TcpListener>, Vec<std::net::UdpSocket>),
+    ledger: Arc<Ledger>,
+    reports: tokio::sync::mpsc::Receiver<ReportJob>,
+}
+
+async fn control_plane(
+    plane: ControlPlane,
     mut signals: Signals,
     mut exited: tokio::sync::mpsc::Receiver<usize>,
-    key_count: usize,
-    shards: usize,
 ) -> anyhow::Result<()> {
+    let ControlPlane { shared, token, addrs, key_count, shards, wake, ledger, reports } = plane;
     let config = Arc::clone(&shared.config);
     let stats = Arc::new(StatsWindow::new(Sample { at_ms: Now::read().unix_ms, snapshot: shared.counters.snapshot() }));
     let metrics = Metrics::new(Arc::clone(&shared.counters), shared.feeds.clone())?;
@@ -140,44 +183,49 @@ async fn control_plane(
         .with_context(|| format!("binding admin {}", config.admin.addr))?;
     let admin_addr = admin_listener.local_addr()?;
     let admin_state = Arc::new(AdminState { shared: Arc::clone(&shared), stats: Arc::clone(&stats), metrics, token });
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
-    let mut admin_stop = stop_rx.clone();
-    let admin_task = tokio::spawn(async move {
+    let mut services = Services::new();
+    services.spawn("admin", move |mut stop| async move {
         let app = admin::router(admin_state);
-        axum::serve(admin_listener, app)
+        let served = axum::serve(admin_listener, app)
             .with_graceful_shutdown(async move {
-                let _ = admin_stop.wait_for(|stop| *stop).await;
+                let _ = stop.wait_for(|stop| *stop).await;
             })
-            .await
+            .await;
+        if let Err(e) = served {
+            tracing::warn!("admin listener: {e}");
+        }
+    });
+    services.spawn("stats", |stop| control::stats::sample(Arc::clone(&shared), stats, stop));
+    if config.keys.poll_ms > 0 {
+        services.spawn("keys-poll", |stop| control::keys::poll(Arc::clone(&shared), stop));
+    }
+    let running = ledger.start()?;
+    let deadline = Duration::from_millis(config.server.shutdown_deadline_ms);
+    let tables = service::tables(Arc::clone(&shared));
+    services.spawn("usage-ledger", |stop| service::run(Arc::clone(&ledger), running, tables, stop, deadline));
+    let counters = Arc::clone(&shared.counters);
+    services.spawn("usage-reports", |mut stop| async move {
+        tokio::select! {
+            _ = service::serve_reports(ledger, reports, counters) => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
     });
 
-    let sampler = {
-        let (shared, stats) = (Arc::clone(&shared), Arc::clone(&stats));
-        let every = Duration::from_millis(config.admin.stats_interval_ms);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            loop {
-                tick.tick().await;
-                let now_ms = Now::read().unix_ms;
-                // Expired sessions leave the pending gauge within one interval, not at their
-                // slot's next reuse.
-                shared.sessions.sweep(now_ms, shared.counters.control());
-                stats.record(&shared.counters, now_ms);
-            }
-        })
-    };
-    let poller = (config.keys.poll_ms > 0).then(|| tokio::spawn(poll_keys_file(Arc::clone(&shared))));
-
-    tracing::info!(shards, keys = key_count, "listening http={} udp={} admin={admin_addr}", addrs.http, addrs.udp);
+    tracing::info!(
+        shards = shards.len(),
+        keys = key_count,
+        "listening http={} udp={} admin={admin_addr}",
+        addrs.http,
+        addrs.udp
+    );
 
     let mut outcome = Ok(());
     loop {
         tokio::select! {
             _ = signals.terminate.recv() => { tracing::info!("SIGTERM: draining"); break; }
             _ = signals.interrupt.recv() => { tracing::info!("SIGINT: draining"); break; }
-            _ = signals.hangup.recv() => reload_keys(&shared, "SIGHUP"),
+            _ = signals.hangup.recv() => { let _ = control::keys::reload(&shared, "SIGHUP"); }
             Some(shard) = exited.recv() => {
                 tracing::error!(shard, "shard stopped unexpectedly: draining the others and exiting");
                 outcome = Err(anyhow::anyhow!("shard {shard} stopped unexpectedly"));
@@ -185,41 +233,19 @@ async fn control_plane(
             }
         }
     }
-    let _ = stop_tx.send(true);
-    sampler.abort();
-    if let Some(poller) = poller {
-        poller.abort();
-    }
-    match tokio::time::timeout(Duration::from_millis(config.server.shutdown_deadline_ms), admin_task).await {
-        Ok(Ok(Err(e))) => tracing::warn!("admin listener: {e}"),
-        Err(_) => tracing::warn!("admin listener did not stop before the deadline"),
-        _ => {}
-    }
-    outcome
-}
-
-fn reload_keys(shared: &Shared, why: &str) {
-    match shared.keys.reload() {
-        Ok(count) => tracing::info!(keys = count, "keys reloaded ({why})"),
-        Err(e) => tracing::warn!("keys reload ({why}) failed, previous keys stay in force: {e}"),
-    }
-}
-
-/// Reloads the keys file whenever its modification time or size changes, so a revocation applies
-/// within `keys.poll_ms` without a signal.
-async fn poll_keys_file(shared: Arc<Shared>) {
-    let stamp = |shared: &Shared| -> Option<(SystemTime, u64)> {
-        let meta = std::fs::metadata(shared.keys.path()).ok()?;
-        Some((meta.modified().ok()?, meta.len()))
-    };
-    let mut last = stamp(&shared);
-    let mut tick = tokio::time::interval(Duration::from_millis(shared.config.keys.poll_ms));
-    loop {
-        tick.tick().await;
-        let now = stamp(&shared);
-        if now != last {
-            last = now;
-            reload_keys(&shared, "keys file changed");
+    // The shards first: once they have stopped nothing counts any more, so the services' stop
+    // (the ledger's last drain among them) sees every count.
+    let started = tokio::time::Instant::now();
+    shared.start_draining();
+    listeners::shut_down_read(&wake.0, &wake.1);
+    let joined = tokio::task::spawn_blocking(move || {
+        for handle in shards {
+            let _ = handle.thread.join();
         }
+    });
+    if tokio::time::timeout(deadline, joined).await.is_err() {
+        tracing::warn!("shards did not stop before the shutdown deadline");
     }
+    services.stop(deadline.saturating_sub(started.elapsed()).max(Duration::from_millis(500))).await;
+    outcome
 }

@@ -22,6 +22,10 @@ pub struct Shared {
     pub node: String,
     /// Each exchange feed's state, for operators (empty with the simulator).
     pub feeds: Vec<(String, Arc<VenueStats>)>,
+    /// The usage ledger (absent only in tests that build a bare `Shared`).
+    pub ledger: Option<Arc<crate::usage::ledger::Ledger>>,
+    /// Where a shard hands a usage report request to the control plane; absent without a ledger.
+    pub reports: Option<tokio::sync::mpsc::Sender<crate::usage::ledger::service::ReportJob>>,
     /// Unix ms when the process started serving.
     pub started_ms: u64,
     draining: AtomicBool,
@@ -39,6 +43,8 @@ impl Shared {
             keys,
             counters,
             node,
+            ledger: None,
+            reports: None,
             started_ms: crate::clock::Now::read().unix_ms,
             draining: AtomicBool::new(false),
         }

@@ -21,6 +21,7 @@ mod e2e {
     mod feeds;
     mod http;
     mod keys;
+    mod ledger;
     mod shutdown;
     mod slow;
     mod streams;

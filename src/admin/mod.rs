@@ -111,13 +111,9 @@ async fn stress_reset(State(state): State<Arc<AdminState>>) -> impl IntoResponse
 }
 
 async fn keys_reload(State(state): State<Arc<AdminState>>) -> Response {
-    match state.shared.keys.reload() {
-        Ok(count) => {
-            tracing::info!(keys = count, "keys reloaded (admin)");
-            json_body(format!(r#"{{"reloaded":true,"keys":{count}}}"#)).into_response()
-        }
+    match crate::control::keys::reload(&state.shared, "admin") {
+        Ok(count) => json_body(format!(r#"{{"reloaded":true,"keys":{count}}}"#)).into_response(),
         Err(e) => {
-            tracing::warn!("keys reload failed, previous keys stay in force: {e}");
             let body = serde_json::json!({"error": "bad_request", "message": e.to_string()}).to_string();
             (StatusCode::BAD_REQUEST, json_body(body)).into_response()
         }

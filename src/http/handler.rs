@@ -2,7 +2,6 @@
 //! buffer. A pure function of (request, now, shared state): no socket, no clock, no allocation.
 
 use crate::admission::{self, Charge, Refusal};
-use crate::usage::Channel;
 use crate::book::json::{self as price_json, PRICE_OBJECT_BYTES_MAX};
 use crate::book::{SymbolName, VenueQuote, SYMBOL_BYTES_MAX, VENUES_MAX};
 use crate::buf::FixedBuf;
@@ -18,6 +17,7 @@ use crate::stream::handshake;
 use crate::stream::sessions::CreateError;
 use crate::stream::symbols::{self, Expect, SymbolsError};
 use crate::stream::upgrade;
+use crate::usage::Channel;
 
 /// Most symbols in one `/v1/prices` request.
 pub const PRICES_MAX: usize = 100;

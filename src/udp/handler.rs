@@ -2,11 +2,11 @@
 //! of (datagram, now, shared state), like the HTTP handler.
 
 use crate::admission::{self, Charge, Refusal};
-use crate::usage::Channel;
 use crate::book::{Decimal, SymbolName};
 use crate::counters::{Counter, CounterBlock};
 use crate::state::Context;
 use crate::udp::codec::{self, Answer, UdpStatus, RESPONSE_BYTES_MAX};
+use crate::usage::Channel;
 
 /// Answers one datagram into `out`; returns the response length, or `None` for silence (bad
 /// format, unknown or revoked key), which is counted as dropped. The caller counts what it sends.

@@ -362,6 +362,27 @@ impl Server {
         self.wait_exit(within)
     }
 
+    /// Stops the server with `signal` (SIGTERM: as an operator would, and it must exit 0; SIGKILL:
+    /// a crash) and starts it again on the same directory, config and keys, as a restart does.
+    pub fn restart(mut self, signal: libc::c_int) -> Server {
+        if signal == libc::SIGTERM {
+            let status = self.terminate(Duration::from_secs(10));
+            assert!(status.success(), "exit status {status}; log:\n{}", self.log());
+        } else {
+            self.signal_now(signal);
+            self.wait_exit(Duration::from_secs(10));
+        }
+        let placeholder = tempfile::tempdir().expect("making a temporary directory");
+        let dir = std::mem::replace(&mut self.dir, placeholder);
+        let config = dir.path().join("pb.toml");
+        Server::spawn(dir, config, std::mem::take(&mut self.keys), self.token.take())
+    }
+
+    /// The server's working directory (its keys file, usage database and config are there).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
         let deadline = Instant::now() + within;
         loop {

@@ -96,7 +96,10 @@ impl Fleet {
         Ok(Self { config, idle: Mutex::new(Vec::new()), permits: Semaphore::new(max_open), timeout_ms, counters })
     }
 
-    async fn deadline<T>(&self, work: impl std::future::Future<Output = Result<T, FleetError>>) -> Result<T, FleetError> {
+    async fn deadline<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, FleetError>>,
+    ) -> Result<T, FleetError> {
         tokio::time::timeout(Duration::from_millis(self.timeout_ms), work)
             .await
             .unwrap_or(Err(FleetError::Timeout(self.timeout_ms)))
@@ -136,10 +139,8 @@ impl Fleet {
             let tx = pooled.client().transaction().await?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
             tx.batch_execute("CREATE TABLE IF NOT EXISTS pricebeast_schema (version INTEGER NOT NULL)").await?;
-            let version: i32 = tx
-                .query_opt("SELECT version FROM pricebeast_schema", &[])
-                .await?
-                .map_or(0, |row| row.get(0));
+            let version: i32 =
+                tx.query_opt("SELECT version FROM pricebeast_schema", &[]).await?.map_or(0, |row| row.get(0));
             if version > MIGRATIONS.len() as i32 {
                 return Err(FleetError::NewerSchema(version));
             }

@@ -83,7 +83,12 @@ impl Span {
 /// Reads `/reports/usage`'s query: `from` and `to` (YYYY-MM-DD, inclusive; default the first of
 /// this month and today) and `granularity` (hour, day or month; default day). The error is the
 /// 400's message.
-pub fn parse_span(from: Option<&[u8]>, to: Option<&[u8]>, granularity: Option<&[u8]>, now_ms: u64) -> Result<Span, &'static str> {
+pub fn parse_span(
+    from: Option<&[u8]>,
+    to: Option<&[u8]>,
+    granularity: Option<&[u8]>,
+    now_ms: u64,
+) -> Result<Span, &'static str> {
     let today = (now_ms / 86_400_000) as i64;
     let (y, m, _) = civil_from_days(today);
     let from_day = match from {
@@ -233,7 +238,8 @@ mod tests {
     #[test]
     fn dates_are_real_days() {
         assert_eq!(timestamp(day("2026-11-01") * 86_400), "2026-11-01T00:00:00Z");
-        for bad in ["2026-02-30", "2026-13-01", "2026-1-01", "26-11-01", "2026-11-01x", "", "2026-11-00", "+026-11-01"] {
+        for bad in ["2026-02-30", "2026-13-01", "2026-1-01", "26-11-01", "2026-11-01x", "", "2026-11-00", "+026-11-01"]
+        {
             assert_eq!(parse_date(bad.as_bytes()), None, "{bad}");
         }
         assert!(parse_date(b"2028-02-29").is_some());
@@ -242,7 +248,10 @@ mod tests {
     #[test]
     fn spans_default_to_this_month_by_day() {
         let span = parse_span(None, None, None, NOW_MS).expect("valid");
-        assert_eq!(span, Span { from_day: day("2026-11-01"), to_day: day("2026-11-23"), granularity: Granularity::Day });
+        assert_eq!(
+            span,
+            Span { from_day: day("2026-11-01"), to_day: day("2026-11-23"), granularity: Granularity::Day }
+        );
         assert_eq!(span.buckets().len(), 23);
     }
 
@@ -270,7 +279,8 @@ mod tests {
         let span = Span { from_day: day("2026-11-01"), to_day: day("2026-11-02"), granularity: Granularity::Day };
         let h = |d: &str, hour: i64| day(d) * 86_400 + hour * 3600;
         let c = |n| Counts { http: n, udp: 1, sessions: 0 };
-        let buckets = bucketize(&span, &[(h("2026-11-01", 0), c(1)), (h("2026-11-01", 23), c(2)), (h("2026-11-02", 5), c(3))]);
+        let buckets =
+            bucketize(&span, &[(h("2026-11-01", 0), c(1)), (h("2026-11-01", 23), c(2)), (h("2026-11-02", 5), c(3))]);
         assert_eq!(buckets.iter().map(|b| b.1.requests()).collect::<Vec<_>>(), [5, 4]);
         let json = key_json("alice", Granularity::Day, &buckets);
         assert!(json.starts_with("{\"key_id\":\"alice\",\"granularity\":\"day\",\"buckets\":[{\"start\":\"2026-11-01T00:00:00Z\",\"requests\":5,\"http\":3,\"udp\":2,\"sessions\":0}"), "{json}");
@@ -281,13 +291,20 @@ mod tests {
     #[test]
     fn month_reports_in_json_and_csv() {
         let keys = vec![
-            KeyTotal { key_id: "alice".into(), tier: "public".into(), counts: Counts { http: 1200, udp: 30, sessions: 4 } },
+            KeyTotal {
+                key_id: "alice".into(),
+                tier: "public".into(),
+                counts: Counts { http: 1200, udp: 30, sessions: 4 },
+            },
             KeyTotal { key_id: "acme".into(), tier: "partner".into(), counts: Counts { http: 0, udp: 6, sessions: 0 } },
         ];
         let month = Month::parse("2026-11").expect("month");
         let json: serde_json::Value = serde_json::from_str(&month_json(month, &keys)).expect("valid JSON");
         assert_eq!(json["total"], 1240);
         assert_eq!(json["keys"][0]["requests"], 1234);
-        assert_eq!(month_csv(&keys), "key_id,tier,requests,http,udp,sessions\nalice,public,1234,1200,30,4\nacme,partner,6,0,6,0\n");
+        assert_eq!(
+            month_csv(&keys),
+            "key_id,tier,requests,http,udp,sessions\nalice,public,1234,1200,30,4\nacme,partner,6,0,6,0\n"
+        );
     }
 }

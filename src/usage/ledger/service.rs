@@ -139,7 +139,9 @@ impl Ledger {
             StoreKind::Postgres(url) => {
                 let fleet = Arc::new(Fleet::new(url, usage.db_max_open, usage.db_timeout_ms, Arc::clone(&counters))?);
                 if let Err(e) = fleet.migrate().await {
-                    tracing::warn!("usage store: PostgreSQL not ready at start ({e}); batches wait in the journal until it is");
+                    tracing::warn!(
+                        "usage store: PostgreSQL not ready at start ({e}); batches wait in the journal until it is"
+                    );
                 }
                 Some(fleet)
             }
@@ -184,7 +186,8 @@ impl Ledger {
                 let waiting = self.journal(|j| j.outbox(usize::MAX >> 1)).await?;
                 let mut extra: FxHashMap<String, (String, Counts)> = FxHashMap::default();
                 for row in waiting.iter().flat_map(|b| &b.rows).filter(|r| (from_s..to_s).contains(&r.hour_s)) {
-                    let entry = extra.entry(row.key_id.clone()).or_insert_with(|| (row.tier.clone(), Counts::default()));
+                    let entry =
+                        extra.entry(row.key_id.clone()).or_insert_with(|| (row.tier.clone(), Counts::default()));
                     entry.1.add(&Counts { http: row.counts[0], udp: row.counts[1], sessions: row.counts[2] });
                 }
                 for (key, _, counts) in &mut rows {
@@ -209,7 +212,10 @@ impl Ledger {
                 let waiting = self.journal(|j| j.outbox(usize::MAX >> 1)).await?;
                 for row in waiting.iter().flat_map(|b| &b.rows) {
                     if row.key_id == key_id && (from_s..to_s).contains(&row.hour_s) {
-                        hours.push((row.hour_s, Counts { http: row.counts[0], udp: row.counts[1], sessions: row.counts[2] }));
+                        hours.push((
+                            row.hour_s,
+                            Counts { http: row.counts[0], udp: row.counts[1], sessions: row.counts[2] },
+                        ));
                     }
                 }
                 hours.sort_by_key(|h| h.0);
@@ -239,7 +245,9 @@ impl Ledger {
         let totals = match self.totals(from_s, to_s).await {
             Ok(totals) => totals,
             Err(e) if self.fleet.is_some() => {
-                tracing::warn!("usage store: cannot read the month from PostgreSQL ({e}); caps start from this node's own journal");
+                tracing::warn!(
+                    "usage store: cannot read the month from PostgreSQL ({e}); caps start from this node's own journal"
+                );
                 let rows = self.journal(move |j| j.totals(from_s, to_s)).await?;
                 rows.into_iter().map(|(key_id, tier, counts)| KeyTotal { key_id, tier, counts }).collect()
             }
@@ -460,7 +468,10 @@ async fn ship(ledger: Arc<Ledger>, wrote: Arc<Notify>, mut stop: tokio::sync::wa
                         tracing::error!("usage journal: removing a shipped batch failed: {e}");
                     }
                     if let Some(since) = failing_since.take() {
-                        tracing::info!(after_s = since.elapsed().as_secs(), "usage store: PostgreSQL reachable again; shipping the journal's batches");
+                        tracing::info!(
+                            after_s = since.elapsed().as_secs(),
+                            "usage store: PostgreSQL reachable again; shipping the journal's batches"
+                        );
                     }
                     backoff = Duration::from_millis(100);
                 }
@@ -495,7 +506,9 @@ fn log_failure(since: &mut Option<tokio::time::Instant>, error: &str) {
     match since {
         None => {
             *since = Some(tokio::time::Instant::now());
-            tracing::warn!("usage store: PostgreSQL write failed ({error}); batches wait in the journal and are retried");
+            tracing::warn!(
+                "usage store: PostgreSQL write failed ({error}); batches wait in the journal and are retried"
+            );
         }
         Some(at) if at.elapsed() >= Duration::from_secs(60) => {
             tracing::warn!(for_s = at.elapsed().as_secs(), "usage store: PostgreSQL still failing ({error})");
@@ -542,7 +555,11 @@ impl Writer {
                         control.inc(Counter::BatchFlushErrors);
                         if last_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
                             last_log = Some(std::time::Instant::now());
-                            tracing::error!(seq = batch.seq, rows = batch.rows.len(), "usage journal: writing a batch failed, retrying: {e}");
+                            tracing::error!(
+                                seq = batch.seq,
+                                rows = batch.rows.len(),
+                                "usage journal: writing a batch failed, retrying: {e}"
+                            );
                         }
                         if self.give_up.load(Ordering::Relaxed) {
                             return;
@@ -597,4 +614,3 @@ pub async fn serve_reports(ledger: Arc<Ledger>, mut jobs: mpsc::Receiver<ReportJ
 pub fn tables(keys: Arc<crate::state::Shared>) -> Arc<dyn Fn() -> Arc<KeyTable> + Send + Sync> {
     Arc::new(move || keys.keys.current())
 }
-

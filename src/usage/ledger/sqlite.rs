@@ -89,7 +89,8 @@ impl Journal {
 
     /// Opens an existing journal for reading only (reports, the command line).
     pub fn open_read_only(path: &Path) -> rusqlite::Result<Self> {
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         Ok(Self { conn })
     }
@@ -147,7 +148,8 @@ impl Journal {
             }
         }
         if outbox {
-            let rows = serde_json::to_string(&batch.rows).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+            let rows =
+                serde_json::to_string(&batch.rows).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
             tx.execute("INSERT INTO outbox (node, seq, rows) VALUES (?1, ?2, ?3)", params![&*batch.node, seq, rows])?;
         }
         tx.commit()?;
@@ -156,8 +158,10 @@ impl Journal {
 
     /// Forgets batch ids older than [`FLUSH_IDS_KEEP_MS`].
     pub fn prune_flushes(&self, now_ms: u64) -> rusqlite::Result<usize> {
-        self.conn
-            .execute("DELETE FROM flushes WHERE applied_ms < ?1", params![to_i64(now_ms.saturating_sub(FLUSH_IDS_KEEP_MS))])
+        self.conn.execute(
+            "DELETE FROM flushes WHERE applied_ms < ?1",
+            params![to_i64(now_ms.saturating_sub(FLUSH_IDS_KEEP_MS))],
+        )
     }
 
     /// The oldest batches waiting for PostgreSQL, in the order they were made.
@@ -218,9 +222,16 @@ impl Journal {
     /// The batch id's row, for tests and the command line.
     pub fn flush(&self, node: &str, seq: u64) -> rusqlite::Result<Option<(u64, u64)>> {
         self.conn
-            .query_row("SELECT rows, requests FROM flushes WHERE node = ?1 AND seq = ?2", params![node, to_i64(seq)], |r| {
-                Ok((u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0), u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0)))
-            })
+            .query_row(
+                "SELECT rows, requests FROM flushes WHERE node = ?1 AND seq = ?2",
+                params![node, to_i64(seq)],
+                |r| {
+                    Ok((
+                        u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                        u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                    ))
+                },
+            )
             .optional()
     }
 }
