@@ -20,6 +20,7 @@ fn main() -> ExitCode {
             server::run(config, ServeOptions { danger_admin_without_token: args.danger_admin_without_token })
         }),
         Command::Keys(command) => cli::keys::run(command),
+        Command::Usage(command) => cli::usage::run(command),
         Command::Query(args) => cli::query::run(args),
         Command::MockExchange(args) => cli::mock::run(args),
         // Threshold and regression failures are exit codes of their own, after the report.

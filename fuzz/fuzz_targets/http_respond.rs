@@ -56,7 +56,7 @@ fuzz_target!(|data: &[u8]| {
                     Some(more) => input.extend_from_slice(more),
                     None => return,
                 },
-                Next::Upgrade(_) | Next::Close => return,
+                Next::Upgrade(_) | Next::Defer(_) | Next::Close => return,
             }
         }
     });

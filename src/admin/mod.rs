@@ -6,6 +6,7 @@
 //! | `GET /admin/stress-stats` | the 24 counters, the gauges, rates over the last interval, each feed's state |
 //! | `POST /admin/stress-reset` | zeroes the counters |
 //! | `POST /admin/keys/reload` | re-reads the keys file (as SIGHUP does) |
+//! | `GET /admin/reports/usage?month=2026-11[&key=K][&format=csv]` | every key's usage for a month, from the ledger |
 //! | `GET /metrics` | Prometheus text: counters, gauges, request latency histogram |
 
 pub mod metrics;
@@ -13,7 +14,7 @@ pub mod metrics;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -52,6 +53,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/admin/stress-stats", get(stress_stats))
         .route("/admin/stress-reset", post(stress_reset))
         .route("/admin/keys/reload", post(keys_reload))
+        .route("/admin/reports/usage", get(usage_report))
         .route("/metrics", get(metrics_text))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), require_token))
         .with_state(state)
@@ -116,6 +118,55 @@ async fn keys_reload(State(state): State<Arc<AdminState>>) -> Response {
         Err(e) => {
             let body = serde_json::json!({"error": "bad_request", "message": e.to_string()}).to_string();
             (StatusCode::BAD_REQUEST, json_body(body)).into_response()
+        }
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct UsageReportQuery {
+    month: Option<String>,
+    key: Option<String>,
+    format: Option<String>,
+}
+
+/// Every key's usage for a month (default: this one), JSON or CSV, read from the ledger here on
+/// the control plane.
+async fn usage_report(
+    State(state): State<Arc<AdminState>>,
+    query: Result<Query<UsageReportQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let bad = |message: &str| {
+        let body = serde_json::json!({"error": "bad_request", "message": message}).to_string();
+        (StatusCode::BAD_REQUEST, json_body(body)).into_response()
+    };
+    let Ok(Query(query)) = query else { return bad("the query takes month=YYYY-MM, key=NAME and format=json|csv") };
+    let month = match query.month.as_deref() {
+        None => crate::clock::Month::of_unix_ms(Now::read().unix_ms),
+        Some(text) => match crate::clock::Month::parse(text) {
+            Some(month) => month,
+            None => return bad("month must be YYYY-MM"),
+        },
+    };
+    let csv = match query.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => return bad("format must be json or csv"),
+    };
+    let Some(ledger) = &state.shared.ledger else { return bad("no usage ledger") };
+    state.shared.counters.control().inc(crate::counters::Counter::UsageReportRequests);
+    match crate::usage::ledger::service::month_report(ledger, month, query.key.as_deref()).await {
+        Ok(keys) if csv => {
+            ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], crate::usage::ledger::report::month_csv(&keys))
+                .into_response()
+        }
+        Ok(keys) => json_body(crate::usage::ledger::report::month_json(month, &keys)).into_response(),
+        Err(e) => {
+            let status = match e {
+                crate::usage::ledger::LedgerError::NoLedger => StatusCode::NOT_FOUND,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            let body = serde_json::json!({"error": "unavailable", "message": e.to_string()}).to_string();
+            (status, json_body(body)).into_response()
         }
     }
 }

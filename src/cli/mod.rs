@@ -1,8 +1,9 @@
-//! The command line: `serve`, `keys`, `query`, `mock-exchange`, `stress`. Parsing here, work in the modules named.
+//! The command line: `serve`, `keys`, `usage`, `query`, `mock-exchange`, `stress`. Parsing here, work in the modules named.
 
 pub mod keys;
 pub mod mock;
 pub mod query;
+pub mod usage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,6 +26,9 @@ pub enum Command {
     /// Create, list and revoke API keys in the keys file.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Usage reports from the ledger.
+    #[command(subcommand)]
+    Usage(usage::UsageCommand),
     /// Ask a running server one question over HTTP or UDP and print the answer.
     Query(query::QueryArgs),
     /// Play the exchanges' recorded feeds on local ports, for running the feed clients offline.

@@ -5,7 +5,7 @@
 //! connection loop (`shard::tcp`) keeps only the I/O, so a TLS shell can run the same core.
 
 use crate::buf::FixedBuf;
-use crate::http::handler::{self, After, Scratch, SINGLE_RESPONSE_BYTES_MAX};
+use crate::http::handler::{self, After, Deferred, Scratch, SINGLE_RESPONSE_BYTES_MAX};
 use crate::http::request::{self, ReadLimits};
 use crate::http::route::Route;
 use crate::state::Context;
@@ -34,6 +34,9 @@ pub enum Next {
     /// The connection is a WebSocket stream from here on; what is left of the input is the
     /// stream's first client bytes.
     Upgrade(Grant),
+    /// The last request's answer comes from the control plane: write the output, wait for the
+    /// answer, write it with `handler::respond_deferred`, then `handle` the rest of the input.
+    Defer(Deferred),
     Close,
 }
 
@@ -79,6 +82,12 @@ impl Conversation {
                         }
                         After::Upgrade(grant) => {
                             next = Some(Next::Upgrade(grant));
+                            break;
+                        }
+                        After::Defer(deferred) => {
+                            // Its latency sample is taken when its answer is written.
+                            answered -= 1;
+                            next = Some(Next::Defer(deferred));
                             break;
                         }
                     }

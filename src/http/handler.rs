@@ -17,6 +17,8 @@ use crate::stream::handshake;
 use crate::stream::sessions::CreateError;
 use crate::stream::symbols::{self, Expect, SymbolsError};
 use crate::stream::upgrade;
+use crate::usage::ledger::report;
+use crate::usage::ledger::service::{ReportAnswer, ReportJob};
 use crate::usage::Channel;
 
 /// Most symbols in one `/v1/prices` request.
@@ -64,12 +66,31 @@ pub enum After {
     /// A 101 was written: the connection is a WebSocket stream from the next byte on, with what
     /// the upgrade was granted.
     Upgrade(Grant),
+    /// The answer comes from the control plane (a usage report): wait for it, then write it with
+    /// [`respond_deferred`] before answering anything after it.
+    Defer(Deferred),
+}
+
+/// A request handed to the control plane, waiting for its answer.
+#[derive(Debug)]
+pub struct Deferred {
+    pub answer: tokio::sync::oneshot::Receiver<ReportAnswer>,
+    extra: Extra,
+    head_only: bool,
 }
 
 struct Reply {
     status: Status,
     content_type: ContentType,
     extra: Extra,
+    /// Set when the answer is the control plane's to give.
+    deferred: Option<tokio::sync::oneshot::Receiver<ReportAnswer>>,
+}
+
+impl Reply {
+    fn new(status: Status, content_type: ContentType, extra: Extra) -> Self {
+        Self { status, content_type, extra, deferred: None }
+    }
 }
 
 /// Answers one request, appending the response to `out`. `route` and `query` are
@@ -102,6 +123,9 @@ pub fn respond(
     let mut reply = route(route_kind, query, req, ctx, scratch);
     let close = !req.keep_alive || ctx.shared.draining();
     reply.extra.close |= close;
+    if let Some(answer) = reply.deferred.take() {
+        return After::Defer(Deferred { answer, extra: reply.extra, head_only: req.method == Method::Head });
+    }
     finish(ctx, &reply, scratch, out, req.method == Method::Head);
     if reply.extra.close {
         After::Close
@@ -129,6 +153,51 @@ pub fn respond_timeout(ctx: &Context<'_>, scratch: &mut Scratch, out: &mut Fixed
 /// Answers a connection the shard has no room for.
 pub fn respond_overloaded(ctx: &Context<'_>, scratch: &mut Scratch, out: &mut FixedBuf) {
     answer_and_close(ErrorCode::Overloaded, b"too many connections, try again shortly", ctx, scratch, out);
+}
+
+/// Writes the control plane's answer to a deferred request into `out` (sized by the caller for
+/// the body: a report may be larger than a connection's write buffer). `None`: it did not answer
+/// within `usage.report_timeout_ms`. Says whether the connection closes after it.
+pub fn respond_deferred(
+    deferred: &Deferred,
+    answer: Option<ReportAnswer>,
+    ctx: &Context<'_>,
+    scratch: &mut Scratch,
+    out: &mut FixedBuf,
+) -> After {
+    scratch.body.clear();
+    let reply = match answer {
+        Some(ReportAnswer::Ok(body)) => {
+            response::write(
+                out,
+                Status::OK,
+                ctx.second.http_date(),
+                ContentType::Json,
+                body.as_bytes(),
+                &deferred.extra,
+                deferred.head_only,
+            );
+            ctx.counters.inc(Counter::Responses2xx);
+            None
+        }
+        Some(ReportAnswer::Failed(message)) => {
+            Some(error(scratch, ErrorCode::Internal, &[b"usage store: ", message.as_bytes()], deferred.extra))
+        }
+        None => Some(error(
+            scratch,
+            ErrorCode::UpstreamTimeout,
+            &[b"the usage store did not answer in time"],
+            deferred.extra,
+        )),
+    };
+    if let Some(reply) = reply {
+        finish(ctx, &reply, scratch, out, deferred.head_only);
+    }
+    if deferred.extra.close {
+        After::Close
+    } else {
+        After::KeepAlive
+    }
 }
 
 /// Every response counts as one `tcp_requests`, so that counter always equals the sum of the
@@ -197,7 +266,9 @@ fn route(route: Route, query: &[u8], req: &Request<'_>, ctx: &Context<'_>, scrat
         Route::Ready => {
             error(scratch, ErrorCode::Stale, &[b"not every symbol has a fresh price yet"], Extra::default())
         }
-        Route::Price | Route::Prices | Route::Usage | Route::Sessions => keyed(route, query, req, ctx, scratch),
+        Route::Price | Route::Prices | Route::Usage | Route::Reports | Route::Sessions => {
+            keyed(route, query, req, ctx, scratch)
+        }
         // Reached only by methods `allows` refused above; GET is answered by `upgrade`.
         Route::Stream | Route::NotFound => error(scratch, ErrorCode::NotFound, &[b"no such path"], Extra::default()),
     }
@@ -221,6 +292,7 @@ fn keyed(route: Route, query: &[u8], req: &Request<'_>, ctx: &Context<'_>, scrat
         Route::Price => price(query, key, ctx, scratch),
         Route::Prices => prices(query, key, ctx, scratch),
         Route::Sessions => sessions(req.body, key, ctx, scratch),
+        Route::Reports => reports(query, key, ctx, scratch),
         _ => usage(key, ctx, scratch),
     }
 }
@@ -267,7 +339,7 @@ fn price(query: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch)
         price_json::put_venues(&mut scratch.body, book, quotes);
     }
     scratch.body.put(b"}");
-    Reply { status: Status::OK, content_type: ContentType::Json, extra }
+    Reply::new(Status::OK, ContentType::Json, extra)
 }
 
 fn prices(query: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply {
@@ -335,11 +407,7 @@ fn prices(query: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch
         body.put(b"\"");
     }
     body.put(b"]}");
-    Reply {
-        status: Status::OK,
-        content_type: ContentType::Json,
-        extra: Extra { rate: admitted.rate, ..Extra::default() },
-    }
+    Reply::new(Status::OK, ContentType::Json, Extra { rate: admitted.rate, ..Extra::default() })
 }
 
 fn usage(key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply {
@@ -351,10 +419,39 @@ fn usage(key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply {
     let month = ctx.second.month();
     let cap = key.limits.map(|l| l.monthly_cap);
     json::usage(&mut scratch.body, &key.name, key.tier.as_str(), month, key.state.usage.used(month), cap);
-    Reply {
-        status: Status::OK,
-        content_type: ContentType::Json,
-        extra: Extra { rate: admitted.rate, ..Extra::default() },
+    Reply::new(Status::OK, ContentType::Json, Extra { rate: admitted.rate, ..Extra::default() })
+}
+
+/// `GET /reports/usage`: checked and rate limited here, free of usage; answered by the control
+/// plane from the ledger. A full queue is 503 `overloaded` at once: reports never make a shard
+/// wait, so they cannot slow prices down.
+fn reports(query: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply {
+    let param = |name: &[u8]| route::param(query, name);
+    let span = match report::parse_span(param(b"from"), param(b"to"), param(b"granularity"), ctx.now.unix_ms) {
+        Ok(span) => span,
+        Err(message) => return error(scratch, ErrorCode::BadRequest, &[message.as_bytes()], Extra::default()),
+    };
+    let admitted = match admission::admit(key, ctx.now, ctx.second, Charge::Free) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refused(refusal, ctx, scratch),
+    };
+    let extra = Extra { rate: admitted.rate, ..Extra::default() };
+    ctx.counters.inc(Counter::UsageReportRequests);
+    let Some(queue) = &ctx.shared.reports else {
+        let message: &[u8] = b"this server keeps usage in memory only (usage.store = memory): no reports";
+        return error(scratch, ErrorCode::NotFound, &[message], extra);
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    match queue.try_send(ReportJob { key_id: key.name.to_string(), span, reply }) {
+        Ok(()) => {
+            ctx.counters.inc(Counter::BgSubmitted);
+            Reply { deferred: Some(answer), ..Reply::new(Status::OK, ContentType::Json, extra) }
+        }
+        Err(_) => {
+            ctx.counters.inc(Counter::BgDropped);
+            let extra = Extra { retry_after_s: Some(1), ..extra };
+            error(scratch, ErrorCode::Overloaded, &[b"too many usage reports waiting, try again shortly"], extra)
+        }
     }
 }
 
@@ -388,7 +485,7 @@ fn sessions(body: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratc
             body.put(b"\",\"expires_in_s\":");
             body.put_u64(sessions.ttl_ms() / 1000);
             body.put(b"}");
-            Reply { status: Status::OK, content_type: ContentType::Json, extra }
+            Reply::new(Status::OK, ContentType::Json, extra)
         }
         Err(CreateError::Full) => {
             let extra = Extra { retry_after_s: Some(1), ..extra };
@@ -460,10 +557,10 @@ fn refused(refusal: Refusal, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply 
 
 fn error(scratch: &mut Scratch, code: ErrorCode, message: &[&[u8]], extra: Extra) -> Reply {
     response::write_error_body(&mut scratch.body, code, message);
-    Reply { status: code.status(), content_type: ContentType::Json, extra }
+    Reply::new(code.status(), ContentType::Json, extra)
 }
 
 fn text(scratch: &mut Scratch, status: Status, body: &[u8]) -> Reply {
     scratch.body.put(body);
-    Reply { status, content_type: ContentType::Text, extra: Extra::default() }
+    Reply::new(status, ContentType::Text, Extra::default())
 }

@@ -8,6 +8,8 @@ pub enum Route {
     Price,
     Prices,
     Usage,
+    /// `GET /reports/usage`: the key's own usage history, answered from the ledger.
+    Reports,
     /// `POST /v1/sessions`: a streaming session.
     Sessions,
     /// `GET /v1/stream`: the WebSocket upgrade.
@@ -28,6 +30,7 @@ impl Route {
             b"/v1/price" => Route::Price,
             b"/v1/prices" => Route::Prices,
             b"/v1/usage" => Route::Usage,
+            b"/reports/usage" => Route::Reports,
             b"/v1/sessions" => Route::Sessions,
             b"/v1/stream" => Route::Stream,
             b"/health" => Route::Health,
@@ -59,7 +62,7 @@ impl Route {
 
     /// Whether the route needs an API key in a header (a stream's credential is its session).
     pub fn needs_key(self) -> bool {
-        matches!(self, Route::Price | Route::Prices | Route::Usage | Route::Sessions)
+        matches!(self, Route::Price | Route::Prices | Route::Usage | Route::Reports | Route::Sessions)
     }
 }
 

@@ -164,6 +164,7 @@ async fn serve(mut stream: TcpStream, local: Rc<Local>) {
                 Next::Read { deadline_ns, partial } => Some(Step::Read { deadline_ns, partial }),
                 // Write, then answer the rest of the input.
                 Next::Drain => None,
+                Next::Defer(deferred) => Some(Step::Defer(deferred)),
                 Next::Close => Some(Step::Close),
             };
             if !out.is_empty() {
@@ -180,8 +181,16 @@ async fn serve(mut stream: TcpStream, local: Rc<Local>) {
                 }
             }
             local.write_buffers.give(out.into_vec());
-            if let Some(step) = step {
-                break step;
+            match step {
+                Some(Step::Defer(deferred)) => {
+                    // Answered before anything pipelined after it, which the next pass handles.
+                    if !answer_deferred(&mut stream, &local, deferred).await {
+                        local.read_buffers.give(read);
+                        return;
+                    }
+                }
+                Some(step) => break step,
+                None => {}
             }
         };
         match next {
@@ -199,7 +208,7 @@ async fn serve(mut stream: TcpStream, local: Rc<Local>) {
                 monoio::spawn(started);
                 return;
             }
-            Step::Close => {
+            Step::Close | Step::Defer(_) => {
                 local.read_buffers.give(read);
                 return;
             }
@@ -207,10 +216,35 @@ async fn serve(mut stream: TcpStream, local: Rc<Local>) {
     }
 }
 
+/// Waits (at most `usage.report_timeout_ms`) for the control plane's answer to a deferred
+/// request and writes it; false when the connection is done (closed, or failed to write). The
+/// buffer is sized for the answer and not pooled: reports are rare and may be larger than a
+/// connection's write buffer.
+async fn answer_deferred(stream: &mut TcpStream, local: &Rc<Local>, mut deferred: handler::Deferred) -> bool {
+    let timeout = Duration::from_millis(local.shared.config.usage.report_timeout_ms);
+    let started_ns = mono_ns();
+    let answer = monoio::time::timeout(timeout, &mut deferred.answer).await.ok().and_then(Result::ok);
+    let body_len = match &answer {
+        Some(crate::usage::ledger::service::ReportAnswer::Ok(body)) => body.len(),
+        _ => 0,
+    };
+    let mut out = FixedBuf::with_capacity(handler::SINGLE_RESPONSE_BYTES_MAX + body_len);
+    let after =
+        with_context(local, |ctx, scratch| handler::respond_deferred(&deferred, answer, ctx, scratch, &mut out));
+    let (result, _) = stream.write_all(out.into_vec()).await;
+    local.counters().observe_latency_us(mono_ns().saturating_sub(started_ns) / 1000);
+    result.is_ok() && matches!(after, handler::After::KeepAlive)
+}
+
 /// What the connection does once its answers are written: the core's `Next` but for `Drain`,
 /// which the write loop handles itself, with an accepted upgrade already counted open.
 enum Step {
-    Read { deadline_ns: u64, partial: bool },
+    Read {
+        deadline_ns: u64,
+        partial: bool,
+    },
     Upgrade(Opened),
+    /// Handled inside the write loop, never past it.
+    Defer(handler::Deferred),
     Close,
 }
