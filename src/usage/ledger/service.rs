@@ -614,3 +614,65 @@ pub async fn serve_reports(ledger: Arc<Ledger>, mut jobs: mpsc::Receiver<ReportJ
 pub fn tables(keys: Arc<crate::state::Shared>) -> Arc<dyn Fn() -> Arc<KeyTable> + Send + Sync> {
     Arc::new(move || keys.keys.current())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::usage::ledger::batch::Row;
+
+    #[test]
+    fn a_locked_journal_is_retried_until_the_batch_goes_in_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("usage.db");
+        let journal = Journal::open(&path).expect("journal");
+        // Another process holding the write lock: the writer's first attempt times out (busy).
+        let blocker = rusqlite::Connection::open(&path).expect("second connection");
+        blocker.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+        let counters = Arc::new(Counters::new(0));
+        let written = Arc::new(AtomicU64::new(0));
+        let writer = Writer {
+            journal,
+            outbox: false,
+            counters: Arc::clone(&counters),
+            wrote: Arc::new(Notify::new()),
+            give_up: Arc::new(AtomicBool::new(false)),
+            written: Arc::clone(&written),
+        };
+        let (tx, rx) = mpsc::channel(4);
+        let thread = std::thread::spawn(move || writer.run(rx));
+        let row = Row { key_id: "alice".into(), tier: "public".into(), hour_s: 3600, counts: [7, 2, 1] };
+        tx.blocking_send(Batch { node: "n1".into(), seq: 0, rows: vec![row] }).expect("queued");
+        let waited = std::time::Instant::now();
+        while counters.snapshot().get(Counter::BatchFlushErrors) == 0 {
+            assert!(waited.elapsed() < Duration::from_secs(20), "the locked write never failed");
+            #[allow(clippy::disallowed_methods)]
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(written.load(Ordering::Relaxed), 0);
+        blocker.execute_batch("COMMIT").expect("unlock");
+        drop(tx);
+        thread.join().expect("writer thread");
+        assert_eq!(written.load(Ordering::Relaxed), 10);
+        let snapshot = counters.snapshot();
+        assert_eq!((snapshot.get(Counter::BatchFlushes), snapshot.get(Counter::BgCompleted)), (1, 1));
+        let journal = Journal::open(&path).expect("reopened");
+        let totals = journal.totals(0, 7200).expect("read");
+        assert_eq!(totals[0].2, Counts { http: 7, udp: 2, sessions: 1 });
+    }
+
+    #[test]
+    fn store_settings_are_checked() {
+        assert_eq!(StoreKind::parse("sqlite:usage.db"), Ok(StoreKind::Sqlite("usage.db".into())));
+        assert_eq!(StoreKind::parse("memory"), Ok(StoreKind::Memory));
+        assert!(matches!(StoreKind::parse("postgres://pb@127.0.0.1:5432/usage"), Ok(StoreKind::Postgres(_))));
+        for bad in ["", "sqlite:", "mysql://x", "usage.db", "postgres://pb@127.0.0.1:notaport/usage"] {
+            assert!(StoreKind::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            beside(Path::new("/etc/pricebeast/keys.toml"), Path::new("usage.db")),
+            PathBuf::from("/etc/pricebeast/usage.db")
+        );
+        assert_eq!(beside(Path::new("keys.toml"), Path::new("usage.db")), PathBuf::from("usage.db"));
+        assert_eq!(beside(Path::new("/a/keys.toml"), Path::new("/b/u.db")), PathBuf::from("/b/u.db"));
+    }
+}
