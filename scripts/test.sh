@@ -15,6 +15,19 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   rustup component add rustfmt clippy
 fi
 
+# The PostgreSQL e2e tests (tests/e2e/postgres.rs) start throwaway clusters of their own with
+# initdb and postgres from Debian's package; they need no running server.
+if ! command -v initdb >/dev/null 2>&1 && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+  say "installing PostgreSQL (initdb, postgres) for the PostgreSQL ledger tests"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  # Only the programs: no "main" cluster made and started on port 5432 by the package.
+  $sudo mkdir -p /etc/postgresql-common/createcluster.d
+  echo "create_main_cluster = false" | $sudo tee /etc/postgresql-common/createcluster.d/pricebeast-tests.conf >/dev/null
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql
+fi
+
 say "format"
 cargo fmt --all -- --check
 
