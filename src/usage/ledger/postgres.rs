@@ -4,7 +4,9 @@
 //! on demand, with a deadline on every connect and statement; `db_open`, `db_in_use` and
 //! `db_wait_count` report it.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+#[allow(clippy::disallowed_types)] // The pool's idle list, on the control plane only: no shard touches it.
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -50,6 +52,7 @@ pub enum FleetError {
 
 pub struct Fleet {
     config: tokio_postgres::Config,
+    #[allow(clippy::disallowed_types)] // See the import.
     idle: Mutex<Vec<Client>>,
     permits: Semaphore,
     timeout_ms: u64,
@@ -89,6 +92,7 @@ impl Pooled<'_> {
 
 impl Fleet {
     /// A pool for `url` (not connected yet: the first statement connects).
+    #[allow(clippy::disallowed_types)] // See the import.
     pub fn new(url: &str, max_open: usize, timeout_ms: u64, counters: Arc<Counters>) -> Result<Self, FleetError> {
         let mut config: tokio_postgres::Config = url.parse()?;
         config.connect_timeout(Duration::from_millis(timeout_ms));
@@ -114,7 +118,14 @@ impl Fleet {
                 self.deadline(async { self.permits.acquire().await.map_err(|_| FleetError::Timeout(0)) }).await?
             }
         };
-        let reused = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        // An idle connection may have been closed since (PostgreSQL restarted, a proxy timed
+        // it out): forget those rather than fail the statement on them.
+        let reused = loop {
+            match self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
+                Some(client) if client.is_closed() => gauges.gauge_add(Gauge::DbOpen, -1),
+                other => break other,
+            }
+        };
         let client = match reused {
             Some(client) => client,
             None => {
@@ -137,6 +148,8 @@ impl Fleet {
         let mut pooled = self.take().await?;
         self.deadline(async {
             let tx = pooled.client().transaction().await?;
+            // CREATE TABLE IF NOT EXISTS would log a NOTICE on every start.
+            tx.batch_execute("SET LOCAL client_min_messages = warning").await?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
             tx.batch_execute("CREATE TABLE IF NOT EXISTS pricebeast_schema (version INTEGER NOT NULL)").await?;
             let version: i32 =
