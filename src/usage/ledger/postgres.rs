@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, IsolationLevel, NoTls, Transaction};
 
 use crate::counters::{Counters, Gauge};
 use crate::usage::ledger::batch::Batch;
@@ -204,35 +204,69 @@ impl Fleet {
         .await
     }
 
-    /// Every key's requests with an hour in [from_s, to_s), by key.
-    pub async fn totals(&self, from_s: i64, to_s: i64) -> Result<Vec<(String, String, Counts)>, FleetError> {
+    /// Every key's requests with an hour in [from_s, to_s), by key, and which of `pending` (ids of
+    /// batches still in a node's outbox) PostgreSQL already has, both read in one snapshot: a
+    /// batch shipped whose outbox row was not removed yet (a crash between the two) must be
+    /// counted from here only.
+    pub async fn totals(
+        &self,
+        from_s: i64,
+        to_s: i64,
+        pending: &[(String, u64)],
+    ) -> Result<(Vec<(String, String, Counts)>, Vec<(String, u64)>), FleetError> {
         let mut pooled = self.take().await?;
         self.deadline(async {
-            let rows = pooled
-                .client()
+            let tx = snapshot(pooled.client()).await?;
+            let rows = tx
                 .query(
                     "SELECT key_id, MAX(tier), SUM(http)::bigint, SUM(udp)::bigint, SUM(sessions)::bigint FROM usage_hourly
                      WHERE hour >= $1 AND hour < $2 GROUP BY key_id ORDER BY key_id",
                     &[&from_s, &to_s],
                 )
                 .await?;
-            Ok(rows.iter().map(|r| (r.get(0), r.get(1), counts(r.get(2), r.get(3), r.get(4)))).collect())
+            let rows = rows.iter().map(|r| (r.get(0), r.get(1), counts(r.get(2), r.get(3), r.get(4)))).collect();
+            let applied = applied(&tx, pending).await?;
+            tx.commit().await?;
+            Ok((rows, applied))
         })
         .await
     }
 
-    /// One key's hourly rows in [from_s, to_s), oldest first.
-    pub async fn hours(&self, key_id: &str, from_s: i64, to_s: i64) -> Result<Vec<(i64, Counts)>, FleetError> {
+    /// One key's hourly rows in [from_s, to_s), oldest first, and which of `pending` PostgreSQL
+    /// already has (as [`Fleet::totals`]).
+    pub async fn hours(
+        &self,
+        key_id: &str,
+        from_s: i64,
+        to_s: i64,
+        pending: &[(String, u64)],
+    ) -> Result<(Vec<(i64, Counts)>, Vec<(String, u64)>), FleetError> {
         let mut pooled = self.take().await?;
         self.deadline(async {
-            let rows = pooled
-                .client()
+            let tx = snapshot(pooled.client()).await?;
+            let rows = tx
                 .query(
                     "SELECT hour, http, udp, sessions FROM usage_hourly WHERE key_id = $1 AND hour >= $2 AND hour < $3 ORDER BY hour",
                     &[&key_id, &from_s, &to_s],
                 )
                 .await?;
-            Ok(rows.iter().map(|r| (r.get(0), counts(r.get(1), r.get(2), r.get(3)))).collect())
+            let rows = rows.iter().map(|r| (r.get(0), counts(r.get(1), r.get(2), r.get(3)))).collect();
+            let applied = applied(&tx, pending).await?;
+            tx.commit().await?;
+            Ok((rows, applied))
+        })
+        .await
+    }
+
+    /// The sequence number `node`'s next batch must take to be new here: one past the highest
+    /// PostgreSQL has from it (0 when none). A node whose journal was lost (a new disk, the same
+    /// name) would otherwise number from 0 again and see its batches dropped as duplicates.
+    pub async fn next_seq(&self, node: &str) -> Result<u64, FleetError> {
+        let mut pooled = self.take().await?;
+        self.deadline(async {
+            let row = pooled.client().query_one("SELECT MAX(seq) FROM flushes WHERE node = $1", &[&node]).await?;
+            let last: Option<i64> = row.get(0);
+            Ok(last.map_or(0, |s| u64::try_from(s).unwrap_or(0) + 1))
         })
         .await
     }
@@ -249,6 +283,28 @@ impl Fleet {
         })
         .await
     }
+}
+
+/// A read-only transaction whose statements all see one snapshot.
+async fn snapshot(client: &mut Client) -> Result<Transaction<'_>, tokio_postgres::Error> {
+    client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await
+}
+
+/// Which of the batch ids `pending` are in `flushes`.
+async fn applied(tx: &Transaction<'_>, pending: &[(String, u64)]) -> Result<Vec<(String, u64)>, tokio_postgres::Error> {
+    if pending.is_empty() {
+        return Ok(Vec::new());
+    }
+    let nodes: Vec<&str> = pending.iter().map(|(node, _)| node.as_str()).collect();
+    let seqs: Vec<i64> = pending.iter().map(|(_, seq)| to_i64(*seq)).collect();
+    let rows = tx
+        .query(
+            "SELECT f.node, f.seq FROM flushes f
+             JOIN UNNEST($1::text[], $2::bigint[]) AS p (node, seq) ON f.node = p.node AND f.seq = p.seq",
+            &[&nodes, &seqs],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), u64::try_from(r.get::<_, i64>(1)).unwrap_or(0))).collect())
 }
 
 fn counts(http: i64, udp: i64, sessions: i64) -> Counts {

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
@@ -96,7 +96,7 @@ pub struct Ledger {
     /// The journal's path, written by the writer thread only.
     journal_path: Option<PathBuf>,
     /// A second connection to the journal: outbox reads and SQLite reports.
-    reader: Option<Arc<Mutex<Journal>>>,
+    reader: Option<Arc<tokio::sync::Mutex<Journal>>>,
     fleet: Option<Arc<Fleet>>,
     next_seq: u64,
 }
@@ -132,16 +132,32 @@ impl Ledger {
         if let Some(path) = &journal_path {
             let journal = Journal::open(path).map_err(journal_error(path))?;
             next_seq = journal.next_seq(node).map_err(journal_error(path))?;
-            reader = Some(Arc::new(Mutex::new(journal)));
+            reader = Some(Arc::new(tokio::sync::Mutex::new(journal)));
             counters.control().gauge_add(Gauge::DbOpen, 2);
         }
         let fleet = match &kind {
             StoreKind::Postgres(url) => {
                 let fleet = Arc::new(Fleet::new(url, usage.db_max_open, usage.db_timeout_ms, Arc::clone(&counters))?);
-                if let Err(e) = fleet.migrate().await {
-                    tracing::warn!(
+                match fleet.migrate().await {
+                    // Numbered past anything PostgreSQL has from this node, in case the journal
+                    // is new while the node's name is not.
+                    Ok(()) => match fleet.next_seq(node).await {
+                        Ok(seq) if seq > next_seq => {
+                            tracing::warn!(
+                                journal_next = next_seq,
+                                next_seq = seq,
+                                "usage store: PostgreSQL has later batches from this node than its journal; numbering on from PostgreSQL's"
+                            );
+                            next_seq = seq;
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!("usage store: reading this node's last batch from PostgreSQL failed ({e})")
+                        }
+                    },
+                    Err(e) => tracing::warn!(
                         "usage store: PostgreSQL not ready at start ({e}); batches wait in the journal until it is"
-                    );
+                    ),
                 }
                 Some(fleet)
             }
@@ -167,7 +183,8 @@ impl Ledger {
         let path = self.journal_path.clone().unwrap_or_default();
         let counters = Arc::clone(&self.counters);
         tokio::task::spawn_blocking(move || {
-            let journal = reader.lock().map_err(|_| LedgerError::Task("journal lock poisoned".into()))?;
+            // A blocking-pool thread: waiting for the lock here blocks no task.
+            let journal = reader.blocking_lock();
             counters.control().gauge_add(Gauge::DbInUse, 1);
             let result = query(&journal);
             counters.control().gauge_add(Gauge::DbInUse, -1);
@@ -182,10 +199,10 @@ impl Ledger {
     pub async fn totals(&self, from_s: i64, to_s: i64) -> Result<Vec<KeyTotal>, LedgerError> {
         let rows = match &self.fleet {
             Some(fleet) => {
-                let mut rows = fleet.totals(from_s, to_s).await?;
-                let waiting = self.journal(|j| j.outbox(usize::MAX >> 1)).await?;
+                let (waiting, ids) = self.waiting().await?;
+                let (mut rows, applied) = fleet.totals(from_s, to_s, &ids).await?;
                 let mut extra: FxHashMap<String, (String, Counts)> = FxHashMap::default();
-                for row in waiting.iter().flat_map(|b| &b.rows).filter(|r| (from_s..to_s).contains(&r.hour_s)) {
+                for row in unshipped(&waiting, &applied).filter(|r| (from_s..to_s).contains(&r.hour_s)) {
                     let entry =
                         extra.entry(row.key_id.clone()).or_insert_with(|| (row.tier.clone(), Counts::default()));
                     entry.1.add(&Counts { http: row.counts[0], udp: row.counts[1], sessions: row.counts[2] });
@@ -208,9 +225,9 @@ impl Ledger {
     pub async fn hours(&self, key_id: &str, from_s: i64, to_s: i64) -> Result<Vec<(i64, Counts)>, LedgerError> {
         match &self.fleet {
             Some(fleet) => {
-                let mut hours = fleet.hours(key_id, from_s, to_s).await?;
-                let waiting = self.journal(|j| j.outbox(usize::MAX >> 1)).await?;
-                for row in waiting.iter().flat_map(|b| &b.rows) {
+                let (waiting, ids) = self.waiting().await?;
+                let (mut hours, applied) = fleet.hours(key_id, from_s, to_s, &ids).await?;
+                for row in unshipped(&waiting, &applied) {
                     if row.key_id == key_id && (from_s..to_s).contains(&row.hour_s) {
                         hours.push((
                             row.hour_s,
@@ -226,6 +243,15 @@ impl Ledger {
                 self.journal(move |j| j.hours(&key, from_s, to_s)).await
             }
         }
+    }
+
+    /// The outbox, with its batch ids. Read before PostgreSQL is: a batch shipped in between is
+    /// then in PostgreSQL's answer and reported there as applied, so it counts once (read the
+    /// other way round it would count twice, or not at all once removed from the outbox).
+    async fn waiting(&self) -> Result<(Vec<Batch>, Vec<(String, u64)>), LedgerError> {
+        let waiting = self.journal(|j| j.outbox(usize::MAX >> 1)).await?;
+        let ids = waiting.iter().map(|b| (b.node.to_string(), b.seq)).collect();
+        Ok((waiting, ids))
     }
 
     /// Adds the ledger's count for `month` to every key of `table` not restored yet: all of them
@@ -298,6 +324,16 @@ impl Ledger {
         };
         Ok(Running { tx, writer, wrote: shipped, give_up, written })
     }
+}
+
+/// The rows of the outbox's batches that PostgreSQL does not have yet (`applied` being those it
+/// has).
+fn unshipped<'b>(
+    waiting: &'b [Batch],
+    applied: &'b [(String, u64)],
+) -> impl Iterator<Item = &'b crate::usage::ledger::Row> {
+    let applied: rustc_hash::FxHashSet<(&str, u64)> = applied.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+    waiting.iter().filter(move |b| !applied.contains(&(&*b.node, b.seq))).flat_map(|b| &b.rows)
 }
 
 /// What `restore` added to the keys.
