@@ -184,7 +184,8 @@ async fn serve(mut stream: TcpStream, local: Rc<Local>) {
             match step {
                 Some(Step::Defer(deferred)) => {
                     // Answered before anything pipelined after it, which the next pass handles.
-                    if !answer_deferred(&mut stream, &local, deferred).await {
+                    let open = answer_deferred(&mut stream, &local, deferred).await;
+                    if !open {
                         local.read_buffers.give(read);
                         return;
                     }
