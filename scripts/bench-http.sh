@@ -25,11 +25,13 @@
 # makes more system calls per request loses a little more of its rps and CPU per request to it.
 #
 #   scripts/bench-http.sh [-m pinned|shared] [-d SECONDS] [-r ROUNDS] [-c CONNECTIONS] [-t THREADS]
-#                         [-w WARMUP_SECONDS] [-i DRIVER] [-b PRICEBEAST_BINARY]
+#                         [-w WARMUP_SECONDS] [-i DRIVER] [-b PRICEBEAST_BINARY] [-s USAGE_STORE]
 #
 # DRIVER is pricebeast's shard io driver (auto, io_uring, epoll; default: the config's, auto).
 # THREADS is wrk's (default 1). PRICEBEAST_BINARY is run instead of building pricebeast --release
-# (to compare an old build with a new one).
+# (to compare an old build with a new one). USAGE_STORE is pricebeast's usage.store (default: the
+# config's, an SQLite file in the run's directory; `memory` runs without a ledger, to measure what
+# the ledger costs a request).
 #
 # Prints a table per round, the medians, and ratios where > 1 means pricebeast is better:
 # pricebeast/nginx requests per second; nginx/pricebeast CPU, system calls and context switches per
@@ -44,11 +46,12 @@ io_driver=""
 mode=pinned
 threads=1
 binary=""
+usage_store=""
 usage() {
-    echo "usage: $0 [-m pinned|shared] [-d SECONDS] [-r ROUNDS] [-c CONNECTIONS] [-t THREADS] [-w WARMUP_SECONDS] [-i auto|io_uring|epoll] [-b PRICEBEAST_BINARY]" >&2
+    echo "usage: $0 [-m pinned|shared] [-d SECONDS] [-r ROUNDS] [-c CONNECTIONS] [-t THREADS] [-w WARMUP_SECONDS] [-i auto|io_uring|epoll] [-b PRICEBEAST_BINARY] [-s USAGE_STORE]" >&2
     exit 2
 }
-while getopts "d:r:c:w:i:m:t:b:h" opt; do
+while getopts "d:r:c:w:i:m:t:b:s:h" opt; do
     case "$opt" in
         d) duration_s="$OPTARG" ;;
         r) rounds="$OPTARG" ;;
@@ -58,6 +61,7 @@ while getopts "d:r:c:w:i:m:t:b:h" opt; do
         m) mode="$OPTARG" ;;
         t) threads="$OPTARG" ;;
         b) binary="$OPTARG" ;;
+        s) usage_store="$OPTARG" ;;
         *) usage ;;
     esac
 done
@@ -207,13 +211,17 @@ key="$("$pricebeast" keys new --tier partner --name bench-http --keys-file "$wor
 driver_flag=()
 [ -z "$io_driver" ] || driver_flag=(--io-driver "$io_driver")
 pb_flags=(--shards "$shards")
+: >"$work/pricebeast.toml"
 if [ "$mode" = shared ]; then
     # pin_shards is the default; written down so that this setup does not depend on the default.
-    printf '[server]\npin_shards = true\n' >"$work/pricebeast.toml"
-    pb_flags+=(--config "$work/pricebeast.toml")
+    printf '[server]\npin_shards = true\n' >>"$work/pricebeast.toml"
 fi
+if [ -n "$usage_store" ]; then
+    printf '[usage]\nstore = "%s"\n' "$usage_store" >>"$work/pricebeast.toml"
+fi
+[ ! -s "$work/pricebeast.toml" ] || pb_flags+=(--config "$work/pricebeast.toml")
 echo "== starting pricebeast ${pb_flags[*]} ${driver_flag[*]}"
-[ "$mode" = pinned ] || echo "== $work/pricebeast.toml: [server] pin_shards = true"
+[ ! -s "$work/pricebeast.toml" ] || echo "== $work/pricebeast.toml: $(tr '\n' ' ' <"$work/pricebeast.toml")"
 "${server_cpu[@]}" "$pricebeast" serve "${pb_flags[@]}" "${driver_flag[@]}" --keys-file "$work/keys.toml" \
     --http 127.0.0.1:0 --udp 127.0.0.1:0 --admin 127.0.0.1:0 >"$work/pricebeast.log" 2>&1 &
 pb_pid=$!
