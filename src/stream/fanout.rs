@@ -296,6 +296,51 @@ impl StreamState {
     }
 }
 
+/// How many streams ahead of the one being built a pass starts loading state.
+const PREFETCH_AHEAD: usize = 8;
+
+/// Cache hints for the pass: they change no value, only when memory arrives.
+mod prefetch {
+    use std::rc::Rc;
+
+    use super::StreamState;
+
+    #[inline(always)]
+    fn line(at: *const u8) {
+        #[cfg(target_arch = "x86_64")]
+        #[allow(unsafe_code)]
+        // SAFETY: a prefetch reads nothing into the program and never faults, whatever the
+        // address; these are inside live allocations anyway.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.cast::<i8>());
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = at;
+    }
+
+    /// The stream's state, every cache line of it.
+    #[inline(always)]
+    pub(super) fn state(state: &Rc<StreamState>) {
+        let start = Rc::as_ptr(state).cast::<u8>();
+        let bytes = std::mem::size_of::<StreamState>();
+        for offset in (0..bytes).step_by(64) {
+            line(start.wrapping_add(offset));
+        }
+    }
+
+    /// The stream's watch list and the start of its frame buffer, read from its state.
+    #[inline(always)]
+    pub(super) fn buffers(state: &StreamState) {
+        if let Ok(watches) = state.watches.try_borrow() {
+            line(watches.as_ptr().cast::<u8>());
+        }
+        if let Some(frame) = state.frame.take() {
+            line(frame.as_ptr());
+            state.frame.set(Some(frame));
+        }
+    }
+}
+
 fn refusal_reason(code: u16) -> &'static str {
     match code {
         1002 => "protocol error",
@@ -673,8 +718,18 @@ impl Fanout {
         let mut hot = self.hot.borrow_mut();
         let waiting = later.len();
         let mut built = 0;
-        for slot in due.drain(..) {
-            let Some(state) = streams.get(slot as usize).and_then(Option::as_ref) else { continue };
+        let state_of = |slot: u32| streams.get(slot as usize).and_then(Option::as_ref);
+        for i in 0..due.len() {
+            // A pass over thousands of streams waits mostly on their cold state: start loading
+            // a stream's state a few streams ahead, and its buffers once its state is in.
+            if let Some(ahead) = due.get(i + PREFETCH_AHEAD).and_then(|&slot| state_of(slot)) {
+                prefetch::state(ahead);
+            }
+            if let Some(ahead) = due.get(i + PREFETCH_AHEAD / 2).and_then(|&slot| state_of(slot)) {
+                prefetch::buffers(ahead);
+            }
+            let slot = due[i];
+            let Some(state) = state_of(slot) else { continue };
             let Some(h) = hot.get_mut(slot as usize) else { continue };
             h.queued = false;
             // A busy writer asks again when it finishes (`retry`).
@@ -690,6 +745,7 @@ impl Fanout {
             state.build(std::mem::take(&mut h.owed), book, &index, now, &mut cache);
             built += 1;
         }
+        due.clear();
         if later.len() > waiting {
             // The kick task sleeps until the soonest interval ends; it may be a new one.
             self.kick.notify();
