@@ -5,6 +5,10 @@
 //! 1,000,000 counted requests: the throughput line says how many counted requests per second the
 //! flusher sustains end to end (target: at least 1,000,000/s, far beyond what the shards admit).
 //!
+//! With `PRICEBEAST_BENCH_POSTGRES` set to a PostgreSQL URL (scripts/bench-ledger.sh starts a
+//! throwaway server and sets it), the same window is also shipped into PostgreSQL as the outbox
+//! ships it: batch by batch, one UNNEST upsert and one batch id each.
+//!
 //! `cargo bench --bench ledger_flush`
 
 use std::sync::Arc;
@@ -12,9 +16,11 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 use pricebeast::clock::Month;
+use pricebeast::counters::Counters;
 use pricebeast::keys::file::ParsedKey;
 use pricebeast::keys::{secret, KeyTable, Tier};
 use pricebeast::usage::ledger::drain::Drainer;
+use pricebeast::usage::ledger::postgres::Fleet;
 use pricebeast::usage::ledger::sqlite::Journal;
 use pricebeast::usage::Channel;
 
@@ -50,11 +56,7 @@ fn ledger_flush(c: &mut Criterion) {
 
     let mut drainer = Drainer::new("bench".into(), 0, BATCH_MAX);
     group.bench_function("drain/10000_keys", |b| {
-        b.iter_batched(
-            || count(&table),
-            |()| drainer.drain(&table, 0, |_batch| Ok(())),
-            BatchSize::PerIteration,
-        )
+        b.iter_batched(|| count(&table), |()| drainer.drain(&table, 0, |_batch| Ok(())), BatchSize::PerIteration)
     });
 
     let dir = tempfile::tempdir().expect("temp dir");
@@ -76,7 +78,40 @@ fn ledger_flush(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+    if let Ok(url) = std::env::var("PRICEBEAST_BENCH_POSTGRES") {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let fleet = Fleet::new(&url, 4, 10_000, Arc::new(Counters::new(0))).expect("a PostgreSQL URL");
+        runtime.block_on(fleet.migrate()).expect("PostgreSQL reachable and migrated");
+        let mut drainer = Drainer::new("bench-pg".into(), next_seq(&runtime, &fleet), BATCH_MAX);
+        let mut hour = 0;
+        group.bench_function("window_into_postgres/10000_keys", |b| {
+            b.iter_batched(
+                || {
+                    count(&table);
+                    hour += 3600;
+                    let mut batches = Vec::new();
+                    drainer.drain(&table, hour, |batch| {
+                        batches.push(batch);
+                        Ok(())
+                    });
+                    batches
+                },
+                |batches| {
+                    runtime.block_on(async {
+                        for batch in &batches {
+                            fleet.apply(batch).await.expect("shipped");
+                        }
+                    })
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
     group.finish();
+}
+
+fn next_seq(runtime: &tokio::runtime::Runtime, fleet: &Fleet) -> u64 {
+    runtime.block_on(fleet.next_seq("bench-pg")).expect("PostgreSQL reachable")
 }
 
 criterion_group!(benches, ledger_flush);
