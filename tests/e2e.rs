@@ -11,6 +11,7 @@ mod e2e {
     #[macro_use]
     mod support;
     mod clock;
+    mod pg;
     mod wire;
 
     mod admin;
@@ -22,6 +23,7 @@ mod e2e {
     mod http;
     mod keys;
     mod ledger;
+    mod postgres;
     mod shutdown;
     mod slow;
     mod streams;
