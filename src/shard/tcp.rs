@@ -217,6 +217,31 @@ async fn serve(mut stream: TcpStream, local: Rc<Local>) {
     }
 }
 
+/// The control plane's answer, looked for with `try_recv` on the shard's own timer (every
+/// millisecond at first, then every 10): awaiting the channel would have the control plane's
+/// thread wake this shard's task, and monoio wakers are not to be woken from another thread.
+/// `None` at the timeout, or when the control plane dropped the request.
+async fn poll_answer(
+    answer: &mut tokio::sync::oneshot::Receiver<crate::usage::ledger::service::ReportAnswer>,
+    timeout: Duration,
+) -> Option<crate::usage::ledger::service::ReportAnswer> {
+    use tokio::sync::oneshot::error::TryRecvError;
+    let started = std::time::Instant::now();
+    let mut every = Duration::from_millis(1);
+    loop {
+        match answer.try_recv() {
+            Ok(answer) => return Some(answer),
+            Err(TryRecvError::Closed) => return None,
+            Err(TryRecvError::Empty) if started.elapsed() >= timeout => return None,
+            Err(TryRecvError::Empty) => {}
+        }
+        monoio::time::sleep(every).await;
+        if started.elapsed() >= Duration::from_millis(20) {
+            every = Duration::from_millis(10);
+        }
+    }
+}
+
 /// Waits (at most `usage.report_timeout_ms`) for the control plane's answer to a deferred
 /// request and writes it; false when the connection is done (closed, or failed to write). The
 /// buffer is sized for the answer and not pooled: reports are rare and may be larger than a
@@ -224,7 +249,7 @@ async fn serve(mut stream: TcpStream, local: Rc<Local>) {
 async fn answer_deferred(stream: &mut TcpStream, local: &Rc<Local>, mut deferred: handler::Deferred) -> bool {
     let timeout = Duration::from_millis(local.shared.config.usage.report_timeout_ms);
     let started_ns = mono_ns();
-    let answer = monoio::time::timeout(timeout, &mut deferred.answer).await.ok().and_then(Result::ok);
+    let answer = poll_answer(&mut deferred.answer, timeout).await;
     let body_len = match &answer {
         Some(crate::usage::ledger::service::ReportAnswer::Ok(body)) => body.len(),
         _ => 0,
