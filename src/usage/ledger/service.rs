@@ -129,9 +129,12 @@ impl Ledger {
         };
         let mut next_seq = 0;
         let mut reader = None;
+        // Batch ids are (node/journal id, seq): unique even where two journals share a node name.
+        let mut node = node.to_owned();
         if let Some(path) = &journal_path {
             let journal = Journal::open(path).map_err(journal_error(path))?;
-            next_seq = journal.next_seq(node).map_err(journal_error(path))?;
+            node = format!("{node}/{}", journal.journal_id().map_err(journal_error(path))?);
+            next_seq = journal.next_seq(&node).map_err(journal_error(path))?;
             reader = Some(Arc::new(tokio::sync::Mutex::new(journal)));
             counters.control().gauge_add(Gauge::DbOpen, 2);
         }
@@ -141,7 +144,7 @@ impl Ledger {
                 match fleet.migrate().await {
                     // Numbered past anything PostgreSQL has from this node, in case the journal
                     // is new while the node's name is not.
-                    Ok(()) => match fleet.next_seq(node).await {
+                    Ok(()) => match fleet.next_seq(&node).await {
                         Ok(seq) if seq > next_seq => {
                             tracing::warn!(
                                 journal_next = next_seq,

@@ -38,6 +38,11 @@ const MIGRATIONS: &[&str] = &[
         rows TEXT    NOT NULL,  -- the batch's rows, JSON
         PRIMARY KEY (node, seq)
     ) WITHOUT ROWID;",
+    // 2: the journal's own random id, part of every batch id it makes, so two journals under one
+    // node name (a node rebuilt with a new disk, two nodes left with the same host name) never
+    // make the same id and have one's batches taken for the other's.
+    "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+    INSERT INTO meta (name, value) VALUES ('journal_id', lower(hex(randomblob(6))));",
 ];
 
 /// Batch ids are kept this long: far beyond any retry of a batch still in a node's memory.
@@ -112,6 +117,11 @@ impl Journal {
             tracing::info!(version = i + 1, "usage journal schema migrated");
         }
         Ok(())
+    }
+
+    /// The journal's random id (made when it was created).
+    pub fn journal_id(&self) -> rusqlite::Result<String> {
+        self.conn.query_row("SELECT value FROM meta WHERE name = 'journal_id'", [], |r| r.get(0))
     }
 
     /// The sequence number `node`'s next batch takes: one past any it has applied or queued.
@@ -307,6 +317,10 @@ mod tests {
         let journal = Journal::open(&path).expect("reopened");
         assert_eq!(journal.outbox_len().expect("count"), 2);
         assert_eq!(journal.next_seq("n1").expect("seq"), 3);
+        let id = journal.journal_id().expect("an id");
+        assert_eq!(id.len(), 12);
+        let other = Journal::open(&dir.path().join("other.db")).expect("another journal");
+        assert_ne!(other.journal_id().expect("an id"), id, "each journal has its own id");
     }
 
     #[test]
