@@ -9,7 +9,9 @@ use crate::usage::ledger::sqlite::Counts;
 /// The most buckets one report may span: a 31-day month of hours.
 pub const BUCKETS_MAX: i64 = 744;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A report's bucket size (`granularity=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Granularity {
     Hour,
     Day,
