@@ -1,7 +1,7 @@
 //! `pricebeast stress`: runs a load plan against a server, level by level, and reports what the
 //! client measured beside what the server counted.
 //!
-//! - [`plan`]: the plan file, parsed whole; [`load`]: the HTTP, UDP and WebSocket load loops on a
+//! - [`plan`]: the plan file, parsed whole (`--set` overrides applied first); [`load`]: the HTTP, UDP and WebSocket load loops on a
 //!   few worker threads; [`measure`]: HDR histograms, warm-up, coordinated-omission correction.
 //! - [`schedule`]: a ws plan's users over time; [`stages`]: runs a ws plan, all its stages on one
 //!   clock, with a server snapshot at each boundary.
@@ -60,6 +60,11 @@ pub struct StressArgs {
     /// Admin token (or PRICEBEAST_ADMIN_TOKEN).
     #[arg(long, env = "PRICEBEAST_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Override a plan field before the plan is checked: a dotted path and a TOML value, as in
+    /// `--set mix.batch_pct=0` or `--set levels.2.rate_per_s=500` (levels count from 1).
+    /// Repeatable.
+    #[arg(long = "set", value_name = "FIELD=VALUE")]
+    pub set: Vec<String>,
     /// Multiply each level's request count (closed loop) or duration (open loop) by this; in a
     /// ws plan, the users and every duration.
     #[arg(long, value_name = "F", default_value_t = 1.0)]
@@ -83,7 +88,7 @@ pub fn run(args: StressArgs) -> anyhow::Result<u8> {
     if !(args.scale > 0.0 && args.scale <= 1000.0) {
         bail!("--scale {}: must be above 0 and at most 1000", args.scale);
     }
-    let plan = Plan::load(&args.plan)?.scaled(args.scale);
+    let plan = Plan::load_with(&args.plan, &args.set)?.scaled(args.scale);
     let target = resolve(&args.target).with_context(|| format!("--target {}", args.target))?;
     if !target.ip().is_loopback() && !args.danger_non_loopback_target {
         bail!("--target {target} is not a loopback address; pass --danger-non-loopback-target to load a remote server");
@@ -159,6 +164,7 @@ pub fn run(args: StressArgs) -> anyhow::Result<u8> {
     let summary = Summary {
         plan: plan.name.clone(),
         plan_file: args.plan.display().to_string(),
+        overrides: args.set.clone(),
         protocol: format!("{:?}", plan.protocol).to_lowercase(),
         target: target.to_string(),
         scale: args.scale,
@@ -317,6 +323,9 @@ fn empty_level(level: &plan::Level) -> LevelSummary {
 
 fn print_report(summary: &Summary, reconciled: bool) {
     let mut out = std::io::stdout().lock();
+    if !summary.overrides.is_empty() {
+        let _ = writeln!(out, "plan {} with --set {}", summary.plan_file, summary.overrides.join(" --set "));
+    }
     let _ = write!(out, "{}", report::table(summary));
     for line in report::error_lines(summary) {
         let _ = writeln!(out, "{line}");

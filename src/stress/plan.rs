@@ -24,6 +24,8 @@ pub const USERS_MAX: u32 = 1_000_000;
 pub const SPAN_S_MAX: f64 = 86_400.0;
 /// Most symbols in one session (PROTOCOL.md: 1 to 100).
 pub const SESSION_SYMBOLS_MAX: usize = 100;
+/// Most `--set` overrides on one command line.
+pub const OVERRIDES_MAX: usize = 64;
 
 /// Which protocol a plan speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -171,19 +173,57 @@ pub enum PlanError {
     Level { file: String, level: usize, field: String, message: String },
     #[error("{file}: stage {stage}: {field}: {message}")]
     Stage { file: String, stage: usize, field: String, message: String },
+    #[error("{file}: --set {setting}: {message}")]
+    Override { file: String, setting: String, message: String },
 }
 
 impl Plan {
     pub fn load(path: &Path) -> Result<Self, PlanError> {
+        Self::load_with(path, &[])
+    }
+
+    /// Loads the plan with `overrides` (`FIELD=VALUE`, as `--set` gives them) applied to the
+    /// file's fields before it is checked, so an override is held to the same rules as the file.
+    pub fn load_with(path: &Path, overrides: &[String]) -> Result<Self, PlanError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|error| PlanError::Read { file: file.clone(), error })?;
-        Self::parse(&file, &text)
+        Self::parse_with(&file, &text, overrides)
     }
 
     /// Parses `text`; `file` only names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Self, PlanError> {
-        let raw: RawPlan =
-            toml::from_str(text).map_err(|e| PlanError::Syntax { file: file.to_owned(), message: e.to_string() })?;
+        Self::parse_with(file, text, &[])
+    }
+
+    /// Parses `text` with `overrides` applied (see [`Plan::load_with`]).
+    ///
+    /// An override names a field by its dotted path (`mix.report_pct`, `thresholds.p99_ms_max`,
+    /// `levels.2.rate_per_s` for the second level: levels count from 1, as everywhere in the
+    /// stress client); its value is a TOML value (`0`, `2.5`, `"day"`, `["BTC-USD"]`), or else
+    /// taken as a string (`hour`). A missing table is made; a level that does not exist is an
+    /// error.
+    pub fn parse_with(file: &str, text: &str, overrides: &[String]) -> Result<Self, PlanError> {
+        let syntax = |e: &dyn std::fmt::Display| PlanError::Syntax { file: file.to_owned(), message: e.to_string() };
+        let raw: RawPlan = if overrides.is_empty() {
+            toml::from_str(text).map_err(|e| syntax(&e))?
+        } else {
+            if overrides.len() > OVERRIDES_MAX {
+                let message = format!("{} overrides: at most {OVERRIDES_MAX}", overrides.len());
+                return Err(PlanError::Plan { file: file.to_owned(), field: "--set".into(), message });
+            }
+            let mut doc: toml::Table = toml::from_str(text).map_err(|e| syntax(&e))?;
+            for setting in overrides {
+                apply_override(&mut doc, setting).map_err(|message| PlanError::Override {
+                    file: file.to_owned(),
+                    setting: setting.clone(),
+                    message,
+                })?;
+            }
+            toml::Value::Table(doc).try_into().map_err(|e| {
+                let message = format!("after --set {}: {e}", overrides.join(" --set "));
+                PlanError::Syntax { file: file.to_owned(), message }
+            })?
+        };
         raw.into_plan(file)
     }
 
@@ -648,6 +688,58 @@ impl RawLevel {
     }
 }
 
+/// Sets one `FIELD=VALUE` override in the plan's TOML (see [`Plan::parse_with`]).
+fn apply_override(doc: &mut toml::Table, setting: &str) -> Result<(), String> {
+    let (path, text) = setting.split_once('=').ok_or("expected FIELD=VALUE, as in mix.report_pct=0")?;
+    let path: Vec<&str> = path.trim().split('.').collect();
+    if path.iter().any(|segment| segment.is_empty()) {
+        return Err("the field is a dotted path, as in mix.report_pct".into());
+    }
+    let text = text.trim();
+    // A TOML value if it is one; otherwise the text itself, so `report_granularity=hour` needs
+    // no quotes.
+    let value = toml::from_str::<toml::Table>(&format!("value = {text}"))
+        .ok()
+        .and_then(|mut t| t.remove("value"))
+        .unwrap_or_else(|| toml::Value::String(text.to_owned()));
+    set_in_table(doc, &path, value, "")
+}
+
+fn set_in_table(table: &mut toml::Table, path: &[&str], value: toml::Value, walked: &str) -> Result<(), String> {
+    let (first, rest) = path.split_first().ok_or("no field given")?;
+    if rest.is_empty() {
+        table.insert((*first).to_owned(), value);
+        return Ok(());
+    }
+    let here = if walked.is_empty() { (*first).to_owned() } else { format!("{walked}.{first}") };
+    let next = table.entry(*first).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    set_in_value(next, rest, value, &here)
+}
+
+/// Descends into a table, or into an array of tables by a number counted from 1 (`levels.2`).
+fn set_in_value(at: &mut toml::Value, path: &[&str], value: toml::Value, walked: &str) -> Result<(), String> {
+    match at {
+        toml::Value::Table(table) => set_in_table(table, path, value, walked),
+        toml::Value::Array(items) => {
+            let (n, rest) = path.split_first().ok_or("no field given")?;
+            let index: usize = n
+                .parse()
+                .map_err(|_| format!("{walked} is a list: name an entry by number from 1, as in {walked}.1"))?;
+            let count = items.len();
+            let item = index
+                .checked_sub(1)
+                .and_then(|i| items.get_mut(i))
+                .ok_or_else(|| format!("{walked}.{index}: the plan has {walked} 1 to {count}"))?;
+            let here = format!("{walked}.{index}");
+            if rest.is_empty() {
+                return Err(format!("{here}: name a field of it, as in {here}.concurrency"));
+            }
+            set_in_value(item, rest, value, &here)
+        }
+        _ => Err(format!("{walked} is a value, not a table")),
+    }
+}
+
 /// `config/plans/ramp13.toml` → `ramp13`.
 fn plan_name(file: &str) -> String {
     Path::new(file).file_stem().map_or_else(|| file.to_owned(), |s| s.to_string_lossy().into_owned())
@@ -824,6 +916,50 @@ over_s = 0.5
         assert_eq!(e.to_string(), "p.toml: user: only in a ws plan (protocol = \"ws\")");
         let e = Plan::parse("p.toml", &GOOD.replace("p99_ms_max", "push_p99_ms_max")).expect_err("push");
         assert_eq!(e.to_string(), "p.toml: thresholds.push_p99_ms_max: only in a ws plan");
+    }
+
+    fn with(text: &str, overrides: &[&str]) -> Result<Plan, PlanError> {
+        let overrides: Vec<String> = overrides.iter().map(|o| (*o).to_owned()).collect();
+        Plan::parse_with("p.toml", text, &overrides)
+    }
+
+    #[test]
+    fn overrides_set_fields_before_the_plan_is_checked() {
+        // Levels count from 1; a missing table is made; a bare word is a string.
+        let plan =
+            with(GOOD, &["levels.2.rate_per_s = 250", "thresholds.p50_ms_max=7.5", "mix.tier=public", "name=\"x\""])
+                .expect("overrides");
+        assert_eq!(plan.levels[1].load, Load::Open { rate_per_s: 250.0, duration_ms: 2000 });
+        assert_eq!(plan.thresholds.p50_ms_max, Some(7.5));
+        assert_eq!(plan.mix.tier, "public");
+        assert_eq!(plan.name, "x");
+        // A whole table at once, inline: the file's thresholds replaced by these.
+        let replaced = with(GOOD, &["thresholds={ success_pct_min = 100 }"]).expect("inline table");
+        assert_eq!((replaced.thresholds.success, replaced.thresholds.p99_ms_max), (Some((100.0, 2)), None));
+        let no_thresholds =
+            GOOD[..GOOD.find("[thresholds]").expect("t")].to_owned() + &GOOD[GOOD.find("[[levels]]").expect("l")..];
+        let made = with(&no_thresholds, &["thresholds.success_pct_min=99"]).expect("a [thresholds] made");
+        assert_eq!(made.thresholds.success, Some((99.0, 2)));
+        // An override is held to the plan's rules, and a bad one says which and why.
+        let cases: &[(&str, &str)] = &[
+            ("mix.batch_pct=101", "p.toml: mix.batch_pct: 101: must be 0 to 100"),
+            ("levels.1.concurrency=0", "p.toml: level 1: concurrency: 0: must be 1 to 1000000"),
+            ("levels.3.concurrency=5", "p.toml: --set levels.3.concurrency=5: levels.3: the plan has levels 1 to 2"),
+            ("levels.0.concurrency=5", "p.toml: --set levels.0.concurrency=5: levels.0: the plan has levels 1 to 2"),
+            ("levels.one.concurrency=5", "p.toml: --set levels.one.concurrency=5: levels is a list: name an entry"),
+            ("levels.1=5", "p.toml: --set levels.1=5: levels.1: name a field of it"),
+            ("protocol.x=1", "p.toml: --set protocol.x=1: protocol is a value, not a table"),
+            ("mix.batch_pct", "p.toml: --set mix.batch_pct: expected FIELD=VALUE"),
+            ("mix..batch_pct=1", "p.toml: --set mix..batch_pct=1: the field is a dotted path"),
+            ("mix.bacth_pct=1", "p.toml: after --set mix.bacth_pct=1: "),
+            ("mix.batch_pct=ten", "p.toml: after --set mix.batch_pct=ten: "),
+        ];
+        for (setting, expected) in cases {
+            let e = with(GOOD, &[setting]).expect_err(setting).to_string();
+            assert!(e.starts_with(expected), "{setting:?}: {e}");
+        }
+        let many: Vec<String> = (0..=OVERRIDES_MAX).map(|_| "mix.batch_pct=0".to_owned()).collect();
+        assert!(Plan::parse_with("p.toml", GOOD, &many).is_err());
     }
 
     #[test]

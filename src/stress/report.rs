@@ -143,6 +143,8 @@ impl LevelSummary {
 pub struct Summary {
     pub plan: String,
     pub plan_file: String,
+    /// `--set` overrides applied to the plan file, as given.
+    pub overrides: Vec<String>,
     pub protocol: String,
     pub target: String,
     pub scale: f64,
@@ -371,6 +373,10 @@ pub fn markdown(summary: &Summary) -> String {
         "Plan `{}`, {} against `{}`, scale {}, {} worker threads, open-file limit {}.\n",
         summary.plan_file, summary.protocol, summary.target, summary.scale, summary.workers, summary.open_files_max
     );
+    if !summary.overrides.is_empty() {
+        let overrides: Vec<String> = summary.overrides.iter().map(|o| format!("`--set {o}`")).collect();
+        let _ = writeln!(md, "Overrides: {}.\n", overrides.join(", "));
+    }
     if let Some(run) = &summary.ws {
         let _ = writeln!(
             md,
