@@ -14,13 +14,21 @@ const MARGIN: f64 = 70.0;
 pub fn svg(summary: &Summary) -> String {
     let ran: Vec<_> = summary.levels.iter().filter(|l| l.status == LevelStatus::Ran).collect();
     let rps_max = ran.iter().map(|l| l.rps).fold(1.0, f64::max) * 1.1;
-    let p99_max = ran.iter().map(|l| l.latency.p99_ms).fold(1.0, f64::max) * 1.1;
+    // With reports in the mix, the red line is the prices' p99 and an orange one the reports'.
+    let price_p99: Vec<f64> = ran.iter().map(|l| l.prices().latency.p99_ms).collect();
+    let report_p99: Option<Vec<f64>> = ran
+        .iter()
+        .any(|l| l.kinds.is_some())
+        .then(|| ran.iter().map(|l| l.reports().map_or(0.0, |r| r.latency.p99_ms)).collect());
+    let p99_max = price_p99.iter().chain(report_p99.iter().flatten()).copied().fold(1.0, f64::max) * 1.1;
     let (plot_w, plot_h) = (WIDTH - 2.0 * MARGIN, HEIGHT - 2.0 * MARGIN);
     let x = |i: usize| MARGIN + if ran.len() > 1 { plot_w * i as f64 / (ran.len() - 1) as f64 } else { plot_w / 2.0 };
     let y = |v: f64, max: f64| MARGIN + plot_h * (1.0 - v / max);
     let ws = summary.ws.is_some();
     let (rate, latency, across) = if ws {
         ("frames/s", "push p99 ms", "users at the stage's end")
+    } else if report_p99.is_some() {
+        ("requests/s", "p99 ms (price red, report orange)", "concurrency (connections)")
     } else {
         ("requests/s", "p99 ms", "concurrency (connections)")
     };
@@ -36,7 +44,7 @@ pub fn svg(summary: &Summary) -> String {
         WIDTH / 2.0,
         escape(&summary.plan),
         rate,
-        latency.trim_end_matches(" ms"),
+        latency.split(" ms").next().unwrap_or(latency),
         if ws { "users" } else { "concurrency" }
     );
     let _ = writeln!(
@@ -86,10 +94,12 @@ pub fn svg(summary: &Summary) -> String {
         WIDTH - 15.0,
         HEIGHT / 2.0
     );
-    for (color, values, max) in [
-        ("#1f77b4", ran.iter().map(|l| l.rps).collect::<Vec<_>>(), rps_max),
-        ("#d62728", ran.iter().map(|l| l.latency.p99_ms).collect::<Vec<_>>(), p99_max),
-    ] {
+    let mut lines =
+        vec![("#1f77b4", ran.iter().map(|l| l.rps).collect::<Vec<_>>(), rps_max), ("#d62728", price_p99, p99_max)];
+    if let Some(report_p99) = report_p99 {
+        lines.push(("#ff7f0e", report_p99, p99_max));
+    }
+    for (color, values, max) in lines {
         let points: Vec<String> =
             values.iter().enumerate().map(|(i, v)| format!("{:.1},{:.1}", x(i), y(*v, max))).collect();
         let _ =

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use crate::stress::plan::Kind;
+
 /// Highest latency a histogram holds, in µs (10 minutes); larger values are clamped to it.
 pub const LATENCY_US_MAX: u64 = 600_000_000;
 /// A send this much later than its intended time, on an idle connection or socket, is the
@@ -44,6 +46,27 @@ pub struct Recorder {
     pub counts: Counts,
     /// The measured window: first measured send, last measured answer.
     pub window: Option<(Instant, Instant)>,
+    /// A mix with usage reports: the same figures per kind of request, indexed by [`Kind`]
+    /// (every request is in the fields above as well); `None` otherwise.
+    pub kinds: Option<Box<[KindRecorder; 2]>>,
+}
+
+/// One kind of request's share of a level: its latencies, outcome counts and late or behind
+/// schedule sends (the connection and UDP figures of [`Counts`] stay 0 here: they are the
+/// level's).
+#[derive(Clone, Debug)]
+pub struct KindRecorder {
+    pub latency_us: Histogram<u64>,
+    pub service_us: Histogram<u64>,
+    pub counts: Counts,
+    /// This kind's measured window: slow reports stretch the level's, not the prices'.
+    pub window: Option<(Instant, Instant)>,
+}
+
+impl KindRecorder {
+    fn new() -> Self {
+        Self { latency_us: new_histogram(), service_us: new_histogram(), counts: Counts::default(), window: None }
+    }
 }
 
 /// Counts by outcome; every request lands in exactly one of the outcome counts.
@@ -88,12 +111,118 @@ impl Default for Recorder {
 
 impl Recorder {
     pub fn new() -> Self {
-        Self { latency_us: new_histogram(), service_us: new_histogram(), counts: Counts::default(), window: None }
+        Self {
+            latency_us: new_histogram(),
+            service_us: new_histogram(),
+            counts: Counts::default(),
+            window: None,
+            kinds: None,
+        }
+    }
+
+    /// A recorder that also keeps each kind's figures apart (a mix with usage reports).
+    pub fn with_kinds() -> Self {
+        Self { kinds: Some(Box::new([KindRecorder::new(), KindRecorder::new()])), ..Self::new() }
     }
 
     /// Records one request's outcome. `intended` and `sent` are equal in a closed loop.
     pub fn record(&mut self, outcome: Outcome, intended: Instant, sent: Instant, done: Instant, warmup: bool) {
-        let c = &mut self.counts;
+        self.record_kind(Kind::Price, outcome, intended, sent, done, warmup);
+    }
+
+    /// Records one request of `kind`: in the level's figures, and in the kind's when kept apart.
+    pub fn record_kind(
+        &mut self,
+        kind: Kind,
+        outcome: Outcome,
+        intended: Instant,
+        sent: Instant,
+        done: Instant,
+        warmup: bool,
+    ) {
+        let measured = self.counts.count(outcome, warmup);
+        if let Some(kinds) = &mut self.kinds {
+            let k = &mut kinds[kind as usize];
+            k.counts.count(outcome, warmup);
+            if measured {
+                measure(&mut k.latency_us, &mut k.service_us, intended, sent, done);
+                k.window = widen(k.window, Some((sent, done)));
+            }
+        }
+        if measured {
+            measure(&mut self.latency_us, &mut self.service_us, intended, sent, done);
+            self.window = widen(self.window, Some((sent, done)));
+        }
+    }
+
+    /// A send of `kind` later than [`LATE_SEND`] after its intended time on an idle connection.
+    pub fn late_send(&mut self, kind: Kind) {
+        self.counts.late_sends += 1;
+        if let Some(kinds) = &mut self.kinds {
+            kinds[kind as usize].counts.late_sends += 1;
+        }
+    }
+
+    /// An open-loop send of `kind` that found its slot already past (its connection was busy).
+    pub fn behind_schedule(&mut self, kind: Kind) {
+        self.counts.behind_schedule += 1;
+        if let Some(kinds) = &mut self.kinds {
+            kinds[kind as usize].counts.behind_schedule += 1;
+        }
+    }
+
+    pub fn merge(&mut self, other: &Recorder) {
+        // Both histograms have the same bounds, so adding cannot fail; a failure would only lose
+        // that worker's latencies, which the counts would then show.
+        let _ = self.latency_us.add(&other.latency_us);
+        let _ = self.service_us.add(&other.service_us);
+        self.counts.add(&other.counts);
+        self.window = widen(self.window, other.window);
+        match (&mut self.kinds, &other.kinds) {
+            (Some(mine), Some(theirs)) => {
+                for (a, b) in mine.iter_mut().zip(theirs.iter()) {
+                    let _ = a.latency_us.add(&b.latency_us);
+                    let _ = a.service_us.add(&b.service_us);
+                    a.counts.add(&b.counts);
+                    a.window = widen(a.window, b.window);
+                }
+            }
+            (mine @ None, Some(theirs)) => *mine = Some(theirs.clone()),
+            (_, None) => {}
+        }
+    }
+}
+
+/// The window from the first send to the last answer of both.
+fn widen(a: Option<(Instant, Instant)>, b: Option<(Instant, Instant)>) -> Option<(Instant, Instant)> {
+    match (a, b) {
+        (Some((f1, l1)), Some((f2, l2))) => Some((f1.min(f2), l1.max(l2))),
+        (w, None) | (None, w) => w,
+    }
+}
+
+/// A measured request's latency (from its intended send time) and service time (from the send).
+fn measure(
+    latency: &mut Histogram<u64>,
+    service: &mut Histogram<u64>,
+    intended: Instant,
+    sent: Instant,
+    done: Instant,
+) {
+    let us = |d: Duration| (d.as_micros() as u64).clamp(1, LATENCY_US_MAX);
+    latency.saturating_record(us(done.saturating_duration_since(intended)));
+    service.saturating_record(us(done.saturating_duration_since(sent)));
+}
+
+impl Counts {
+    /// Counts one request's outcome; whether it is measured (outside the warm-up, and answered).
+    ///
+    /// Failed requests count in the outcome counts but not in latency: a connect error has no
+    /// answer time, and a timeout's would only echo the timeout setting. Nor in the RPS window:
+    /// a lost datagram's "done" is when the loss was noticed (as late as the end of the level
+    /// plus the timeout), which would stretch the window.
+    fn count(&mut self, outcome: Outcome, warmup: bool) -> bool {
+        let c = self;
         c.requests += 1;
         match outcome {
             Outcome::Http(status) => {
@@ -116,29 +245,14 @@ impl Recorder {
         }
         if warmup {
             c.warmup += 1;
-            return;
+            return false;
         }
-        // Failed requests count in the outcome counts but not in latency: a connect error has
-        // no answer time, and a timeout's would only echo the timeout setting.
-        // Nor in the RPS window: a lost datagram's "done" is when the loss was noticed (as late
-        // as the end of the level plus the timeout), which would stretch the window.
-        if matches!(outcome, Outcome::Http(_) | Outcome::Udp(_)) {
-            let us = |d: Duration| (d.as_micros() as u64).clamp(1, LATENCY_US_MAX);
-            self.latency_us.saturating_record(us(done.saturating_duration_since(intended)));
-            self.service_us.saturating_record(us(done.saturating_duration_since(sent)));
-            self.window = Some(match self.window {
-                None => (sent, done),
-                Some((first, last)) => (first.min(sent), last.max(done)),
-            });
-        }
+        matches!(outcome, Outcome::Http(_) | Outcome::Udp(_))
     }
 
-    pub fn merge(&mut self, other: &Recorder) {
-        // Both histograms have the same bounds, so adding cannot fail; a failure would only lose
-        // that worker's latencies, which the counts would then show.
-        let _ = self.latency_us.add(&other.latency_us);
-        let _ = self.service_us.add(&other.service_us);
-        let (a, b) = (&mut self.counts, &other.counts);
+    /// Adds another worker's counts (the backlog: the larger).
+    fn add(&mut self, b: &Counts) {
+        let a = self;
         a.requests += b.requests;
         a.warmup += b.warmup;
         a.successes += b.successes;
@@ -158,10 +272,6 @@ impl Recorder {
         a.behind_schedule += b.behind_schedule;
         a.backlog_max = a.backlog_max.max(b.backlog_max);
         a.connections_opened += b.connections_opened;
-        self.window = match (self.window, other.window) {
-            (Some((f1, l1)), Some((f2, l2))) => Some((f1.min(f2), l1.max(l2))),
-            (w, None) | (None, w) => w,
-        };
     }
 }
 
@@ -394,6 +504,50 @@ mod tests {
         assert_eq!(a.counts.timeouts, 1);
         assert_eq!(a.latency_us.len(), 2);
         assert!(Percentiles::of(&a.latency_us).max_ms < 5.0);
+    }
+
+    #[test]
+    fn each_kind_is_measured_apart_and_the_level_holds_both() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut a = Recorder::with_kinds();
+        a.record_kind(Kind::Price, Outcome::Http(200), t0, t0, ms(1), false);
+        a.record_kind(Kind::Price, Outcome::Http(200), t0, t0, ms(900), true);
+        a.record_kind(Kind::Report, Outcome::Http(200), t0, t0, ms(40), false);
+        a.record_kind(Kind::Report, Outcome::Http(503), t0, t0, ms(2), false);
+        a.late_send(Kind::Report);
+        let mut b = Recorder::with_kinds();
+        b.record_kind(Kind::Price, Outcome::Timeout, t0, t0, ms(5000), false);
+        b.record_kind(Kind::Price, Outcome::Http(200), t0, ms(1), ms(3), false);
+        b.behind_schedule(Kind::Price);
+        b.counts.connections_opened += 2;
+        a.merge(&b);
+        let kinds = a.kinds.as_ref().expect("kept apart");
+        let (price, report) = (&kinds[Kind::Price as usize], &kinds[Kind::Report as usize]);
+        // The level's counts are both kinds' together, and hold the connection figures alone.
+        assert_eq!((a.counts.requests, a.counts.successes, a.counts.warmup), (6, 4, 1));
+        assert_eq!(a.counts.requests, price.counts.requests + report.counts.requests);
+        assert_eq!((a.counts.late_sends, a.counts.behind_schedule, a.counts.connections_opened), (1, 1, 2));
+        assert_eq!((price.counts.requests, price.counts.successes, price.counts.timeouts), (4, 3, 1));
+        assert_eq!((price.counts.late_sends, price.counts.behind_schedule, price.counts.connections_opened), (0, 1, 0));
+        assert_eq!((report.counts.requests, report.counts.successes), (2, 1));
+        assert_eq!(report.counts.http_status.get(&503), Some(&1));
+        assert_eq!((report.counts.late_sends, report.counts.behind_schedule), (1, 0));
+        // Latency: the warm-up and the timeout are not measured; each kind has only its own.
+        assert_eq!((a.latency_us.len(), price.latency_us.len(), report.latency_us.len()), (4, 2, 2));
+        let (p, r) = (Percentiles::of(&price.latency_us), Percentiles::of(&report.latency_us));
+        assert!(p.max_ms < 3.1 && r.max_ms > 39.0, "{p:?} {r:?}");
+        assert!(Percentiles::of(&price.service_us).max_ms < 2.1, "service runs from the send");
+        // Each kind's window is its own: the report answered at 40 ms stretches only the level's.
+        assert_eq!(price.window, Some((t0, ms(3))));
+        assert_eq!(report.window, Some((t0, ms(40))));
+        assert_eq!(a.window, Some((t0, ms(40))));
+        // A recorder without kinds (no reports in the mix) merges with one that has them.
+        let mut plain = Recorder::new();
+        plain.record(Outcome::Http(200), t0, t0, ms(1), false);
+        assert!(plain.kinds.is_none());
+        plain.merge(&a);
+        assert_eq!(plain.kinds.as_ref().map(|k| k[Kind::Report as usize].counts.requests), Some(2));
     }
 
     #[test]

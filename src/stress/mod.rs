@@ -1,8 +1,10 @@
 //! `pricebeast stress`: runs a load plan against a server, level by level, and reports what the
 //! client measured beside what the server counted.
 //!
-//! - [`plan`]: the plan file, parsed whole (`--set` overrides applied first); [`load`]: the HTTP, UDP and WebSocket load loops on a
-//!   few worker threads; [`measure`]: HDR histograms, warm-up, coordinated-omission correction.
+//! - [`plan`]: the plan file, parsed whole (`--set` overrides applied first); [`load`]: the HTTP,
+//!   UDP and WebSocket load loops on a few worker threads; [`measure`]: HDR histograms, warm-up,
+//!   coordinated-omission correction, and, when an HTTP mix holds usage reports
+//!   (`mix.report_pct`), each kind's figures apart from the other's.
 //! - [`schedule`]: a ws plan's users over time; [`stages`]: runs a ws plan, all its stages on one
 //!   clock, with a server snapshot at each boundary.
 //! - [`saturation`]: whether the client itself was the limit; [`server_stats`]: polling and
@@ -31,9 +33,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 
 use crate::stress::load::Progress;
-use crate::stress::measure::Percentiles;
-use crate::stress::plan::{Load, Plan, Protocol};
-use crate::stress::report::{LevelStatus, LevelSummary, Summary};
+use crate::stress::measure::{KindRecorder, Percentiles, Recorder};
+use crate::stress::plan::{Kind, Load, Plan, Protocol, Share};
+use crate::stress::report::{KindSummary, Kinds, LevelStatus, LevelSummary, Summary};
 use crate::stress::server_stats::Admin;
 
 /// Exit code when a plan threshold fails.
@@ -61,8 +63,8 @@ pub struct StressArgs {
     #[arg(long, env = "PRICEBEAST_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Override a plan field before the plan is checked: a dotted path and a TOML value, as in
-    /// `--set mix.batch_pct=0` or `--set levels.2.rate_per_s=500` (levels count from 1).
-    /// Repeatable.
+    /// `--set mix.report_pct=0` (the same plan with usage reports off) or
+    /// `--set levels.2.rate_per_s=500` (levels count from 1). Repeatable.
     #[arg(long = "set", value_name = "FIELD=VALUE")]
     pub set: Vec<String>,
     /// Multiply each level's request count (closed loop) or duration (open loop) by this; in a
@@ -108,7 +110,7 @@ pub fn run(args: StressArgs) -> anyhow::Result<u8> {
     let poller = server_stats::poll(admin.clone(), server_pid, Duration::from_secs(1), Arc::clone(&progress));
     let ws = plan.protocol == Protocol::Ws;
     let level_count = plan.users.as_ref().map_or(plan.levels.len(), |u| u.stages.len());
-    let display = Display::start(Arc::clone(&progress), level_count, ws);
+    let display = Display::start(Arc::clone(&progress), level_count, ws, plan.mix.report_pct > 0);
 
     let (levels, ws_run) = if ws {
         let setup = stages::RunSetup {
@@ -260,18 +262,20 @@ fn run_one(
 ) -> anyhow::Result<()> {
     progress.level.store(level.number, Ordering::Relaxed);
     progress.done.store(0, Ordering::Relaxed);
+    progress.reports_done.store(0, Ordering::Relaxed);
     progress.errors.store(0, Ordering::Relaxed);
     let before = admin.map(Admin::snapshot).transpose().context("reading /admin/stress-stats before the level")?;
     let cpu_before = saturation::cpu_time();
     let started = Instant::now();
     let job = Arc::new(load::job(plan, level, target, key, Arc::clone(progress)));
-    let (recorder, _t0) = load::run_level(job, workers)?;
+    let (recorder, _t0) = load::run_level(Arc::clone(&job), workers)?;
     summary.wall_s = started.elapsed().as_secs_f64();
     summary.client = saturation::judge(cpu_before, started, workers, &recorder.counts);
     if let (Some(admin), Some(before)) = (admin, before) {
         let after = admin.snapshot().context("reading /admin/stress-stats after the level")?;
         let delta = before.delta(&after);
-        summary.reconciliation = Some(server_stats::reconcile(&recorder.counts, &delta));
+        let reports = recorder.kinds.as_ref().map(|kinds| &kinds[Kind::Report as usize].counts);
+        summary.reconciliation = Some(server_stats::reconcile(&recorder.counts, &delta, reports));
         // Answers the server sent that never reached the load loop were dropped on this side
         // (our socket buffer): the client's limit, not the server's.
         let unreceived =
@@ -294,6 +298,8 @@ fn run_one(
     summary.udp_loss_pct = if c.udp_sent > 0 { 100.0 * c.udp_lost as f64 / c.udp_sent as f64 } else { 0.0 };
     summary.latency = Percentiles::of(&recorder.latency_us);
     summary.service = Percentiles::of(&recorder.service_us);
+    let open_loop = matches!(level.load, Load::Open { .. });
+    summary.kinds = kinds_of(&recorder, &job.shares, open_loop);
     if let Load::Closed { requests } = level.load {
         if requests < u64::from(level.concurrency) {
             summary.note = Some(format!(
@@ -311,6 +317,31 @@ fn run_one(
     }
     summary.counts = recorder.counts;
     Ok(())
+}
+
+/// Each kind's figures, when the level kept them apart (a mix with usage reports).
+fn kinds_of(recorder: &Recorder, shares: &[Share; 2], open_loop: bool) -> Option<Kinds> {
+    let kinds = recorder.kinds.as_ref()?;
+    let one = |k: &KindRecorder, share: &Share| {
+        let c = &k.counts;
+        let measured_requests = c.requests - c.warmup;
+        let window_s = k.window.map_or(0.0, |(first, last)| (last - first).as_secs_f64());
+        KindSummary {
+            connections: share.connections,
+            rate_per_s: open_loop.then_some(share.rate_per_s),
+            requests_planned: share.requests,
+            counts: c.clone(),
+            measured_requests,
+            rps: if window_s > 0.0 { measured_requests as f64 / window_s } else { 0.0 },
+            success_pct: if c.requests > 0 { 100.0 * c.successes as f64 / c.requests as f64 } else { 100.0 },
+            latency: Percentiles::of(&k.latency_us),
+            service: Percentiles::of(&k.service_us),
+        }
+    };
+    Some(Kinds {
+        price: one(&kinds[Kind::Price as usize], &shares[Kind::Price as usize]),
+        report: one(&kinds[Kind::Report as usize], &shares[Kind::Report as usize]),
+    })
 }
 
 fn empty_level(level: &plan::Level) -> LevelSummary {
@@ -381,8 +412,9 @@ struct Display {
 }
 
 impl Display {
-    /// `ws`: the line counts frames and open streams instead of requests.
-    fn start(progress: Arc<Progress>, levels: usize, ws: bool) -> Self {
+    /// `ws`: the line counts frames and open streams instead of requests; `reports`: the mix
+    /// has usage reports (counted beside the requests; the p99 is the prices').
+    fn start(progress: Arc<Progress>, levels: usize, ws: bool, reports: bool) -> Self {
         let terminal = std::io::stderr().is_terminal();
         let (stop, stop_rx) = std::sync::mpsc::channel::<()>();
         let handle = std::thread::spawn(move || {
@@ -412,6 +444,12 @@ impl Display {
                     format!(
                         "stage {level}/{levels}: {open} streams open, {done} frames, {rps:.0} frames/s, {p99} (last second), {errors} errors"
                     )
+                } else if reports {
+                    let reports_done = progress.reports_done.load(Ordering::Relaxed);
+                    let p99 = p99.replace("p99", "price p99");
+                    format!(
+                        "level {level}/{levels}: {done} requests ({reports_done} reports), {rps:.0} rps, {p99} (last second), {errors} errors"
+                    )
                 } else {
                     format!(
                         "level {level}/{levels}: {done} requests, {rps:.0} rps, {p99} (last second), {errors} errors"
@@ -440,6 +478,24 @@ impl Display {
                 ws.frames_per_s,
                 ws.push.p99_ms,
                 l.errors(),
+                if l.client.saturated { " (CLIENT SATURATED)" } else { "" }
+            );
+            return;
+        }
+        if let Some(kinds) = &l.kinds {
+            let (p, r) = (&kinds.price, &kinds.report);
+            eprintln!(
+                "{clear}level {} done: {:?}, {} prices, {:.0} rps, p99 {:.2} ms, {} errors; {} reports, {:.0} rps, p99 {:.2} ms, {} errors{}",
+                l.level,
+                l.status,
+                p.counts.requests,
+                p.rps,
+                p.latency.p99_ms,
+                p.errors(),
+                r.counts.requests,
+                r.rps,
+                r.latency.p99_ms,
+                r.errors(),
                 if l.client.saturated { " (CLIENT SATURATED)" } else { "" }
             );
             return;

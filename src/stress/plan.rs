@@ -9,6 +9,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::book::SYMBOL_BYTES_MAX;
+pub use crate::usage::ledger::report::Granularity;
 
 /// Most levels in one plan: a bound on the run's length and on the summary's size.
 pub const LEVELS_MAX: usize = 64;
@@ -76,6 +77,78 @@ impl Level {
             Load::Open { rate_per_s, duration_ms } => (rate_per_s * duration_ms as f64 / 1000.0).floor() as u64,
         }
     }
+
+    /// How the level divides between prices and usage reports, `report_pct` of its requests being
+    /// reports (indexed by [`Kind`]). Each kind has connections of its own, so a slow report
+    /// never holds a price back on the client's side: the first `price.connections` carry
+    /// prices, the rest reports, `report_pct` of the connections rounded up (at least one, and
+    /// at least one left for prices). Open loop, each kind keeps its own even schedule at its
+    /// share of the rate; closed loop, each kind's connections take that kind's requests.
+    pub fn shares(&self, report_pct: u8) -> [Share; 2] {
+        let pct = u64::from(report_pct.min(100));
+        let total = self.requests();
+        let reports = total * pct / 100;
+        let conc = u64::from(self.concurrency);
+        let report_connections = match pct {
+            0 => 0,
+            100 => conc,
+            _ => (conc * pct).div_ceil(100).clamp(1, conc.saturating_sub(1).max(1)),
+        } as u32;
+        let rate = |share_pct: u64| match self.load {
+            Load::Open { rate_per_s, .. } if share_pct == 100 => rate_per_s,
+            Load::Open { rate_per_s, .. } => rate_per_s * share_pct as f64 / 100.0,
+            Load::Closed { .. } => 0.0,
+        };
+        [
+            Share {
+                kind: Kind::Price,
+                requests: total - reports,
+                connections: self.concurrency - report_connections,
+                first_connection: 0,
+                rate_per_s: rate(100 - pct),
+            },
+            Share {
+                kind: Kind::Report,
+                requests: reports,
+                connections: report_connections,
+                first_connection: self.concurrency - report_connections,
+                rate_per_s: rate(pct),
+            },
+        ]
+    }
+}
+
+/// The two kinds of HTTP request a mix may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// `/v1/price` and `/v1/prices`: the hot path.
+    Price = 0,
+    /// `GET /reports/usage`: answered by the control plane from the usage ledger.
+    Report = 1,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 2] = [Kind::Price, Kind::Report];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Price => "price",
+            Kind::Report => "report",
+        }
+    }
+}
+
+/// One kind's part of a level (see [`Level::shares`]).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Share {
+    pub kind: Kind,
+    pub requests: u64,
+    /// Connections carrying this kind, numbered from `first_connection`.
+    pub connections: u32,
+    pub first_connection: u32,
+    /// Open loop: this kind's rate; closed loop: 0.
+    pub rate_per_s: f64,
 }
 
 /// One stage of a ws plan: the user count moves linearly from the previous stage's count (0
@@ -114,9 +187,13 @@ pub struct Users {
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Mix {
     pub symbols: Vec<String>,
-    /// Share of requests (0 to 100) that are `/v1/prices` batches rather than `/v1/price`.
+    /// Share of price requests (0 to 100) that are `/v1/prices` batches rather than `/v1/price`.
     pub batch_pct: u8,
     pub batch_size: usize,
+    /// HTTP: share of all requests (0 to 100) that are `GET /reports/usage` for the current
+    /// month rather than price requests (see [`Level::shares`]).
+    pub report_pct: u8,
+    pub report_granularity: Granularity,
     /// The key tier the plan is written for: `partner` (never limited) or `public` (429s expected).
     pub tier: String,
 }
@@ -128,10 +205,16 @@ pub struct Thresholds {
     pub success: Option<(f64, usize)>,
     /// No 5xx (HTTP) through this level.
     pub no_5xx_through_level: Option<usize>,
-    /// Latency limits in ms and the levels they apply to.
+    /// Latency limits in ms and the levels they apply to. With reports in the mix, success and
+    /// latency limits are the price requests'; `no_5xx_through_level` covers both kinds.
     pub p50_ms_max: Option<f64>,
     pub p99_ms_max: Option<f64>,
     pub latency_levels: (usize, usize),
+    /// The usage reports' own limits: success % through the success levels, latency over
+    /// `latency_levels`; checked at levels that sent reports.
+    pub report_success_pct_min: Option<f64>,
+    pub report_p50_ms_max: Option<f64>,
+    pub report_p99_ms_max: Option<f64>,
     /// ws: push latency limits in ms, over `latency_levels`.
     pub push_p50_ms_max: Option<f64>,
     pub push_p99_ms_max: Option<f64>,
@@ -284,6 +367,8 @@ struct RawMix {
     symbols: Vec<String>,
     batch_pct: Option<u8>,
     batch_size: Option<usize>,
+    report_pct: Option<u8>,
+    report_granularity: Option<String>,
     tier: Option<String>,
 }
 
@@ -300,6 +385,9 @@ struct RawThresholds {
     push_p50_ms_max: Option<f64>,
     push_p99_ms_max: Option<f64>,
     error_pct_max: Option<f64>,
+    report_success_pct_min: Option<f64>,
+    report_p50_ms_max: Option<f64>,
+    report_p99_ms_max: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -398,6 +486,20 @@ impl RawPlan {
                     message,
                 })?;
                 levels.push(level);
+            }
+            if mix.report_pct > 0 && mix.report_pct < 100 {
+                if let Some(level) = levels.iter().find(|l| l.concurrency < 2) {
+                    return Err(PlanError::Level {
+                        file: file.to_owned(),
+                        level: level.number,
+                        field: "concurrency".into(),
+                        message: format!(
+                            "{}: with mix.report_pct = {}, prices and reports each need a connection of their own: \
+                             at least 2",
+                            level.concurrency, mix.report_pct
+                        ),
+                    });
+                }
             }
             (levels, None)
         };
@@ -554,11 +656,29 @@ impl RawMix {
         if !(1..=BATCH_SIZE_MAX).contains(&batch_size) {
             return Err(("batch_size", format!("{batch_size}: must be 1 to {BATCH_SIZE_MAX}")));
         }
+        let report_pct = self.report_pct.unwrap_or(0);
+        if report_pct > 100 {
+            return Err(("report_pct", format!("{report_pct}: must be 0 to 100")));
+        }
+        if protocol != Protocol::Http && report_pct > 0 {
+            return Err(("report_pct", "usage reports are HTTP requests: only in an http plan".into()));
+        }
+        let report_granularity = match self.report_granularity.as_deref() {
+            None | Some("day") => Granularity::Day,
+            Some("hour") => Granularity::Hour,
+            Some("month") => Granularity::Month,
+            Some(other) => {
+                return Err(("report_granularity", format!("{other:?}: expected \"hour\", \"day\" or \"month\"")))
+            }
+        };
+        if protocol != Protocol::Http && self.report_granularity.is_some() {
+            return Err(("report_granularity", "usage reports are HTTP requests: only in an http plan".into()));
+        }
         let tier = self.tier.unwrap_or_else(|| "partner".into());
         if tier != "partner" && tier != "public" {
             return Err(("tier", format!("{tier:?}: expected \"partner\" or \"public\"")));
         }
-        Ok(Mix { symbols: self.symbols, batch_pct, batch_size, tier })
+        Ok(Mix { symbols: self.symbols, batch_pct, batch_size, report_pct, report_granularity, tier })
     }
 }
 
@@ -585,6 +705,18 @@ impl RawThresholds {
         if let Some((field, _)) = theirs.into_iter().find(|(_, given)| *given) {
             return Err((field, mine.into()));
         }
+        // Report limits stay valid with report_pct = 0 (the same plan run with reports off,
+        // `--set mix.report_pct=0`); only a plan that can never send a report refuses them.
+        if protocol != Protocol::Http {
+            let report = [
+                ("report_success_pct_min", self.report_success_pct_min.is_some()),
+                ("report_p50_ms_max", self.report_p50_ms_max.is_some()),
+                ("report_p99_ms_max", self.report_p99_ms_max.is_some()),
+            ];
+            if let Some((field, _)) = report.into_iter().find(|(_, given)| *given) {
+                return Err((field, "usage reports are HTTP requests: only in an http plan".into()));
+            }
+        }
         let check_level = |field: &'static str, n: Option<usize>| match n {
             Some(n) if n == 0 || n > levels => Err((field, format!("{n}: the plan has levels 1 to {levels}"))),
             _ => Ok(()),
@@ -603,11 +735,16 @@ impl RawThresholds {
             }
             None => None,
         };
+        if let Some(pct) = self.report_success_pct_min.filter(|pct| !(0.0..=100.0).contains(pct)) {
+            return Err(("report_success_pct_min", format!("{pct}: must be 0 to 100")));
+        }
         for (field, value) in [
             ("p50_ms_max", self.p50_ms_max),
             ("p99_ms_max", self.p99_ms_max),
             ("push_p50_ms_max", self.push_p50_ms_max),
             ("push_p99_ms_max", self.push_p99_ms_max),
+            ("report_p50_ms_max", self.report_p50_ms_max),
+            ("report_p99_ms_max", self.report_p99_ms_max),
         ] {
             if value.is_some_and(|ms| ms.is_nan() || ms <= 0.0) {
                 return Err((field, "must be above 0".into()));
@@ -629,6 +766,9 @@ impl RawThresholds {
             push_p50_ms_max: self.push_p50_ms_max,
             push_p99_ms_max: self.push_p99_ms_max,
             error_pct_max: self.error_pct_max,
+            report_success_pct_min: self.report_success_pct_min,
+            report_p50_ms_max: self.report_p50_ms_max,
+            report_p99_ms_max: self.report_p99_ms_max,
         })
     }
 }
@@ -918,48 +1058,170 @@ over_s = 0.5
         assert_eq!(e.to_string(), "p.toml: thresholds.push_p99_ms_max: only in a ws plan");
     }
 
+    const REPORTS: &str = r#"
+protocol = "http"
+[mix]
+symbols = ["BTC-USD", "ETH-USD"]
+batch_pct = 10
+report_pct = 10
+report_granularity = "hour"
+[thresholds]
+p99_ms_max = 50
+report_success_pct_min = 99.5
+report_p50_ms_max = 20
+report_p99_ms_max = 100
+[[levels]]
+concurrency = 4
+requests = 105
+[[levels]]
+concurrency = 20
+rate_per_s = 1000
+duration_ms = 2000
+"#;
+
+    fn share(kind: Kind, requests: u64, connections: u32, first_connection: u32, rate_per_s: f64) -> Share {
+        Share { kind, requests, connections, first_connection, rate_per_s }
+    }
+
+    #[test]
+    fn a_report_share_parses_and_splits_each_level_by_requests_and_connections() {
+        let plan = Plan::parse("r.toml", REPORTS).expect("valid plan");
+        assert_eq!((plan.mix.report_pct, plan.mix.report_granularity), (10, Granularity::Hour));
+        let t = &plan.thresholds;
+        assert_eq!(
+            (t.report_success_pct_min, t.report_p50_ms_max, t.report_p99_ms_max),
+            (Some(99.5), Some(20.0), Some(100.0))
+        );
+        // Closed: 10% of 105 requests (rounded down) are reports, on 10% of 4 connections rounded up.
+        assert_eq!(plan.levels[0].shares(10), [share(Kind::Price, 95, 3, 0, 0.0), share(Kind::Report, 10, 1, 3, 0.0)]);
+        // Open: each kind keeps its share of the rate, on its own connections.
+        assert_eq!(
+            plan.levels[1].shares(10),
+            [share(Kind::Price, 1800, 18, 0, 900.0), share(Kind::Report, 200, 2, 18, 100.0)]
+        );
+        // Without reports, the level is what it always was: every request and connection a price.
+        assert_eq!(
+            plan.levels[1].shares(0),
+            [share(Kind::Price, 2000, 20, 0, 1000.0), share(Kind::Report, 0, 0, 20, 0.0)]
+        );
+        // Each kind keeps at least one connection; all reports take every connection.
+        let two = Level { concurrency: 2, ..plan.levels[1] };
+        assert_eq!(two.shares(99).map(|s| s.connections), [1, 1]);
+        assert_eq!(two.shares(1).map(|s| s.connections), [1, 1]);
+        assert_eq!(two.shares(100).map(|s| (s.requests, s.connections)), [(0, 0), (2000, 2)]);
+        // No report share: the granularity defaults to day and no report threshold is needed.
+        let plain = Plan::parse("p.toml", GOOD).expect("valid");
+        assert_eq!((plain.mix.report_pct, plain.mix.report_granularity), (0, Granularity::Day));
+        assert_eq!(plain.thresholds.report_p99_ms_max, None);
+        // Report limits stay valid when the same plan runs with reports off.
+        let off = REPORTS.replace("report_pct = 10", "report_pct = 0");
+        assert_eq!(Plan::parse("r.toml", &off).expect("valid").thresholds.report_p99_ms_max, Some(100.0));
+    }
+
+    #[test]
+    fn report_share_errors_name_file_and_field() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("report_pct = 10", "report_pct = 101", "r.toml: mix.report_pct: 101: must be 0 to 100"),
+            (
+                "\"hour\"",
+                "\"week\"",
+                "r.toml: mix.report_granularity: \"week\": expected \"hour\", \"day\" or \"month\"",
+            ),
+            (
+                "concurrency = 4",
+                "concurrency = 1",
+                "r.toml: level 1: concurrency: 1: with mix.report_pct = 10, prices and reports each need a connection",
+            ),
+            (
+                "report_success_pct_min = 99.5",
+                "report_success_pct_min = 101",
+                "r.toml: thresholds.report_success_pct_min: 101: must be 0 to 100",
+            ),
+            (
+                "report_p99_ms_max = 100",
+                "report_p99_ms_max = 0",
+                "r.toml: thresholds.report_p99_ms_max: must be above 0",
+            ),
+            ("report_pct = 10", "report_pcts = 10", "r.toml: "),
+        ];
+        for (from, to, expected) in cases {
+            assert!(REPORTS.contains(from), "{from:?} is in the plan");
+            let e = Plan::parse("r.toml", &REPORTS.replacen(from, to, 1)).expect_err(to).to_string();
+            assert!(e.starts_with(expected), "{to:?}: {e}");
+        }
+        // One connection is enough when every request, or none, is a report.
+        for pct in ["0", "100"] {
+            let one = REPORTS
+                .replace("concurrency = 4", "concurrency = 1")
+                .replace("report_pct = 10", &format!("report_pct = {pct}"));
+            Plan::parse("r.toml", &one).unwrap_or_else(|e| panic!("{pct}: {e}"));
+        }
+        // Reports are HTTP requests: not in a UDP or ws plan, nor their limits.
+        let e = Plan::parse("u.toml", &UDP.replace("[mix]\n", "[mix]\nreport_pct = 5\n")).expect_err("udp").to_string();
+        assert_eq!(e, "u.toml: mix.report_pct: usage reports are HTTP requests: only in an http plan");
+        let e = Plan::parse("u.toml", &UDP.replace("[[levels]]", "[thresholds]\nreport_p99_ms_max = 5\n[[levels]]"))
+            .expect_err("udp threshold")
+            .to_string();
+        assert_eq!(e, "u.toml: thresholds.report_p99_ms_max: usage reports are HTTP requests: only in an http plan");
+        let e = Plan::parse("w.toml", &WS.replace("[mix]\n", "[mix]\nreport_granularity = \"day\"\n")).expect_err("ws");
+        assert!(e.to_string().starts_with("w.toml: mix.report_granularity: usage reports are HTTP"), "{e}");
+    }
+
+    const UDP: &str = r#"
+protocol = "udp"
+[mix]
+symbols = ["BTC-USD"]
+[[levels]]
+concurrency = 2
+rate_per_s = 500
+duration_ms = 1000
+"#;
+
     fn with(text: &str, overrides: &[&str]) -> Result<Plan, PlanError> {
         let overrides: Vec<String> = overrides.iter().map(|o| (*o).to_owned()).collect();
-        Plan::parse_with("p.toml", text, &overrides)
+        Plan::parse_with("r.toml", text, &overrides)
     }
 
     #[test]
     fn overrides_set_fields_before_the_plan_is_checked() {
+        let off = with(REPORTS, &["mix.report_pct=0"]).expect("reports off");
+        assert_eq!(off.mix.report_pct, 0);
+        assert_eq!(off.levels[1].shares(off.mix.report_pct)[0].requests, 2000);
         // Levels count from 1; a missing table is made; a bare word is a string.
-        let plan =
-            with(GOOD, &["levels.2.rate_per_s = 250", "thresholds.p50_ms_max=7.5", "mix.tier=public", "name=\"x\""])
-                .expect("overrides");
+        let plan = with(
+            GOOD,
+            &["levels.2.rate_per_s = 250", "thresholds.p50_ms_max=7.5", "mix.report_granularity=month", "name=\"x\""],
+        )
+        .expect("overrides");
         assert_eq!(plan.levels[1].load, Load::Open { rate_per_s: 250.0, duration_ms: 2000 });
         assert_eq!(plan.thresholds.p50_ms_max, Some(7.5));
-        assert_eq!(plan.mix.tier, "public");
+        assert_eq!(plan.mix.report_granularity, Granularity::Month);
         assert_eq!(plan.name, "x");
         // A whole table at once, inline: the file's thresholds replaced by these.
-        let replaced = with(GOOD, &["thresholds={ success_pct_min = 100 }"]).expect("inline table");
+        let replaced = with(REPORTS, &["thresholds={ success_pct_min = 100 }"]).expect("inline table");
         assert_eq!((replaced.thresholds.success, replaced.thresholds.p99_ms_max), (Some((100.0, 2)), None));
-        let no_thresholds =
-            GOOD[..GOOD.find("[thresholds]").expect("t")].to_owned() + &GOOD[GOOD.find("[[levels]]").expect("l")..];
-        let made = with(&no_thresholds, &["thresholds.success_pct_min=99"]).expect("a [thresholds] made");
-        assert_eq!(made.thresholds.success, Some((99.0, 2)));
+        let made = with(UDP, &["thresholds.success_pct_min=99"]).expect("a [thresholds] made");
+        assert_eq!(made.thresholds.success, Some((99.0, 1)));
         // An override is held to the plan's rules, and a bad one says which and why.
         let cases: &[(&str, &str)] = &[
-            ("mix.batch_pct=101", "p.toml: mix.batch_pct: 101: must be 0 to 100"),
-            ("levels.1.concurrency=0", "p.toml: level 1: concurrency: 0: must be 1 to 1000000"),
-            ("levels.3.concurrency=5", "p.toml: --set levels.3.concurrency=5: levels.3: the plan has levels 1 to 2"),
-            ("levels.0.concurrency=5", "p.toml: --set levels.0.concurrency=5: levels.0: the plan has levels 1 to 2"),
-            ("levels.one.concurrency=5", "p.toml: --set levels.one.concurrency=5: levels is a list: name an entry"),
-            ("levels.1=5", "p.toml: --set levels.1=5: levels.1: name a field of it"),
-            ("protocol.x=1", "p.toml: --set protocol.x=1: protocol is a value, not a table"),
-            ("mix.batch_pct", "p.toml: --set mix.batch_pct: expected FIELD=VALUE"),
-            ("mix..batch_pct=1", "p.toml: --set mix..batch_pct=1: the field is a dotted path"),
-            ("mix.bacth_pct=1", "p.toml: after --set mix.bacth_pct=1: "),
-            ("mix.batch_pct=ten", "p.toml: after --set mix.batch_pct=ten: "),
+            ("mix.report_pct=101", "r.toml: mix.report_pct: 101: must be 0 to 100"),
+            ("levels.1.concurrency=1", "r.toml: level 1: concurrency: 1: with mix.report_pct = 10"),
+            ("levels.3.concurrency=5", "r.toml: --set levels.3.concurrency=5: levels.3: the plan has levels 1 to 2"),
+            ("levels.0.concurrency=5", "r.toml: --set levels.0.concurrency=5: levels.0: the plan has levels 1 to 2"),
+            ("levels.one.concurrency=5", "r.toml: --set levels.one.concurrency=5: levels is a list: name an entry"),
+            ("levels.1=5", "r.toml: --set levels.1=5: levels.1: name a field of it"),
+            ("protocol.x=1", "r.toml: --set protocol.x=1: protocol is a value, not a table"),
+            ("mix.report_pct", "r.toml: --set mix.report_pct: expected FIELD=VALUE"),
+            ("mix..report_pct=1", "r.toml: --set mix..report_pct=1: the field is a dotted path"),
+            ("mix.repot_pct=1", "r.toml: after --set mix.repot_pct=1: "),
+            ("mix.report_pct=ten", "r.toml: after --set mix.report_pct=ten: "),
         ];
         for (setting, expected) in cases {
-            let e = with(GOOD, &[setting]).expect_err(setting).to_string();
+            let e = with(REPORTS, &[setting]).expect_err(setting).to_string();
             assert!(e.starts_with(expected), "{setting:?}: {e}");
         }
-        let many: Vec<String> = (0..=OVERRIDES_MAX).map(|_| "mix.batch_pct=0".to_owned()).collect();
-        assert!(Plan::parse_with("p.toml", GOOD, &many).is_err());
+        let many: Vec<String> = (0..=OVERRIDES_MAX).map(|_| "mix.report_pct=0".to_owned()).collect();
+        assert!(Plan::parse_with("r.toml", REPORTS, &many).is_err());
     }
 
     #[test]
@@ -972,10 +1234,21 @@ over_s = 0.5
         let users = capacity.users.expect("ws");
         assert_eq!(users.user.stream_ms, None);
         assert_eq!(users.stages.iter().map(|s| s.users).max(), Some(5000));
-        for name in ["ramp13", "spike", "capacity", "endurance", "udp-ceiling"] {
+        for name in ["ramp13", "spike", "capacity", "endurance", "udp-ceiling", "combined"] {
             let path = dir.join(format!("{name}.toml"));
             Plan::load(&path).unwrap_or_else(|e| panic!("{e}"));
         }
+        // The shipped plans other than combined send no reports, as before report_pct existed.
+        for name in ["ramp13", "spike", "capacity", "endurance"] {
+            assert_eq!(Plan::load(&dir.join(format!("{name}.toml"))).expect("parses").mix.report_pct, 0, "{name}");
+        }
+        let combined = Plan::load(&dir.join("combined.toml")).expect("combined");
+        assert!((1..100).contains(&combined.mix.report_pct), "{:?}", combined.mix);
+        assert_eq!(combined.mix.tier, "partner");
+        assert!(combined.levels.iter().all(|l| matches!(l.load, Load::Open { .. })));
+        assert!(combined.thresholds.p99_ms_max.is_some() && combined.thresholds.report_p99_ms_max.is_some());
+        let off = Plan::load_with(&dir.join("combined.toml"), &["mix.report_pct=0".to_owned()]).expect("reports off");
+        assert_eq!(off.levels, combined.levels);
         let ramp = Plan::load(&dir.join("ramp13.toml")).expect("ramp13");
         assert_eq!(ramp.levels.len(), 13);
         assert_eq!(ramp.levels[12].load, Load::Closed { requests: 9_000_000 });

@@ -32,6 +32,7 @@ pub struct LevelSummary {
     pub requests_planned: u64,
     pub status: LevelStatus,
     pub note: Option<String>,
+    /// Every request of the level (with reports in the mix, both kinds: what the server counts).
     pub counts: Counts,
     /// Requests outside the warm-up.
     pub measured_requests: u64,
@@ -44,6 +45,9 @@ pub struct LevelSummary {
     pub latency: Percentiles,
     /// From the actual send time.
     pub service: Percentiles,
+    /// A mix with usage reports: each kind's own figures. The level's figures above are both
+    /// kinds together; thresholds, baselines and the chart read the prices' from here.
+    pub kinds: Option<Kinds>,
     pub client: ClientLoad,
     pub wall_s: f64,
     /// Server counter deltas over the level (with `--admin`).
@@ -55,6 +59,39 @@ pub struct LevelSummary {
     /// stage's end, `rps` frames received per second, `latency` the push latency and
     /// `success_pct` the share of user attempts that went through.
     pub ws: Option<WsStage>,
+}
+
+/// Each kind of request's figures in a level whose mix has usage reports.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Kinds {
+    pub price: KindSummary,
+    pub report: KindSummary,
+}
+
+/// One kind of request's figures in a level.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct KindSummary {
+    /// Connections that carried this kind (no connection carries both).
+    pub connections: u32,
+    /// Open loop: this kind's share of the level's rate.
+    pub rate_per_s: Option<f64>,
+    pub requests_planned: u64,
+    /// The kind's outcomes, and its late and behind-schedule sends; the connection and UDP
+    /// figures are the level's, in its own `counts`.
+    pub counts: Counts,
+    pub measured_requests: u64,
+    /// Measured requests of this kind over its own measured window (first measured send to
+    /// last answer of this kind), so slow reports do not thin the prices' rate.
+    pub rps: f64,
+    pub success_pct: f64,
+    pub latency: Percentiles,
+    pub service: Percentiles,
+}
+
+impl KindSummary {
+    pub fn errors(&self) -> u64 {
+        self.counts.requests - self.counts.successes
+    }
 }
 
 /// One ws stage, beyond what fits a level.
@@ -117,6 +154,7 @@ impl LevelSummary {
             udp_loss_pct: 0.0,
             latency: Default::default(),
             service: Default::default(),
+            kinds: None,
             client: Default::default(),
             wall_s: 0.0,
             server: None,
@@ -124,6 +162,30 @@ impl LevelSummary {
             reconciliation: None,
             ws: None,
         }
+    }
+
+    /// The price requests' figures: the `price` kind with reports in the mix, else the level's
+    /// own (every request is then a price query).
+    pub fn prices(&self) -> KindSummary {
+        if let Some(kinds) = &self.kinds {
+            return kinds.price.clone();
+        }
+        KindSummary {
+            connections: self.concurrency,
+            rate_per_s: self.rate_per_s,
+            requests_planned: self.requests_planned,
+            counts: self.counts.clone(),
+            measured_requests: self.measured_requests,
+            rps: self.rps,
+            success_pct: self.success_pct,
+            latency: self.latency,
+            service: self.service,
+        }
+    }
+
+    /// The usage reports' figures, when the mix has them.
+    pub fn reports(&self) -> Option<&KindSummary> {
+        self.kinds.as_ref().map(|k| &k.report)
     }
 
     pub fn http_5xx(&self) -> u64 {
@@ -161,18 +223,24 @@ pub struct Summary {
     pub ws: Option<WsRun>,
 }
 
-/// The per-level table, as printed at the end and put in summary.md.
+/// The per-level table, as printed at the end and put in summary.md. With usage reports in the
+/// mix, each level has a row per kind (`kind` column): its connections, its share of the load,
+/// its counts and latency; the client's CPU, the server's memory and the notes are the level's,
+/// on its first row.
 pub fn table(summary: &Summary) -> String {
     if summary.ws.is_some() {
         return ws_table(summary);
     }
+    let split = summary.levels.iter().any(|l| l.kinds.is_some());
+    let kind_column = |kind: &str| if split { format!(" {kind:>6}") } else { String::new() };
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:>5} {:>6} {:>18} {:>9} {:>9} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>5} {:>8}  note",
+        "{:>5} {:>6} {:>18}{} {:>9} {:>9} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>5} {:>8}  note",
         "level",
         "conc",
         "load",
+        kind_column("kind"),
         "requests",
         "ok",
         "errors",
@@ -186,34 +254,46 @@ pub fn table(summary: &Summary) -> String {
         "srv MiB"
     );
     for l in &summary.levels {
-        let load = match (l.rate_per_s, l.duration_ms) {
+        let load = |rate: Option<f64>, planned: u64| match (rate, l.duration_ms) {
             (Some(rate), Some(ms)) => format!("{rate}/s x {:.1}s", ms as f64 / 1000.0),
-            _ => format!("closed {}", l.requests_planned),
+            _ => format!("closed {planned}"),
         };
         let mut note = status_note(l);
         if let Some(limited) = rate_limited_note(&l.counts) {
             note = format!("{note} {limited}").trim().to_owned();
         }
-        let p = &l.latency;
-        let _ = writeln!(
-            out,
-            "{:>5} {:>6} {:>18} {:>9} {:>9} {:>7} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>5.0} {:>8}  {}",
-            l.level,
-            l.concurrency,
-            load,
-            l.counts.requests,
-            l.counts.successes,
-            l.errors(),
-            l.rps,
-            p.p50_ms,
-            p.p90_ms,
-            p.p99_ms,
-            p.p999_ms,
-            p.max_ms,
-            l.client.cpu_pct,
-            l.server_rss_kib.map_or_else(|| "-".to_owned(), |k| format!("{:.0}", k as f64 / 1024.0)),
-            note
-        );
+        let rows: Vec<(&str, KindSummary)> = match &l.kinds {
+            Some(kinds) => vec![("price", kinds.price.clone()), ("report", kinds.report.clone())],
+            None => vec![("", l.prices())],
+        };
+        for (i, (kind, k)) in rows.iter().enumerate() {
+            let first = i == 0;
+            let p = &k.latency;
+            let _ = writeln!(
+                out,
+                "{:>5} {:>6} {:>18}{} {:>9} {:>9} {:>7} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>5} {:>8}  {}",
+                l.level,
+                k.connections,
+                load(k.rate_per_s, k.requests_planned),
+                kind_column(kind),
+                k.counts.requests,
+                k.counts.successes,
+                k.errors(),
+                k.rps,
+                p.p50_ms,
+                p.p90_ms,
+                p.p99_ms,
+                p.p999_ms,
+                p.max_ms,
+                if first { format!("{:.0}", l.client.cpu_pct) } else { String::new() },
+                match (first, l.server_rss_kib) {
+                    (true, Some(k)) => format!("{:.0}", k as f64 / 1024.0),
+                    (true, None) => "-".to_owned(),
+                    (false, _) => String::new(),
+                },
+                if first { note.as_str() } else { "" }
+            );
+        }
     }
     out
 }
@@ -306,37 +386,47 @@ fn status_note(l: &LevelSummary) -> String {
     note
 }
 
-/// The error breakdown of levels that had errors, one line each.
+/// The error breakdown of levels that had errors, one line each (with reports in the mix, one
+/// per kind that had errors).
 pub fn error_lines(summary: &Summary) -> Vec<String> {
-    summary
-        .levels
-        .iter()
-        .filter(|l| l.errors() > 0 || l.ws.as_ref().is_some_and(|ws| ws.counts.ts_ahead > 0))
-        .map(|l| {
-            if let Some(ws) = &l.ws {
-                return ws_error_line(l.level, &ws.counts);
+    let mut lines = Vec::new();
+    for l in &summary.levels {
+        if let Some(ws) = &l.ws {
+            if l.errors() > 0 || ws.counts.ts_ahead > 0 {
+                lines.push(ws_error_line(l.level, &ws.counts));
             }
-            let c = &l.counts;
-            let statuses: Vec<String> = c
-                .http_status
-                .iter()
-                .filter(|(s, _)| !(200..300).contains(*s))
-                .map(|(s, n)| format!("{s}: {n}"))
-                .collect();
-            let udp: Vec<String> =
-                c.udp_status.iter().filter(|(s, _)| s.as_str() != "ok").map(|(s, n)| format!("{s}: {n}")).collect();
-            format!(
-                "level {}: connect {}, timeout {}, io {}, http status [{}], udp loss {}, udp status [{}]",
-                l.level,
-                c.connect_errors,
-                c.timeouts,
-                c.io_errors,
-                statuses.join(", "),
-                c.udp_lost,
-                udp.join(", ")
-            )
-        })
-        .collect()
+            continue;
+        }
+        match &l.kinds {
+            Some(kinds) => {
+                for (kind, k) in [("prices", &kinds.price), ("reports", &kinds.report)] {
+                    if k.errors() > 0 {
+                        lines.push(request_error_line(&format!("level {} {kind}", l.level), &k.counts));
+                    }
+                }
+            }
+            None if l.errors() > 0 => lines.push(request_error_line(&format!("level {}", l.level), &l.counts)),
+            None => {}
+        }
+    }
+    lines
+}
+
+/// Failed requests by kind of failure.
+fn request_error_line(what: &str, c: &Counts) -> String {
+    let statuses: Vec<String> =
+        c.http_status.iter().filter(|(s, _)| !(200..300).contains(*s)).map(|(s, n)| format!("{s}: {n}")).collect();
+    let udp: Vec<String> =
+        c.udp_status.iter().filter(|(s, _)| s.as_str() != "ok").map(|(s, n)| format!("{s}: {n}")).collect();
+    format!(
+        "{what}: connect {}, timeout {}, io {}, http status [{}], udp loss {}, udp status [{}]",
+        c.connect_errors,
+        c.timeouts,
+        c.io_errors,
+        statuses.join(", "),
+        c.udp_lost,
+        udp.join(", ")
+    )
 }
 
 /// A ws stage's failed attempts by kind.
@@ -402,6 +492,15 @@ pub fn markdown(summary: &Summary) -> String {
             "Latency is from each request's intended send time (open loop: corrected for coordinated \
              omission); warm-up requests are counted but not measured.\n"
         );
+        if summary.levels.iter().any(|l| l.kinds.is_some()) {
+            let _ = writeln!(
+                md,
+                "Price requests and usage reports (`GET /reports/usage`) ran at the same time, each kind \
+                 on connections of its own (`conc` on its row), so a slow report never held a price back \
+                 on the client's side: the price rows are what prices cost with reports beside them. \
+                 Compare them with the same plan run with `--set mix.report_pct=0`.\n"
+            );
+        }
     }
     let _ = writeln!(md, "```text\n{}```\n", table(summary));
     let errors = error_lines(summary);
@@ -527,9 +626,105 @@ fn rate_limited_note(counts: &crate::stress::measure::Counts) -> Option<String> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::stress::measure::Counts;
+
+    /// A kind's figures: `requests` of which `ok` answered 200 and the rest 503, at this p99.
+    pub(crate) fn kind(connections: u32, requests: u64, ok: u64, rps: f64, p99_ms: f64) -> KindSummary {
+        let mut counts = Counts { requests, successes: ok, ..Counts::default() };
+        counts.http_status.insert(200, ok);
+        if requests > ok {
+            counts.http_status.insert(503, requests - ok);
+        }
+        KindSummary {
+            connections,
+            rate_per_s: Some(rps),
+            requests_planned: requests,
+            counts,
+            measured_requests: requests,
+            rps,
+            success_pct: 100.0 * ok as f64 / requests.max(1) as f64,
+            latency: Percentiles { p50_ms: p99_ms / 2.0, p99_ms, max_ms: p99_ms, ..Percentiles::default() },
+            service: Percentiles::default(),
+        }
+    }
+
+    /// An open-loop level of `price` and, if given, `report` requests.
+    pub(crate) fn level(n: usize, price: KindSummary, report: Option<KindSummary>) -> LevelSummary {
+        let mut l = LevelSummary::planned(n, 20, "open", Some(1000.0), Some(2000), 2000);
+        let mut counts = price.counts.clone();
+        if let Some(r) = &report {
+            counts.requests += r.counts.requests;
+            counts.successes += r.counts.successes;
+            for (s, k) in &r.counts.http_status {
+                *counts.http_status.entry(*s).or_default() += k;
+            }
+        }
+        l.rps = price.rps + report.as_ref().map_or(0.0, |r| r.rps);
+        l.success_pct = 100.0 * counts.successes as f64 / counts.requests.max(1) as f64;
+        l.latency = report.as_ref().map_or(price.latency, |r| r.latency);
+        l.counts = counts;
+        l.kinds = report.map(|report| Kinds { price, report });
+        l
+    }
+
+    fn summary(levels: Vec<LevelSummary>) -> Summary {
+        Summary {
+            plan: "combined".into(),
+            plan_file: "config/plans/combined.toml".into(),
+            overrides: vec!["mix.report_pct=10".into()],
+            protocol: "http".into(),
+            target: "127.0.0.1:8080".into(),
+            scale: 1.0,
+            workers: 2,
+            open_files_max: 20_000,
+            server_pid: None,
+            levels,
+            reconciliation_differences: Vec::new(),
+            failures: Vec::new(),
+            server_samples: Vec::new(),
+            ws: None,
+        }
+    }
+
+    #[test]
+    fn a_level_with_reports_has_a_row_per_kind() {
+        let with = summary(vec![level(1, kind(18, 1800, 1800, 900.0, 4.0), Some(kind(2, 200, 197, 100.0, 31.5)))]);
+        let split = table(&with);
+        let table = &split;
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        assert!(lines[0].contains("   kind ") && lines[0].contains("requests"), "{table}");
+        let price: Vec<&str> = lines[1].split_whitespace().collect();
+        let report: Vec<&str> = lines[2].split_whitespace().collect();
+        // level, conc, load (3 words), kind, requests, ok, errors, rps, p50, p90, p99
+        assert_eq!(
+            &price[..11],
+            &["1", "18", "900/s", "x", "2.0s", "price", "1800", "1800", "0", "900", "2.00"],
+            "{table}"
+        );
+        assert_eq!(&report[..11], &["1", "2", "100/s", "x", "2.0s", "report", "200", "197", "3", "100", "15.75"]);
+        assert_eq!((price[12], report[12]), ("4.00", "31.50"));
+        // The level's own figures (cpu%, memory, notes) are on its first row only.
+        assert_eq!(price.len(), 17, "{table}");
+        assert_eq!(report.len(), 15, "{table}");
+        let errors = error_lines(&with);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("level 1 reports: ") && errors[0].contains("503: 3"), "{errors:?}");
+        let md = markdown(&with);
+        assert!(md.contains("Overrides: `--set mix.report_pct=10`"), "{md}");
+        assert!(md.contains("each kind on connections of its own"), "{md}");
+        // Without reports the table is what it was: no kind column, one row per level.
+        let without = summary(vec![level(1, kind(20, 2000, 2000, 1000.0, 4.0), None)]);
+        let plain = super::table(&without);
+        assert!(!plain.contains("kind"), "{plain}");
+        assert_eq!(plain.lines().count(), 2);
+        assert!(plain.lines().nth(1).expect("row").contains("1000/s x 2.0s      2000      2000"), "{plain}");
+        assert_eq!(without.levels[0].prices().latency.p99_ms, 4.0);
+        assert!(without.levels[0].reports().is_none());
+        assert!(!markdown(&without).contains("connections of its own"));
+    }
 
     #[test]
     fn a_limited_key_is_named_in_the_table() {

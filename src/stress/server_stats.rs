@@ -337,8 +337,21 @@ pub fn settle(admin: &Admin, within: Duration) -> Settle {
     }
 }
 
-/// Pairs the client's counts of a level with the server's counter deltas over it.
-pub fn reconcile(counts: &Counts, server: &BTreeMap<String, u64>) -> Vec<Reconciled> {
+/// Statuses a usage report gets before the server counts it in `usage_report_requests`: a bad
+/// span (400), no or a revoked key (401), the key's rate limit (429). Every other answer (200,
+/// 503 when the report queue is full, 504 past the report timeout, 500 a store error, 404 with no
+/// ledger) comes after the count.
+pub const REPORT_STATUSES_UNCOUNTED: [u16; 3] = [400, 401, 429];
+
+/// Usage reports the server counted, by the client's answers (see [`REPORT_STATUSES_UNCOUNTED`]).
+pub fn reports_counted(reports: &Counts) -> u64 {
+    reports.http_status.iter().filter(|(s, _)| !REPORT_STATUSES_UNCOUNTED.contains(s)).map(|(_, n)| n).sum()
+}
+
+/// Pairs the client's counts of a level with the server's counter deltas over it. `reports`,
+/// with usage reports in the mix: the report requests' own counts (they are also in `counts`,
+/// and in the server's `tcp_requests`), reconciled with `usage_report_requests`.
+pub fn reconcile(counts: &Counts, server: &BTreeMap<String, u64>, reports: Option<&Counts>) -> Vec<Reconciled> {
     let status = |range: std::ops::RangeInclusive<u16>| -> u64 {
         counts.http_status.iter().filter(|(s, _)| range.contains(s)).map(|(_, n)| n).sum()
     };
@@ -354,7 +367,17 @@ pub fn reconcile(counts: &Counts, server: &BTreeMap<String, u64>) -> Vec<Reconci
         ("UDP datagrams sent", counts.udp_sent, "udp_packets_received"),
         ("UDP answers received", counts.udp_received, "udp_packets_sent"),
     ];
-    rows.iter().map(|(figure, client, counter)| Reconciled::exact(figure, *client, server, counter)).collect()
+    let mut reconciled: Vec<Reconciled> =
+        rows.iter().map(|(figure, client, counter)| Reconciled::exact(figure, *client, server, counter)).collect();
+    if let Some(reports) = reports {
+        reconciled.push(Reconciled::exact(
+            "usage reports counted (answers but 400, 401, 429)",
+            reports_counted(reports),
+            server,
+            "usage_report_requests",
+        ));
+    }
+    reconciled
 }
 
 #[cfg(test)]
@@ -390,6 +413,34 @@ mod tests {
         let mut exact = counts.clone();
         exact.frames_unattributed = 0;
         assert!(!reconcile_ws(&exact, &server, Slack::default(), Slack::default())[2].matches());
+    }
+
+    #[test]
+    fn reports_reconcile_with_usage_report_requests_except_what_was_refused_before_the_count() {
+        let mut reports = Counts::default();
+        for (status, n) in [(200, 40), (503, 3), (504, 1), (400, 2), (401, 1), (429, 5)] {
+            reports.http_status.insert(status, n);
+        }
+        let mut all = reports.clone();
+        *all.http_status.entry(200).or_default() += 500;
+        let server: BTreeMap<String, u64> = [
+            ("tcp_requests".to_owned(), 552),
+            ("responses_2xx".to_owned(), 540),
+            ("responses_4xx".to_owned(), 8),
+            ("responses_5xx".to_owned(), 4),
+            ("rate_limit_hits".to_owned(), 5),
+            ("usage_report_requests".to_owned(), 44),
+        ]
+        .into();
+        let rows = reconcile(&all, &server, Some(&reports));
+        let row = rows.iter().find(|r| r.server_counter == "usage_report_requests").expect("a report row");
+        // 200, 503 and 504 came after the count; 400, 401 and 429 were refused before it.
+        assert_eq!((row.client, row.server), (44, 44));
+        assert!(rows.iter().all(Reconciled::matches), "{rows:?}");
+        let short: BTreeMap<String, u64> = [("usage_report_requests".to_owned(), 43)].into();
+        assert!(!reconcile(&all, &short, Some(&reports)).last().expect("row").matches());
+        // Without reports in the mix, no report row.
+        assert!(reconcile(&all, &server, None).iter().all(|r| r.server_counter != "usage_report_requests"));
     }
 
     #[test]

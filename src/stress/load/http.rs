@@ -1,12 +1,17 @@
 //! The HTTP load loop: keep-alive HTTP/1.1 connections over tokio `TcpStream`, responses parsed
 //! with httparse, one request in flight per connection; closed loop, open loop and churn.
+//!
+//! With usage reports in the mix, each connection carries one kind of request only (see
+//! `plan::Level::shares`): a report that takes long then delays only the reports behind it on
+//! its connection, and the prices' latency is what the server made them wait, not a queue on
+//! this side.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -14,13 +19,14 @@ use tokio::sync::watch;
 
 use crate::stress::load::{wait_start, Job};
 use crate::stress::measure::{Outcome, Recorder, LATE_SEND};
-use crate::stress::plan::{Load, Plan};
+use crate::stress::plan::{Kind, Load, Plan};
 
 /// A connection's read buffer starts this small and doubles up to the maximum, so 20,000 idle
 /// connections cost 80 MiB, not 1.3 GiB.
 const READ_BYTES_INITIAL: usize = 4 * 1024;
-/// The longest response accepted (a 100-symbol batch is about 12 KiB); beyond, an I/O error.
-const READ_BYTES_MAX: usize = 64 * 1024;
+/// The longest response accepted (a 100-symbol batch is about 12 KiB, a month's usage report by
+/// the hour about 70 KiB); beyond, an I/O error.
+const READ_BYTES_MAX: usize = 128 * 1024;
 /// Response headers parsed at most.
 const HEADERS_MAX: usize = 32;
 
@@ -42,6 +48,19 @@ pub fn render_requests(plan: &Plan, target: SocketAddr, key: &str) -> Vec<Vec<u8
         .collect()
 }
 
+/// Renders the usage report request: `GET /reports/usage` for the current month (UTC) at the
+/// plan's granularity, from the first of the month to today as of `now`.
+pub fn render_report(plan: &Plan, target: SocketAddr, key: &str, now: SystemTime) -> Vec<u8> {
+    let unix_s = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (year, month, day) = crate::clock::civil_from_days((unix_s / 86_400) as i64);
+    format!(
+        "GET /reports/usage?from={year:04}-{month:02}-01&to={year:04}-{month:02}-{day:02}&granularity={} HTTP/1.1\r\n\
+         Host: {target}\r\nX-API-Key: {key}\r\n\r\n",
+        plan.mix.report_granularity.as_str()
+    )
+    .into_bytes()
+}
+
 /// One worker: connections `mine` (of `units`), all on this thread.
 pub async fn run_worker(
     job: Arc<Job>,
@@ -49,8 +68,9 @@ pub async fn run_worker(
     units: usize,
     start: watch::Receiver<Option<Instant>>,
 ) -> Recorder {
-    let recorder = Rc::new(RefCell::new(Recorder::new()));
+    let recorder = Rc::new(RefCell::new(if job.has_reports() { Recorder::with_kinds() } else { Recorder::new() }));
     let mut tasks = Vec::with_capacity(mine.len());
+    debug_assert_eq!(units, job.level.concurrency as usize);
     for c in mine {
         let (job, recorder, start) = (Arc::clone(&job), Rc::clone(&recorder), start.clone());
         tasks.push(tokio::task::spawn_local(async move {
@@ -59,9 +79,10 @@ pub async fn run_worker(
             let opened = u64::from(conn.is_some());
             recorder.borrow_mut().counts.connections_opened += opened;
             let t0 = wait_start(start).await;
+            let (kind, index) = job.kind_of_connection(c);
             match job.level.load {
-                Load::Closed { .. } => closed_loop(&job, conn, &recorder).await,
-                Load::Open { .. } => open_loop(&job, conn, c as u64, units as u64, t0, &recorder).await,
+                Load::Closed { .. } => closed_loop(&job, kind, conn, &recorder).await,
+                Load::Open { .. } => open_loop(&job, kind, conn, index, t0, &recorder).await,
             }
         }));
     }
@@ -74,36 +95,47 @@ pub async fn run_worker(
     out
 }
 
-async fn closed_loop(job: &Job, mut conn: Option<Conn>, recorder: &RefCell<Recorder>) {
-    let total = job.level.requests();
-    let warmup = job.warmup_requests();
+/// Closed loop: this connection takes `kind`'s next request as soon as its last is answered.
+async fn closed_loop(job: &Job, kind: Kind, mut conn: Option<Conn>, recorder: &RefCell<Recorder>) {
+    let total = job.shares[kind as usize].requests;
+    let warmup = job.warmup_requests(kind);
     let mut on_conn = 0u64;
     loop {
         if Instant::now() >= job.deadline {
             return;
         }
-        let k = job.next_request.fetch_add(1, Ordering::Relaxed);
+        let k = job.next_request[kind as usize].fetch_add(1, Ordering::Relaxed);
         if k >= total {
             return;
         }
-        let request = &job.http_requests[(k % job.http_requests.len() as u64) as usize];
+        let request = job.http_request(kind, k);
         let sent = Instant::now();
         let outcome = exchange_on(job, &mut conn, &mut on_conn, recorder, request).await;
         let done = Instant::now();
-        finish(job, recorder, outcome, sent, sent, done, k < warmup);
+        finish(job, recorder, kind, outcome, sent, sent, done, k < warmup);
         if churn_due(job, &mut conn, &mut on_conn) {
             tokio::time::sleep(Duration::from_millis(job.level.churn.map_or(0, |c| c.pause_ms))).await;
         }
     }
 }
 
-async fn open_loop(job: &Job, mut conn: Option<Conn>, c: u64, conns: u64, t0: Instant, recorder: &RefCell<Recorder>) {
-    let total = job.level.requests();
+/// Open loop: connection `index` of `kind`'s connections sends that kind's requests `index`,
+/// `index + connections`, ... each at its slot in the kind's schedule.
+async fn open_loop(
+    job: &Job,
+    kind: Kind,
+    mut conn: Option<Conn>,
+    index: u64,
+    t0: Instant,
+    recorder: &RefCell<Recorder>,
+) {
+    let share = &job.shares[kind as usize];
+    let (total, conns) = (share.requests, u64::from(share.connections).max(1));
     let warmup_until = job.warmup_until(t0);
     let mut on_conn = 0u64;
-    let mut k = c;
+    let mut k = index;
     while k < total {
-        let intended = job.intended(t0, k);
+        let intended = job.intended_of(t0, kind, k);
         if intended >= job.deadline {
             break;
         }
@@ -111,16 +143,16 @@ async fn open_loop(job: &Job, mut conn: Option<Conn>, c: u64, conns: u64, t0: In
         if now < intended {
             tokio::time::sleep_until(intended.into()).await;
             if Instant::now().saturating_duration_since(intended) > LATE_SEND {
-                recorder.borrow_mut().counts.late_sends += 1;
+                recorder.borrow_mut().late_send(kind);
             }
         } else if now - intended > LATE_SEND {
-            recorder.borrow_mut().counts.behind_schedule += 1;
+            recorder.borrow_mut().behind_schedule(kind);
         }
-        let request = &job.http_requests[(k % job.http_requests.len() as u64) as usize];
+        let request = job.http_request(kind, k);
         let sent = Instant::now();
         let outcome = exchange_on(job, &mut conn, &mut on_conn, recorder, request).await;
         let done = Instant::now();
-        finish(job, recorder, outcome, intended, sent, done, intended < warmup_until);
+        finish(job, recorder, kind, outcome, intended, sent, done, intended < warmup_until);
         if churn_due(job, &mut conn, &mut on_conn) {
             tokio::time::sleep(Duration::from_millis(job.level.churn.map_or(0, |c| c.pause_ms))).await;
         }
@@ -179,19 +211,27 @@ fn churn_due(job: &Job, conn: &mut Option<Conn>, on_conn: &mut u64) -> bool {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn finish(
     job: &Job,
     recorder: &RefCell<Recorder>,
+    kind: Kind,
     outcome: Outcome,
     intended: Instant,
     sent: Instant,
     done: Instant,
     warmup: bool,
 ) {
-    recorder.borrow_mut().record(outcome, intended, sent, done, warmup);
+    recorder.borrow_mut().record_kind(kind, outcome, intended, sent, done, warmup);
     job.progress.done.fetch_add(1, Ordering::Relaxed);
-    if matches!(outcome, Outcome::Http(_)) {
-        job.progress.observe(done.saturating_duration_since(intended));
+    match kind {
+        Kind::Price if matches!(outcome, Outcome::Http(_)) => {
+            job.progress.observe(done.saturating_duration_since(intended));
+        }
+        Kind::Price => {}
+        Kind::Report => {
+            job.progress.reports_done.fetch_add(1, Ordering::Relaxed);
+        }
     }
     if !matches!(outcome, Outcome::Http(200..=299)) {
         job.progress.errors.fetch_add(1, Ordering::Relaxed);
@@ -276,6 +316,25 @@ fn parse(bytes: &[u8]) -> Result<Option<(u16, bool, usize)>, Outcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_report_request_asks_for_this_month_to_today() {
+        let plan = crate::stress::plan::Plan::parse(
+            "r.toml",
+            "protocol = \"http\"\n[mix]\nsymbols = [\"BTC-USD\"]\nreport_pct = 5\nreport_granularity = \"hour\"\n\
+             [[levels]]\nconcurrency = 2\nrequests = 10\n",
+        )
+        .expect("valid");
+        let target: SocketAddr = "127.0.0.1:8080".parse().expect("address");
+        // 2026-02-28T23:59:59Z.
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_772_323_199);
+        let request = String::from_utf8(render_report(&plan, target, "k3y", now)).expect("ascii");
+        assert_eq!(
+            request,
+            "GET /reports/usage?from=2026-02-01&to=2026-02-28&granularity=hour HTTP/1.1\r\n\
+             Host: 127.0.0.1:8080\r\nX-API-Key: k3y\r\n\r\n"
+        );
+    }
 
     #[test]
     fn parses_whole_responses_only() {

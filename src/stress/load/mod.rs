@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use tokio::sync::watch;
 
 use crate::stress::measure::Recorder;
-use crate::stress::plan::{Level, Load, Plan, Protocol};
+use crate::stress::plan::{Kind, Level, Load, Plan, Protocol, Share};
 
 /// Power-of-two latency buckets of the live display (1 µs to over an hour).
 pub const LIVE_BUCKETS: usize = 32;
@@ -30,6 +30,8 @@ pub const LIVE_BUCKETS: usize = 32;
 pub struct Progress {
     pub level: AtomicUsize,
     pub done: AtomicU64,
+    /// Of `done`, the usage reports (the live latency is the price requests' alone).
+    pub reports_done: AtomicU64,
     pub errors: AtomicU64,
     /// ws: streams open now.
     pub streams_open: AtomicU64,
@@ -67,8 +69,12 @@ pub struct Job {
     pub level: Level,
     pub protocol: Protocol,
     pub target: SocketAddr,
-    /// HTTP: the request bytes, chosen by request number; UDP: unused.
+    /// HTTP: the price requests' bytes, chosen by request number; UDP: unused.
     pub http_requests: Vec<Vec<u8>>,
+    /// HTTP with reports in the mix: the usage report request's bytes.
+    pub report_request: Vec<u8>,
+    /// HTTP: the level's prices and reports, each on its own connections (indexed by [`Kind`]).
+    pub shares: [Share; 2],
     /// UDP: the key and the symbols to ask for, chosen by request number.
     pub udp_key: Vec<u8>,
     pub udp_symbols: Vec<Vec<u8>>,
@@ -76,17 +82,17 @@ pub struct Job {
     pub warmup_pct: u8,
     /// No worker runs past this (the plan's `level_time_max_ms` from the level's start).
     pub deadline: Instant,
-    /// Closed loop: the next request number to take.
-    pub next_request: AtomicU64,
+    /// Closed loop: the next request number to take (UDP: unused), per kind.
+    pub next_request: [AtomicU64; 2],
     /// Connections or sockets opened (or given up on) before the clock starts.
     pub ready: AtomicUsize,
     pub progress: Arc<Progress>,
 }
 
 impl Job {
-    /// Requests numbered below this are warm-up (closed loop).
-    pub fn warmup_requests(&self) -> u64 {
-        self.level.requests() * u64::from(self.warmup_pct) / 100
+    /// Requests of `kind` numbered below this are warm-up (closed loop).
+    pub fn warmup_requests(&self, kind: Kind) -> u64 {
+        self.shares[kind as usize].requests * u64::from(self.warmup_pct) / 100
     }
 
     /// Open loop: request `k`'s intended send time.
@@ -94,6 +100,39 @@ impl Job {
         match self.level.load {
             Load::Open { rate_per_s, .. } if rate_per_s > 0.0 => t0 + Duration::from_secs_f64(k as f64 / rate_per_s),
             _ => t0,
+        }
+    }
+
+    /// Open loop: the intended send time of the `j`-th request of `kind` (each kind keeps an
+    /// even schedule of its own; without reports, the same as [`Job::intended`]).
+    pub fn intended_of(&self, t0: Instant, kind: Kind, j: u64) -> Instant {
+        let rate = self.shares[kind as usize].rate_per_s;
+        if rate > 0.0 {
+            t0 + Duration::from_secs_f64(j as f64 / rate)
+        } else {
+            t0
+        }
+    }
+
+    /// Whether the mix holds usage reports (then every figure is also kept per kind).
+    pub fn has_reports(&self) -> bool {
+        self.shares[Kind::Report as usize].connections > 0
+    }
+
+    /// HTTP: the kind connection `c` carries, and its number among that kind's connections.
+    pub fn kind_of_connection(&self, c: usize) -> (Kind, u64) {
+        let report = &self.shares[Kind::Report as usize];
+        match (c as u64).checked_sub(u64::from(report.first_connection)) {
+            Some(i) if report.connections > 0 => (Kind::Report, i),
+            _ => (Kind::Price, c as u64),
+        }
+    }
+
+    /// HTTP: the bytes of the `j`-th request of `kind`.
+    pub fn http_request(&self, kind: Kind, j: u64) -> &[u8] {
+        match kind {
+            Kind::Price => &self.http_requests[(j % self.http_requests.len() as u64) as usize],
+            Kind::Report => &self.report_request,
         }
     }
 
@@ -123,12 +162,14 @@ pub fn job(plan: &Plan, level: &Level, target: SocketAddr, key: &str, progress: 
         protocol: plan.protocol,
         target,
         http_requests: http::render_requests(plan, target, key),
+        report_request: http::render_report(plan, target, key, std::time::SystemTime::now()),
+        shares: level.shares(plan.mix.report_pct),
         udp_key: key.as_bytes().to_vec(),
         udp_symbols: plan.mix.symbols.iter().map(|s| s.as_bytes().to_vec()).collect(),
         timeout: Duration::from_millis(plan.timeout_ms),
         warmup_pct: plan.warmup_pct,
         deadline: Instant::now() + Duration::from_millis(plan.level_time_max_ms),
-        next_request: AtomicU64::new(0),
+        next_request: [AtomicU64::new(0), AtomicU64::new(0)],
         ready: AtomicUsize::new(0),
         progress,
     }
@@ -206,6 +247,41 @@ pub fn pause(d: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_connection_carries_one_kind_on_that_kinds_schedule() {
+        let plan = Plan::parse(
+            "r.toml",
+            "protocol = \"http\"\n[mix]\nsymbols = [\"BTC-USD\"]\nreport_pct = 10\n\
+             [[levels]]\nconcurrency = 20\nrate_per_s = 1000\nduration_ms = 2000\n",
+        )
+        .expect("valid");
+        let target: SocketAddr = "127.0.0.1:8080".parse().expect("address");
+        let job = job(&plan, &plan.levels[0], target, "k", Arc::new(Progress::default()));
+        assert!(job.has_reports());
+        assert_eq!(job.kind_of_connection(0), (Kind::Price, 0));
+        assert_eq!(job.kind_of_connection(17), (Kind::Price, 17));
+        assert_eq!(job.kind_of_connection(18), (Kind::Report, 0));
+        assert_eq!(job.kind_of_connection(19), (Kind::Report, 1));
+        let t0 = Instant::now();
+        // 900 prices/s and 100 reports/s, each evenly spaced.
+        assert_eq!(job.intended_of(t0, Kind::Price, 9) - t0, Duration::from_millis(10));
+        assert_eq!(job.intended_of(t0, Kind::Report, 9) - t0, Duration::from_millis(90));
+        assert!(job.http_request(Kind::Report, 7).starts_with(b"GET /reports/usage?from="));
+        assert!(job.http_request(Kind::Price, 7).starts_with(b"GET /v1/price?symbol=BTC-USD "));
+        assert_eq!((job.warmup_requests(Kind::Price), job.warmup_requests(Kind::Report)), (180, 20));
+        // Without reports every connection is a price connection on the level's own schedule.
+        let plain = Plan::parse(
+            "p.toml",
+            "protocol = \"http\"\n[mix]\nsymbols = [\"BTC-USD\"]\n\
+             [[levels]]\nconcurrency = 20\nrate_per_s = 1000\nduration_ms = 2000\n",
+        )
+        .expect("valid");
+        let job = super::job(&plain, &plain.levels[0], target, "k", Arc::new(Progress::default()));
+        assert!(!job.has_reports());
+        assert_eq!(job.kind_of_connection(19), (Kind::Price, 19));
+        assert_eq!(job.intended_of(t0, Kind::Price, 37), job.intended(t0, 37));
+    }
 
     #[test]
     fn live_p99_is_the_bucket_holding_the_99th_percentile() {
