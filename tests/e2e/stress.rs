@@ -13,6 +13,7 @@ use std::process::Output;
 use serde_json::Value;
 
 use super::support::{pause, run, Driver, Server, Setup};
+use super::wire::json;
 
 const RUN_MAX: Duration = Duration::from_secs(60);
 
@@ -396,4 +397,124 @@ fn a_ws_push_latency_threshold_exits_2_naming_the_stage() {
     assert!(stdout.contains("FAIL stage 2: push p99"), "{}", text(&output));
     assert!(stdout.contains("back to 0 within"), "{}", text(&output));
     assert_eq!(server.gauge("open_websocket_sessions"), 0);
+}
+
+/// The shipped combined plan (seed test 2d), shrunk to a few seconds and to rates a debug build
+/// carries on two shared cores; its latency limits are lifted (timing is for benchmarks, not
+/// tests), so what is checked is that both kinds were sent, answered and reconciled.
+fn combined_plan() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config/plans/combined.toml")
+}
+
+const COMBINED_SMALL: &[&str] = &[
+    "--scale",
+    "0.05",
+    "--set",
+    "levels.1.rate_per_s=300",
+    "--set",
+    "levels.2.rate_per_s=600",
+    "--set",
+    "levels.3.rate_per_s=900",
+    "--set",
+    "thresholds={ success_pct_min = 100, report_success_pct_min = 100, no_5xx_through_level = 3 }",
+];
+
+/// The server's `usage.report_timeout_ms` (the default).
+const REPORT_TIMEOUT_MS: f64 = 5000.0;
+
+/// The key's monthly count, as `/v1/usage` shows it.
+fn used(server: &Server) -> u64 {
+    let response = server.get("/v1/usage", Some(server.key("partner")));
+    assert_eq!(response.status, 200, "{}", response.text());
+    json(&response)["used"].as_u64().expect("used")
+}
+
+fn kind_figure(level: &Value, kind: &str, figure: &str) -> u64 {
+    level["kinds"][kind]["counts"][figure]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no kinds.{kind}.counts.{figure}: {level}"))
+}
+
+#[test]
+fn combined_prices_and_reports_are_measured_apart_and_reconcile_with_the_server() {
+    let server = start_server();
+    let scratch = tempfile::tempdir().expect("temporary directory");
+    let out = scratch.path().join("on");
+    let admin = server.admin.to_string();
+    // /v1/usage is itself counted in usage_report_requests: read it outside the counted span.
+    let used_before = used(&server);
+    server.reset_counters();
+    let mut args = vec!["--admin", admin.as_str(), "--out", out.to_str().expect("utf-8")];
+    args.extend_from_slice(COMBINED_SMALL);
+    let output = stress_plan(&combined_plan(), server.http, server.key("partner"), &args);
+    assert!(output.status.success(), "{}", text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("match exactly"), "{}", text(&output));
+    assert!(stdout.contains(" price ") && stdout.contains(" report "), "a row per kind: {}", text(&output));
+    // The control plane's answers reach the shards without upsetting either runtime.
+    let log = server.log();
+    if let Some(at) = log.find("panicked") {
+        let excerpt: String = log[at..].lines().take(3).collect::<Vec<_>>().join("\n");
+        panic!(
+            "the server panicked {} times answering reports; the first:\n{excerpt}",
+            log.matches("panicked").count()
+        );
+    }
+    let (tcp, reports_counted) = (server.counter("tcp_requests"), server.counter("usage_report_requests"));
+    let used_after = used(&server);
+
+    let s = summary(&out);
+    assert_eq!(s["reconciliation_differences"], serde_json::json!([]), "{s}");
+    let levels = s["levels"].as_array().expect("levels");
+    assert_eq!(levels.len(), 3, "{s}");
+    let pct = 10; // combined.toml's report_pct
+    for l in levels {
+        let (prices, reports) = (kind_figure(l, "price", "requests"), kind_figure(l, "report", "requests"));
+        // Both kinds were sent, in the plan's share, each on connections of its own...
+        assert!(prices > 0 && reports > 0, "{l}");
+        assert_eq!(reports, (prices + reports) * pct / 100, "{l}");
+        assert_eq!(prices + reports, l["counts"]["requests"].as_u64().expect("requests"), "{l}");
+        let conns = |kind: &str| l["kinds"][kind]["connections"].as_u64().expect("connections");
+        assert_eq!(conns("price") + conns("report"), l["concurrency"].as_u64().expect("concurrency"), "{l}");
+        assert!(conns("report") >= 1, "{l}");
+        // ...every one answered with 200, a report with this month's buckets...
+        assert_eq!(kind_figure(l, "price", "successes"), prices, "{l}");
+        assert_eq!(kind_figure(l, "report", "successes"), reports, "{l}");
+        // ...and measured apart.
+        for kind in ["price", "report"] {
+            assert!(l["kinds"][kind]["latency"]["p99_ms"].as_f64().expect("p99") > 0.0, "{l}");
+            assert!(l["kinds"][kind]["measured_requests"].as_u64().expect("measured") > 0, "{l}");
+        }
+        // A report is answered when the ledger answers, not when the shard's own deadline
+        // (usage.report_timeout_ms, 5 s) wakes its connection: not a speed limit, a wake-up.
+        let report_max_ms = l["kinds"]["report"]["service"]["max_ms"].as_f64().expect("max");
+        assert!(report_max_ms < REPORT_TIMEOUT_MS, "a report waited {report_max_ms} ms, the shard's deadline: {l}");
+        // Reconciled at the level: the reports with usage_report_requests, everything with tcp_requests.
+        let rows = l["reconciliation"].as_array().expect("reconciled");
+        let row = rows.iter().find(|r| r["server_counter"] == "usage_report_requests").expect("a report row");
+        assert_eq!((row["client"].as_u64(), row["server"].as_u64()), (Some(reports), Some(reports)), "{l}");
+    }
+    let (prices, reports) =
+        (sum(&s, |l| kind_figure(l, "price", "requests")), sum(&s, |l| kind_figure(l, "report", "requests")));
+    assert_eq!(tcp, prices + reports);
+    assert_eq!(reports_counted, reports);
+    // Reports are free: the key's month grew by its price requests alone.
+    assert_eq!(used_after - used_before, prices);
+    let md = std::fs::read_to_string(out.join("summary.md")).expect("summary.md");
+    assert!(md.contains("connections of its own"), "{md}");
+
+    // The same plan with reports off: every request a price, nothing counted as a report.
+    let off = scratch.path().join("off");
+    server.reset_counters();
+    let mut args = vec!["--admin", admin.as_str(), "--out", off.to_str().expect("utf-8"), "--set", "mix.report_pct=0"];
+    args.extend_from_slice(COMBINED_SMALL);
+    let output = stress_plan(&combined_plan(), server.http, server.key("partner"), &args);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("with --set mix.report_pct=0"), "{}", text(&output));
+    let s = summary(&off);
+    assert_eq!(s["overrides"][0], "mix.report_pct=0", "{s}");
+    assert!(s["levels"].as_array().expect("levels").iter().all(|l| l["kinds"].is_null()), "{s}");
+    assert_eq!(server.counter("usage_report_requests"), 0);
+    assert_eq!(server.counter("tcp_requests"), sum(&s, |l| l["counts"]["successes"].as_u64().expect("ok")));
+    assert_eq!(sum(&s, |l| l["counts"]["requests"].as_u64().expect("requests")), prices + reports);
 }
