@@ -21,7 +21,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the server (the simulator feed and in-process stores by default).
+    /// Run the server (the simulator feed and the embedded SQLite usage ledger by default).
     Serve(ServeArgs),
     /// Create, list and revoke API keys in the keys file.
     #[command(subcommand)]
