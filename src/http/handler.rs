@@ -180,8 +180,9 @@ pub fn respond_deferred(
             ctx.counters.inc(Counter::Responses2xx);
             None
         }
-        Some(ReportAnswer::Failed(message)) => {
-            Some(error(scratch, ErrorCode::Internal, &[b"usage store: ", message.as_bytes()], deferred.extra))
+        // The store's own error (paths, hosts) is logged on the control plane, not told to clients.
+        Some(ReportAnswer::Failed(_)) => {
+            Some(error(scratch, ErrorCode::Internal, &[b"the usage store failed; try again shortly"], deferred.extra))
         }
         None => Some(error(
             scratch,

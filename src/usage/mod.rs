@@ -100,6 +100,11 @@ impl MonthlyUsage {
         })
     }
 
+    /// What was admitted since the last drain, all channels, without taking it.
+    pub fn unflushed(&self) -> u64 {
+        self.unflushed.iter().map(|n| n.load(Ordering::Relaxed)).sum()
+    }
+
     /// Puts back what a drain took and could not hand on (the ledger's queue was full).
     pub fn give_back(&self, counts: [u64; CHANNELS]) {
         for (slot, count) in self.unflushed.iter().zip(counts) {

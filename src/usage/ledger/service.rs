@@ -374,6 +374,11 @@ pub async fn run(
         let (ship_stop_tx, ship_stop) = tokio::sync::watch::channel(false);
         (tokio::spawn(ship(Arc::clone(&ledger), Arc::clone(&wrote), ship_stop)), ship_stop_tx)
     });
+    if ledger.kind == StoreKind::Memory {
+        // Nothing keeps the counts: the deltas just accumulate on their keys (u64: forever).
+        let _ = stop.wait_for(|s| *s).await;
+        return;
+    }
     let mut pruned_hour = 0;
     let deliver = |batch: Batch| tx.try_send(batch).map_err(|e| e.into_inner());
     loop {
@@ -383,13 +388,6 @@ pub async fn run(
             _ = tokio::time::sleep(Duration::from_millis(due.saturating_sub(now))) => {}
             _ = stop.wait_for(|s| *s) => break,
         }
-        if ledger.kind == StoreKind::Memory {
-            // Nothing keeps the counts; take them so that they do not pile up.
-            for entry in keys().entries() {
-                entry.state.usage.take_unflushed();
-            }
-            continue;
-        }
         // The counts belong to the window that ends at `due`, which never spans an hour boundary.
         let drained = drainer.drain(&keys(), hour_start_s(due - 1), deliver);
         counters.control().add(Counter::BgSubmitted, drained.batches);
@@ -398,9 +396,6 @@ pub async fn run(
             pruned_hour = hour_start_s(due);
             prune(&ledger).await;
         }
-    }
-    if ledger.kind == StoreKind::Memory {
-        return;
     }
     let started = tokio::time::Instant::now();
     let before = written.load(Ordering::Relaxed);
@@ -446,14 +441,7 @@ pub async fn run(
 }
 
 fn unflushed(table: &KeyTable) -> u64 {
-    table
-        .entries()
-        .map(|e| {
-            let counts = e.state.usage.take_unflushed();
-            e.state.usage.give_back(counts);
-            counts.iter().sum::<u64>()
-        })
-        .sum()
+    table.entries().map(|e| e.state.usage.unflushed()).sum()
 }
 
 async fn prune(ledger: &Ledger) {

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags};
 
 use crate::usage::ledger::batch::{Batch, Row};
 use crate::usage::CHANNELS;
@@ -222,27 +222,6 @@ impl Journal {
         )?;
         let rows = stmt.query_map(params![key_id, from_s, to_s], |r| Ok((r.get::<_, i64>(0)?, counts(r, 1)?)))?;
         rows.collect()
-    }
-
-    /// Whether `path` holds a journal this build can read (for the command line's errors).
-    pub fn exists(path: &Path) -> bool {
-        path.is_file()
-    }
-
-    /// The batch id's row, for tests and the command line.
-    pub fn flush(&self, node: &str, seq: u64) -> rusqlite::Result<Option<(u64, u64)>> {
-        self.conn
-            .query_row(
-                "SELECT rows, requests FROM flushes WHERE node = ?1 AND seq = ?2",
-                params![node, to_i64(seq)],
-                |r| {
-                    Ok((
-                        u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
-                        u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
-                    ))
-                },
-            )
-            .optional()
     }
 }
 
