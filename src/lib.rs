@@ -64,5 +64,6 @@ pub mod splitmix;
 pub mod state;
 pub mod stream;
 pub mod stress;
+pub mod tls;
 pub mod udp;
 pub mod usage;

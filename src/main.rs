@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         Command::Usage(command) => cli::usage::run(command),
         Command::Query(args) => cli::query::run(args),
         Command::MockExchange(args) => cli::mock::run(args),
+        Command::Tls(command) => cli::tls::run(command),
         // Threshold and regression failures are exit codes of their own, after the report.
         Command::Stress(args) => match pricebeast::stress::run(args) {
             Ok(0) => Ok(()),

@@ -75,14 +75,27 @@ pub fn run(config: Config, options: ServeOptions) -> anyhow::Result<()> {
         state.reports = Some(report_tx);
     }
     state.ledger = Some(Arc::clone(&ledger));
+    if config.server.https.is_some() {
+        let certs = crate::tls::certs::Certs::open(&config.tls.cert_file, &config.tls.key_file)
+            .context("loading the HTTPS certificate ([tls] cert_file, key_file)")?;
+        let identity = certs.current();
+        tracing::info!(subject = %identity.subject, not_after = identity.not_after_unix_s, "HTTPS certificate loaded");
+        state.tls = Some(Arc::new(certs));
+    }
     let shared = Arc::new(state);
 
     let server = &config.server;
-    let bound =
-        listeners::bind(server.http, server.udp, shards, server.listen_backlog, config.udp.socket_buffer_bytes)?;
-    let wake_http = bound.http.iter().map(|l| l.try_clone()).collect::<Result<Vec<_>, _>>()?;
-    let wake_udp = bound.udp.iter().map(|s| s.try_clone()).collect::<Result<Vec<_>, _>>()?;
-    let (http_addr, udp_addr) = (bound.http_addr, bound.udp_addr);
+    let listen = listeners::Listen { http: server.http, https: server.https, udp: server.udp };
+    let bound = listeners::bind(listen, shards, server.listen_backlog, config.udp.socket_buffer_bytes)?;
+    let mut wake_tcp = Vec::new();
+    let mut wake_udp = Vec::new();
+    for sockets in &bound.shards {
+        for listener in sockets.http.iter().chain(&sockets.https) {
+            wake_tcp.push(listener.try_clone()?);
+        }
+        wake_udp.push(sockets.udp.try_clone()?);
+    }
+    let addrs = Addrs { http: bound.http_addr, https: bound.https_addr, udp: bound.udp_addr };
 
     let feed = match config.feed.kind {
         FeedKind::Simulator => {
@@ -103,7 +116,7 @@ pub fn run(config: Config, options: ServeOptions) -> anyhow::Result<()> {
     };
 
     let (exits, exited) = tokio::sync::mpsc::channel(shards);
-    let handles = shard::start(&shared, bound.http, bound.udp, exits)?;
+    let handles = shard::start(&shared, bound.shards, exits)?;
     for handle in &handles {
         tracing::info!(shard = handle.index, driver = handle.driver.as_str(), "shard serving");
     }
@@ -111,10 +124,10 @@ pub fn run(config: Config, options: ServeOptions) -> anyhow::Result<()> {
     let plane = ControlPlane {
         shared: Arc::clone(&shared),
         token,
-        addrs: Addrs { http: http_addr, udp: udp_addr },
+        addrs,
         key_count,
         shards: handles,
-        wake: (wake_http, wake_udp),
+        wake: (wake_tcp, wake_udp),
         ledger,
         reports: report_rx,
     };
@@ -152,8 +165,14 @@ struct Signals {
 
 /// The shards' bound addresses, for the listening line.
 struct Addrs {
-    http: std::net::SocketAddr,
+    http: Option<std::net::SocketAddr>,
+    https: Option<std::net::SocketAddr>,
     udp: std::net::SocketAddr,
+}
+
+/// A listener's address for the listening line; `off` when it is not served.
+fn shown(addr: Option<std::net::SocketAddr>) -> String {
+    addr.map_or_else(|| "off".to_owned(), |a| a.to_string())
 }
 
 /// What the control plane runs and, at shutdown, stops in order.
@@ -215,8 +234,9 @@ async fn control_plane(
     tracing::info!(
         shards = shards.len(),
         keys = key_count,
-        "listening http={} udp={} admin={admin_addr}",
-        addrs.http,
+        "listening http={} https={} udp={} admin={admin_addr}",
+        shown(addrs.http),
+        shown(addrs.https),
         addrs.udp
     );
 

@@ -26,6 +26,8 @@ pub struct Shared {
     pub ledger: Option<Arc<crate::usage::ledger::Ledger>>,
     /// Where a shard hands a usage report request to the control plane; absent without a ledger.
     pub reports: Option<tokio::sync::mpsc::Sender<crate::usage::ledger::service::ReportJob>>,
+    /// The HTTPS listener's certificate; absent when `server.https` is off.
+    pub tls: Option<Arc<crate::tls::certs::Certs>>,
     /// Unix ms when the process started serving.
     pub started_ms: u64,
     draining: AtomicBool,
@@ -38,6 +40,7 @@ impl Shared {
         Self {
             sessions,
             feeds: Vec::new(),
+            tls: None,
             config,
             book,
             keys,

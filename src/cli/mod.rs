@@ -1,8 +1,9 @@
-//! The command line: `serve`, `keys`, `usage`, `query`, `mock-exchange`, `stress`. Parsing here, work in the modules named.
+//! The command line: `serve`, `keys`, `usage`, `query`, `mock-exchange`, `stress`, `tls`. Parsing here, work in the modules named.
 
 pub mod keys;
 pub mod mock;
 pub mod query;
+pub mod tls;
 pub mod usage;
 
 use std::net::SocketAddr;
@@ -35,6 +36,17 @@ pub enum Command {
     MockExchange(mock::MockArgs),
     /// Run a load plan against a server and report what the client and the server counted.
     Stress(crate::stress::StressArgs),
+    /// Certificates for HTTPS: a self-signed pair for a test.
+    #[command(subcommand)]
+    Tls(tls::TlsCommand),
+}
+
+/// A listener flag's value: an address, or `None` for `""` (off).
+#[derive(Clone, Copy, Debug)]
+pub struct Listen(pub Option<SocketAddr>);
+
+fn listen_arg(text: &str) -> Result<Listen, String> {
+    crate::config::parse_listen(text).map(Listen)
 }
 
 #[derive(Debug, clap::Args)]
@@ -42,9 +54,12 @@ pub struct ServeArgs {
     /// Configuration file (TOML); without it, the defaults of config/pricebeast.toml.
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Public HTTP listen address (server.http).
-    #[arg(long, value_name = "ADDR")]
-    pub http: Option<SocketAddr>,
+    /// Public HTTP listen address (server.http); "" turns plain HTTP off.
+    #[arg(long, value_name = "ADDR", value_parser = listen_arg)]
+    pub http: Option<Listen>,
+    /// Public HTTPS listen address (server.https), with [tls]'s certificate; "" is off.
+    #[arg(long, value_name = "ADDR", value_parser = listen_arg)]
+    pub https: Option<Listen>,
     /// Partner UDP listen address (server.udp).
     #[arg(long, value_name = "ADDR")]
     pub udp: Option<SocketAddr>,
@@ -69,8 +84,11 @@ impl ServeArgs {
     /// The config file with the flags applied over it.
     pub fn config(&self) -> anyhow::Result<Config> {
         let mut config = Config::load(self.config.as_deref())?;
-        if let Some(addr) = self.http {
+        if let Some(Listen(addr)) = self.http {
             config.server.http = addr;
+        }
+        if let Some(Listen(addr)) = self.https {
+            config.server.https = addr;
         }
         if let Some(addr) = self.udp {
             config.server.udp = addr;

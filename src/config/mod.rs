@@ -21,6 +21,7 @@ pub struct Config {
     pub feed: FeedConfig,
     pub stream: StreamConfig,
     pub usage: UsageConfig,
+    pub tls: TlsConfig,
     pub log: LogConfig,
 }
 
@@ -28,7 +29,12 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    pub http: SocketAddr,
+    /// Plain HTTP; `None` (`""` in the file) turns it off.
+    #[serde(deserialize_with = "listen_addr")]
+    pub http: Option<SocketAddr>,
+    /// HTTPS (and `wss://`) with `[tls]`'s certificate; `None` (`""`, the default) is off.
+    #[serde(deserialize_with = "listen_addr")]
+    pub https: Option<SocketAddr>,
     pub udp: SocketAddr,
     /// 0: one shard per core.
     pub shards: usize,
@@ -39,6 +45,38 @@ pub struct ServerConfig {
     pub shutdown_deadline_ms: u64,
     /// This node's name in cluster stats; empty: the host name.
     pub node_name: String,
+}
+
+/// A listener's address, or `""` for none.
+fn listen_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_listen(&text).map_err(serde::de::Error::custom)
+}
+
+/// `""` (off) or an address such as `0.0.0.0:8443`; for the file and the command line alike.
+pub fn parse_listen(text: &str) -> Result<Option<SocketAddr>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| format!("{text:?} is not an address such as 0.0.0.0:8443 (or \"\" for off)"))
+}
+
+/// HTTPS: the certificate the `server.https` listener presents, and the bounds on handshakes.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM: the certificate chain, leaf first. Relative paths are relative to the working directory.
+    pub cert_file: PathBuf,
+    /// PEM: the private key (PKCS#8, SEC1 or PKCS#1; ECDSA P-256/P-384, Ed25519 or RSA).
+    pub key_file: PathBuf,
+    /// How often the two files' modification times are checked for a reload; 0: only on SIGHUP
+    /// or `POST /admin/tls/reload`.
+    pub reload_poll_ms: u64,
+    /// A handshake not finished this long after the connection was accepted is closed.
+    pub handshake_timeout_ms: u64,
+    /// Handshakes one shard runs at once; a connection beyond them is closed at once.
+    pub handshakes_per_shard_max: usize,
 }
 
 /// Which monoio driver the shards run.
@@ -234,7 +272,8 @@ pub struct LogConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            http: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            http: Some(SocketAddr::from(([0, 0, 0, 0], 8080))),
+            https: None,
             udp: SocketAddr::from(([0, 0, 0, 0], 2679)),
             shards: 0,
             io_driver: IoDriver::Auto,
@@ -352,6 +391,18 @@ impl Default for SimulatorConfig {
     }
 }
 
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_file: PathBuf::from("tls/cert.pem"),
+            key_file: PathBuf::from("tls/key.pem"),
+            reload_poll_ms: 5000,
+            handshake_timeout_ms: 10_000,
+            handshakes_per_shard_max: 1024,
+        }
+    }
+}
+
 impl Default for LogConfig {
     fn default() -> Self {
         Self { level: "info".into() }
@@ -442,6 +493,22 @@ impl Config {
         }
         if self.admin.stats_interval_ms < 100 {
             return fail("admin.stats_interval_ms", "must be at least 100".into());
+        }
+        if self.server.http.is_none() && self.server.https.is_none() {
+            return fail("server.http", "is off and so is server.https: nothing would serve HTTP".into());
+        }
+        if self.server.https.is_some() && self.server.https == self.server.http {
+            return fail("server.https", "must differ from server.http".into());
+        }
+        let t = &self.tls;
+        if !(1..=HTTP_TIME_MS_LIMIT).contains(&t.handshake_timeout_ms) {
+            return fail("tls.handshake_timeout_ms", format!("must be 1 to {HTTP_TIME_MS_LIMIT}"));
+        }
+        if !(1..=CONNECTIONS_PER_SHARD_LIMIT).contains(&t.handshakes_per_shard_max) {
+            return fail("tls.handshakes_per_shard_max", format!("must be 1 to {CONNECTIONS_PER_SHARD_LIMIT}"));
+        }
+        if t.reload_poll_ms > HTTP_TIME_MS_LIMIT {
+            return fail("tls.reload_poll_ms", format!("must be 0 to {HTTP_TIME_MS_LIMIT}"));
         }
         if self.server.shards > crate::book::moves::SHARDS_MAX {
             return fail("server.shards", format!("must be 0 (one per core) to {}", crate::book::moves::SHARDS_MAX));

@@ -103,7 +103,7 @@ pub const GAUGE_NAMES: [&str; GAUGES] = [
     "db_wait_count",
 ];
 
-/// Streaming's own counters, beside the 24 (which DESIGN.md fixes).
+/// Streaming's and HTTPS's own counters, beside the 24 (which DESIGN.md fixes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(usize)]
 pub enum StreamCounter {
@@ -118,9 +118,19 @@ pub enum StreamCounter {
     ControlQueueCloses,
     /// Fan-out passes a shard ran because watched symbols moved (one per burst of writes).
     FanoutWakeups,
+    /// TLS handshakes completed.
+    TlsHandshakes,
+    /// TLS connections that failed before their handshake completed: bytes that are not TLS, a
+    /// protocol error, no shared version or cipher suite, the client leaving, or a connection
+    /// refused because the shard already ran `tls.handshakes_per_shard_max` handshakes.
+    TlsHandshakeFailures,
+    /// Handshakes closed at `tls.handshake_timeout_ms` (also counted as failures).
+    TlsHandshakeTimeouts,
+    /// Plain HTTP requests sent to the HTTPS port: answered 400 and closed (also failures).
+    TlsPlainHttp,
 }
 
-pub const STREAM_COUNTERS: usize = 8;
+pub const STREAM_COUNTERS: usize = 12;
 pub const STREAM_COUNTER_NAMES: [&str; STREAM_COUNTERS] = [
     "sessions_created",
     "sessions_redeemed",
@@ -130,6 +140,10 @@ pub const STREAM_COUNTER_NAMES: [&str; STREAM_COUNTERS] = [
     "slow_client_closes",
     "control_queue_closes",
     "fanout_wakeups",
+    "tls_handshakes",
+    "tls_handshake_failures",
+    "tls_handshake_timeouts",
+    "tls_plain_http",
 ];
 
 /// A histogram of microsecond latencies in the [`LATENCY_BOUNDS_US`] buckets.

@@ -6,37 +6,59 @@ use std::net::{SocketAddr, TcpListener, UdpSocket};
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
+/// One shard's sockets: a TCP listener for each of plain HTTP and HTTPS that is on, and its UDP
+/// socket.
+pub struct ShardSockets {
+    pub http: Option<TcpListener>,
+    pub https: Option<TcpListener>,
+    pub udp: UdpSocket,
+}
+
 /// Every shard's sockets, and the addresses they are bound to (port 0 resolved).
 pub struct Bound {
-    pub http: Vec<TcpListener>,
-    pub udp: Vec<UdpSocket>,
-    pub http_addr: SocketAddr,
+    pub shards: Vec<ShardSockets>,
+    pub http_addr: Option<SocketAddr>,
+    pub https_addr: Option<SocketAddr>,
     pub udp_addr: SocketAddr,
 }
 
-/// Binds `shards` listeners and UDP sockets. Port 0 is resolved by the first bind and reused by the
-/// rest, so a test's port-0 server still has one address.
-pub fn bind(
-    http: SocketAddr,
-    udp: SocketAddr,
-    shards: usize,
-    backlog: u32,
-    udp_buffer_bytes: usize,
-) -> io::Result<Bound> {
-    ensure_free(http, Type::STREAM, "HTTP")?;
-    ensure_free(udp, Type::DGRAM, "UDP")?;
-    let mut bound = Bound { http: Vec::new(), udp: Vec::new(), http_addr: http, udp_addr: udp };
+/// The addresses to bind: `None` leaves that listener off.
+#[derive(Clone, Copy, Debug)]
+pub struct Listen {
+    pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
+    pub udp: SocketAddr,
+}
+
+/// Binds `shards` sets of sockets. Port 0 is resolved by the first bind and reused by the rest,
+/// so a test's port-0 server still has one address per listener.
+pub fn bind(listen: Listen, shards: usize, backlog: u32, udp_buffer_bytes: usize) -> io::Result<Bound> {
+    for (addr, what) in [(listen.http, "HTTP"), (listen.https, "HTTPS")] {
+        if let Some(addr) = addr {
+            ensure_free(addr, Type::STREAM, what)?;
+        }
+    }
+    ensure_free(listen.udp, Type::DGRAM, "UDP")?;
+    let mut bound =
+        Bound { shards: Vec::new(), http_addr: listen.http, https_addr: listen.https, udp_addr: listen.udp };
     for _ in 0..shards {
-        let listener = tcp_listener(bound.http_addr, backlog)
-            .map_err(|e| io::Error::new(e.kind(), format!("binding HTTP {}: {e}", bound.http_addr)))?;
-        bound.http_addr = listener.local_addr()?;
-        bound.http.push(listener);
-        let socket = udp_socket(bound.udp_addr, udp_buffer_bytes)
+        let http = bind_tcp(&mut bound.http_addr, backlog, "HTTP")?;
+        let https = bind_tcp(&mut bound.https_addr, backlog, "HTTPS")?;
+        let udp = udp_socket(bound.udp_addr, udp_buffer_bytes)
             .map_err(|e| io::Error::new(e.kind(), format!("binding UDP {}: {e}", bound.udp_addr)))?;
-        bound.udp_addr = socket.local_addr()?;
-        bound.udp.push(socket);
+        bound.udp_addr = udp.local_addr()?;
+        bound.shards.push(ShardSockets { http, https, udp });
     }
     Ok(bound)
+}
+
+/// One shard's listener on `addr` when it is on; `addr` becomes the bound address.
+fn bind_tcp(addr: &mut Option<SocketAddr>, backlog: u32, what: &str) -> io::Result<Option<TcpListener>> {
+    let Some(at) = *addr else { return Ok(None) };
+    let listener =
+        tcp_listener(at, backlog).map_err(|e| io::Error::new(e.kind(), format!("binding {what} {at}: {e}")))?;
+    *addr = Some(listener.local_addr()?);
+    Ok(Some(listener))
 }
 
 /// Refuses a fixed port that another socket holds. SO_REUSEPORT would otherwise let a second
@@ -102,25 +124,27 @@ mod tests {
     #[test]
     fn a_port_another_server_holds_is_refused() {
         // Another pricebeast: SO_REUSEPORT listeners, which a second SO_REUSEPORT bind could join.
-        let first =
-            bind("127.0.0.1:0".parse().expect("literal"), "127.0.0.1:0".parse().expect("literal"), 1, 16, 1 << 16)
-                .expect("first server");
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+        let first = bind(Listen { http: Some(any), https: Some(any), udp: any }, 1, 16, 1 << 16).expect("first server");
         let taken = first.http_addr;
-        let udp: SocketAddr = "127.0.0.1:0".parse().expect("literal");
-        let error = bind(taken, udp, 1, 16, 1 << 16).err().expect("refused");
-        assert!(error.to_string().contains("is taken"), "{error}");
+        let error = bind(Listen { http: taken, https: None, udp: any }, 1, 16, 1 << 16).err().expect("refused");
+        assert!(error.to_string().contains("HTTP address") && error.to_string().contains("is taken"), "{error}");
+        let error =
+            bind(Listen { http: None, https: first.https_addr, udp: any }, 1, 16, 1 << 16).err().expect("refused");
+        assert!(error.to_string().contains("HTTPS address"), "{error}");
 
         let taken_udp = first.udp_addr;
-        let http: SocketAddr = "127.0.0.1:0".parse().expect("literal");
-        assert!(bind(http, taken_udp, 1, 16, 1 << 16).is_err());
+        assert!(bind(Listen { http: Some(any), https: None, udp: taken_udp }, 1, 16, 1 << 16).is_err());
     }
 
     #[test]
     fn our_own_shards_share_a_fixed_port() {
         let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
         let udp: SocketAddr = "127.0.0.1:0".parse().expect("literal");
-        let bound = bind(free, udp, 2, 16, 1 << 16).expect("two shards on one port");
-        assert_eq!(bound.http.len(), 2);
-        assert_eq!(bound.http_addr, free);
+        let bound =
+            bind(Listen { http: Some(free), https: None, udp }, 2, 16, 1 << 16).expect("two shards on one port");
+        assert_eq!(bound.shards.len(), 2);
+        assert!(bound.shards.iter().all(|s| s.http.is_some() && s.https.is_none()));
+        assert_eq!(bound.http_addr, Some(free));
     }
 }

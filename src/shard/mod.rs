@@ -12,7 +12,7 @@ mod udp_batch;
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::net::{TcpListener, UdpSocket};
+use std::net::TcpListener;
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -56,6 +56,11 @@ const READ_BUFFERS_SPARE_MAX: usize = 1024;
 /// holds one only from its answer until its write completes.
 const WRITE_BUFFERS_SPARE_MAX: usize = 256;
 
+/// A sealed write buffer: a whole response buffer's records, each with its overhead, and a key
+/// update before them.
+const TLS_WRITE_BYTES: usize = RESPONSE_BYTES_MAX
+    + (RESPONSE_BYTES_MAX / crate::tls::record::PLAINTEXT_MAX + 2) * crate::tls::record::SEAL_OVERHEAD_MAX;
+
 /// How often the spare buffer pools are trimmed, in sweeps.
 const TRIM_EVERY_SWEEPS: u64 = 10;
 /// Connections that must have closed since the allocator last gave pages back before it is
@@ -83,13 +88,12 @@ impl Drop for ExitNotice {
 /// index is sent on `exits` when its thread ends (the channel must hold one per shard).
 pub fn start(
     shared: &Arc<Shared>,
-    http: Vec<TcpListener>,
-    udp: Vec<UdpSocket>,
+    sockets: Vec<listeners::ShardSockets>,
     exits: tokio::sync::mpsc::Sender<usize>,
 ) -> io::Result<Vec<ShardHandle>> {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut handles = Vec::new();
-    for (index, (listener, socket)) in http.into_iter().zip(udp).enumerate() {
+    for (index, sockets) in sockets.into_iter().enumerate() {
         let (ready_tx, ready_rx) = mpsc::channel::<io::Result<DriverKind>>();
         let shared = Arc::clone(shared);
         let core =
@@ -102,7 +106,7 @@ pub fn start(
                     tracing::warn!(shard = index, "could not pin to core {}", core.id);
                 }
             }
-            run(index, shared, listener, socket, ready_tx);
+            run(index, shared, sockets, ready_tx);
         })?;
         let driver =
             ready_rx.recv().map_err(|_| io::Error::other(format!("shard {index} exited before starting")))??;
@@ -114,8 +118,7 @@ pub fn start(
 fn run(
     index: usize,
     shared: Arc<Shared>,
-    listener: TcpListener,
-    socket: UdpSocket,
+    sockets: listeners::ShardSockets,
     ready: mpsc::Sender<io::Result<DriverKind>>,
 ) {
     let choice = shared.config.server.io_driver;
@@ -133,7 +136,7 @@ fn run(
         };
         match build(tuned).or_else(|_| build(io_uring::IoUring::builder())) {
             Ok(mut runtime) => {
-                return runtime.block_on(serve(index, shared, listener, socket, DriverKind::IoUring, ready));
+                return runtime.block_on(serve(index, shared, sockets, DriverKind::IoUring, ready));
             }
             Err(e) if choice == IoDriver::IoUring => {
                 let _ = ready.send(Err(io::Error::new(e.kind(), format!("shard {index}: io_uring refused: {e}"))));
@@ -143,7 +146,7 @@ fn run(
         }
     }
     match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build() {
-        Ok(mut runtime) => runtime.block_on(serve(index, shared, listener, socket, DriverKind::Epoll, ready)),
+        Ok(mut runtime) => runtime.block_on(serve(index, shared, sockets, DriverKind::Epoll, ready)),
         Err(e) => {
             let _ = ready.send(Err(io::Error::new(e.kind(), format!("shard {index}: epoll runtime: {e}"))));
         }
@@ -161,6 +164,12 @@ pub(crate) struct Local {
     pub read_buffers: buffers::BufferPool,
     /// Write buffers (`RESPONSE_BYTES_MAX`): held from an answer until its write completes.
     pub write_buffers: buffers::BufferPool,
+    /// An HTTPS connection's read buffers: a request and a whole TLS record beside it.
+    pub tls_read_buffers: buffers::BufferPool,
+    /// Sealed records on their way out, over HTTPS: held for one write.
+    pub tls_write_buffers: buffers::BufferPool,
+    /// TLS handshakes running on this shard (`tls.handshakes_per_shard_max`).
+    pub handshakes: Cell<usize>,
     /// Open connections: their sockets (so draining can wake them) and what each waits for.
     pub conns: RefCell<conns::ConnTable>,
     pub connections: Cell<usize>,
@@ -182,6 +191,12 @@ impl Local {
                 READ_BUFFERS_SPARE_MAX,
             ),
             write_buffers: buffers::BufferPool::new(RESPONSE_BYTES_MAX, WRITE_BUFFERS_SPARE_MAX),
+            tls_read_buffers: buffers::BufferPool::new(
+                limits.head_bytes_max + limits.body_bytes_max + crate::tls::record::RECORD_MAX,
+                READ_BUFFERS_SPARE_MAX,
+            ),
+            tls_write_buffers: buffers::BufferPool::new(TLS_WRITE_BYTES, WRITE_BUFFERS_SPARE_MAX),
+            handshakes: Cell::new(0),
             conns: RefCell::new(conns::ConnTable::default()),
             connections: Cell::new(0),
             fanout: crate::stream::fanout::Fanout::new(index, &shared.config.stream),
@@ -283,19 +298,19 @@ fn shut_read(fd: i32) {
 async fn serve(
     index: usize,
     shared: Arc<Shared>,
-    listener: TcpListener,
-    socket: UdpSocket,
+    sockets: listeners::ShardSockets,
     driver: DriverKind,
     ready: mpsc::Sender<io::Result<DriverKind>>,
 ) {
-    let listener = match monoio::net::TcpListener::from_std(listener) {
-        Ok(listener) => listener,
-        Err(e) => {
+    let adopt = |listener: Option<TcpListener>| listener.map(monoio::net::TcpListener::from_std).transpose();
+    let (http, https) = match (adopt(sockets.http), adopt(sockets.https)) {
+        (Ok(http), Ok(https)) => (http, https),
+        (Err(e), _) | (_, Err(e)) => {
             let _ = ready.send(Err(e));
             return;
         }
     };
-    let socket = match monoio::net::udp::UdpSocket::from_std(socket) {
+    let socket = match monoio::net::udp::UdpSocket::from_std(sockets.udp) {
         Ok(socket) => socket,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -317,7 +332,14 @@ async fn serve(
     monoio::spawn(stream::check_loop(Rc::clone(&local)));
     monoio::spawn(sweep_loop(Rc::clone(&local)));
     let _ = ready.send(Ok(driver));
-    tcp::accept_loop(listener, Rc::clone(&local)).await;
+    // Each listener's accept loop ends when the shard drains.
+    let accepting: Vec<_> = [(http, tcp::Wire::Plain), (https, tcp::Wire::Tls)]
+        .into_iter()
+        .filter_map(|(listener, wire)| listener.map(|l| monoio::spawn(tcp::accept_loop(l, Rc::clone(&local), wire))))
+        .collect();
+    for accept in accepting {
+        accept.await;
+    }
     // Draining: wake idle connections, give in-flight ones until the deadline.
     local.wake_all();
     let started = std::time::Instant::now();
@@ -342,7 +364,10 @@ async fn sweep_loop(local: Rc<Local>) {
         local.sweep(crate::clock::mono_ns());
         sweeps += 1;
         if sweeps % TRIM_EVERY_SWEEPS == 0 {
-            let freed = local.read_buffers.trim() + local.write_buffers.trim();
+            let freed = local.read_buffers.trim()
+                + local.write_buffers.trim()
+                + local.tls_read_buffers.trim()
+                + local.tls_write_buffers.trim();
             let open = local.connections.get();
             if freed > 0 || open + CLOSED_BEFORE_COLLECT < connections_at_collect {
                 crate::alloc::give_back_freed_pages();

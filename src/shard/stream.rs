@@ -7,6 +7,7 @@
 //! (a writer finished with more owed, or a frame interval passed: push those), and the deadline
 //! check (pings, idle and stalled streams, every `stream.tick_ms`).
 
+use std::cell::RefCell;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -24,6 +25,11 @@ use crate::stream::fanout::{Ending, StreamState};
 use crate::stream::grant::{Grant, KeySlot};
 use crate::stream::sessions::Redeemed;
 use crate::stream::symbols::{self, Expect, SymbolsError};
+use crate::tls::session::Session;
+
+/// A `wss://` stream's TLS session, shared by its reader (opening) and writer (sealing) on
+/// the one shard thread; borrowed only between awaits.
+type Tls = Rc<RefCell<Session>>;
 
 /// Bytes read from a stream's socket at a time. Clients send little (pongs, a symbol change
 /// now and then), and every idle stream holds one read buffer.
@@ -54,14 +60,17 @@ impl Drop for Opened {
 }
 
 /// Sets a stream up on its shard (its state, its first frame, its writer task) and returns the
-/// reader task, for the caller to spawn. `leftover`: bytes the client sent after its upgrade request. Everything the stream holds
-/// for its life is in the returned future or on the heap behind it, sized for one idle stream.
+/// reader task, for the caller to spawn. `leftover`: bytes the client sent after its upgrade
+/// request. `tls`: over HTTPS, the session and the part of a record read after the upgrade.
+/// Everything the stream holds for its life is in the returned future or on the heap behind
+/// it, sized for one idle stream.
 pub(super) fn start(
     stream: TcpStream,
     local: &Rc<Local>,
     mut opened: Opened,
     leftover: &[u8],
     registered: Registered,
+    tls: Option<(Box<crate::shard::tcp::TlsLink>, Vec<u8>)>,
 ) -> impl std::future::Future<Output = ()> + 'static {
     let config = &local.shared.config.stream;
     let fd = stream.as_raw_fd();
@@ -76,10 +85,14 @@ pub(super) fn start(
     let leftover = leftover.to_vec();
     let local = Rc::clone(local);
     let (reader, writer) = stream.into_split();
+    let (tls, cipher) = match tls {
+        Some((link, cipher)) => (Some(Rc::new(RefCell::new(link.session))), cipher),
+        None => (None, Vec::new()),
+    };
     // Spawned here, not inside the future below, so that future does not reserve room for it.
-    let writing = monoio::spawn(write_loop(writer, Rc::clone(&state), Rc::clone(&local), fd));
+    let writing = monoio::spawn(write_loop(writer, Rc::clone(&state), Rc::clone(&local), fd, tls.clone()));
     async move {
-        read_loop(reader, &state, &local, leftover).await;
+        read_loop(reader, &state, &local, leftover, tls.map(|tls| (tls, cipher))).await;
         writing.await;
         local.fanout.remove(slot, &local.shared.book, local.counters());
         drop((opened, registered));
@@ -90,17 +103,30 @@ pub(super) fn start(
 /// its close frame) or the socket fails (the deadline check shuts the socket of a write stalled
 /// past `send_stall_ms`); then wakes the reader so the connection closes. No timer of its own:
 /// every idle stream holds this task, so it is kept small.
-async fn write_loop(mut writer: OwnedWriteHalf<TcpStream>, state: Rc<StreamState>, local: Rc<Local>, fd: i32) {
+async fn write_loop(
+    mut writer: OwnedWriteHalf<TcpStream>,
+    state: Rc<StreamState>,
+    local: Rc<Local>,
+    fd: i32,
+    tls: Option<Tls>,
+) {
     let mut spare = Vec::new();
     loop {
         let control = state.take_control(spare);
         if !control.is_empty() {
             state.writing(Now::read().unix_ms);
-            let (result, buf) = writer.write_all(control).await;
+            let (result, mut buf) = match &tls {
+                None => writer.write_all(control).await,
+                Some(tls) => {
+                    let result = write_sealed(&mut writer, &local, tls, &control).await;
+                    (result, control)
+                }
+            };
             state.written();
             if result.is_err() {
                 break;
             }
+            buf.clear();
             spare = buf;
             continue;
         }
@@ -111,12 +137,21 @@ async fn write_loop(mut writer: OwnedWriteHalf<TcpStream>, state: Rc<StreamState
         if let Some((buf, ready)) = state.take_frame() {
             let end = buf.len();
             state.writing(Now::read().unix_ms);
-            let (result, slice) = writer.write_all(buf.slice(ready.start..end)).await;
+            let (result, buf) = match &tls {
+                None => {
+                    let (result, slice) = writer.write_all(buf.slice(ready.start..end)).await;
+                    (result, slice.into_inner())
+                }
+                Some(tls) => {
+                    let result = write_sealed(&mut writer, &local, tls, &buf[ready.start..end]).await;
+                    (result, buf)
+                }
+            };
             state.written();
             if result.is_err() {
                 break;
             }
-            state.give_frame(slice.into_inner());
+            state.give_frame(buf);
             let counters = local.counters();
             counters.stream_add(StreamCounter::FramesPushed, 1);
             if ready.moved_ns != 0 {
@@ -134,12 +169,44 @@ async fn write_loop(mut writer: OwnedWriteHalf<TcpStream>, state: Rc<StreamState
     super::shut_read(fd);
 }
 
+/// Seals `plain` into records through a buffer of the shard's TLS pool and writes them.
+async fn write_sealed(
+    writer: &mut OwnedWriteHalf<TcpStream>,
+    local: &Local,
+    tls: &Tls,
+    plain: &[u8],
+) -> std::io::Result<usize> {
+    let mut sealed = local.tls_write_buffers.take();
+    let mut at = 0;
+    let mut result = Ok(plain.len());
+    while at < plain.len() {
+        let taken = tls.borrow_mut().seal(&plain[at..], &mut sealed);
+        match taken {
+            Ok(n) => at += n,
+            Err(e) => {
+                result = Err(std::io::Error::other(e));
+                break;
+            }
+        }
+        let (written, back) = writer.write_all(sealed).await;
+        sealed = back;
+        sealed.clear();
+        if let Err(e) = written {
+            result = Err(e);
+            break;
+        }
+    }
+    local.tls_write_buffers.give(sealed);
+    result
+}
+
 /// Reads the client until it closes, errs, or the stream ends.
 async fn read_loop(
     mut reader: OwnedReadHalf<TcpStream>,
     state: &Rc<StreamState>,
     local: &Rc<Local>,
     leftover: Vec<u8>,
+    tls: Option<(Tls, Vec<u8>)>,
 ) {
     let mut client = ClientReader::new(local.shared.config.stream.message_bytes_max);
     let mut replies = Vec::new();
@@ -147,6 +214,9 @@ async fn read_loop(
         return;
     }
     drop(leftover);
+    if let Some((tls, cipher)) = tls {
+        return read_loop_tls(reader, state, local, &mut client, &mut replies, tls, cipher).await;
+    }
     let mut buf = Vec::with_capacity(READ_BYTES);
     loop {
         let (result, back) = reader.read(buf.slice_mut(0..READ_BYTES)).await;
@@ -166,6 +236,56 @@ async fn read_loop(
             }
         }
         if state.ending().is_some() {
+            return;
+        }
+    }
+}
+
+/// `read_loop` over TLS: records read into one buffer, opened in place, their plaintext fed to
+/// the protocol. The buffer grows only for a record longer than it (a large symbol change).
+async fn read_loop_tls(
+    mut reader: OwnedReadHalf<TcpStream>,
+    state: &Rc<StreamState>,
+    local: &Rc<Local>,
+    client: &mut ClientReader,
+    replies: &mut Vec<u8>,
+    tls: Tls,
+    mut buf: Vec<u8>,
+) {
+    buf.reserve(READ_BYTES.saturating_sub(buf.capacity()));
+    let mut fresh = !buf.is_empty();
+    loop {
+        if !std::mem::take(&mut fresh) {
+            if let [_, _, _, hi, lo, ..] = buf[..] {
+                let record = crate::tls::record::HEADER_LEN + usize::from(u16::from_be_bytes([hi, lo]));
+                buf.reserve(record.min(crate::tls::record::RECORD_MAX).saturating_sub(buf.len()));
+            }
+            let (len, capacity) = (buf.len(), buf.capacity());
+            let (result, back) = reader.read(buf.slice_mut(len..capacity)).await;
+            buf = back.into_inner();
+            match result {
+                Ok(n) if n > 0 => state.heard(Now::read().unix_ms),
+                _ => {
+                    state.end(if local.shared.draining() { Ending::Shutdown } else { Ending::Client });
+                    return;
+                }
+            }
+        }
+        let opened = tls.borrow_mut().open(&mut buf, 0);
+        let opened = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                tracing::debug!(shard = local.index, "TLS record refused on a stream: {e}");
+                state.end(Ending::Client);
+                return;
+            }
+        };
+        if opened.plain_len > 0 && !take_in(client, &buf[..opened.plain_len], replies, state, local) {
+            return;
+        }
+        buf.drain(..opened.plain_len);
+        if opened.peer_closed || state.ending().is_some() {
+            state.end(Ending::Client);
             return;
         }
     }

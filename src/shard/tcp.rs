@@ -1,5 +1,7 @@
-//! A shard's HTTP connections on the wire: accept, then per connection read → the connection core
-//! (`http::conn`) → write, with buffers from the shard's pools and deadlines kept by its sweep.
+//! A shard's HTTP and HTTPS connections on the wire: accept, then per connection read → the
+//! connection core (`http::conn`) → write, with buffers from the shard's pools and deadlines kept
+//! by its sweep. Over HTTPS the same loop runs after the handshake, opening records in place
+//! after each read and sealing the core's output before each write (`tls::session`).
 
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -11,14 +13,23 @@ use monoio::net::{TcpListener, TcpStream};
 
 use crate::buf::FixedBuf;
 use crate::clock::{mono_ns, Now};
-use crate::counters::Gauge;
+use crate::counters::{Gauge, StreamCounter};
 use crate::http::conn::{Conversation, Next};
 use crate::http::handler::{self, Scratch};
 use crate::shard::stream::Opened;
 use crate::shard::Local;
 use crate::state::Context;
+use crate::tls::handshake::{self, HandshakeError};
+use crate::tls::session::Session;
 
-pub(super) async fn accept_loop(listener: TcpListener, local: Rc<Local>) {
+/// What a listener speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Wire {
+    Plain,
+    Tls,
+}
+
+pub(super) async fn accept_loop(listener: TcpListener, local: Rc<Local>, wire: Wire) {
     let max = local.shared.config.http.connections_per_shard_max;
     loop {
         let accepted = listener.accept().await;
@@ -29,13 +40,22 @@ pub(super) async fn accept_loop(listener: TcpListener, local: Rc<Local>) {
             Ok((stream, _)) => {
                 let _ = stream.set_nodelay(true);
                 if local.connections.get() >= max {
-                    monoio::spawn(refuse(stream, Rc::clone(&local)));
+                    if wire == Wire::Plain {
+                        monoio::spawn(refuse(stream, Rc::clone(&local)));
+                    } else {
+                        // No 503 can be read before a handshake: close at once.
+                        local.counters().stream_add(StreamCounter::TlsHandshakeFailures, 1);
+                    }
                 } else {
                     // Counted here, not when the task first runs, so a burst accepted in one
                     // wake-up cannot overshoot the limit.
                     local.connections.set(local.connections.get() + 1);
                     local.counters().gauge_add(Gauge::OpenConnections, 1);
-                    monoio::spawn(serve(stream, Rc::clone(&local)));
+                    let registered = Registered::new(&stream, &local);
+                    match wire {
+                        Wire::Plain => monoio::spawn(serve(stream, Rc::clone(&local), registered, None)),
+                        Wire::Tls => monoio::spawn(serve_tls(stream, Rc::clone(&local), registered)),
+                    };
                 }
             }
             Err(e) => {
@@ -73,6 +93,12 @@ pub(super) struct Registered {
     pub(super) slot: usize,
 }
 
+impl Registered {
+    fn new(stream: &TcpStream, local: &Rc<Local>) -> Self {
+        Self { slot: local.conns.borrow_mut().open(stream.as_raw_fd()), local: Rc::clone(local) }
+    }
+}
+
 impl Drop for Registered {
     fn drop(&mut self) {
         self.local.conns.borrow_mut().close(self.slot);
@@ -81,138 +107,301 @@ impl Drop for Registered {
     }
 }
 
+/// An HTTPS connection's TLS after its handshake: the session, and how much of the read buffer
+/// is opened plaintext (what follows it is part of a record).
+pub(super) struct TlsLink {
+    pub session: Session,
+    plain_len: usize,
+    /// The client sent close_notify: answer what it sent, then close.
+    peer_closed: bool,
+}
+
+/// One of the shard's `tls.handshakes_per_shard_max` handshake slots, held until the handshake
+/// ends either way.
+struct HandshakeSlot<'a>(&'a Local);
+
+impl Drop for HandshakeSlot<'_> {
+    fn drop(&mut self) {
+        self.0.handshakes.set(self.0.handshakes.get() - 1);
+    }
+}
+
+/// The answer to a plain HTTP request on the HTTPS port, which has no TLS to answer in.
+const PLAIN_HTTP_ON_TLS_PORT: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: 96\r\nConnection: close\r\n\r\n{\"error\":\"bad_request\",\"message\":\"this port speaks HTTPS: a plain HTTP request was sent to it\"}\n";
+
+/// An HTTPS connection: the handshake, bounded in time and in number per shard, then the same
+/// loop as plain HTTP through the connection's session.
+async fn serve_tls(mut stream: TcpStream, local: Rc<Local>, registered: Registered) {
+    let counters = local.counters();
+    let config = &local.shared.config.tls;
+    let Some(certs) = local.shared.tls.as_ref() else { return };
+    if local.handshakes.get() >= config.handshakes_per_shard_max {
+        counters.stream_add(StreamCounter::TlsHandshakeFailures, 1);
+        return;
+    }
+    local.handshakes.set(local.handshakes.get() + 1);
+    let slot = HandshakeSlot(&local);
+    let timeout = Duration::from_millis(config.handshake_timeout_ms);
+    let buf = local.tls_read_buffers.take();
+    let shaken = monoio::time::timeout(timeout, handshake::accept(&mut stream, certs.server_config(), buf)).await;
+    drop(slot);
+    let established = match shaken {
+        Ok(Ok(established)) => established,
+        failed => {
+            counters.stream_add(StreamCounter::TlsHandshakeFailures, 1);
+            match failed {
+                Err(_) => counters.stream_add(StreamCounter::TlsHandshakeTimeouts, 1),
+                Ok(Err(HandshakeError::PlainHttp)) => {
+                    counters.stream_add(StreamCounter::TlsPlainHttp, 1);
+                    let _ = stream.write_all(PLAIN_HTTP_ON_TLS_PORT).await;
+                }
+                Ok(Err(e)) => tracing::debug!(shard = local.index, "TLS handshake failed: {e}"),
+                Ok(Ok(_)) => {}
+            }
+            return;
+        }
+    };
+    counters.stream_add(StreamCounter::TlsHandshakes, 1);
+    let link = TlsLink { session: established.session, plain_len: established.plain_len, peer_closed: false };
+    let read = established.buf;
+    serve(stream, local, registered, Some((Box::new(link), read))).await;
+}
+
+/// Writes `out`: as it is, or sealed into records through a buffer of the shard's TLS pool.
+/// Returns `out` for its pool.
+async fn send(
+    stream: &mut TcpStream,
+    local: &Local,
+    tls: Option<&mut TlsLink>,
+    out: Vec<u8>,
+) -> (std::io::Result<()>, Vec<u8>) {
+    let Some(link) = tls else {
+        let (result, out) = stream.write_all(out).await;
+        return (result.map(|_| ()), out);
+    };
+    let mut sealed = local.tls_write_buffers.take();
+    let mut at = 0;
+    let mut result = Ok(());
+    while at < out.len() {
+        match link.session.seal(&out[at..], &mut sealed) {
+            Ok(n) => at += n,
+            Err(e) => {
+                result = Err(std::io::Error::other(e));
+                break;
+            }
+        }
+        let (written, back) = stream.write_all(sealed).await;
+        sealed = back;
+        sealed.clear();
+        if let Err(e) = written {
+            result = Err(e);
+            break;
+        }
+    }
+    local.tls_write_buffers.give(sealed);
+    (result, out)
+}
+
+/// Before closing an HTTPS connection: close_notify, so the client knows nothing was cut.
+async fn farewell(stream: &mut TcpStream, local: &Local, tls: Option<&mut TlsLink>) {
+    let Some(link) = tls else { return };
+    let mut sealed = local.tls_write_buffers.take();
+    if link.session.close_notify(&mut sealed).is_ok() {
+        let (_, back) = stream.write_all(sealed).await;
+        sealed = back;
+    }
+    local.tls_write_buffers.give(sealed);
+}
+
 /// The I/O of one connection, already counted by the accept loop: read, hand the bytes to the
 /// connection core (`http::conn`), write what it answered, do what it says next. Buffers come
 /// from the shard's pools: the write buffer only until its write completes, the read buffer
 /// until the client has been quiet for `buffer_release_ms` (the sweep cancels the read then),
 /// after which the connection waits for readability holding none. No timer of its own: the
-/// sweep enforces the deadlines the core sets.
-async fn serve(mut stream: TcpStream, local: Rc<Local>) {
-    let registered = Registered { slot: local.conns.borrow_mut().open(stream.as_raw_fd()), local: Rc::clone(&local) };
+/// sweep enforces the deadlines the core sets. `tls`: an HTTPS connection's session after its
+/// handshake, and the read buffer the handshake left (opened plaintext, then part of a record).
+async fn serve(mut stream: TcpStream, local: Rc<Local>, registered: Registered, tls: Option<(Box<TlsLink>, Vec<u8>)>) {
     let slot = registered.slot;
     let mut conversation = Conversation::new();
     // The latest clock reading: when the next read begins, for the sweep's release timing.
     let mut last_ns = mono_ns();
     let mut deadline_ns = last_ns + local.shared.config.http.idle_timeout_ms * 1_000_000;
+    // `cut`: the input ends inside a request (a timeout then answers 408). `partial`: the read
+    // buffer holds bytes to keep (part of a request, or of a TLS record).
+    let mut cut = false;
     let mut partial = false;
     // Held only while it holds part of a request or a read is open.
     let mut held: Option<Vec<u8>> = None;
-    loop {
-        let mut read = held.take().unwrap_or_else(|| local.read_buffers.take());
-        let (len, capacity) = (read.len(), read.capacity());
-        let cancel = local.conns.borrow_mut().reading(slot, last_ns, deadline_ns, partial);
-        let (result, slice) = stream.cancelable_read(read.slice_mut(len..capacity), cancel).await;
-        read = slice.into_inner();
-        local.conns.borrow_mut().busy(slot);
-        match result {
-            Ok(n) if n > 0 => {}
-            Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => {
-                if mono_ns() >= deadline_ns {
-                    // Slow headers are told why before closing; an idle connection just closes.
-                    let mut out = FixedBuf::from_vec(local.write_buffers.take());
-                    with_context(&local, |ctx, scratch| conversation.timed_out(partial, ctx, scratch, &mut out));
-                    local.read_buffers.give(read);
-                    if !out.is_empty() {
-                        let (_, buf) = stream.write_all(out.into_vec()).await;
-                        out = FixedBuf::from_vec(buf);
-                    }
-                    local.write_buffers.give(out.into_vec());
-                    return;
-                }
-                if partial {
-                    // The sweep cancels a read holding part of a request only at its deadline;
-                    // a cancel that finds it otherwise (it raced the read's own completion) just
-                    // reads on.
-                    held = Some(read);
-                    continue;
-                }
-                // Quiet for `buffer_release_ms`: wait holding nothing. Shutting the read side
-                // (draining, or the idle deadline) ends this wait too.
-                local.read_buffers.give(read);
-                loop {
-                    local.conns.borrow_mut().parked(slot, deadline_ns);
-                    let ready = stream.readable(false).await;
-                    local.conns.borrow_mut().busy(slot);
-                    match (ready, super::peek(stream.as_raw_fd())) {
-                        (Ok(()), super::Waiting::Bytes) => break,
-                        (Ok(()), super::Waiting::Nothing) => continue,
-                        _ => return,
-                    }
-                }
-                last_ns = mono_ns();
-                continue;
-            }
-            // End of file, or an error: the client left, or draining shut our read side.
-            _ => {
-                local.read_buffers.give(read);
-                return;
-            }
+    // Input to answer before reading: what came with the handshake.
+    let mut pending = false;
+    let (mut tls, read_pool) = match tls {
+        Some((link, read)) => {
+            pending = !read.is_empty();
+            held = Some(read);
+            (Some(link), &local.tls_read_buffers)
         }
-        // Answer every complete request, writing as often as the output fills.
-        let next = loop {
-            let mut out = FixedBuf::from_vec(local.write_buffers.take());
-            // The batch's one clock reading: its latency starts there, and so does the next read.
-            let (handled, started_ns) = with_context(&local, |ctx, scratch| {
-                (conversation.handle(&read, ctx, scratch, &mut out), ctx.now.mono_ns)
-            });
-            last_ns = started_ns;
-            read.drain(..handled.consumed);
-            // Counted open in the same synchronous step as the handler's limit check, so a burst
-            // of upgrades cannot overshoot `streams_per_shard_max` while the 101s are written.
-            let step = match handled.next {
-                Next::Upgrade(grant) => Some(Step::Upgrade(Opened::new(&local, grant))),
-                Next::Read { deadline_ns, partial } => Some(Step::Read { deadline_ns, partial }),
-                // Write, then answer the rest of the input.
-                Next::Drain => None,
-                Next::Defer(deferred) => Some(Step::Defer(deferred)),
-                Next::Close => Some(Step::Close),
-            };
-            if !out.is_empty() {
-                let (result, buf) = stream.write_all(out.into_vec()).await;
-                out = FixedBuf::from_vec(buf);
-                if result.is_err() {
-                    local.write_buffers.give(out.into_vec());
-                    local.read_buffers.give(read);
-                    return;
-                }
-                let took_us = mono_ns().saturating_sub(started_ns) / 1000;
-                for _ in 0..handled.answered {
-                    local.counters().observe_latency_us(took_us);
-                }
-            }
-            local.write_buffers.give(out.into_vec());
-            match step {
-                Some(Step::Defer(deferred)) => {
-                    // Answered before anything pipelined after it, which the next pass handles.
-                    let open = answer_deferred(&mut stream, &local, deferred).await;
-                    if !open {
-                        local.read_buffers.give(read);
+        None => (None, &local.read_buffers),
+    };
+    loop {
+        let mut read = held.take().unwrap_or_else(|| read_pool.take());
+        if !std::mem::take(&mut pending) {
+            let (len, capacity) = (read.len(), read.capacity());
+            let cancel = local.conns.borrow_mut().reading(slot, last_ns, deadline_ns, partial);
+            let (result, slice) = stream.cancelable_read(read.slice_mut(len..capacity), cancel).await;
+            read = slice.into_inner();
+            local.conns.borrow_mut().busy(slot);
+            match result {
+                Ok(n) if n > 0 => {}
+                Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => {
+                    if mono_ns() >= deadline_ns {
+                        // Slow headers are told why before closing; an idle connection just closes.
+                        let mut out = FixedBuf::from_vec(local.write_buffers.take());
+                        with_context(&local, |ctx, scratch| conversation.timed_out(cut, ctx, scratch, &mut out));
+                        read_pool.give(read);
+                        if !out.is_empty() {
+                            let (_, buf) = send(&mut stream, &local, tls.as_deref_mut(), out.into_vec()).await;
+                            out = FixedBuf::from_vec(buf);
+                        }
+                        local.write_buffers.give(out.into_vec());
+                        farewell(&mut stream, &local, tls.as_deref_mut()).await;
                         return;
                     }
+                    if partial {
+                        // The sweep cancels a read holding part of a request only at its
+                        // deadline; a cancel that finds it otherwise (it raced the read's own
+                        // completion) just reads on.
+                        held = Some(read);
+                        continue;
+                    }
+                    // Quiet for `buffer_release_ms`: wait holding nothing. Shutting the read side
+                    // (draining, or the idle deadline) ends this wait too.
+                    read_pool.give(read);
+                    loop {
+                        local.conns.borrow_mut().parked(slot, deadline_ns);
+                        let ready = stream.readable(false).await;
+                        local.conns.borrow_mut().busy(slot);
+                        match (ready, super::peek(stream.as_raw_fd())) {
+                            (Ok(()), super::Waiting::Bytes) => break,
+                            (Ok(()), super::Waiting::Nothing) => continue,
+                            _ => return,
+                        }
+                    }
+                    last_ns = mono_ns();
+                    continue;
                 }
-                Some(step) => break step,
-                None => {}
+                // End of file, or an error: the client left, or draining shut our read side.
+                _ => {
+                    read_pool.give(read);
+                    return;
+                }
             }
-        };
+        }
+        if let Some(link) = tls.as_deref_mut() {
+            match link.session.open(&mut read, link.plain_len) {
+                Ok(opened) => {
+                    link.plain_len = opened.plain_len;
+                    link.peer_closed |= opened.peer_closed;
+                }
+                Err(e) => {
+                    tracing::debug!(shard = local.index, "TLS record refused: {e}");
+                    read_pool.give(read);
+                    return;
+                }
+            }
+        }
+        let next = answer(&mut stream, &local, &mut conversation, &mut read, &mut tls, &mut last_ns).await;
         match next {
-            Step::Read { deadline_ns: deadline, partial: cut } => {
+            Step::Read { deadline_ns: deadline, partial: request_cut } => {
+                if tls.as_ref().is_some_and(|link| link.peer_closed) {
+                    // close_notify: the client sends no more, so no request will complete.
+                    read_pool.give(read);
+                    farewell(&mut stream, &local, tls.as_deref_mut()).await;
+                    return;
+                }
                 deadline_ns = deadline;
-                partial = cut;
+                cut = request_cut;
+                // Part of a request, or of a record, stays for the next read.
+                partial = request_cut || !read.is_empty();
                 held = Some(read);
             }
             Step::Upgrade(opened) => {
                 // The stream is a task of its own, so it does not carry this loop's state for its
                 // whole life, nor the HTTP buffers, which go back to the pools.
                 local.conns.borrow_mut().stream(slot);
-                let started = super::stream::start(stream, &local, opened, &read, registered);
-                local.read_buffers.give(read);
+                let usable = tls.as_ref().map_or(read.len(), |link| link.plain_len);
+                let tls = tls.map(|link| (link, read[usable..].to_vec()));
+                let started = super::stream::start(stream, &local, opened, &read[..usable], registered, tls);
+                read_pool.give(read);
                 monoio::spawn(started);
                 return;
             }
-            Step::Close | Step::Defer(_) => {
-                local.read_buffers.give(read);
+            Step::Close => {
+                farewell(&mut stream, &local, tls.as_deref_mut()).await;
+                read_pool.give(read);
                 return;
             }
+            Step::Gone | Step::Defer(_) => {
+                read_pool.give(read);
+                return;
+            }
+        }
+    }
+}
+
+/// Answers every complete request in `read` (its opened plaintext, over TLS), writing as often
+/// as the output fills, and says what the connection does next. The answered bytes leave `read`.
+async fn answer(
+    stream: &mut TcpStream,
+    local: &Rc<Local>,
+    conversation: &mut Conversation,
+    read: &mut Vec<u8>,
+    tls: &mut Option<Box<TlsLink>>,
+    last_ns: &mut u64,
+) -> Step {
+    loop {
+        let usable = tls.as_ref().map_or(read.len(), |link| link.plain_len);
+        let mut out = FixedBuf::from_vec(local.write_buffers.take());
+        // The batch's one clock reading: its latency starts there, and so does the next read.
+        let (handled, started_ns) = with_context(local, |ctx, scratch| {
+            (conversation.handle(&read[..usable], ctx, scratch, &mut out), ctx.now.mono_ns)
+        });
+        *last_ns = started_ns;
+        read.drain(..handled.consumed);
+        if let Some(link) = tls.as_deref_mut() {
+            link.plain_len -= handled.consumed;
+        }
+        // Counted open in the same synchronous step as the handler's limit check, so a burst
+        // of upgrades cannot overshoot `streams_per_shard_max` while the 101s are written.
+        let step = match handled.next {
+            Next::Upgrade(grant) => Some(Step::Upgrade(Opened::new(local, grant))),
+            Next::Read { deadline_ns, partial } => Some(Step::Read { deadline_ns, partial }),
+            // Write, then answer the rest of the input.
+            Next::Drain => None,
+            Next::Defer(deferred) => Some(Step::Defer(deferred)),
+            Next::Close => Some(Step::Close),
+        };
+        if !out.is_empty() {
+            let (result, buf) = send(stream, local, tls.as_deref_mut(), out.into_vec()).await;
+            out = FixedBuf::from_vec(buf);
+            if result.is_err() {
+                local.write_buffers.give(out.into_vec());
+                return Step::Gone;
+            }
+            let took_us = mono_ns().saturating_sub(started_ns) / 1000;
+            for _ in 0..handled.answered {
+                local.counters().observe_latency_us(took_us);
+            }
+        }
+        local.write_buffers.give(out.into_vec());
+        match step {
+            Some(Step::Defer(deferred)) => {
+                // Answered before anything pipelined after it, which the next pass handles.
+                if !answer_deferred(stream, local, tls.as_deref_mut(), deferred).await {
+                    return Step::Gone;
+                }
+            }
+            Some(step) => return step,
+            None => {}
         }
     }
 }
@@ -246,7 +435,12 @@ async fn poll_answer(
 /// request and writes it; false when the connection is done (closed, or failed to write). The
 /// buffer is sized for the answer and not pooled: reports are rare and may be larger than a
 /// connection's write buffer.
-async fn answer_deferred(stream: &mut TcpStream, local: &Rc<Local>, mut deferred: handler::Deferred) -> bool {
+async fn answer_deferred(
+    stream: &mut TcpStream,
+    local: &Rc<Local>,
+    tls: Option<&mut TlsLink>,
+    mut deferred: handler::Deferred,
+) -> bool {
     let timeout = Duration::from_millis(local.shared.config.usage.report_timeout_ms);
     let started_ns = mono_ns();
     let answer = poll_answer(&mut deferred.answer, timeout).await;
@@ -257,7 +451,7 @@ async fn answer_deferred(stream: &mut TcpStream, local: &Rc<Local>, mut deferred
     let mut out = FixedBuf::with_capacity(handler::SINGLE_RESPONSE_BYTES_MAX + body_len);
     let after =
         with_context(local, |ctx, scratch| handler::respond_deferred(&deferred, answer, ctx, scratch, &mut out));
-    let (result, _) = stream.write_all(out.into_vec()).await;
+    let (result, _) = send(stream, local, tls, out.into_vec()).await;
     local.counters().observe_latency_us(mono_ns().saturating_sub(started_ns) / 1000);
     result.is_ok() && matches!(after, handler::After::KeepAlive)
 }
@@ -273,4 +467,6 @@ enum Step {
     /// Handled inside the write loop, never past it.
     Defer(handler::Deferred),
     Close,
+    /// A write failed: the client is gone.
+    Gone,
 }
