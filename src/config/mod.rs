@@ -497,7 +497,7 @@ impl Config {
         if self.server.http.is_none() && self.server.https.is_none() {
             return fail("server.http", "is off and so is server.https: nothing would serve HTTP".into());
         }
-        if self.server.https.is_some() && self.server.https == self.server.http {
+        if self.server.https.is_some_and(|a| a.port() != 0) && self.server.https == self.server.http {
             return fail("server.https", "must differ from server.http".into());
         }
         let t = &self.tls;

@@ -158,7 +158,7 @@ fn connection_close(driver: Driver) {
     // A client that shuts its sending side after the request still gets the answer.
     let mut conn = server.connect();
     conn.send(get_request("/health", None).as_bytes());
-    conn.stream.shutdown(std::net::Shutdown::Write).expect("half-closing");
+    conn.stream.tcp().shutdown(std::net::Shutdown::Write).expect("half-closing");
     assert_eq!(conn.read_response().text(), "ok");
     conn.expect_closed();
 

@@ -5,9 +5,9 @@ use pricebeast::client::http::HttpResponse;
 
 use super::clock::{seconds_to_next_month, unix_ms};
 use super::support::{expect_success, Driver, Setup};
-use super::wire::{assert_error, get_request, json, Conn};
+use super::wire::{assert_error, get_request, json};
 
-on_both_drivers!(
+on_every_wire!(
     bad_requests,
     key_in_query_string,
     unauthorized,
@@ -166,7 +166,7 @@ fn rate_limited(driver: Driver) {
 fn quota_exceeded(driver: Driver) {
     let server = Setup::new(driver).public_key("alice", 100, 100, 3).start();
     let key = Some(server.key("alice"));
-    let mut conn = Conn::open(server.http);
+    let mut conn = server.connect();
     for _ in 0..3 {
         let response = conn.get("/v1/price?symbol=BTC-USD", key);
         assert_eq!(response.status, 200, "{}", response.text());

@@ -6,7 +6,7 @@ use super::clock::{month_label, unix_ms};
 use super::support::{eventually, Driver, Setup};
 use super::wire::{assert_error, is_decimal, json};
 
-on_both_drivers!(
+on_every_wire!(
     price_example,
     price_by_bearer_key,
     price_with_sources,

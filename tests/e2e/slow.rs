@@ -32,7 +32,7 @@ fn header_timeout(driver: Driver) {
 fn header_timeout_not_extended_by_dribbling(driver: Driver) {
     let server = Setup::new(driver).set("http", "header_timeout_ms", "300").start();
     let mut conn = server.connect();
-    let mut writer = conn.stream.try_clone().expect("cloning the stream");
+    let mut writer = conn.stream.tcp().try_clone().expect("cloning the stream");
     // One byte every 50 ms: the whole head would take 3 s, ten times the deadline, so a server
     // that restarts the clock on every byte answers 401 for the complete request instead of 408.
     let dribble = std::thread::spawn(move || {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::support::{eventually, eventually_within, pause, Driver, Server, Setup, PATIENCE};
-use super::wire::{assert_error, json};
+use super::wire::{assert_error, json, Transport};
 
 const KEY_NONCE: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 const KEY_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
@@ -29,15 +29,12 @@ fn setup(driver: Driver) -> Setup {
 /// `POST /v1/sessions` with `symbols`.
 fn create(server: &Server, key: &str, symbols: &[&str]) -> pricebeast::client::http::HttpResponse {
     let body = serde_json::json!({ "symbols": symbols }).to_string();
-    pricebeast::client::http::request(
-        server.http,
+    server.request_with_body(
         "POST",
         "/v1/sessions",
         &[("X-API-Key", key), ("Content-Type", "application/json")],
         body.as_bytes(),
-        PATIENCE,
     )
-    .expect("POST /v1/sessions")
 }
 
 fn session(server: &Server, symbols: &[&str]) -> String {
@@ -50,7 +47,7 @@ fn session(server: &Server, symbols: &[&str]) -> String {
 
 /// A WebSocket client connection, after or before its handshake.
 struct Ws {
-    stream: TcpStream,
+    stream: Transport,
     buf: Vec<u8>,
 }
 
@@ -66,7 +63,7 @@ impl Ws {
         let stream = TcpStream::connect_timeout(&server.http, PATIENCE).expect("connect");
         stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
         stream.set_nodelay(true).expect("nodelay");
-        Self { stream, buf: Vec::new() }
+        Self { stream: server.transport(stream), buf: Vec::new() }
     }
 
     /// A connection whose receive buffer is 2 KiB, for a client that stops reading: the server's
@@ -77,7 +74,7 @@ impl Ws {
         socket.connect(&server.http.into()).expect("connect");
         let stream: TcpStream = socket.into();
         stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
-        Self { stream, buf: Vec::new() }
+        Self { stream: server.transport(stream), buf: Vec::new() }
     }
 
     /// Sends an upgrade request with `headers` (each `Name: value`) and reads the answer's head.
@@ -261,7 +258,7 @@ fn gauges_return_to_zero(server: &Server) {
     });
 }
 
-on_both_drivers!(
+on_every_wire!(
     a_session_streams_prices_changes_symbols_and_closes,
     refused_sessions_and_upgrades,
     bad_frames_close_with_their_codes,
@@ -367,15 +364,7 @@ fn refused_sessions_and_upgrades(driver: Driver) {
     let unknown = create(&server, &partner, &["BTC-USD", "FOO-BAR"]);
     assert_error(&unknown, 404, "unknown_symbol");
     assert!(unknown.text().contains("FOO-BAR"), "{}", unknown.text());
-    let not_json = pricebeast::client::http::request(
-        server.http,
-        "POST",
-        "/v1/sessions",
-        &[("X-API-Key", &partner)],
-        b"symbols=BTC-USD",
-        PATIENCE,
-    )
-    .expect("POST");
+    let not_json = server.request_with_body("POST", "/v1/sessions", &[("X-API-Key", &partner)], b"symbols=BTC-USD");
     assert_error(&not_json, 400, "bad_request");
     let get = server.get("/v1/sessions", Some(&partner));
     assert_error(&get, 405, "method_not_allowed");
@@ -571,8 +560,9 @@ fn churn_leaves_every_gauge_at_zero(driver: Driver) {
                         1 => drop(ws),
                         // A reset.
                         _ => {
-                            let socket = socket2::Socket::from(ws.stream);
+                            let socket = socket2::SockRef::from(ws.stream.tcp());
                             socket.set_linger(Some(Duration::ZERO)).expect("linger");
+                            drop(ws);
                         }
                     }
                 }

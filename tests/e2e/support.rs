@@ -23,17 +23,19 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_pricebeast");
 pub const PATIENCE: Duration = Duration::from_secs(5);
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The monoio driver the shards run.
+/// The monoio driver the shards run; `Tls` is io_uring serving HTTPS only (plain HTTP off),
+/// with a certificate made for the test, which the server's clients then speak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Driver {
     IoUring,
     Epoll,
+    Tls,
 }
 
 impl Driver {
     fn as_str(self) -> &'static str {
         match self {
-            Driver::IoUring => "io_uring",
+            Driver::IoUring | Driver::Tls => "io_uring",
             Driver::Epoll => "epoll",
         }
     }
@@ -55,6 +57,31 @@ macro_rules! on_both_drivers {
             $(#[$attr])*
             fn epoll() {
                 super::$scenario($crate::e2e::support::Driver::Epoll)
+            }
+        }
+    )+};
+}
+
+/// `on_both_drivers!`, plus a third test running the scenario over HTTPS (`Driver::Tls`).
+macro_rules! on_every_wire {
+    ($($(#[$attr:meta])* $scenario:ident),+ $(,)?) => {$(
+        mod $scenario {
+            #[test]
+            $(#[$attr])*
+            fn io_uring() {
+                super::$scenario($crate::e2e::support::Driver::IoUring)
+            }
+
+            #[test]
+            $(#[$attr])*
+            fn epoll() {
+                super::$scenario($crate::e2e::support::Driver::Epoll)
+            }
+
+            #[test]
+            $(#[$attr])*
+            fn tls() {
+                super::$scenario($crate::e2e::support::Driver::Tls)
             }
         }
     )+};
@@ -82,6 +109,14 @@ pub struct Setup {
     settings: BTreeMap<String, BTreeMap<String, String>>,
     keys: Vec<KeySpec>,
     token: Option<String>,
+    /// HTTPS with a certificate made at the start; `only`: plain HTTP off, and the server's
+    /// clients (`request`, `connect`) speak TLS.
+    tls: Option<TlsSetup>,
+}
+
+#[derive(Clone, Copy)]
+struct TlsSetup {
+    only: bool,
 }
 
 impl Setup {
@@ -90,8 +125,9 @@ impl Setup {
             settings: BTreeMap::new(),
             keys: vec![KeySpec::new("partner", &["--tier", "partner"], false)],
             token: None,
+            tls: None,
         };
-        setup
+        let setup = setup
             .set("server", "http", "\"127.0.0.1:0\"")
             .set("server", "udp", "\"127.0.0.1:0\"")
             .set("server", "shards", "2")
@@ -100,13 +136,30 @@ impl Setup {
             .set("feed.simulator", "seed", "7")
             // The 859 stock tickers only slow every start down; the crypto pairs are enough.
             .set("feed.simulator", "stocks", "false")
-            .set("log", "level", "\"info\"")
+            .set("log", "level", "\"info\"");
+        if driver == Driver::Tls {
+            setup.https(true)
+        } else {
+            setup
+        }
     }
 
     /// Sets `section.name` to `value`, a TOML literal (`"300"`, `"\"t0k\""`).
     pub fn set(mut self, section: &str, name: &str, value: &str) -> Self {
         self.settings.entry(section.to_owned()).or_default().insert(name.to_owned(), value.to_owned());
         self
+    }
+
+    /// Serves HTTPS on a port of its own with a certificate made for this test (for localhost
+    /// and 127.0.0.1); `only`: plain HTTP off and the server's clients speak TLS.
+    pub fn https(mut self, only: bool) -> Self {
+        self.tls = Some(TlsSetup { only });
+        let setup = self.set("server", "https", "\"127.0.0.1:0\"");
+        if only {
+            setup.set("server", "http", "\"\"")
+        } else {
+            setup
+        }
     }
 
     pub fn admin_token(self, token: &str) -> Self {
@@ -164,9 +217,33 @@ impl Setup {
             }
             keys.insert(spec.name.clone(), key);
         }
+        let mut setup = self;
+        let mut tls = None;
+        if let Some(TlsSetup { only }) = setup.tls {
+            let (cert, key) = pricebeast::cli::tls::generate(&["localhost".into(), "127.0.0.1".into()], 2)
+                .expect("a test certificate");
+            let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+            std::fs::write(&cert_file, &cert).expect("writing the certificate");
+            std::fs::write(&key_file, &key).expect("writing the key");
+            setup = setup.set("tls", "cert_file", &format!("{:?}", cert_file.display().to_string())).set(
+                "tls",
+                "key_file",
+                &format!("{:?}", key_file.display().to_string()),
+            );
+            tls = Some((cert, only));
+        }
         let config = dir.path().join("pb.toml");
-        std::fs::write(&config, self.config_text(&keys_file)).expect("writing the test's config");
-        Server::spawn(dir, config, keys, self.token)
+        std::fs::write(&config, setup.config_text(&keys_file)).expect("writing the test's config");
+        let mut server = Server::spawn(dir, config, keys, setup.token);
+        if let Some((cert, only)) = tls {
+            let client = super::wire::tls_client(&cert, None);
+            if only {
+                server.http = server.https.expect("the server reported its HTTPS listener");
+                server.tls = Some(Arc::clone(&client));
+            }
+            server.cert_pem = Some(cert);
+        }
+        server
     }
 }
 
@@ -177,7 +254,14 @@ type Log = Arc<std::sync::Mutex<String>>;
 
 /// A running server. Killed on drop; `terminate` stops it the way an operator would.
 pub struct Server {
+    /// The address the server's clients (`request`, `connect`) use: plain HTTP, or HTTPS for a
+    /// `Driver::Tls` server.
     pub http: SocketAddr,
+    pub https: Option<SocketAddr>,
+    /// The client configuration `request` and `connect` speak, when `http` is HTTPS.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The test certificate, PEM, when the server serves HTTPS.
+    pub cert_pem: Option<String>,
     pub udp: SocketAddr,
     pub admin: SocketAddr,
     child: Child,
@@ -223,6 +307,9 @@ impl Server {
         let addrs = ready_rx.recv_timeout(STARTUP_TIMEOUT);
         let mut server = Self {
             http: SocketAddr::from(([127, 0, 0, 1], 0)),
+            https: None,
+            tls: None,
+            cert_pem: None,
             udp: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
             child,
@@ -232,8 +319,9 @@ impl Server {
             log,
         };
         match addrs {
-            Ok((http, udp, admin)) => {
-                (server.http, server.udp, server.admin) = (http, udp, admin);
+            Ok((http, https, udp, admin)) => {
+                (server.http, server.https, server.udp, server.admin) =
+                    (http.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))), https, udp, admin);
                 server
             }
             Err(_) => {
@@ -279,7 +367,26 @@ impl Server {
 
     /// One request on its own connection (the client sends `Connection: close`).
     pub fn request(&self, method: &str, target: &str, headers: &[(&str, &str)]) -> HttpResponse {
-        pricebeast::client::http::request(self.http, method, target, headers, &[], PATIENCE)
+        self.request_with_body(method, target, headers, &[])
+    }
+
+    /// `request` with a body (its Content-Length added).
+    pub fn request_with_body(&self, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpResponse {
+        if self.tls.is_some() {
+            let mut conn = self.connect();
+            let mut head = format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+            for (name, value) in headers {
+                head.push_str(&format!("{name}: {value}\r\n"));
+            }
+            if !body.is_empty() {
+                head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+            }
+            head.push_str("\r\n");
+            conn.send(head.as_bytes());
+            conn.send(body);
+            return if method == "HEAD" { conn.read_head_response() } else { conn.read_response() };
+        }
+        pricebeast::client::http::request(self.http, method, target, headers, body, PATIENCE)
             .unwrap_or_else(|e| panic!("{method} {target}: {e}"))
     }
 
@@ -324,9 +431,14 @@ impl Server {
         assert_eq!(response.status, 200, "stress-reset: {}", response.text());
     }
 
-    /// A raw keep-alive connection to the public HTTP listener.
+    /// A raw keep-alive connection to the public listener (over TLS for a `Driver::Tls` server).
     pub fn connect(&self) -> Conn {
-        Conn::open(self.http)
+        Conn::open_over(self.http, self.tls.as_ref())
+    }
+
+    /// A connection's transport to the public listener, as `connect` speaks it.
+    pub fn transport(&self, stream: std::net::TcpStream) -> super::wire::Transport {
+        super::wire::Transport::over(stream, self.tls.as_ref())
     }
 
     /// A UDP socket connected to the server's UDP listener.
@@ -375,7 +487,13 @@ impl Server {
         let placeholder = tempfile::tempdir().expect("making a temporary directory");
         let dir = std::mem::replace(&mut self.dir, placeholder);
         let config = dir.path().join("pb.toml");
-        Server::spawn(dir, config, std::mem::take(&mut self.keys), self.token.take())
+        let mut server = Server::spawn(dir, config, std::mem::take(&mut self.keys), self.token.take());
+        if let Some(tls) = self.tls.take() {
+            server.http = server.https.expect("the server reported its HTTPS listener");
+            server.tls = Some(tls);
+        }
+        server.cert_pem = self.cert_pem.take();
+        server
     }
 
     /// The server's working directory (its keys file, usage database and config are there).
@@ -414,12 +532,15 @@ fn send_signal(pid: libc::pid_t, signal: libc::c_int) {
 }
 
 /// `listening http=A udp=B admin=C`, the line the server logs once every listener is bound.
-fn listening_addrs(line: &str) -> Option<(SocketAddr, SocketAddr, SocketAddr)> {
+/// The addresses of the listening line (`http=` and `https=` may say `off`).
+#[allow(clippy::type_complexity)]
+fn listening_addrs(line: &str) -> Option<(Option<SocketAddr>, Option<SocketAddr>, SocketAddr, SocketAddr)> {
     if !line.contains("listening http=") {
         return None;
     }
-    let field = |name: &str| line.split_whitespace().find_map(|w| w.strip_prefix(name)).and_then(|a| a.parse().ok());
-    Some((field("http=")?, field("udp=")?, field("admin=")?))
+    let text = |name: &str| line.split_whitespace().find_map(|w| w.strip_prefix(name));
+    let field = |name: &str| text(name).and_then(|a| a.parse().ok());
+    Some((field("http="), field("https="), field("udp=")?, field("admin=")?))
 }
 
 /// Runs the binary with `args` and no inherited secrets, waiting at most `within` for it.

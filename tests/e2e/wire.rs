@@ -4,6 +4,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::Arc;
 use std::time::Duration;
 
 use pricebeast::client::http::HttpResponse;
@@ -12,21 +13,105 @@ use serde_json::Value;
 
 use super::support::PATIENCE;
 
-/// A raw TCP connection that reads responses framed by Content-Length, keeping any bytes past
-/// one response for the next (pipelining).
+/// A connection's bytes: as they are, or through a rustls client (the tests run their HTTP and
+/// streaming scenarios over both).
+pub enum Transport {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Transport {
+    /// Over `tls`, the handshake happens on the first read or write.
+    pub fn over(stream: TcpStream, tls: Option<&Arc<rustls::ClientConfig>>) -> Self {
+        match tls {
+            None => Transport::Plain(stream),
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::try_from("localhost").expect("a name");
+                let client = rustls::ClientConnection::new(Arc::clone(config), name).expect("a TLS client");
+                Transport::Tls(Box::new(rustls::StreamOwned::new(client, stream)))
+            }
+        }
+    }
+
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(stream) => stream,
+            Transport::Tls(tls) => tls.get_ref(),
+        }
+    }
+
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        self.tcp().set_write_timeout(timeout)
+    }
+}
+
+impl Read for Transport {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Transport::Plain(stream) => stream.read(buf),
+            // A server that closes without close_notify ends the stream as plain TCP would.
+            Transport::Tls(tls) => match tls.read(buf) {
+                Err(e) if e.kind() == ErrorKind::UnexpectedEof => Ok(0),
+                other => other,
+            },
+        }
+    }
+}
+
+impl Write for Transport {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Transport::Plain(stream) => stream.write(buf),
+            Transport::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Transport::Plain(stream) => stream.flush(),
+            Transport::Tls(tls) => tls.flush(),
+        }
+    }
+}
+
+/// A client configuration trusting only `cert_pem`, offering TLS 1.3 and 1.2 (or only
+/// `version`) and ALPN http/1.1.
+pub fn tls_client(
+    cert_pem: &str,
+    version: Option<&'static rustls::SupportedProtocolVersion>,
+) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    let cert = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).expect("the test certificate");
+    roots.add(cert).expect("a root");
+    let versions = match version {
+        Some(version) => vec![version],
+        None => vec![&rustls::version::TLS13, &rustls::version::TLS12],
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&versions)
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// A raw connection that reads responses framed by Content-Length, keeping any bytes past one
+/// response for the next (pipelining).
 pub struct Conn {
-    pub stream: TcpStream,
+    pub stream: Transport,
     buf: Vec<u8>,
 }
 
 impl Conn {
-    pub fn open(addr: SocketAddr) -> Self {
+    pub fn open_over(addr: SocketAddr, tls: Option<&Arc<rustls::ClientConfig>>) -> Self {
         let stream =
             TcpStream::connect_timeout(&addr, PATIENCE).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
         stream.set_read_timeout(Some(PATIENCE)).expect("read timeout");
         stream.set_write_timeout(Some(PATIENCE)).expect("write timeout");
         stream.set_nodelay(true).expect("nodelay");
-        Self { stream, buf: Vec::new() }
+        Self { stream: Transport::over(stream, tls), buf: Vec::new() }
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
