@@ -4,11 +4,15 @@
 //! counted and bounded: per connection, the runtime's four (task, socket handle, accept address,
 //! close op); per idle buffer release, at most the runtime's cancel handle.
 //!
-//! A counting global allocator wraps the system one. The client side of this test reads and
-//! writes fixed buffers on std sockets, which do not allocate, and no feed or control plane runs,
-//! so every allocation counted in the window would be the shards'.
+//! HTTPS is measured the same way after its handshake: a TLS keep-alive connection's requests
+//! and a `wss://` stream's updates add nothing.
+//!
+//! A counting global allocator wraps the system one. It counts every thread but the test's own,
+//! which is the client (its TLS client allocates per record); no feed or control plane runs, so
+//! every allocation counted in the window is the shards'.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::path::Path;
@@ -30,11 +34,23 @@ struct Counting;
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 
+thread_local! {
+    /// Set on the test's own thread: the client, whose allocations are not the server's. A
+    /// const-initialized cell without a destructor, so reading it never allocates.
+    static CLIENT: Cell<bool> = const { Cell::new(false) };
+}
+
+fn count() {
+    if !CLIENT.with(Cell::get) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 // SAFETY: every call is forwarded unchanged to the system allocator; the counter is a side effect.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: forwarded with the caller's layout, as GlobalAlloc requires.
         unsafe { System.alloc(layout) }
     }
@@ -45,7 +61,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: `ptr` came from `System.alloc` with this layout.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -61,9 +77,12 @@ const MEASURED: usize = 2_000;
 
 #[test]
 fn hot_path_allocates_nothing_after_warm_up() {
+    CLIENT.with(|c| c.set(true));
     for driver in [IoDriver::IoUring, IoDriver::Epoll] {
         let m = measure(driver);
         assert_eq!(m.http, 0, "{driver:?}: {MEASURED} HTTP requests allocated {} times", m.http);
+        assert_eq!(m.https, 0, "{driver:?}: {MEASURED} HTTPS keep-alive requests allocated {} times", m.https);
+        assert_eq!(m.wss_updates, 0, "{driver:?}: {STREAM_UPDATES} wss updates allocated {} times", m.wss_updates);
         assert_eq!(m.udp, 0, "{driver:?}: {MEASURED} UDP requests allocated {} times", m.udp);
         assert_eq!(m.updates, 0, "{driver:?}: {STREAM_UPDATES} stream updates allocated {} times", m.updates);
         // monoio allocates four things per connection (below); the server itself (buffers,
@@ -97,6 +116,8 @@ const BUFFER_RELEASE_MS: u64 = 200;
 
 struct Measured {
     http: u64,
+    https: u64,
+    wss_updates: u64,
     udp: u64,
     updates: u64,
     churn: u64,
@@ -132,14 +153,23 @@ fn measure(driver: IoDriver) -> Measured {
     }
     let keys = KeyStore::open(&keys_path).expect("keys");
     let counters = Arc::new(Counters::new(1));
-    let shared = Arc::new(Shared::new(Arc::clone(&config), book, keys, counters));
+    let mut shared = Shared::new(Arc::clone(&config), book, keys, counters);
+    let (cert_pem, key_pem) = pricebeast::cli::tls::generate(&["localhost".into()], 1).expect("a test certificate");
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, &cert_pem).expect("cert");
+    std::fs::write(&key_file, &key_pem).expect("key");
+    shared.tls = Some(Arc::new(pricebeast::tls::certs::Certs::open(&cert_file, &key_file).expect("certs")));
+    let shared = Arc::new(shared);
     let localhost = "127.0.0.1:0".parse().expect("literal");
-    let bound = listeners::bind(localhost, localhost, 1, 128, 1 << 20).expect("bind");
-    let wake_http: Vec<_> = bound.http.iter().map(|l| l.try_clone().expect("dup")).collect();
-    let wake_udp: Vec<_> = bound.udp.iter().map(|s| s.try_clone().expect("dup")).collect();
-    let (http_addr, udp_addr) = (bound.http_addr, bound.udp_addr);
+    let listen = listeners::Listen { http: Some(localhost), https: Some(localhost), udp: localhost };
+    let bound = listeners::bind(listen, 1, 128, 1 << 20).expect("bind");
+    let wake_tcp: Vec<_> =
+        bound.shards.iter().flat_map(|s| s.http.iter().chain(&s.https)).map(|l| l.try_clone().expect("dup")).collect();
+    let wake_udp: Vec<_> = bound.shards.iter().map(|s| s.udp.try_clone().expect("dup")).collect();
+    let (http_addr, udp_addr) = (bound.http_addr.expect("http"), bound.udp_addr);
+    let https_addr = bound.https_addr.expect("https");
     let (exits, _exited) = tokio::sync::mpsc::channel(1);
-    let handles = shard::start(&shared, bound.http, bound.udp, exits).expect("shards start");
+    let handles = shard::start(&shared, bound.shards, exits).expect("shards start");
 
     let mut stream = TcpStream::connect(http_addr).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
@@ -160,6 +190,21 @@ fn measure(driver: IoDriver) -> Measured {
     http_round(MEASURED);
     let http = ALLOCATIONS.load(Ordering::Relaxed) - before;
     drop(stream);
+
+    // The same requests on one HTTPS keep-alive connection, after its handshake.
+    let tls_client = tls_client(&cert_pem);
+    let mut secure = tls_connect(https_addr, &tls_client);
+    for i in 0..WARM_UP {
+        secure.write_all(requests[i % requests.len()]).expect("send");
+        read_one_response(&mut secure, &mut response);
+    }
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for i in 0..MEASURED {
+        secure.write_all(requests[i % requests.len()]).expect("send");
+        read_one_response(&mut secure, &mut response);
+    }
+    let https = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    drop(secure);
 
     let churn_round = |n: u64, response: &mut [u8; 8192]| {
         for _ in 0..n {
@@ -232,8 +277,32 @@ fn measure(driver: IoDriver) -> Measured {
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     update(STREAM_UPDATES, &mut frames);
     let updates = ALLOCATIONS.load(Ordering::Relaxed) - before;
-
     drop(ws);
+
+    // The same stream over wss://: each frame sealed through the shard's pool.
+    let id = create_session(http_addr);
+    let mut wss = tls_connect(https_addr, &tls_client);
+    let upgrade = format!(
+        "GET /v1/stream?session_id={id} HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    wss.write_all(upgrade.as_bytes()).expect("upgrade");
+    let mut frames = FrameReader { buf: [0; 8192], len: 0 };
+    frames.skip_head(&mut wss);
+    frames.next(&mut wss);
+    let mut wss_update = |n: usize, frames: &mut FrameReader| {
+        for _ in 0..n {
+            price += 1;
+            let now = Now::read().unix_ms;
+            shared.book.write(btc, venue, Decimal::new(price, -2).expect("in range"), now, now);
+            frames.next(&mut wss);
+        }
+    };
+    wss_update(20, &mut frames);
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    wss_update(STREAM_UPDATES, &mut frames);
+    let wss_updates = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    drop(wss);
 
     // One keep-alive connection, quiet past the release time between requests: each quiet spell
     // gives its read buffer back and each request takes one from the pool again.
@@ -255,11 +324,11 @@ fn measure(driver: IoDriver) -> Measured {
     drop(quiet);
 
     shared.start_draining();
-    listeners::shut_down_read(&wake_http, &wake_udp);
+    listeners::shut_down_read(&wake_tcp, &wake_udp);
     for handle in handles {
         handle.thread.join().expect("shard thread");
     }
-    Measured { http, udp, updates, churn, releases }
+    Measured { http, https, wss_updates, udp, updates, churn, releases }
 }
 
 /// `POST /v1/sessions` for BTC-USD; the session id.
@@ -285,7 +354,7 @@ struct FrameReader {
 }
 
 impl FrameReader {
-    fn fill(&mut self, stream: &mut TcpStream) {
+    fn fill(&mut self, stream: &mut impl Read) {
         let n = stream.read(&mut self.buf[self.len..]).expect("read");
         assert!(n > 0, "server closed the stream");
         self.len += n;
@@ -297,7 +366,7 @@ impl FrameReader {
     }
 
     /// Reads past the 101's head.
-    fn skip_head(&mut self, stream: &mut TcpStream) {
+    fn skip_head(&mut self, stream: &mut impl Read) {
         loop {
             if let Some(end) = self.buf[..self.len].windows(4).position(|w| w == b"\r\n\r\n") {
                 assert!(self.buf.starts_with(b"HTTP/1.1 101 "), "not a 101");
@@ -309,7 +378,7 @@ impl FrameReader {
     }
 
     /// Reads one whole text frame.
-    fn next(&mut self, stream: &mut TcpStream) {
+    fn next(&mut self, stream: &mut impl Read) {
         loop {
             if self.len >= 2 {
                 assert_eq!(self.buf[0], 0x81, "a final text frame");
@@ -329,7 +398,7 @@ impl FrameReader {
 }
 
 /// Reads one whole response (head + Content-Length body) into `buf` without allocating.
-fn read_one_response(stream: &mut TcpStream, buf: &mut [u8; 8192]) {
+fn read_one_response(stream: &mut impl Read, buf: &mut [u8; 8192]) {
     let mut len = 0;
     loop {
         let n = stream.read(&mut buf[len..]).expect("read");
@@ -347,6 +416,30 @@ fn read_one_response(stream: &mut TcpStream, buf: &mut [u8; 8192]) {
             return;
         }
     }
+}
+
+fn tls_client(cert_pem: &str) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).expect("cert")).expect("root");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+fn tls_connect(
+    addr: std::net::SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let client = rustls::ClientConnection::new(Arc::clone(config), name).expect("client");
+    rustls::StreamOwned::new(client, stream)
 }
 
 fn write_keys(path: &Path) {

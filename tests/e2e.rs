@@ -21,6 +21,7 @@ mod e2e {
     mod errors;
     mod feeds;
     mod http;
+    mod https;
     mod keys;
     mod ledger;
     mod postgres;

@@ -363,7 +363,7 @@ async fn sweep_loop(local: Rc<Local>) {
         monoio::time::sleep(every).await;
         local.sweep(crate::clock::mono_ns());
         sweeps += 1;
-        if sweeps % TRIM_EVERY_SWEEPS == 0 {
+        if sweeps.is_multiple_of(TRIM_EVERY_SWEEPS) {
             let freed = local.read_buffers.trim()
                 + local.write_buffers.trim()
                 + local.tls_read_buffers.trim()

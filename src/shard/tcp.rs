@@ -393,15 +393,14 @@ async fn answer(
             }
         }
         local.write_buffers.give(out.into_vec());
-        match step {
-            Some(Step::Defer(deferred)) => {
-                // Answered before anything pipelined after it, which the next pass handles.
-                if !answer_deferred(stream, local, tls.as_deref_mut(), deferred).await {
-                    return Step::Gone;
-                }
-            }
+        let open = match step {
+            // Answered before anything pipelined after it, which the next pass handles.
+            Some(Step::Defer(deferred)) => answer_deferred(stream, local, tls.as_deref_mut(), deferred).await,
+            None => true,
             Some(step) => return step,
-            None => {}
+        };
+        if !open {
+            return Step::Gone;
         }
     }
 }

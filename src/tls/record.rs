@@ -168,12 +168,12 @@ impl Direction {
         let seq = self.seq;
         match self.format {
             Format::Tls13 => {
-                if header[0] != CONTENT_APPLICATION_DATA || body_len < TAG_LEN + 1 || body_len > PLAINTEXT_MAX + 256 {
-                    return Err(if body_len > PLAINTEXT_MAX + 256 {
-                        RecordError::Overflow
-                    } else {
-                        RecordError::Malformed
-                    });
+                // TLS 1.3 allows 256 bytes of expansion (RFC 8446 §5.2).
+                if body_len > PLAINTEXT_MAX + 256 {
+                    return Err(RecordError::Overflow);
+                }
+                if header[0] != CONTENT_APPLICATION_DATA || body_len < TAG_LEN + 1 {
+                    return Err(RecordError::Malformed);
                 }
                 let nonce = Nonce::assume_unique_for_key(self.nonce());
                 let plain = self

@@ -132,7 +132,7 @@ fn an_outage_delays_the_ledger_and_loses_nothing() {
     let peer = server.udp_peer();
     let mut answered = 0u32;
     for _ in 0..20 {
-        ask(&server, &mut conn, &peer, answered, answered % 4 == 0);
+        ask(&server, &mut conn, &peer, answered, answered.is_multiple_of(4));
         answered += 1;
     }
     eventually("PostgreSQL holds the first 20 requests", || (pg_total(&pg, None) == 20).then_some(()));
@@ -142,7 +142,7 @@ fn an_outage_delays_the_ledger_and_loses_nothing() {
     // Prices go on while PostgreSQL is down; the counts wait in the journal.
     let down = Instant::now();
     while down.elapsed() < Duration::from_secs(3) {
-        ask(&server, &mut conn, &peer, answered, answered % 4 == 0);
+        ask(&server, &mut conn, &peer, answered, answered.is_multiple_of(4));
         answered += 1;
     }
     eventually("shipping to the stopped PostgreSQL fails", || {
@@ -160,7 +160,7 @@ fn an_outage_delays_the_ledger_and_loses_nothing() {
     // and the month's counts then come from its own journal.
     pg.stop();
     for _ in 0..10 {
-        ask(&server, &mut conn, &peer, answered, answered % 2 == 0);
+        ask(&server, &mut conn, &peer, answered, answered.is_multiple_of(2));
         answered += 1;
     }
     eventually("the outbox holds the new batches", || (outbox_len(server.dir()) > 0).then_some(()));
@@ -177,7 +177,7 @@ fn an_outage_delays_the_ledger_and_loses_nothing() {
     let mut conn = server.connect();
     let peer = server.udp_peer();
     for _ in 0..10 {
-        ask(&server, &mut conn, &peer, answered, answered % 2 == 0);
+        ask(&server, &mut conn, &peer, answered, answered.is_multiple_of(2));
         answered += 1;
     }
     drop(conn);
