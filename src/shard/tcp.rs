@@ -175,10 +175,22 @@ async fn send(
     tls: Option<&mut TlsLink>,
     out: Vec<u8>,
 ) -> (std::io::Result<()>, Vec<u8>) {
-    let Some(link) = tls else {
-        let (result, out) = stream.write_all(out).await;
-        return (result.map(|_| ()), out);
-    };
+    match tls {
+        None => {
+            let (result, out) = stream.write_all(out).await;
+            (result.map(|_| ()), out)
+        }
+        Some(link) => send_sealed(stream, local, link, out).await,
+    }
+}
+
+/// `send` over TLS: `out` sealed into records through a buffer of the shard's TLS pool.
+async fn send_sealed(
+    stream: &mut TcpStream,
+    local: &Local,
+    link: &mut TlsLink,
+    out: Vec<u8>,
+) -> (std::io::Result<()>, Vec<u8>) {
     let mut sealed = local.tls_write_buffers.take();
     let mut at = 0;
     let mut result = Ok(());
@@ -309,7 +321,60 @@ async fn serve(mut stream: TcpStream, local: Rc<Local>, registered: Registered, 
                 }
             }
         }
-        let next = answer(&mut stream, &local, &mut conversation, &mut read, &mut tls, &mut last_ns).await;
+        // Answer every complete request in `read` (its opened plaintext, over TLS), writing as
+        // often as the output fills. Inline, not a function of its own: an awaited call would
+        // cost every plain request a nested future.
+        let next = 'answer: loop {
+            let usable = tls.as_ref().map_or(read.len(), |link| link.plain_len);
+            let mut out = FixedBuf::from_vec(local.write_buffers.take());
+            // The batch's one clock reading: its latency starts there, and so does the next read.
+            let (handled, started_ns) = with_context(&local, |ctx, scratch| {
+                (conversation.handle(&read[..usable], ctx, scratch, &mut out), ctx.now.mono_ns)
+            });
+            last_ns = started_ns;
+            read.drain(..handled.consumed);
+            if let Some(link) = tls.as_deref_mut() {
+                link.plain_len -= handled.consumed;
+            }
+            // Counted open in the same synchronous step as the handler's limit check, so a burst
+            // of upgrades cannot overshoot `streams_per_shard_max` while the 101s are written.
+            let step = match handled.next {
+                Next::Upgrade(grant) => Some(Step::Upgrade(Opened::new(&local, grant))),
+                Next::Read { deadline_ns, partial } => Some(Step::Read { deadline_ns, partial }),
+                // Write, then answer the rest of the input.
+                Next::Drain => None,
+                Next::Defer(deferred) => Some(Step::Defer(deferred)),
+                Next::Close => Some(Step::Close),
+            };
+            if !out.is_empty() {
+                let (result, buf) = match tls.as_deref_mut() {
+                    None => {
+                        let (result, buf) = stream.write_all(out.into_vec()).await;
+                        (result.map(|_| ()), buf)
+                    }
+                    Some(link) => send_sealed(&mut stream, &local, link, out.into_vec()).await,
+                };
+                out = FixedBuf::from_vec(buf);
+                if result.is_err() {
+                    local.write_buffers.give(out.into_vec());
+                    break 'answer Step::Gone;
+                }
+                let took_us = mono_ns().saturating_sub(started_ns) / 1000;
+                for _ in 0..handled.answered {
+                    local.counters().observe_latency_us(took_us);
+                }
+            }
+            local.write_buffers.give(out.into_vec());
+            let open = match step {
+                // Answered before anything pipelined after it, which the next pass handles.
+                Some(Step::Defer(deferred)) => answer_deferred(&mut stream, &local, tls.as_deref_mut(), deferred).await,
+                None => true,
+                Some(step) => break 'answer step,
+            };
+            if !open {
+                break 'answer Step::Gone;
+            }
+        };
         match next {
             Step::Read { deadline_ns: deadline, partial: request_cut } => {
                 if tls.as_ref().is_some_and(|link| link.peer_closed) {
@@ -344,63 +409,6 @@ async fn serve(mut stream: TcpStream, local: Rc<Local>, registered: Registered, 
                 read_pool.give(read);
                 return;
             }
-        }
-    }
-}
-
-/// Answers every complete request in `read` (its opened plaintext, over TLS), writing as often
-/// as the output fills, and says what the connection does next. The answered bytes leave `read`.
-async fn answer(
-    stream: &mut TcpStream,
-    local: &Rc<Local>,
-    conversation: &mut Conversation,
-    read: &mut Vec<u8>,
-    tls: &mut Option<Box<TlsLink>>,
-    last_ns: &mut u64,
-) -> Step {
-    loop {
-        let usable = tls.as_ref().map_or(read.len(), |link| link.plain_len);
-        let mut out = FixedBuf::from_vec(local.write_buffers.take());
-        // The batch's one clock reading: its latency starts there, and so does the next read.
-        let (handled, started_ns) = with_context(local, |ctx, scratch| {
-            (conversation.handle(&read[..usable], ctx, scratch, &mut out), ctx.now.mono_ns)
-        });
-        *last_ns = started_ns;
-        read.drain(..handled.consumed);
-        if let Some(link) = tls.as_deref_mut() {
-            link.plain_len -= handled.consumed;
-        }
-        // Counted open in the same synchronous step as the handler's limit check, so a burst
-        // of upgrades cannot overshoot `streams_per_shard_max` while the 101s are written.
-        let step = match handled.next {
-            Next::Upgrade(grant) => Some(Step::Upgrade(Opened::new(local, grant))),
-            Next::Read { deadline_ns, partial } => Some(Step::Read { deadline_ns, partial }),
-            // Write, then answer the rest of the input.
-            Next::Drain => None,
-            Next::Defer(deferred) => Some(Step::Defer(deferred)),
-            Next::Close => Some(Step::Close),
-        };
-        if !out.is_empty() {
-            let (result, buf) = send(stream, local, tls.as_deref_mut(), out.into_vec()).await;
-            out = FixedBuf::from_vec(buf);
-            if result.is_err() {
-                local.write_buffers.give(out.into_vec());
-                return Step::Gone;
-            }
-            let took_us = mono_ns().saturating_sub(started_ns) / 1000;
-            for _ in 0..handled.answered {
-                local.counters().observe_latency_us(took_us);
-            }
-        }
-        local.write_buffers.give(out.into_vec());
-        let open = match step {
-            // Answered before anything pipelined after it, which the next pass handles.
-            Some(Step::Defer(deferred)) => answer_deferred(stream, local, tls.as_deref_mut(), deferred).await,
-            None => true,
-            Some(step) => return step,
-        };
-        if !open {
-            return Step::Gone;
         }
     }
 }
