@@ -11,6 +11,7 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncWriteRentExt, CancelableAsyncReadRent};
 use monoio::net::{TcpListener, TcpStream};
 
+use super::buffers::BufferPool;
 use crate::buf::FixedBuf;
 use crate::clock::{mono_ns, Now};
 use crate::counters::{Gauge, StreamCounter};
@@ -20,7 +21,7 @@ use crate::shard::stream::Opened;
 use crate::shard::Local;
 use crate::state::Context;
 use crate::tls::handshake::{self, HandshakeError};
-use crate::tls::session::Session;
+use crate::tls::session::{Session, TlsError};
 
 /// What a listener speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +54,7 @@ pub(super) async fn accept_loop(listener: TcpListener, local: Rc<Local>, wire: W
                     local.counters().gauge_add(Gauge::OpenConnections, 1);
                     let registered = Registered::new(&stream, &local);
                     match wire {
-                        Wire::Plain => monoio::spawn(serve(stream, Rc::clone(&local), registered, None)),
+                        Wire::Plain => monoio::spawn(serve(stream, Rc::clone(&local), registered, Plain)),
                         Wire::Tls => monoio::spawn(serve_tls(stream, Rc::clone(&local), registered)),
                     };
                 }
@@ -111,6 +112,8 @@ impl Drop for Registered {
 /// is opened plaintext (what follows it is part of a record).
 pub(super) struct TlsLink {
     pub session: Session,
+    /// The read buffer the handshake left, until the connection loop takes it.
+    leftover: Option<Vec<u8>>,
     plain_len: usize,
     /// The client sent close_notify: answer what it sent, then close.
     peer_closed: bool,
@@ -162,67 +165,140 @@ async fn serve_tls(mut stream: TcpStream, local: Rc<Local>, registered: Register
         }
     };
     counters.stream_add(StreamCounter::TlsHandshakes, 1);
-    let link = TlsLink { session: established.session, plain_len: established.plain_len, peer_closed: false };
-    let read = established.buf;
-    serve(stream, local, registered, Some((Box::new(link), read))).await;
+    let link = TlsLink {
+        session: established.session,
+        leftover: Some(established.buf),
+        plain_len: established.plain_len,
+        peer_closed: false,
+    };
+    serve(stream, local, registered, Box::new(link)).await;
 }
 
-/// Writes `out`: as it is, or sealed into records through a buffer of the shard's TLS pool.
-/// Returns `out` for its pool.
-async fn send(
-    stream: &mut TcpStream,
-    local: &Local,
-    tls: Option<&mut TlsLink>,
-    out: Vec<u8>,
-) -> (std::io::Result<()>, Vec<u8>) {
-    match tls {
-        None => {
-            let (result, out) = stream.write_all(out).await;
-            (result.map(|_| ()), out)
-        }
-        Some(link) => send_sealed(stream, local, link, out).await,
+/// What an HTTP connection's bytes pass through between the socket and the connection core:
+/// nothing (`Plain`), or the connection's TLS session. `serve` is generic over it, so a plain
+/// connection's loop holds no TLS state and awaits nothing TLS needs.
+pub(super) trait Link {
+    /// The shard's pool this connection's read buffers come from.
+    fn read_pool(local: &Local) -> &BufferPool;
+    /// After a read: opens the records now whole (in place). An error ends the connection.
+    fn take_in(&mut self, read: &mut Vec<u8>) -> Result<(), TlsError>;
+    /// How many bytes at the start of `read` the core may read.
+    fn usable(&self, read: &[u8]) -> usize;
+    /// The core used `n` bytes, now drained from the read buffer.
+    fn consumed(&mut self, n: usize);
+    /// The client said it sends nothing more (close_notify).
+    fn peer_closed(&self) -> bool;
+    /// The read buffer the handshake left with bytes in it, once.
+    fn take_leftover(&mut self) -> Option<Vec<u8>>;
+    /// Writes `out` and returns it, for its pool. For plain HTTP this is the socket's own write
+    /// future, so a plain connection's state holds nothing more for it.
+    fn send<'a>(
+        &'a mut self,
+        stream: &'a mut TcpStream,
+        local: &'a Local,
+        out: Vec<u8>,
+    ) -> impl std::future::Future<Output = monoio::BufResult<usize, Vec<u8>>> + 'a;
+    /// Before closing: TLS's close_notify, so the client knows nothing was cut.
+    fn farewell(&mut self, stream: &mut TcpStream, local: &Local) -> impl std::future::Future<Output = ()>;
+    /// What a stream takes over at an upgrade: the session and any part of a record after the
+    /// upgrade request.
+    fn into_stream(self, read: &[u8]) -> Option<(Box<TlsLink>, Vec<u8>)>;
+}
+
+/// Plain HTTP: bytes as they are.
+pub(super) struct Plain;
+
+impl Link for Plain {
+    fn read_pool(local: &Local) -> &BufferPool {
+        &local.read_buffers
+    }
+    fn take_in(&mut self, _: &mut Vec<u8>) -> Result<(), TlsError> {
+        Ok(())
+    }
+    fn usable(&self, read: &[u8]) -> usize {
+        read.len()
+    }
+    fn consumed(&mut self, _: usize) {}
+    fn peer_closed(&self) -> bool {
+        false
+    }
+    fn take_leftover(&mut self) -> Option<Vec<u8>> {
+        None
+    }
+    fn send<'a>(
+        &'a mut self,
+        stream: &'a mut TcpStream,
+        _: &'a Local,
+        out: Vec<u8>,
+    ) -> impl std::future::Future<Output = monoio::BufResult<usize, Vec<u8>>> + 'a {
+        stream.write_all(out)
+    }
+    fn farewell(&mut self, _: &mut TcpStream, _: &Local) -> impl std::future::Future<Output = ()> {
+        std::future::ready(())
+    }
+    fn into_stream(self, _: &[u8]) -> Option<(Box<TlsLink>, Vec<u8>)> {
+        None
     }
 }
 
-/// `send` over TLS: `out` sealed into records through a buffer of the shard's TLS pool.
-async fn send_sealed(
-    stream: &mut TcpStream,
-    local: &Local,
-    link: &mut TlsLink,
-    out: Vec<u8>,
-) -> (std::io::Result<()>, Vec<u8>) {
-    let mut sealed = local.tls_write_buffers.take();
-    let mut at = 0;
-    let mut result = Ok(());
-    while at < out.len() {
-        match link.session.seal(&out[at..], &mut sealed) {
-            Ok(n) => at += n,
-            Err(e) => {
-                result = Err(std::io::Error::other(e));
+impl Link for Box<TlsLink> {
+    fn read_pool(local: &Local) -> &BufferPool {
+        &local.tls_read_buffers
+    }
+    fn take_in(&mut self, read: &mut Vec<u8>) -> Result<(), TlsError> {
+        let opened = self.session.open(read, self.plain_len)?;
+        self.plain_len = opened.plain_len;
+        self.peer_closed |= opened.peer_closed;
+        Ok(())
+    }
+    fn usable(&self, _: &[u8]) -> usize {
+        self.plain_len
+    }
+    fn consumed(&mut self, n: usize) {
+        self.plain_len -= n;
+    }
+    fn peer_closed(&self) -> bool {
+        self.peer_closed
+    }
+    fn take_leftover(&mut self) -> Option<Vec<u8>> {
+        self.leftover.take().filter(|read| !read.is_empty())
+    }
+    /// Sealed into records through a buffer of the shard's TLS pool.
+    async fn send(&mut self, stream: &mut TcpStream, local: &Local, out: Vec<u8>) -> monoio::BufResult<usize, Vec<u8>> {
+        let mut sealed = local.tls_write_buffers.take();
+        let mut at = 0;
+        let mut result = Ok(out.len());
+        while at < out.len() {
+            match self.session.seal(&out[at..], &mut sealed) {
+                Ok(n) => at += n,
+                Err(e) => {
+                    result = Err(std::io::Error::other(e));
+                    break;
+                }
+            }
+            let (written, back) = stream.write_all(sealed).await;
+            sealed = back;
+            sealed.clear();
+            if let Err(e) = written {
+                result = Err(e);
                 break;
             }
         }
-        let (written, back) = stream.write_all(sealed).await;
-        sealed = back;
-        sealed.clear();
-        if let Err(e) = written {
-            result = Err(e);
-            break;
+        local.tls_write_buffers.give(sealed);
+        (result, out)
+    }
+    async fn farewell(&mut self, stream: &mut TcpStream, local: &Local) {
+        let mut sealed = local.tls_write_buffers.take();
+        if self.session.close_notify(&mut sealed).is_ok() {
+            let (_, back) = stream.write_all(sealed).await;
+            sealed = back;
         }
+        local.tls_write_buffers.give(sealed);
     }
-    local.tls_write_buffers.give(sealed);
-    (result, out)
-}
-
-/// Before closing an HTTPS connection: close_notify, so the client knows nothing was cut.
-async fn farewell(stream: &mut TcpStream, local: &Local, tls: Option<&mut TlsLink>) {
-    let Some(link) = tls else { return };
-    let mut sealed = local.tls_write_buffers.take();
-    if link.session.close_notify(&mut sealed).is_ok() {
-        let (_, back) = stream.write_all(sealed).await;
-        sealed = back;
+    fn into_stream(self, read: &[u8]) -> Option<(Box<TlsLink>, Vec<u8>)> {
+        let cipher = read[self.plain_len..].to_vec();
+        Some((self, cipher))
     }
-    local.tls_write_buffers.give(sealed);
 }
 
 /// The I/O of one connection, already counted by the accept loop: read, hand the bytes to the
@@ -232,7 +308,7 @@ async fn farewell(stream: &mut TcpStream, local: &Local, tls: Option<&mut TlsLin
 /// after which the connection waits for readability holding none. No timer of its own: the
 /// sweep enforces the deadlines the core sets. `tls`: an HTTPS connection's session after its
 /// handshake, and the read buffer the handshake left (opened plaintext, then part of a record).
-async fn serve(mut stream: TcpStream, local: Rc<Local>, registered: Registered, tls: Option<(Box<TlsLink>, Vec<u8>)>) {
+async fn serve<L: Link>(mut stream: TcpStream, local: Rc<Local>, registered: Registered, mut link: L) {
     let slot = registered.slot;
     let mut conversation = Conversation::new();
     // The latest clock reading: when the next read begins, for the sweep's release timing.
@@ -242,20 +318,12 @@ async fn serve(mut stream: TcpStream, local: Rc<Local>, registered: Registered, 
     // buffer holds bytes to keep (part of a request, or of a TLS record).
     let mut cut = false;
     let mut partial = false;
-    // Held only while it holds part of a request or a read is open.
-    let mut held: Option<Vec<u8>> = None;
-    // Input to answer before reading: what came with the handshake.
-    let mut pending = false;
-    let (mut tls, read_pool) = match tls {
-        Some((link, read)) => {
-            pending = !read.is_empty();
-            held = Some(read);
-            (Some(link), &local.tls_read_buffers)
-        }
-        None => (None, &local.read_buffers),
-    };
+    // Held only while it holds part of a request or a read is open. What came with the
+    // handshake is answered before anything is read.
+    let mut held: Option<Vec<u8>> = link.take_leftover();
+    let mut pending = held.is_some();
     loop {
-        let mut read = held.take().unwrap_or_else(|| read_pool.take());
+        let mut read = held.take().unwrap_or_else(|| L::read_pool(&local).take());
         if !std::mem::take(&mut pending) {
             let (len, capacity) = (read.len(), read.capacity());
             let cancel = local.conns.borrow_mut().reading(slot, last_ns, deadline_ns, partial);
@@ -269,14 +337,13 @@ async fn serve(mut stream: TcpStream, local: Rc<Local>, registered: Registered, 
                         // Slow headers are told why before closing; an idle connection just closes.
                         let mut out = FixedBuf::from_vec(local.write_buffers.take());
                         with_context(&local, |ctx, scratch| conversation.timed_out(cut, ctx, scratch, &mut out));
-                        read_pool.give(read);
+                        L::read_pool(&local).give(read);
                         if !out.is_empty() {
-                            let (_, buf) = send(&mut stream, &local, tls.as_deref_mut(), out.into_vec()).await;
+                            let (_, buf) = link.send(&mut stream, &local, out.into_vec()).await;
                             out = FixedBuf::from_vec(buf);
                         }
                         local.write_buffers.give(out.into_vec());
-                        farewell(&mut stream, &local, tls.as_deref_mut()).await;
-                        return;
+                        break;
                     }
                     if partial {
                         // The sweep cancels a read holding part of a request only at its
@@ -287,7 +354,7 @@ async fn serve(mut stream: TcpStream, local: Rc<Local>, registered: Registered, 
                     }
                     // Quiet for `buffer_release_ms`: wait holding nothing. Shutting the read side
                     // (draining, or the idle deadline) ends this wait too.
-                    read_pool.give(read);
+                    L::read_pool(&local).give(read);
                     loop {
                         local.conns.borrow_mut().parked(slot, deadline_ns);
                         let ready = stream.readable(false).await;
@@ -303,29 +370,21 @@ async fn serve(mut stream: TcpStream, local: Rc<Local>, registered: Registered, 
                 }
                 // End of file, or an error: the client left, or draining shut our read side.
                 _ => {
-                    read_pool.give(read);
+                    L::read_pool(&local).give(read);
                     return;
                 }
             }
         }
-        if let Some(link) = tls.as_deref_mut() {
-            match link.session.open(&mut read, link.plain_len) {
-                Ok(opened) => {
-                    link.plain_len = opened.plain_len;
-                    link.peer_closed |= opened.peer_closed;
-                }
-                Err(e) => {
-                    tracing::debug!(shard = local.index, "TLS record refused: {e}");
-                    read_pool.give(read);
-                    return;
-                }
-            }
+        if let Err(e) = link.take_in(&mut read) {
+            tracing::debug!(shard = local.index, "TLS record refused: {e}");
+            L::read_pool(&local).give(read);
+            return;
         }
         // Answer every complete request in `read` (its opened plaintext, over TLS), writing as
         // often as the output fills. Inline, not a function of its own: an awaited call would
         // cost every plain request a nested future.
         let next = 'answer: loop {
-            let usable = tls.as_ref().map_or(read.len(), |link| link.plain_len);
+            let usable = link.usable(&read);
             let mut out = FixedBuf::from_vec(local.write_buffers.take());
             // The batch's one clock reading: its latency starts there, and so does the next read.
             let (handled, started_ns) = with_context(&local, |ctx, scratch| {
@@ -333,9 +392,7 @@ async fn serve(mut stream: TcpStream, local: Rc<Local>, registered: Registered, 
             });
             last_ns = started_ns;
             read.drain(..handled.consumed);
-            if let Some(link) = tls.as_deref_mut() {
-                link.plain_len -= handled.consumed;
-            }
+            link.consumed(handled.consumed);
             // Counted open in the same synchronous step as the handler's limit check, so a burst
             // of upgrades cannot overshoot `streams_per_shard_max` while the 101s are written.
             let step = match handled.next {
@@ -347,13 +404,7 @@ async fn serve(mut stream: TcpStream, local: Rc<Local>, registered: Registered, 
                 Next::Close => Some(Step::Close),
             };
             if !out.is_empty() {
-                let (result, buf) = match tls.as_deref_mut() {
-                    None => {
-                        let (result, buf) = stream.write_all(out.into_vec()).await;
-                        (result.map(|_| ()), buf)
-                    }
-                    Some(link) => send_sealed(&mut stream, &local, link, out.into_vec()).await,
-                };
+                let (result, buf) = link.send(&mut stream, &local, out.into_vec()).await;
                 out = FixedBuf::from_vec(buf);
                 if result.is_err() {
                     local.write_buffers.give(out.into_vec());
@@ -367,7 +418,7 @@ async fn serve(mut stream: TcpStream, local: Rc<Local>, registered: Registered, 
             local.write_buffers.give(out.into_vec());
             let open = match step {
                 // Answered before anything pipelined after it, which the next pass handles.
-                Some(Step::Defer(deferred)) => answer_deferred(&mut stream, &local, tls.as_deref_mut(), deferred).await,
+                Some(Step::Defer(deferred)) => answer_deferred(&mut stream, &local, &mut link, deferred).await,
                 None => true,
                 Some(step) => break 'answer step,
             };
@@ -377,11 +428,10 @@ async fn serve(mut stream: TcpStream, local: Rc<Local>, registered: Registered, 
         };
         match next {
             Step::Read { deadline_ns: deadline, partial: request_cut } => {
-                if tls.as_ref().is_some_and(|link| link.peer_closed) {
+                if link.peer_closed() {
                     // close_notify: the client sends no more, so no request will complete.
-                    read_pool.give(read);
-                    farewell(&mut stream, &local, tls.as_deref_mut()).await;
-                    return;
+                    L::read_pool(&local).give(read);
+                    break;
                 }
                 deadline_ns = deadline;
                 cut = request_cut;
@@ -393,24 +443,26 @@ async fn serve(mut stream: TcpStream, local: Rc<Local>, registered: Registered, 
                 // The stream is a task of its own, so it does not carry this loop's state for its
                 // whole life, nor the HTTP buffers, which go back to the pools.
                 local.conns.borrow_mut().stream(slot);
-                let usable = tls.as_ref().map_or(read.len(), |link| link.plain_len);
-                let tls = tls.map(|link| (link, read[usable..].to_vec()));
+                let usable = link.usable(&read);
+                let tls = link.into_stream(&read);
                 let started = super::stream::start(stream, &local, opened, &read[..usable], registered, tls);
-                read_pool.give(read);
+                L::read_pool(&local).give(read);
                 monoio::spawn(started);
                 return;
             }
             Step::Close => {
-                farewell(&mut stream, &local, tls.as_deref_mut()).await;
-                read_pool.give(read);
-                return;
+                L::read_pool(&local).give(read);
+                break;
             }
             Step::Gone | Step::Defer(_) => {
-                read_pool.give(read);
+                L::read_pool(&local).give(read);
                 return;
             }
         }
     }
+    // Closing on the server's own terms. Awaited out here, where nothing of the loop's state is
+    // live, so the plain connection's future is no bigger for it.
+    link.farewell(&mut stream, &local).await;
 }
 
 /// The control plane's answer, looked for with `try_recv` on the shard's own timer (every
@@ -442,10 +494,10 @@ async fn poll_answer(
 /// request and writes it; false when the connection is done (closed, or failed to write). The
 /// buffer is sized for the answer and not pooled: reports are rare and may be larger than a
 /// connection's write buffer.
-async fn answer_deferred(
+async fn answer_deferred<L: Link>(
     stream: &mut TcpStream,
     local: &Rc<Local>,
-    tls: Option<&mut TlsLink>,
+    link: &mut L,
     mut deferred: handler::Deferred,
 ) -> bool {
     let timeout = Duration::from_millis(local.shared.config.usage.report_timeout_ms);
@@ -458,7 +510,7 @@ async fn answer_deferred(
     let mut out = FixedBuf::with_capacity(handler::SINGLE_RESPONSE_BYTES_MAX + body_len);
     let after =
         with_context(local, |ctx, scratch| handler::respond_deferred(&deferred, answer, ctx, scratch, &mut out));
-    let (result, _) = send(stream, local, tls, out.into_vec()).await;
+    let (result, _) = link.send(stream, local, out.into_vec()).await;
     local.counters().observe_latency_us(mono_ns().saturating_sub(started_ns) / 1000);
     result.is_ok() && matches!(after, handler::After::KeepAlive)
 }

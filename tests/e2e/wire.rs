@@ -47,13 +47,21 @@ impl Transport {
 
 impl Read for Transport {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Transport::Plain(stream) => stream.read(buf),
-            // A server that closes without close_notify ends the stream as plain TCP would.
-            Transport::Tls(tls) => match tls.read(buf) {
-                Err(e) if e.kind() == ErrorKind::UnexpectedEof => Ok(0),
-                other => other,
-            },
+        loop {
+            let read = match self {
+                Transport::Plain(stream) => stream.read(buf),
+                // A server that closes without close_notify ends the stream as plain TCP would.
+                Transport::Tls(tls) => match tls.read(buf) {
+                    Err(e) if e.kind() == ErrorKind::UnexpectedEof => Ok(0),
+                    other => other,
+                },
+            };
+            // A signal delivered to the test process (a child's exit, the harness's own) is not
+            // the server's doing: read again.
+            match read {
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                other => return other,
+            }
         }
     }
 }
@@ -226,7 +234,13 @@ impl UdpPeer {
     pub fn recv(&self, timeout: Duration) -> Option<Vec<u8>> {
         self.socket.set_read_timeout(Some(timeout)).expect("UDP read timeout");
         let mut buf = [0u8; 2048];
-        match self.socket.recv(&mut buf) {
+        let received = loop {
+            match self.socket.recv(&mut buf) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        match received {
             Ok(n) => Some(buf[..n].to_vec()),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
             Err(e) => panic!("receiving a datagram: {e}"),
