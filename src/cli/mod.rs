@@ -30,7 +30,7 @@ pub enum Command {
     /// Usage reports from the ledger.
     #[command(subcommand)]
     Usage(usage::UsageCommand),
-    /// Ask a running server one question over HTTP or UDP and print the answer.
+    /// Ask a running server one question over HTTP, HTTPS or UDP and print the answer.
     Query(query::QueryArgs),
     /// Play the exchanges' recorded feeds on local ports, for running the feed clients offline.
     MockExchange(mock::MockArgs),

@@ -1,9 +1,11 @@
 //! `pricebeast query`: one question to a running server, the answer on stdout.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 
+use crate::client::tls::{TlsClient, TlsOptions, Trust};
 use crate::client::{http, udp::UdpClient};
 use crate::udp::codec::UdpStatus;
 
@@ -17,6 +19,15 @@ pub struct QueryArgs {
     /// Server HTTP address.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
     pub http: String,
+    /// Ask over HTTPS (and stream over wss://) at this address instead of plain HTTP.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["http", "udp"])]
+    pub https: Option<String>,
+    /// With --https: trust only the certificates in this PEM file (default: the webpki roots).
+    #[arg(long, value_name = "FILE", requires = "https")]
+    pub ca_file: Option<PathBuf>,
+    /// With --https: accept any certificate for any name (encrypted, not authenticated).
+    #[arg(long, requires = "https", conflicts_with = "ca_file")]
+    pub danger_accept_invalid_certs: bool,
     /// Ask over UDP at this address instead of HTTP.
     #[arg(long, value_name = "HOST:PORT")]
     pub udp: Option<String>,
@@ -39,12 +50,20 @@ pub struct QueryArgs {
 
 pub fn run(args: QueryArgs) -> anyhow::Result<()> {
     let timeout = Duration::from_millis(args.timeout_ms);
+    let (addr, tls) = match &args.https {
+        Some(addr) => {
+            let trust = Trust::from_flags(args.ca_file.as_deref(), args.danger_accept_invalid_certs);
+            (addr.as_str(), Some(TlsClient::new(&TlsOptions::new(trust), addr)?))
+        }
+        None => (args.http.as_str(), None),
+    };
+    let scheme = if tls.is_some() { "HTTPS" } else { "HTTP" };
     if args.stream {
         if args.symbols.is_empty() {
             bail!("name at least one symbol to stream");
         }
         let mut left = args.frames;
-        return crate::client::stream::stream(&args.http, &args.key, &args.symbols, timeout, |frame| {
+        return crate::client::stream::stream(addr, tls.as_ref(), &args.key, &args.symbols, timeout, |frame| {
             println!("{frame}");
             match left.as_mut() {
                 Some(n) => {
@@ -85,8 +104,8 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
         (false, [one]) => format!("/v1/price?symbol={one}{}", if args.sources { "&sources=1" } else { "" }),
         (false, many) => format!("/v1/prices?symbols={}", many.join(",")),
     };
-    let response = http::request(args.http.as_str(), "GET", &target, &[("X-API-Key", &args.key)], &[], timeout)
-        .with_context(|| format!("HTTP {}", args.http))?;
+    let response = http::request_over(addr, tls.as_ref(), "GET", &target, &[("X-API-Key", &args.key)], &[], timeout)
+        .with_context(|| format!("{scheme} {addr}"))?;
     println!("{}", response.text());
     if !(200..300).contains(&response.status) {
         eprintln!("HTTP {}", response.status);

@@ -1,9 +1,14 @@
-//! A small blocking HTTP/1.1 client: enough for `pricebeast query` and tests, one request per
-//! connection.
+//! A small blocking HTTP/1.1 client, plain or over TLS: enough for `pricebeast query` and tests,
+//! one request per connection.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::{ClientConnection, StreamOwned};
+
+use crate::client::tls::TlsClient;
 
 /// A response, whole.
 #[derive(Clone, Debug)]
@@ -27,6 +32,70 @@ impl HttpResponse {
 /// The most bytes of response this client reads.
 const RESPONSE_BYTES_MAX: usize = 1 << 20;
 
+/// A connection to the server: plain TCP, or TLS over it (the handshake already done).
+pub enum Stream {
+    Plain(TcpStream),
+    /// Boxed: rustls's connection state is a few KiB, and the plain variant should not carry it.
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    /// The TCP socket underneath, for its options.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => &tls.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(tcp) => tcp.read(buf),
+            Stream::Tls(tls) => tls.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(tcp) => tcp.write(buf),
+            Stream::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(tcp) => tcp.flush(),
+            Stream::Tls(tls) => tls.flush(),
+        }
+    }
+}
+
+/// Connects to `addr`, over TLS when `tls` is given, with `timeout` on the connect and on every
+/// read and write. The TLS handshake is completed here, so a certificate the client refuses is
+/// this call's error ("TLS handshake: invalid peer certificate: ..."), not a later read's.
+pub fn connect(addr: impl ToSocketAddrs, tls: Option<&TlsClient>, timeout: Duration) -> io::Result<Stream> {
+    let addr =
+        addr.to_socket_addrs()?.next().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
+    let tcp = TcpStream::connect_timeout(&addr, timeout)?;
+    tcp.set_read_timeout(Some(timeout))?;
+    tcp.set_write_timeout(Some(timeout))?;
+    let Some(tls) = tls else { return Ok(Stream::Plain(tcp)) };
+    let conn = ClientConnection::new(Arc::clone(&tls.config), tls.server_name.clone())
+        .map_err(|e| io::Error::other(format!("TLS: {e}")))?;
+    let mut stream = StreamOwned::new(conn, tcp);
+    while stream.conn.is_handshaking() {
+        stream
+            .conn
+            .complete_io(&mut stream.sock)
+            .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake: {e}")))?;
+    }
+    Ok(Stream::Tls(Box::new(stream)))
+}
+
 /// Sends `method target` with `headers` (and `Connection: close`) to `addr`, reads the response.
 pub fn request(
     addr: impl ToSocketAddrs,
@@ -36,12 +105,22 @@ pub fn request(
     body: &[u8],
     timeout: Duration,
 ) -> io::Result<HttpResponse> {
-    let addr =
-        addr.to_socket_addrs()?.next().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    request_over(addr, None, method, target, headers, body, timeout)
+}
+
+/// [`request`], over TLS when `tls` is given.
+pub fn request_over(
+    addr: impl ToSocketAddrs,
+    tls: Option<&TlsClient>,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> io::Result<HttpResponse> {
+    let mut stream = connect(addr, tls, timeout)?;
+    let host = stream.tcp().peer_addr()?;
+    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -51,8 +130,15 @@ pub fn request(
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
     stream.write_all(body)?;
+    stream.flush()?;
     let mut raw = Vec::new();
-    stream.take(RESPONSE_BYTES_MAX as u64).read_to_end(&mut raw)?;
+    match (&mut stream).take(RESPONSE_BYTES_MAX as u64).read_to_end(&mut raw) {
+        Ok(_) => {}
+        // A TLS peer that closes without close_notify: rustls calls that a truncation, which it
+        // is not once Content-Length's worth of body is in.
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && is_whole(&raw) => {}
+        Err(e) => return Err(e),
+    }
     parse_response(&raw)
 }
 
@@ -78,4 +164,34 @@ pub fn parse_response(raw: &[u8]) -> io::Result<HttpResponse> {
         body.truncate(length);
     }
     Ok(HttpResponse { status: response.code.unwrap_or(0), headers, body })
+}
+
+/// Whether `raw` holds a whole response by its Content-Length (one without is never known whole
+/// before the end of the stream).
+fn is_whole(raw: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut response = httparse::Response::new(&mut headers);
+    let Ok(httparse::Status::Complete(head_len)) = response.parse(raw) else { return false };
+    response
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
+        .is_some_and(|length| raw.len() - head_len >= length)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_response_is_whole_once_its_content_length_is_in() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbody";
+        assert!(is_whole(raw));
+        assert!(!is_whole(&raw[..raw.len() - 1]));
+        assert!(!is_whole(b"HTTP/1.1 200 OK\r\n\r\nbody"));
+        assert!(!is_whole(b"HTTP/1.1 200 OK\r\nContent-Le"));
+        let parsed = parse_response(raw).expect("a response");
+        assert_eq!((parsed.status, parsed.text().as_str()), (200, "body"));
+    }
 }
