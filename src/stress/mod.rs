@@ -32,6 +32,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 
+use crate::client::tls::{TlsClient, TlsOptions, Trust};
+use crate::stress::load::connect::{Target, Tls};
 use crate::stress::load::Progress;
 use crate::stress::measure::{KindRecorder, Percentiles, Recorder};
 use crate::stress::plan::{Kind, Load, Plan, Protocol, Share};
@@ -50,9 +52,17 @@ pub struct StressArgs {
     /// The plan file (config/plans/*.toml).
     #[arg(long, value_name = "FILE")]
     pub plan: PathBuf,
-    /// The server: http://HOST:PORT or HOST:PORT (HTTP plans), HOST:PORT (UDP plans).
+    /// The server: http://HOST:PORT, https://HOST:PORT or HOST:PORT (HTTP and ws plans; https
+    /// is TLS on every connection, wss:// streams), HOST:PORT (UDP plans).
     #[arg(long, value_name = "URL|HOST:PORT")]
     pub target: String,
+    /// An https:// target: trust only the certificates in this PEM file (default: the webpki
+    /// roots).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// An https:// target: accept any certificate for any name (encrypted, not authenticated).
+    #[arg(long, conflicts_with = "ca_file")]
+    pub danger_accept_invalid_certs: bool,
     /// API key (or PRICEBEAST_KEY).
     #[arg(long, env = "PRICEBEAST_KEY", hide_env_values = true)]
     pub key: String,
@@ -91,9 +101,12 @@ pub fn run(args: StressArgs) -> anyhow::Result<u8> {
         bail!("--scale {}: must be above 0 and at most 1000", args.scale);
     }
     let plan = Plan::load_with(&args.plan, &args.set)?.scaled(args.scale);
-    let target = resolve(&args.target).with_context(|| format!("--target {}", args.target))?;
-    if !target.ip().is_loopback() && !args.danger_non_loopback_target {
+    let target = target(&args, &plan).with_context(|| format!("--target {}", args.target))?;
+    if !target.addr.ip().is_loopback() && !args.danger_non_loopback_target {
         bail!("--target {target} is not a loopback address; pass --danger-non-loopback-target to load a remote server");
+    }
+    if let Some(tls) = &target.tls {
+        check_handshake(&target, tls, Duration::from_millis(plan.timeout_ms))?;
     }
     if plan.protocol == Protocol::Udp {
         let n = args.key.len();
@@ -106,7 +119,7 @@ pub fn run(args: StressArgs) -> anyhow::Result<u8> {
         args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)).clamp(1, 64);
     let open_files_max = saturation::open_files_max();
     let progress = Arc::new(Progress::default());
-    let server_pid = server_stats::local_server_pid(target.port(), plan.protocol == Protocol::Udp);
+    let server_pid = server_stats::local_server_pid(target.addr.port(), plan.protocol == Protocol::Udp);
     let poller = server_stats::poll(admin.clone(), server_pid, Duration::from_secs(1), Arc::clone(&progress));
     let ws = plan.protocol == Protocol::Ws;
     let level_count = plan.users.as_ref().map_or(plan.levels.len(), |u| u.stages.len());
@@ -114,7 +127,7 @@ pub fn run(args: StressArgs) -> anyhow::Result<u8> {
 
     let (levels, ws_run) = if ws {
         let setup = stages::RunSetup {
-            target,
+            target: &target,
             key: &args.key,
             admin: admin.as_ref(),
             workers,
@@ -130,7 +143,7 @@ pub fn run(args: StressArgs) -> anyhow::Result<u8> {
         (
             run_levels(
                 &plan,
-                target,
+                &target,
                 &args.key,
                 admin.as_ref(),
                 workers,
@@ -196,7 +209,7 @@ pub fn run(args: StressArgs) -> anyhow::Result<u8> {
 #[allow(clippy::too_many_arguments)]
 fn run_levels(
     plan: &Plan,
-    target: SocketAddr,
+    target: &Target,
     key: &str,
     admin: Option<&Admin>,
     workers: usize,
@@ -253,7 +266,7 @@ fn difference(r: &server_stats::Reconciled) -> String {
 fn run_one(
     plan: &Plan,
     level: &plan::Level,
-    target: SocketAddr,
+    target: &Target,
     key: &str,
     admin: Option<&Admin>,
     workers: usize,
@@ -396,12 +409,40 @@ fn host_port(target: &str) -> &str {
     rest.split('/').next().unwrap_or(rest)
 }
 
-fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
-    if target.starts_with("https://") {
-        bail!("https is not supported: the server speaks plain HTTP");
+/// `--target` and the TLS flags: the address, and the client TLS an `https://` target speaks
+/// (no session resumption, so every new connection is a full handshake, as a new client's is).
+fn target(args: &StressArgs, plan: &Plan) -> anyhow::Result<Target> {
+    let tls_flags = args.ca_file.is_some() || args.danger_accept_invalid_certs;
+    let Some(rest) = args.target.strip_prefix("https://") else {
+        if tls_flags {
+            bail!("--ca-file and --danger-accept-invalid-certs are for an https:// target");
+        }
+        return Ok(Target::plain(resolve(host_port(&args.target))?));
+    };
+    if plan.protocol == Protocol::Udp {
+        bail!("a UDP plan's target is HOST:PORT; https:// is for HTTP and ws plans");
     }
-    let hp = host_port(target);
+    let hp = rest.split('/').next().unwrap_or(rest);
+    let trust = Trust::from_flags(args.ca_file.as_deref(), args.danger_accept_invalid_certs);
+    let tls = TlsClient::new(&TlsOptions { trust, resume_sessions: false }, hp)?;
+    Ok(Target { addr: resolve(hp)?, tls: Some(Tls::new(tls)) })
+}
+
+fn resolve(hp: &str) -> anyhow::Result<SocketAddr> {
     hp.to_socket_addrs().with_context(|| format!("resolving {hp}"))?.next().with_context(|| format!("{hp}: no address"))
+}
+
+/// One handshake before the run, so that a certificate this client refuses is one clear error
+/// now rather than every connection of every level failing to connect.
+fn check_handshake(target: &Target, tls: &Tls, timeout: Duration) -> anyhow::Result<()> {
+    let stream = crate::client::http::connect(target.addr, Some(tls.client()), timeout)
+        .with_context(|| format!("--target {target}"))?;
+    if let crate::client::http::Stream::Tls(mut tls) = stream {
+        tls.conn.send_close_notify();
+        // The server may already have closed; the handshake is what was checked.
+        let _ = tls.flush();
+    }
+    Ok(())
 }
 
 /// The live progress line: rewritten in place on a terminal, one plain line a second otherwise.

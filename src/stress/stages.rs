@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result};
 
+use crate::stress::load::connect::Target;
 use crate::stress::load::ws::{self as users, Live, WsJob};
 use crate::stress::load::{pause, Progress};
 use crate::stress::measure::{Percentiles, WsRecorder};
@@ -46,7 +47,7 @@ struct Boundary {
 
 /// The server and client around the run.
 pub struct RunSetup<'a> {
-    pub target: std::net::SocketAddr,
+    pub target: &'a Target,
     pub key: &'a str,
     pub admin: Option<&'a Admin>,
     pub workers: usize,
@@ -87,7 +88,8 @@ pub fn run(plan: &Plan, cx: &RunSetup) -> Result<(Vec<LevelSummary>, WsRun)> {
     }
     let before = cx.admin.map(Admin::snapshot).transpose().context("reading /admin/stress-stats before the run")?;
     let job = Arc::new(WsJob {
-        target: cx.target,
+        target: cx.target.addr,
+        tls: cx.target.tls.clone(),
         key: cx.key.to_owned(),
         symbols: plan.mix.symbols.clone(),
         user: users.user,

@@ -1,5 +1,7 @@
-//! The HTTP load loop: keep-alive HTTP/1.1 connections over tokio `TcpStream`, responses parsed
-//! with httparse, one request in flight per connection; closed loop, open loop and churn.
+//! The HTTP load loop: keep-alive HTTP/1.1 connections over tokio `TcpStream`, plain or TLS,
+//! responses parsed with httparse, one request in flight per connection; closed loop, open loop
+//! and churn (over TLS, each new connection a full handshake: the stress client keeps no
+//! sessions to resume).
 //!
 //! With usage reports in the mix, each connection carries one kind of request only (see
 //! `plan::Level::shares`): a report that takes long then delays only the reports behind it on
@@ -13,10 +15,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::watch;
 
+use crate::stress::load::connect::Connect;
 use crate::stress::load::{wait_start, Job};
 use crate::stress::measure::{Outcome, Recorder, LATE_SEND};
 use crate::stress::plan::{Kind, Load, Plan};
@@ -61,28 +63,32 @@ pub fn render_report(plan: &Plan, target: SocketAddr, key: &str, now: SystemTime
     .into_bytes()
 }
 
-/// One worker: connections `mine` (of `units`), all on this thread.
-pub async fn run_worker(
+/// One worker: connections `mine` (of `units`), all on this thread, each made by `connector`.
+pub async fn run_worker<C: Connect + 'static>(
     job: Arc<Job>,
+    connector: C,
     mine: Vec<usize>,
     units: usize,
     start: watch::Receiver<Option<Instant>>,
 ) -> Recorder {
     let recorder = Rc::new(RefCell::new(if job.has_reports() { Recorder::with_kinds() } else { Recorder::new() }));
+    let connector = Rc::new(connector);
     let mut tasks = Vec::with_capacity(mine.len());
     debug_assert_eq!(units, job.level.concurrency as usize);
     for c in mine {
         let (job, recorder, start) = (Arc::clone(&job), Rc::clone(&recorder), start.clone());
+        let connector = Rc::clone(&connector);
         tasks.push(tokio::task::spawn_local(async move {
-            let conn = Conn::open(job.target, job.timeout).await.ok();
+            let connector = &*connector;
+            let conn = Conn::open(connector, job.target, job.timeout).await.ok();
             job.ready.fetch_add(1, Ordering::AcqRel);
             let opened = u64::from(conn.is_some());
             recorder.borrow_mut().counts.connections_opened += opened;
             let t0 = wait_start(start).await;
             let (kind, index) = job.kind_of_connection(c);
             match job.level.load {
-                Load::Closed { .. } => closed_loop(&job, kind, conn, &recorder).await,
-                Load::Open { .. } => open_loop(&job, kind, conn, index, t0, &recorder).await,
+                Load::Closed { .. } => closed_loop(&job, connector, kind, conn, &recorder).await,
+                Load::Open { .. } => open_loop(&job, connector, kind, conn, index, t0, &recorder).await,
             }
         }));
     }
@@ -96,7 +102,13 @@ pub async fn run_worker(
 }
 
 /// Closed loop: this connection takes `kind`'s next request as soon as its last is answered.
-async fn closed_loop(job: &Job, kind: Kind, mut conn: Option<Conn>, recorder: &RefCell<Recorder>) {
+async fn closed_loop<C: Connect>(
+    job: &Job,
+    connector: &C,
+    kind: Kind,
+    mut conn: Option<Conn<C::Stream>>,
+    recorder: &RefCell<Recorder>,
+) {
     let total = job.shares[kind as usize].requests;
     let warmup = job.warmup_requests(kind);
     let mut on_conn = 0u64;
@@ -110,7 +122,7 @@ async fn closed_loop(job: &Job, kind: Kind, mut conn: Option<Conn>, recorder: &R
         }
         let request = job.http_request(kind, k);
         let sent = Instant::now();
-        let outcome = exchange_on(job, &mut conn, &mut on_conn, recorder, request).await;
+        let outcome = exchange_on(job, connector, &mut conn, &mut on_conn, recorder, request).await;
         let done = Instant::now();
         finish(job, recorder, kind, outcome, sent, sent, done, k < warmup);
         if churn_due(job, &mut conn, &mut on_conn) {
@@ -121,10 +133,11 @@ async fn closed_loop(job: &Job, kind: Kind, mut conn: Option<Conn>, recorder: &R
 
 /// Open loop: connection `index` of `kind`'s connections sends that kind's requests `index`,
 /// `index + connections`, ... each at its slot in the kind's schedule.
-async fn open_loop(
+async fn open_loop<C: Connect>(
     job: &Job,
+    connector: &C,
     kind: Kind,
-    mut conn: Option<Conn>,
+    mut conn: Option<Conn<C::Stream>>,
     index: u64,
     t0: Instant,
     recorder: &RefCell<Recorder>,
@@ -150,7 +163,7 @@ async fn open_loop(
         }
         let request = job.http_request(kind, k);
         let sent = Instant::now();
-        let outcome = exchange_on(job, &mut conn, &mut on_conn, recorder, request).await;
+        let outcome = exchange_on(job, connector, &mut conn, &mut on_conn, recorder, request).await;
         let done = Instant::now();
         finish(job, recorder, kind, outcome, intended, sent, done, intended < warmup_until);
         if churn_due(job, &mut conn, &mut on_conn) {
@@ -166,16 +179,17 @@ async fn open_loop(
 }
 
 /// Sends `request` on the connection, opening one first if there is none.
-async fn exchange_on(
+async fn exchange_on<C: Connect>(
     job: &Job,
-    conn: &mut Option<Conn>,
+    connector: &C,
+    conn: &mut Option<Conn<C::Stream>>,
     on_conn: &mut u64,
     recorder: &RefCell<Recorder>,
     request: &[u8],
 ) -> Outcome {
     let open = match conn {
         Some(open) => open,
-        None => match Conn::open(job.target, job.timeout).await {
+        None => match Conn::open(connector, job.target, job.timeout).await {
             Ok(fresh) => {
                 recorder.borrow_mut().counts.connections_opened += 1;
                 *on_conn = 0;
@@ -200,7 +214,7 @@ async fn exchange_on(
     }
 }
 
-fn churn_due(job: &Job, conn: &mut Option<Conn>, on_conn: &mut u64) -> bool {
+fn churn_due<S>(job: &Job, conn: &mut Option<Conn<S>>, on_conn: &mut u64) -> bool {
     match job.level.churn {
         Some(churn) if conn.is_some() && *on_conn >= churn.requests_per_connection => {
             *conn = None;
@@ -238,23 +252,18 @@ fn finish(
     }
 }
 
-/// One keep-alive connection and its read buffer.
-struct Conn {
-    stream: TcpStream,
+/// One keep-alive connection (a TCP or TLS stream) and its read buffer.
+struct Conn<S> {
+    stream: S,
     buf: Vec<u8>,
     len: usize,
 }
 
-impl Conn {
-    async fn open(addr: SocketAddr, timeout: Duration) -> Result<Self, Outcome> {
-        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => {
-                // Requests are small and latency is what we measure: no Nagle delay.
-                let _ = stream.set_nodelay(true);
-                Ok(Self { stream, buf: vec![0; READ_BYTES_INITIAL], len: 0 })
-            }
-            Ok(Err(_)) => Err(Outcome::Connect),
-            Err(_) => Err(Outcome::Connect),
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    async fn open<C: Connect<Stream = S>>(connector: &C, addr: SocketAddr, timeout: Duration) -> Result<Self, Outcome> {
+        match connector.connect(addr, timeout).await {
+            Some(stream) => Ok(Self { stream, buf: vec![0; READ_BYTES_INITIAL], len: 0 }),
+            None => Err(Outcome::Connect),
         }
     }
 
@@ -268,6 +277,8 @@ impl Conn {
 
     async fn exchange_inner(&mut self, request: &[u8]) -> Result<(u16, bool), Outcome> {
         self.stream.write_all(request).await.map_err(|_| Outcome::Io)?;
+        // TLS holds the last record until flushed; on a TcpStream this is a no-op.
+        self.stream.flush().await.map_err(|_| Outcome::Io)?;
         loop {
             if let Some((status, close, used)) = parse(&self.buf[..self.len])? {
                 // Keep whatever follows (nothing, without pipelining) for the next response.

@@ -2,9 +2,13 @@
 //! connections (HTTP) or one socket (UDP), started together on one clock. WebSocket users run
 //! the whole plan at once instead ([`ws`]), on the same kind of threads.
 //!
+//! HTTP and ws loops are generic over how they connect ([`connect`]: plain TCP, or TLS for an
+//! `https://` target); the choice is made once per worker thread, not per connection.
+//!
 //! Every connection or socket is opened first; the level's clock (`t0`) starts only when all are
 //! ready, so connection setup is never charged to the first requests' latency.
 
+pub mod connect;
 pub mod frame;
 pub mod http;
 pub mod udp;
@@ -18,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio::sync::watch;
 
+use crate::stress::load::connect::{Plain, Target, Tls};
 use crate::stress::measure::Recorder;
 use crate::stress::plan::{Kind, Level, Load, Plan, Protocol, Share};
 
@@ -69,6 +74,8 @@ pub struct Job {
     pub level: Level,
     pub protocol: Protocol,
     pub target: SocketAddr,
+    /// HTTP: TLS on every connection (an `https://` target).
+    pub tls: Option<Tls>,
     /// HTTP: the price requests' bytes, chosen by request number; UDP: unused.
     pub http_requests: Vec<Vec<u8>>,
     /// HTTP with reports in the mix: the usage report request's bytes.
@@ -156,13 +163,15 @@ impl Job {
 }
 
 /// Builds the shared job of one level.
-pub fn job(plan: &Plan, level: &Level, target: SocketAddr, key: &str, progress: Arc<Progress>) -> Job {
+pub fn job(plan: &Plan, level: &Level, target: &Target, key: &str, progress: Arc<Progress>) -> Job {
+    let addr = target.addr;
     Job {
         level: *level,
         protocol: plan.protocol,
-        target,
-        http_requests: http::render_requests(plan, target, key),
-        report_request: http::render_report(plan, target, key, std::time::SystemTime::now()),
+        target: addr,
+        tls: target.tls.clone(),
+        http_requests: http::render_requests(plan, addr, key),
+        report_request: http::render_report(plan, addr, key, std::time::SystemTime::now()),
         shares: level.shares(plan.mix.report_pct),
         udp_key: key.as_bytes().to_vec(),
         udp_symbols: plan.mix.symbols.iter().map(|s| s.as_bytes().to_vec()).collect(),
@@ -197,10 +206,11 @@ pub fn run_level(job: Arc<Job>, workers: usize) -> anyhow::Result<(Recorder, Ins
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                 let local = tokio::task::LocalSet::new();
                 Ok(local.block_on(&runtime, async move {
-                    match job.protocol {
-                        Protocol::Http => http::run_worker(job, mine, units, start).await,
-                        Protocol::Udp => udp::run_worker(job, mine, units, start).await,
-                        Protocol::Ws => Recorder::new(),
+                    match (job.protocol, job.tls.clone()) {
+                        (Protocol::Http, None) => http::run_worker(job, Plain, mine, units, start).await,
+                        (Protocol::Http, Some(tls)) => http::run_worker(job, tls, mine, units, start).await,
+                        (Protocol::Udp, _) => udp::run_worker(job, mine, units, start).await,
+                        (Protocol::Ws, _) => Recorder::new(),
                     }
                 }))
             })
@@ -256,8 +266,8 @@ mod tests {
              [[levels]]\nconcurrency = 20\nrate_per_s = 1000\nduration_ms = 2000\n",
         )
         .expect("valid");
-        let target: SocketAddr = "127.0.0.1:8080".parse().expect("address");
-        let job = job(&plan, &plan.levels[0], target, "k", Arc::new(Progress::default()));
+        let target = Target::plain("127.0.0.1:8080".parse().expect("address"));
+        let job = job(&plan, &plan.levels[0], &target, "k", Arc::new(Progress::default()));
         assert!(job.has_reports());
         assert_eq!(job.kind_of_connection(0), (Kind::Price, 0));
         assert_eq!(job.kind_of_connection(17), (Kind::Price, 17));
@@ -277,7 +287,7 @@ mod tests {
              [[levels]]\nconcurrency = 20\nrate_per_s = 1000\nduration_ms = 2000\n",
         )
         .expect("valid");
-        let job = super::job(&plain, &plain.levels[0], target, "k", Arc::new(Progress::default()));
+        let job = super::job(&plain, &plain.levels[0], &target, "k", Arc::new(Progress::default()));
         assert!(!job.has_reports());
         assert_eq!(job.kind_of_connection(19), (Kind::Price, 19));
         assert_eq!(job.intended_of(t0, Kind::Price, 37), job.intended(t0, 37));

@@ -2,6 +2,7 @@
 //! runtime carrying thousands of them), each following its windows of the [`Schedule`]. One
 //! attempt is `POST /v1/sessions` on a connection of its own, the upgrade on a new connection (as
 //! a browser does), the stream read until the user's stream time is up, a close frame, a pause.
+//! Over TLS (`https://` target, `wss://` streams) both connections are full handshakes.
 //!
 //! Everything is recorded in the stage the orchestrator has open at that moment ([`Live::stage`]),
 //! so that each stage's figures can be set against the server snapshot taken at its boundaries.
@@ -15,14 +16,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use futures_util::StreamExt as _;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::splitmix::SplitMix64;
+use crate::stress::load::connect::{Connect, Plain, Tls};
 use crate::stress::load::frame::{self, Frame};
 use crate::stress::load::Progress;
 use crate::stress::measure::{record_us, WsOutcome, WsRecorder};
@@ -45,6 +46,8 @@ const WS_FRAME_BYTES_MAX: usize = 1 << 20;
 /// Everything the run's users share, read-only but for the atomics.
 pub struct WsJob {
     pub target: SocketAddr,
+    /// TLS on every connection (an `https://` target; the streams are `wss://`).
+    pub tls: Option<Tls>,
     pub key: String,
     /// The plan's mix, distinct symbols.
     pub symbols: Vec<String>,
@@ -107,7 +110,11 @@ pub fn start(job: Arc<WsJob>, workers: usize) -> anyhow::Result<Running> {
             .spawn(move || -> anyhow::Result<Books> {
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                 let local = tokio::task::LocalSet::new();
-                Ok(local.block_on(&runtime, run_worker(job, (w..users).step_by(workers))))
+                let mine = (w..users).step_by(workers);
+                Ok(match job.tls.clone() {
+                    None => local.block_on(&runtime, run_worker(job, Plain, mine)),
+                    Some(tls) => local.block_on(&runtime, run_worker(job, tls, mine)),
+                })
             })
             .context("starting a stress worker thread")?;
         handles.push(handle);
@@ -145,10 +152,12 @@ impl Books {
     }
 }
 
-async fn run_worker(job: Arc<WsJob>, users: impl Iterator<Item = usize>) -> Books {
+async fn run_worker<C: Connect + 'static>(job: Arc<WsJob>, connector: C, users: impl Iterator<Item = usize>) -> Books {
     let books = Rc::new(RefCell::new(Books { stages: (0..job.stages.max(1)).map(|_| None).collect() }));
-    let tasks: Vec<_> =
-        users.map(|j| tokio::task::spawn_local(user(Arc::clone(&job), j as u32, Rc::clone(&books)))).collect();
+    let connector = Rc::new(connector);
+    let tasks: Vec<_> = users
+        .map(|j| tokio::task::spawn_local(user(Arc::clone(&job), Rc::clone(&connector), j as u32, Rc::clone(&books))))
+        .collect();
     for task in tasks {
         // A user only ends by returning; a panic would be a bug, and its figures are then
         // missing, which the reconciliation shows.
@@ -158,7 +167,7 @@ async fn run_worker(job: Arc<WsJob>, users: impl Iterator<Item = usize>) -> Book
 }
 
 /// One user: its windows of the schedule, attempts back to back (with pauses) in each.
-async fn user(job: Arc<WsJob>, j: u32, books: Rc<RefCell<Books>>) {
+async fn user<C: Connect>(job: Arc<WsJob>, connector: Rc<C>, j: u32, books: Rc<RefCell<Books>>) {
     let mut rng = Rng::new(u64::from(j));
     let mut pool: Vec<usize> = (0..job.symbols.len()).collect();
     let u = job.user;
@@ -172,7 +181,7 @@ async fn user(job: Arc<WsJob>, j: u32, books: Rc<RefCell<Books>>) {
                 Some((lo, hi)) => (Instant::now() + Duration::from_millis(rng.between(lo, hi))).min(end),
                 None => end,
             };
-            let outcome = attempt(&job, &symbols, stream_until, &books).await;
+            let outcome = attempt(&job, &*connector, &symbols, stream_until, &books).await;
             books.borrow_mut().at(job.live.stage.load(SeqCst)).attempt(outcome);
             let mut pause = Duration::from_millis(rng.between(u.pause_ms.0, u.pause_ms.1));
             if outcome != WsOutcome::Ok {
@@ -185,14 +194,20 @@ async fn user(job: Arc<WsJob>, j: u32, books: Rc<RefCell<Books>>) {
 }
 
 /// Session, upgrade, stream, close: the first failure is the attempt's outcome.
-async fn attempt(job: &WsJob, symbols: &[&str], stream_until: Instant, books: &RefCell<Books>) -> WsOutcome {
-    let session_id = match create_session(job, symbols, books).await {
+async fn attempt<C: Connect>(
+    job: &WsJob,
+    connector: &C,
+    symbols: &[&str],
+    stream_until: Instant,
+    books: &RefCell<Books>,
+) -> WsOutcome {
+    let session_id = match create_session(job, connector, symbols, books).await {
         Ok(id) => id,
         Err(outcome) => return outcome,
     };
     // A created session is always redeemed, even when the user's time is already up: left
     // pending, it would hold the server's pending_sessions gauge up until it expired.
-    let (mut ws, upgrade_sent_ms) = match upgrade(job, &session_id, books).await {
+    let (mut ws, upgrade_sent_ms) = match upgrade(job, connector, &session_id, books).await {
         Ok(open) => open,
         Err(outcome) => return outcome,
     };
@@ -204,7 +219,12 @@ async fn attempt(job: &WsJob, symbols: &[&str], stream_until: Instant, books: &R
 }
 
 /// `POST /v1/sessions` on a connection of its own; the session id.
-async fn create_session(job: &WsJob, symbols: &[&str], books: &RefCell<Books>) -> Result<String, WsOutcome> {
+async fn create_session<C: Connect>(
+    job: &WsJob,
+    connector: &C,
+    symbols: &[&str],
+    books: &RefCell<Books>,
+) -> Result<String, WsOutcome> {
     let quoted: Vec<String> = symbols.iter().map(|s| format!("\"{s}\"")).collect();
     let body = format!("{{\"symbols\":[{}]}}", quoted.join(","));
     let request = format!(
@@ -217,12 +237,12 @@ async fn create_session(job: &WsJob, symbols: &[&str], books: &RefCell<Books>) -
     let live = &job.live;
     live.sessions_in_flight.fetch_add(1, SeqCst);
     let started = Instant::now();
-    let answer = match connect(job.target, job.timeout).await {
-        Ok(stream) => match tokio::time::timeout(job.timeout, exchange(stream, request.as_bytes())).await {
+    let answer = match connector.connect(job.target, job.timeout).await {
+        Some(stream) => match tokio::time::timeout(job.timeout, exchange(stream, request.as_bytes())).await {
             Ok(answer) => answer,
             Err(_) => Err(WsOutcome::Timeout),
         },
-        Err(outcome) => Err(outcome),
+        None => Err(WsOutcome::Connect),
     };
     // Stage first, then the total, then in flight: the order the reconciliation relies on.
     let stage = live.stage.load(SeqCst);
@@ -248,25 +268,29 @@ async fn create_session(job: &WsJob, symbols: &[&str], books: &RefCell<Books>) -
 }
 
 /// The upgrade, on a new connection: the stream and the Unix ms just before its request went out.
-async fn upgrade(
+async fn upgrade<C: Connect>(
     job: &WsJob,
+    connector: &C,
     session_id: &str,
     books: &RefCell<Books>,
-) -> Result<(WebSocketStream<TcpStream>, u64), WsOutcome> {
+) -> Result<(WebSocketStream<C::Stream>, u64), WsOutcome> {
     let live = &job.live;
     live.handshakes_in_flight.fetch_add(1, SeqCst);
     let started = Instant::now();
     let sent_ms = unix_us() / 1000;
-    let url = format!("ws://{}/v1/stream?session_id={}", job.target, percent_encoded(session_id));
+    let url = format!("{}://{}/v1/stream?session_id={}", C::WS_SCHEME, job.target, percent_encoded(session_id));
     let config = WebSocketConfig::default()
         .read_buffer_size(WS_READ_BYTES)
         .write_buffer_size(0)
         .max_message_size(Some(WS_FRAME_BYTES_MAX))
         .max_frame_size(Some(WS_FRAME_BYTES_MAX));
-    let result = match connect(job.target, job.timeout).await {
-        Ok(tcp) => {
-            match tokio::time::timeout(job.timeout, tokio_tungstenite::client_async_with_config(url, tcp, Some(config)))
-                .await
+    let result = match connector.connect(job.target, job.timeout).await {
+        Some(stream) => {
+            match tokio::time::timeout(
+                job.timeout,
+                tokio_tungstenite::client_async_with_config(url, stream, Some(config)),
+            )
+            .await
             {
                 Ok(Ok((ws, _response))) => Ok(ws),
                 Ok(Err(WsError::Io(_) | WsError::ConnectionClosed | WsError::AlreadyClosed)) => Err(WsOutcome::Io),
@@ -275,7 +299,7 @@ async fn upgrade(
                 Err(_) => Err(WsOutcome::Timeout),
             }
         }
-        Err(outcome) => Err(outcome),
+        None => Err(WsOutcome::Connect),
     };
     let stage = live.stage.load(SeqCst);
     if result.is_ok() {
@@ -300,9 +324,9 @@ struct Ended {
 }
 
 /// Reads frames until `until`, recording each.
-async fn read_stream(
+async fn read_stream<S: AsyncRead + AsyncWrite + Unpin>(
     job: &WsJob,
-    ws: &mut WebSocketStream<TcpStream>,
+    ws: &mut WebSocketStream<S>,
     asked: usize,
     upgrade_sent_ms: u64,
     until: Instant,
@@ -395,7 +419,12 @@ fn record_frame(job: &WsJob, books: &RefCell<Books>, text: &[u8], stream: Stream
 
 /// Closes the stream with a close frame and waits for the server's, or, when the server ended it,
 /// lets tungstenite finish its side.
-async fn close(job: &WsJob, ws: &mut WebSocketStream<TcpStream>, ended: Ended, books: &RefCell<Books>) -> WsOutcome {
+async fn close<S: AsyncRead + AsyncWrite + Unpin>(
+    job: &WsJob,
+    ws: &mut WebSocketStream<S>,
+    ended: Ended,
+    books: &RefCell<Books>,
+) -> WsOutcome {
     if ended.by_server {
         // Sends our answer to its close frame, if there was one; bounded, and nothing to count.
         let _ = tokio::time::timeout(job.timeout, async { while ws.next().await.is_some() {} }).await;
@@ -414,6 +443,9 @@ async fn close(job: &WsJob, ws: &mut WebSocketStream<TcpStream>, ended: Ended, b
                 }
                 Ok(_) => {}
                 Err(WsError::ConnectionClosed) => break,
+                // Over TLS, a server that closes the socket after its close frame without a
+                // close_notify: the WebSocket closing handshake already said nothing was cut.
+                Err(WsError::Io(e)) if answered && e.kind() == std::io::ErrorKind::UnexpectedEof => break,
                 Err(_) => return Err(WsOutcome::Io),
             }
         }
@@ -444,23 +476,24 @@ fn first_failure(so_far: WsOutcome, kind: WsOutcome) -> WsOutcome {
     }
 }
 
-async fn connect(target: SocketAddr, timeout: Duration) -> Result<TcpStream, WsOutcome> {
-    match tokio::time::timeout(timeout, TcpStream::connect(target)).await {
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            Ok(stream)
-        }
-        Ok(Err(_)) | Err(_) => Err(WsOutcome::Connect),
-    }
-}
-
 /// Writes `request` and reads the whole response: (status, body).
-async fn exchange(mut stream: TcpStream, request: &[u8]) -> Result<(u16, Vec<u8>), WsOutcome> {
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    request: &[u8],
+) -> Result<(u16, Vec<u8>), WsOutcome> {
     stream.write_all(request).await.map_err(|_| WsOutcome::Io)?;
+    // TLS holds the last record until flushed; on a TcpStream this is a no-op.
+    stream.flush().await.map_err(|_| WsOutcome::Io)?;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     loop {
-        let n = stream.read(&mut chunk).await.map_err(|_| WsOutcome::Io)?;
+        let n = match stream.read(&mut chunk).await {
+            Ok(n) => n,
+            // A TLS peer that closes without close_notify: the end of the answer all the same
+            // (a Content-Length, when there is one, still decides whether it is whole).
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            Err(_) => return Err(WsOutcome::Io),
+        };
         buf.extend_from_slice(&chunk[..n]);
         if let Some(answer) = parse_response(&buf, n == 0)? {
             return Ok(answer);
