@@ -29,5 +29,6 @@ mod e2e {
     mod slow;
     mod streams;
     mod stress;
+    mod tls_clients;
     mod udp;
 }
