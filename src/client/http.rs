@@ -88,10 +88,14 @@ pub fn connect(addr: impl ToSocketAddrs, tls: Option<&TlsClient>, timeout: Durat
         .map_err(|e| io::Error::other(format!("TLS: {e}")))?;
     let mut stream = StreamOwned::new(conn, tcp);
     while stream.conn.is_handshaking() {
-        stream
-            .conn
-            .complete_io(&mut stream.sock)
-            .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake: {e}")))?;
+        stream.conn.complete_io(&mut stream.sock).map_err(|e| match e.kind() {
+            // A read timeout surfaces as EAGAIN, whose text ("Resource temporarily
+            // unavailable") says nothing of time.
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                io::Error::new(io::ErrorKind::TimedOut, format!("TLS handshake: no answer within {timeout:?}"))
+            }
+            kind => io::Error::new(kind, format!("TLS handshake: {e}")),
+        })?;
     }
     Ok(Stream::Tls(Box::new(stream)))
 }
