@@ -151,6 +151,19 @@ pub fn write_http_date(unix_s: u64, out: &mut [u8; HTTP_DATE_BYTES]) {
     out[25..29].copy_from_slice(b" GMT");
 }
 
+/// `2027-03-01T12:00:00Z`: an instant in Unix seconds as RFC 3339, UTC.
+pub fn rfc3339(unix_s: i64) -> String {
+    let days = unix_s.div_euclid(86_400);
+    let second_of_day = unix_s.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        second_of_day / 3600,
+        second_of_day / 60 % 60,
+        second_of_day % 60
+    )
+}
+
 /// (year, month 1-12, day 1-31) of a day count since 1970-01-01 (H. Hinnant's algorithm).
 pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -179,6 +192,14 @@ pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_of_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(253_402_300_799), "9999-12-31T23:59:59Z");
+    }
 
     #[test]
     fn http_date_matches_rfc_example() {

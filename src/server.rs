@@ -79,7 +79,11 @@ pub fn run(config: Config, options: ServeOptions) -> anyhow::Result<()> {
         let certs = crate::tls::certs::Certs::open(&config.tls.cert_file, &config.tls.key_file)
             .context("loading the HTTPS certificate ([tls] cert_file, key_file)")?;
         let identity = certs.current();
-        tracing::info!(subject = %identity.subject, not_after = identity.not_after_unix_s, "HTTPS certificate loaded");
+        tracing::info!(
+            subject = %identity.subject,
+            not_after = %crate::clock::rfc3339(identity.not_after_unix_s),
+            "HTTPS certificate loaded"
+        );
         state.tls = Some(Arc::new(certs));
     }
     let shared = Arc::new(state);
@@ -196,7 +200,7 @@ async fn control_plane(
     let ControlPlane { shared, token, addrs, key_count, shards, wake, ledger, reports } = plane;
     let config = Arc::clone(&shared.config);
     let stats = Arc::new(StatsWindow::new(Sample { at_ms: Now::read().unix_ms, snapshot: shared.counters.snapshot() }));
-    let metrics = Metrics::new(Arc::clone(&shared.counters), shared.feeds.clone())?;
+    let metrics = Metrics::new(Arc::clone(&shared.counters), shared.feeds.clone(), shared.tls.clone())?;
     let admin_listener = tokio::net::TcpListener::bind(config.admin.addr)
         .await
         .with_context(|| format!("binding admin {}", config.admin.addr))?;
@@ -218,6 +222,9 @@ async fn control_plane(
     services.spawn("stats", |stop| control::stats::sample(Arc::clone(&shared), stats, stop));
     if config.keys.poll_ms > 0 {
         services.spawn("keys-poll", |stop| control::keys::poll(Arc::clone(&shared), stop));
+    }
+    if shared.tls.is_some() && config.tls.reload_poll_ms > 0 {
+        services.spawn("tls-poll", |stop| control::tls::poll(Arc::clone(&shared), stop));
     }
     let running = ledger.start()?;
     let deadline = Duration::from_millis(config.server.shutdown_deadline_ms);
@@ -245,7 +252,10 @@ async fn control_plane(
         tokio::select! {
             _ = signals.terminate.recv() => { tracing::info!("SIGTERM: draining"); break; }
             _ = signals.interrupt.recv() => { tracing::info!("SIGINT: draining"); break; }
-            _ = signals.hangup.recv() => { let _ = control::keys::reload(&shared, "SIGHUP"); }
+            _ = signals.hangup.recv() => {
+                let _ = control::keys::reload(&shared, "SIGHUP");
+                let _ = control::tls::reload(&shared, "SIGHUP");
+            }
             Some(shard) = exited.recv() => {
                 tracing::error!(shard, "shard stopped unexpectedly: draining the others and exiting");
                 outcome = Err(anyhow::anyhow!("shard {shard} stopped unexpectedly"));

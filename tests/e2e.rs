@@ -29,6 +29,7 @@ mod e2e {
     mod slow;
     mod streams;
     mod stress;
+    mod tls_certs;
     mod tls_clients;
     mod udp;
 }

@@ -249,7 +249,43 @@ fn help(name: &str) -> &'static str {
         "slow_client_closes" => "Streams closed because their socket stayed full past stream.send_stall_ms",
         "control_queue_closes" => "Streams closed (1008) because their unsent control frames reached stream.control_bytes_max",
         "fanout_wakeups" => "Fan-out passes run because watched symbols moved (one per burst of book writes, per shard)",
+        "tls_handshakes" => "TLS handshakes completed on the HTTPS listener",
+        "tls_handshake_failures" => {
+            "TLS handshakes that failed: bad or truncated ClientHello, no common parameters, the client left, or over tls.handshakes_per_shard_max"
+        }
+        "tls_handshake_timeouts" => "TLS handshakes closed at tls.handshake_timeout_ms",
+        "tls_plain_http" => "Plain HTTP requests sent to the HTTPS listener (answered 400)",
         _ => "pricebeast metric",
+    }
+}
+
+/// The HTTPS certificate's expiry, read at scrape time so a reload shows at once.
+struct TlsCollector {
+    certs: Arc<crate::tls::certs::Certs>,
+    descs: Vec<Desc>,
+}
+
+const TLS_EXPIRY: &str = "tls_cert_expiry_timestamp_seconds";
+const TLS_EXPIRY_HELP: &str = "The served HTTPS certificate's notAfter, Unix seconds";
+
+impl TlsCollector {
+    fn new(certs: Arc<crate::tls::certs::Certs>) -> prometheus::Result<Self> {
+        let desc = Desc::new(format!("{PREFIX}{TLS_EXPIRY}"), TLS_EXPIRY_HELP.into(), vec![], Default::default())?;
+        Ok(Self { certs, descs: vec![desc] })
+    }
+}
+
+impl Collector for TlsCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut gauge = ProtoGauge::default();
+        gauge.set_value(self.certs.current().not_after_unix_s as f64);
+        let mut metric = Metric::default();
+        metric.set_gauge(gauge);
+        vec![family(format!("{PREFIX}{TLS_EXPIRY}"), TLS_EXPIRY_HELP, MetricType::GAUGE, metric)]
     }
 }
 
@@ -259,10 +295,18 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(counters: Arc<Counters>, feeds: Vec<(String, Arc<VenueStats>)>) -> prometheus::Result<Self> {
+    /// `tls`: the HTTPS certificate, when HTTPS is on (its expiry is a series only then).
+    pub fn new(
+        counters: Arc<Counters>,
+        feeds: Vec<(String, Arc<VenueStats>)>,
+        tls: Option<Arc<crate::tls::certs::Certs>>,
+    ) -> prometheus::Result<Self> {
         let registry = Registry::new();
         registry.register(Box::new(CountersCollector::new(counters)?))?;
         registry.register(Box::new(FeedsCollector::new(feeds)?))?;
+        if let Some(certs) = tls {
+            registry.register(Box::new(TlsCollector::new(certs)?))?;
+        }
         Ok(Self { registry })
     }
 
@@ -289,7 +333,8 @@ mod tests {
         let feed = Arc::new(VenueStats::default());
         feed.connection_up();
         feed.message(1);
-        let text = Metrics::new(Arc::clone(&counters), vec![("coinbase".into(), feed)]).expect("registry").render();
+        let text =
+            Metrics::new(Arc::clone(&counters), vec![("coinbase".into(), feed)], None).expect("registry").render();
         assert!(text.contains("pricebeast_tcp_requests_total 7"), "{text}");
         assert!(text.contains("# TYPE pricebeast_tcp_requests_total counter"));
         assert!(text.contains("pricebeast_shards 2"));
@@ -297,7 +342,7 @@ mod tests {
         assert!(text.contains("pricebeast_request_latency_seconds_count 1"));
         counters.shard(0).observe_push_latency_us(30_000);
         counters.shard(1).stream_add(crate::counters::StreamCounter::UpdatesConflated, 3);
-        let streams = Metrics::new(Arc::clone(&counters), Vec::new()).expect("registry").render();
+        let streams = Metrics::new(Arc::clone(&counters), Vec::new(), None).expect("registry").render();
         assert!(streams.contains("pricebeast_push_latency_seconds_bucket{le=\"0.05\"} 1"), "{streams}");
         assert!(streams.contains("pricebeast_updates_conflated_total 3"), "{streams}");
         assert!(streams.contains("pricebeast_pending_sessions 0"), "{streams}");

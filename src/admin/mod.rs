@@ -6,6 +6,7 @@
 //! | `GET /admin/stress-stats` | the 24 counters, the gauges, rates over the last interval, each feed's state |
 //! | `POST /admin/stress-reset` | zeroes the counters |
 //! | `POST /admin/keys/reload` | re-reads the keys file (as SIGHUP does) |
+//! | `POST /admin/tls/reload` | re-reads the HTTPS certificate and key (as SIGHUP does) |
 //! | `GET /admin/reports/usage?month=2026-11[&key=K][&format=csv]` | every key's usage for a month, from the ledger |
 //! | `GET /metrics` | Prometheus text: counters, gauges, request latency histogram |
 
@@ -53,6 +54,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/admin/stress-stats", get(stress_stats))
         .route("/admin/stress-reset", post(stress_reset))
         .route("/admin/keys/reload", post(keys_reload))
+        .route("/admin/tls/reload", post(tls_reload))
         .route("/admin/reports/usage", get(usage_report))
         .route("/metrics", get(metrics_text))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), require_token))
@@ -118,6 +120,38 @@ async fn keys_reload(State(state): State<Arc<AdminState>>) -> Response {
         Err(e) => {
             let body = serde_json::json!({"error": "bad_request", "message": e.to_string()}).to_string();
             (StatusCode::BAD_REQUEST, json_body(body)).into_response()
+        }
+    }
+}
+
+/// 200 with the certificate now served; 422 with why the new pair was refused and the one still
+/// served; 404 when HTTPS is off.
+async fn tls_reload(State(state): State<Arc<AdminState>>) -> Response {
+    let described = |identity: &crate::tls::certs::Identity| {
+        serde_json::json!({
+            "subject": identity.subject,
+            "not_after": crate::clock::rfc3339(identity.not_after_unix_s),
+            "not_after_unix_s": identity.not_after_unix_s,
+        })
+    };
+    match crate::control::tls::reload(&state.shared, "admin") {
+        None => {
+            let body = r#"{"error":"not_found","message":"HTTPS is off (server.https): no certificate to reload"}"#;
+            (StatusCode::NOT_FOUND, json_body(body.into())).into_response()
+        }
+        Some(Ok(identity)) => {
+            let mut body = described(&identity);
+            body["reloaded"] = serde_json::Value::Bool(true);
+            json_body(body.to_string()).into_response()
+        }
+        Some(Err(e)) => {
+            let serving = state.shared.tls.as_ref().map(|certs| described(&certs.current()));
+            let body = serde_json::json!({
+                "error": "tls_reload_failed",
+                "message": e.to_string(),
+                "serving": serving,
+            });
+            (StatusCode::UNPROCESSABLE_ENTITY, json_body(body.to_string())).into_response()
         }
     }
 }

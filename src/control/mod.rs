@@ -5,6 +5,7 @@
 
 pub mod keys;
 pub mod stats;
+pub mod tls;
 
 use std::future::Future;
 use std::time::Duration;

@@ -100,12 +100,12 @@ fn load(
     };
     let now = crate::clock::Now::read().unix_ms as i64 / 1000;
     if now > not_after {
-        return Err(file_error(cert_file, format!("the certificate expired at {} (Unix seconds)", not_after)));
+        return Err(file_error(cert_file, format!("the certificate expired at {}", crate::clock::rfc3339(not_after))));
     }
     if now < not_before {
         return Err(file_error(
             cert_file,
-            format!("the certificate is not valid before {} (Unix seconds)", not_before),
+            format!("the certificate is not valid before {}", crate::clock::rfc3339(not_before)),
         ));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -133,5 +133,143 @@ fn pem_problem(e: &rustls_pki_types::pem::Error) -> String {
         rustls_pki_types::pem::Error::Io(io) => io.to_string(),
         rustls_pki_types::pem::Error::NoItemsFound => "no PEM block of the expected kind".into(),
         other => format!("not PEM: {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Now;
+    use std::time::{Duration, SystemTime};
+
+    /// A self-signed P-256 pair for `name`, valid from `not_before` to `not_after`: (cert PEM, key PEM).
+    fn pair(name: &str, not_before: SystemTime, not_after: SystemTime) -> (String, String) {
+        let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("names");
+        let mut dn = rcgen::DistinguishedName::new();
+        dn.push(rcgen::DnType::CommonName, name);
+        params.distinguished_name = dn;
+        params.not_before = not_before.into();
+        params.not_after = not_after.into();
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let cert = params.self_signed(&key).expect("sign");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn valid(name: &str) -> (String, String) {
+        let now = SystemTime::now();
+        pair(name, now - Duration::from_secs(3600), now + Duration::from_secs(30 * 86_400))
+    }
+
+    /// Writes a pair into a fresh directory; returns it (kept alive by the caller) and the paths.
+    fn write(cert: &str, key: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert_file, cert).expect("write cert");
+        std::fs::write(&key_file, key).expect("write key");
+        (dir, cert_file, key_file)
+    }
+
+    fn refusal(cert_file: &Path, key_file: &Path) -> String {
+        match Certs::open(cert_file, key_file) {
+            Ok(_) => panic!("the pair loaded"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_valid_pair_loads_with_its_subject_and_expiry() {
+        let (cert, key) = valid("prices.example");
+        let (_dir, cert_file, key_file) = write(&cert, &key);
+        let certs = Certs::open(&cert_file, &key_file).expect("loads");
+        let identity = certs.current();
+        assert!(identity.subject.contains("prices.example"), "{}", identity.subject);
+        let in_30_days = Now::read().unix_ms as i64 / 1000 + 30 * 86_400;
+        assert!((identity.not_after_unix_s - in_30_days).abs() < 60, "{}", identity.not_after_unix_s);
+        assert_eq!(identity.config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+    }
+
+    #[test]
+    fn an_expired_certificate_is_refused_naming_the_file() {
+        let now = SystemTime::now();
+        let (cert, key) = pair("old.example", now - Duration::from_secs(90 * 86_400), now - Duration::from_secs(60));
+        let (_dir, cert_file, key_file) = write(&cert, &key);
+        let error = refusal(&cert_file, &key_file);
+        assert!(error.contains("expired") && error.contains(&cert_file.display().to_string()), "{error}");
+    }
+
+    #[test]
+    fn a_certificate_not_valid_yet_is_refused() {
+        let now = SystemTime::now();
+        let (cert, key) =
+            pair("soon.example", now + Duration::from_secs(86_400), now + Duration::from_secs(9 * 86_400));
+        let (_dir, cert_file, key_file) = write(&cert, &key);
+        assert!(refusal(&cert_file, &key_file).contains("not valid before"));
+    }
+
+    #[test]
+    fn a_key_of_another_certificate_is_refused_naming_the_key_file() {
+        let (cert, _) = valid("a.example");
+        let (_, other_key) = valid("b.example");
+        let (_dir, cert_file, key_file) = write(&cert, &other_key);
+        let error = refusal(&cert_file, &key_file);
+        assert!(error.contains(&key_file.display().to_string()) && error.contains("not the one of"), "{error}");
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let (cert, key) = valid("a.example");
+        let (dir, cert_file, key_file) = write(&cert, &key);
+        let missing = dir.path().join("nowhere.pem");
+        let error = refusal(&missing, &key_file);
+        assert!(error.contains(&missing.display().to_string()), "{error}");
+        let error = refusal(&cert_file, &missing);
+        assert!(error.contains(&missing.display().to_string()), "{error}");
+    }
+
+    #[test]
+    fn garbage_is_refused_as_not_pem() {
+        let (cert, key) = valid("a.example");
+        let (_dir, cert_file, key_file) = write("this is not a certificate\n", &key);
+        let error = refusal(&cert_file, &key_file);
+        assert!(error.contains("no CERTIFICATE block") && error.contains(&cert_file.display().to_string()), "{error}");
+        let (_dir, cert_file, key_file) =
+            write(&cert, "-----BEGIN PRIVATE KEY-----\n@@@@\n-----END PRIVATE KEY-----\n");
+        let error = refusal(&cert_file, &key_file);
+        assert!(error.contains(&key_file.display().to_string()), "{error}");
+        // A CERTIFICATE block whose contents are not a certificate.
+        let (_dir, cert_file, key_file) = write("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", &key);
+        assert!(refusal(&cert_file, &key_file).contains("does not parse"));
+    }
+
+    #[test]
+    fn a_failed_reload_keeps_the_pair_in_use() {
+        let (cert, key) = valid("first.example");
+        let (_dir, cert_file, key_file) = write(&cert, &key);
+        let certs = Certs::open(&cert_file, &key_file).expect("loads");
+        let before = certs.server_config();
+        // A renewal caught between the key and the chain: the new key, the old certificate.
+        let (_, new_key) = valid("second.example");
+        std::fs::write(&key_file, new_key).expect("write key");
+        assert!(certs.reload().is_err());
+        assert!(Arc::ptr_eq(&before, &certs.server_config()));
+        assert!(certs.current().subject.contains("first.example"));
+    }
+
+    #[test]
+    fn a_good_reload_swaps_the_pair_and_keeps_the_ticket_keys() {
+        let (cert, key) = valid("first.example");
+        let (_dir, cert_file, key_file) = write(&cert, &key);
+        let certs = Certs::open(&cert_file, &key_file).expect("loads");
+        let before = certs.server_config();
+        let (cert, key) = valid("second.example");
+        std::fs::write(&key_file, key).expect("write key");
+        std::fs::write(&cert_file, cert).expect("write cert");
+        let identity = certs.reload().expect("reloads");
+        assert!(identity.subject.contains("second.example"), "{}", identity.subject);
+        let after = certs.server_config();
+        assert!(!Arc::ptr_eq(&before, &after));
+        // Tickets issued before the reload still decrypt after it: the same ticketer.
+        assert_eq!(Arc::as_ptr(&before.ticketer).cast::<u8>(), Arc::as_ptr(&after.ticketer).cast::<u8>());
+        assert_eq!(Arc::as_ptr(&before.session_storage).cast::<u8>(), Arc::as_ptr(&after.session_storage).cast::<u8>());
     }
 }
