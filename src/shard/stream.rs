@@ -111,7 +111,7 @@ async fn write_loop(
     tls: Option<Tls>,
 ) {
     let mut spare = Vec::new();
-    loop {
+    let ended = loop {
         let control = state.take_control(spare);
         if !control.is_empty() {
             state.writing(Now::read().unix_ms);
@@ -124,7 +124,7 @@ async fn write_loop(
             };
             state.written();
             if result.is_err() {
-                break;
+                break false;
             }
             buf.clear();
             spare = buf;
@@ -132,7 +132,7 @@ async fn write_loop(
         }
         spare = control;
         if state.ending().is_some() {
-            break;
+            break true;
         }
         if let Some((buf, ready)) = state.take_frame() {
             let end = buf.len();
@@ -149,7 +149,7 @@ async fn write_loop(
             };
             state.written();
             if result.is_err() {
-                break;
+                break false;
             }
             state.give_frame(buf);
             let counters = local.counters();
@@ -164,9 +164,23 @@ async fn write_loop(
             continue;
         }
         state.signal.wait().await;
+    };
+    // After the close frame, over TLS: close_notify, so the client knows the stream was not cut.
+    if let (true, Some(tls)) = (ended, &tls) {
+        close_notify(&mut writer, &local, tls).await;
     }
     state.end(Ending::Client);
     super::shut_read(fd);
+}
+
+async fn close_notify(writer: &mut OwnedWriteHalf<TcpStream>, local: &Local, tls: &Tls) {
+    let mut sealed = local.tls_write_buffers.take();
+    let sealed_ok = tls.borrow_mut().close_notify(&mut sealed).is_ok();
+    if sealed_ok {
+        let (_, back) = writer.write_all(sealed).await;
+        sealed = back;
+    }
+    local.tls_write_buffers.give(sealed);
 }
 
 /// Seals `plain` into records through a buffer of the shard's TLS pool and writes them.

@@ -333,6 +333,7 @@ fn a_session_streams_prices_changes_symbols_and_closes(driver: Driver) {
     ws.send_frame(true, CLOSE, &1000u16.to_be_bytes(), true);
     assert_eq!(ws.close_code(), 1000);
     ws.expect_eof();
+    assert!(ws.stream.closed_cleanly(), "over TLS, the close frame is followed by close_notify");
     gauges_return_to_zero(&server);
     let stats = server.stats();
     assert_eq!(stats["streams"]["sessions_created"], 1);

@@ -33,6 +33,16 @@ impl Transport {
         }
     }
 
+    /// Once the stream has ended: whether the server ended its TLS with close_notify rather
+    /// than just closing the socket (a plain connection has nothing more to say: true).
+    pub fn closed_cleanly(&mut self) -> bool {
+        match self {
+            Transport::Plain(_) => true,
+            // rustls answers 0 after close_notify, and UnexpectedEof after an end without it.
+            Transport::Tls(tls) => matches!(tls.conn.reader().read(&mut [0u8; 1]), Ok(0)),
+        }
+    }
+
     pub fn tcp(&self) -> &TcpStream {
         match self {
             Transport::Plain(stream) => stream,
@@ -167,6 +177,7 @@ impl Conn {
         assert!(self.buf.is_empty(), "unread bytes before close: {:?}", String::from_utf8_lossy(&self.buf));
         let read = self.fill();
         assert_eq!(read, 0, "expected the server to close, got {:?}", String::from_utf8_lossy(&self.buf));
+        assert!(self.stream.closed_cleanly(), "over TLS, the server closes with close_notify");
     }
 
     /// Reads once into the buffer; 0 at end of stream (a reset counts as one: the server is gone).
