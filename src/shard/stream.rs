@@ -12,6 +12,7 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt as _;
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
@@ -59,11 +60,11 @@ impl Drop for Opened {
     }
 }
 
-/// Sets a stream up on its shard (its state, its first frame, its writer task) and returns the
-/// reader task, for the caller to spawn. `leftover`: bytes the client sent after its upgrade
-/// request. `tls`: over HTTPS, the session and the part of a record read after the upgrade.
-/// Everything the stream holds for its life is in the returned future or on the heap behind
-/// it, sized for one idle stream.
+/// Sets a stream up on its shard (its state, its first frame) and spawns its two tasks.
+/// `leftover`: bytes the client sent after its upgrade request. `tls`: over HTTPS, the session
+/// and the part of a record read after the upgrade. The tasks are built apart for plain and
+/// TLS streams, so a plain stream's tasks hold nothing of TLS: every idle stream holds them, and
+/// they are sized for one.
 pub(super) fn start(
     stream: TcpStream,
     local: &Rc<Local>,
@@ -71,7 +72,7 @@ pub(super) fn start(
     leftover: &[u8],
     registered: Registered,
     tls: Option<(Box<crate::shard::tcp::TlsLink>, Vec<u8>)>,
-) -> impl std::future::Future<Output = ()> + 'static {
+) {
     let config = &local.shared.config.stream;
     let fd = stream.as_raw_fd();
     if config.send_buffer_bytes > 0 {
@@ -85,17 +86,90 @@ pub(super) fn start(
     let leftover = leftover.to_vec();
     let local = Rc::clone(local);
     let (reader, writer) = stream.into_split();
-    let (tls, cipher) = match tls {
-        Some((link, cipher)) => (Some(Rc::new(RefCell::new(link.session))), cipher),
-        None => (None, Vec::new()),
-    };
-    // Spawned here, not inside the future below, so that future does not reserve room for it.
-    let writing = monoio::spawn(write_loop(writer, Rc::clone(&state), Rc::clone(&local), fd, tls.clone()));
-    async move {
-        read_loop(reader, &state, &local, leftover, tls.map(|tls| (tls, cipher))).await;
-        writing.await;
-        local.fanout.remove(slot, &local.shared.book, local.counters());
-        drop((opened, registered));
+    match tls {
+        None => {
+            let writing = monoio::spawn(write_loop(writer, Rc::clone(&state), Rc::clone(&local), fd, Plain));
+            monoio::spawn(async move {
+                read_loop(reader, &state, &local, leftover).await;
+                writing.await;
+                local.fanout.remove(slot, &local.shared.book, local.counters());
+                drop((opened, registered));
+            });
+        }
+        Some((link, cipher)) => {
+            let tls: Tls = Rc::new(RefCell::new(link.session));
+            let writing = monoio::spawn(write_loop(writer, Rc::clone(&state), Rc::clone(&local), fd, Rc::clone(&tls)));
+            monoio::spawn(async move {
+                read_loop_tls(reader, &state, &local, leftover, tls, cipher).await;
+                writing.await;
+                local.fanout.remove(slot, &local.shared.book, local.counters());
+                drop((opened, registered));
+            });
+        }
+    }
+}
+
+/// How a stream's bytes go out: as they are (`Plain`), or sealed by its TLS session.
+trait Sender {
+    /// Writes `buf[from..]`; returns the result and `buf`. For a plain stream this is the
+    /// socket's own write future, so the writer task holds nothing more for it.
+    fn send<'a>(
+        &'a self,
+        writer: &'a mut OwnedWriteHalf<TcpStream>,
+        local: &'a Local,
+        buf: Vec<u8>,
+        from: usize,
+    ) -> impl std::future::Future<Output = (std::io::Result<usize>, Vec<u8>)> + 'a;
+    /// After the close frame: TLS's close_notify, so the client knows the stream was not cut.
+    fn farewell<'a>(
+        &'a self,
+        writer: &'a mut OwnedWriteHalf<TcpStream>,
+        local: &'a Local,
+    ) -> impl std::future::Future<Output = ()> + 'a;
+}
+
+/// A plain `ws://` stream.
+struct Plain;
+
+impl Sender for Plain {
+    fn send<'a>(
+        &'a self,
+        writer: &'a mut OwnedWriteHalf<TcpStream>,
+        _: &'a Local,
+        buf: Vec<u8>,
+        from: usize,
+    ) -> impl std::future::Future<Output = (std::io::Result<usize>, Vec<u8>)> + 'a {
+        let end = buf.len();
+        writer.write_all(buf.slice(from..end)).map(|(result, slice)| (result, slice.into_inner()))
+    }
+    fn farewell<'a>(
+        &'a self,
+        _: &'a mut OwnedWriteHalf<TcpStream>,
+        _: &'a Local,
+    ) -> impl std::future::Future<Output = ()> + 'a {
+        std::future::ready(())
+    }
+}
+
+impl Sender for Tls {
+    async fn send(
+        &self,
+        writer: &mut OwnedWriteHalf<TcpStream>,
+        local: &Local,
+        buf: Vec<u8>,
+        from: usize,
+    ) -> (std::io::Result<usize>, Vec<u8>) {
+        let result = write_sealed(writer, local, self, &buf[from..]).await;
+        (result, buf)
+    }
+    async fn farewell(&self, writer: &mut OwnedWriteHalf<TcpStream>, local: &Local) {
+        let mut sealed = local.tls_write_buffers.take();
+        let sealed_ok = self.borrow_mut().close_notify(&mut sealed).is_ok();
+        if sealed_ok {
+            let (_, back) = writer.write_all(sealed).await;
+            sealed = back;
+        }
+        local.tls_write_buffers.give(sealed);
     }
 }
 
@@ -103,25 +177,19 @@ pub(super) fn start(
 /// its close frame) or the socket fails (the deadline check shuts the socket of a write stalled
 /// past `send_stall_ms`); then wakes the reader so the connection closes. No timer of its own:
 /// every idle stream holds this task, so it is kept small.
-async fn write_loop(
+async fn write_loop<S: Sender>(
     mut writer: OwnedWriteHalf<TcpStream>,
     state: Rc<StreamState>,
     local: Rc<Local>,
     fd: i32,
-    tls: Option<Tls>,
+    sender: S,
 ) {
     let mut spare = Vec::new();
     let ended = loop {
         let control = state.take_control(spare);
         if !control.is_empty() {
             state.writing(Now::read().unix_ms);
-            let (result, mut buf) = match &tls {
-                None => writer.write_all(control).await,
-                Some(tls) => {
-                    let result = write_sealed(&mut writer, &local, tls, &control).await;
-                    (result, control)
-                }
-            };
+            let (result, mut buf) = sender.send(&mut writer, &local, control, 0).await;
             state.written();
             if result.is_err() {
                 break false;
@@ -135,18 +203,8 @@ async fn write_loop(
             break true;
         }
         if let Some((buf, ready)) = state.take_frame() {
-            let end = buf.len();
             state.writing(Now::read().unix_ms);
-            let (result, buf) = match &tls {
-                None => {
-                    let (result, slice) = writer.write_all(buf.slice(ready.start..end)).await;
-                    (result, slice.into_inner())
-                }
-                Some(tls) => {
-                    let result = write_sealed(&mut writer, &local, tls, &buf[ready.start..end]).await;
-                    (result, buf)
-                }
-            };
+            let (result, buf) = sender.send(&mut writer, &local, buf, ready.start).await;
             state.written();
             if result.is_err() {
                 break false;
@@ -165,22 +223,11 @@ async fn write_loop(
         }
         state.signal.wait().await;
     };
-    // After the close frame, over TLS: close_notify, so the client knows the stream was not cut.
-    if let (true, Some(tls)) = (ended, &tls) {
-        close_notify(&mut writer, &local, tls).await;
+    if ended {
+        sender.farewell(&mut writer, &local).await;
     }
     state.end(Ending::Client);
     super::shut_read(fd);
-}
-
-async fn close_notify(writer: &mut OwnedWriteHalf<TcpStream>, local: &Local, tls: &Tls) {
-    let mut sealed = local.tls_write_buffers.take();
-    let sealed_ok = tls.borrow_mut().close_notify(&mut sealed).is_ok();
-    if sealed_ok {
-        let (_, back) = writer.write_all(sealed).await;
-        sealed = back;
-    }
-    local.tls_write_buffers.give(sealed);
 }
 
 /// Seals `plain` into records through a buffer of the shard's TLS pool and writes them.
@@ -220,17 +267,8 @@ async fn read_loop(
     state: &Rc<StreamState>,
     local: &Rc<Local>,
     leftover: Vec<u8>,
-    tls: Option<(Tls, Vec<u8>)>,
 ) {
-    let mut client = ClientReader::new(local.shared.config.stream.message_bytes_max);
-    let mut replies = Vec::new();
-    if !leftover.is_empty() && !take_in(&mut client, &leftover, &mut replies, state, local) {
-        return;
-    }
-    drop(leftover);
-    if let Some((tls, cipher)) = tls {
-        return read_loop_tls(reader, state, local, &mut client, &mut replies, tls, cipher).await;
-    }
+    let Some((mut client, mut replies)) = begin(state, local, leftover) else { return };
     let mut buf = Vec::with_capacity(READ_BYTES);
     loop {
         let (result, back) = reader.read(buf.slice_mut(0..READ_BYTES)).await;
@@ -261,11 +299,11 @@ async fn read_loop_tls(
     mut reader: OwnedReadHalf<TcpStream>,
     state: &Rc<StreamState>,
     local: &Rc<Local>,
-    client: &mut ClientReader,
-    replies: &mut Vec<u8>,
+    leftover: Vec<u8>,
     tls: Tls,
     mut buf: Vec<u8>,
 ) {
+    let Some((mut client, mut replies)) = begin(state, local, leftover) else { return };
     buf.reserve(READ_BYTES.saturating_sub(buf.capacity()));
     let mut fresh = !buf.is_empty();
     loop {
@@ -294,7 +332,7 @@ async fn read_loop_tls(
                 return;
             }
         };
-        if opened.plain_len > 0 && !take_in(client, &buf[..opened.plain_len], replies, state, local) {
+        if opened.plain_len > 0 && !take_in(&mut client, &buf[..opened.plain_len], &mut replies, state, local) {
             return;
         }
         buf.drain(..opened.plain_len);
@@ -303,6 +341,17 @@ async fn read_loop_tls(
             return;
         }
     }
+}
+
+/// A reader's protocol state, after the bytes the client sent behind its upgrade request (its
+/// plaintext, over TLS); `None` if those ended the stream.
+fn begin(state: &StreamState, local: &Local, leftover: Vec<u8>) -> Option<(ClientReader, Vec<u8>)> {
+    let mut client = ClientReader::new(local.shared.config.stream.message_bytes_max);
+    let mut replies = Vec::new();
+    if !leftover.is_empty() && !take_in(&mut client, &leftover, &mut replies, state, local) {
+        return None;
+    }
+    Some((client, replies))
 }
 
 /// Feeds client bytes through the protocol and acts on the outcome. False once the stream ends.

@@ -445,9 +445,8 @@ async fn serve<L: Link>(mut stream: TcpStream, local: Rc<Local>, registered: Reg
                 local.conns.borrow_mut().stream(slot);
                 let usable = link.usable(&read);
                 let tls = link.into_stream(&read);
-                let started = super::stream::start(stream, &local, opened, &read[..usable], registered, tls);
+                super::stream::start(stream, &local, opened, &read[..usable], registered, tls);
                 L::read_pool(&local).give(read);
-                monoio::spawn(started);
                 return;
             }
             Step::Close => {
