@@ -50,6 +50,7 @@ pub mod buf;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod counters;

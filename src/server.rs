@@ -205,9 +205,28 @@ async fn control_plane(
         .await
         .with_context(|| format!("binding admin {}", config.admin.addr))?;
     let admin_addr = admin_listener.local_addr()?;
-    let admin_state = Arc::new(AdminState { shared: Arc::clone(&shared), stats: Arc::clone(&stats), metrics, token });
+    let cluster = if config.cluster.redis_url.is_empty() {
+        None
+    } else {
+        let redis = crate::cluster::redis::Redis::new(&config.cluster, Arc::clone(&shared.counters))
+            .context("cluster.redis_url")?;
+        Some(Arc::new(redis))
+    };
+    let admin_state = Arc::new(AdminState {
+        shared: Arc::clone(&shared),
+        stats: Arc::clone(&stats),
+        metrics,
+        token,
+        cluster: cluster.clone(),
+    });
 
     let mut services = Services::new();
+    if let Some(redis) = cluster {
+        let connecting = Arc::clone(&redis);
+        services.spawn("redis-connect", move |stop| async move { connecting.connect(stop).await });
+        let publishing = Arc::clone(&admin_state);
+        services.spawn("cluster-stats", move |stop| crate::cluster::stats::publish(redis, publishing, stop));
+    }
     services.spawn("admin", move |mut stop| async move {
         let app = admin::router(admin_state);
         let served = axum::serve(admin_listener, app)

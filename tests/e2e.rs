@@ -16,6 +16,7 @@ mod e2e {
 
     mod admin;
     mod cli;
+    mod cluster;
     mod connections;
     mod counters;
     mod errors;

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `GET /admin/stress-stats` | the 24 counters, the gauges, rates over the last interval, each feed's state |
 //! | `POST /admin/stress-reset` | zeroes the counters |
+//! | `GET /admin/cluster-stats` | every live node's snapshot and their sums, from Redis (`cluster`) |
 //! | `POST /admin/keys/reload` | re-reads the keys file (as SIGHUP does) |
 //! | `POST /admin/tls/reload` | re-reads the HTTPS certificate and key (as SIGHUP does) |
 //! | `GET /admin/reports/usage?month=2026-11[&key=K][&format=csv]` | every key's usage for a month, from the ledger |
@@ -32,6 +33,8 @@ pub struct AdminState {
     pub stats: Arc<StatsWindow>,
     pub metrics: metrics::Metrics,
     pub token: Option<String>,
+    /// With `cluster.redis_url`: the node's Redis, for `/admin/cluster-stats`.
+    pub cluster: Option<Arc<crate::cluster::redis::Redis>>,
 }
 
 /// Why the admin listener refuses to start.
@@ -53,6 +56,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/admin/stress-stats", get(stress_stats))
         .route("/admin/stress-reset", post(stress_reset))
+        .route("/admin/cluster-stats", get(cluster_stats))
         .route("/admin/keys/reload", post(keys_reload))
         .route("/admin/tls/reload", post(tls_reload))
         .route("/admin/reports/usage", get(usage_report))
@@ -90,6 +94,26 @@ fn json_body(text: String) -> impl IntoResponse {
 }
 
 async fn stress_stats(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    json_body(stress_stats_doc(&state).to_string())
+}
+
+/// Every node's live nodes' snapshots and their sums, from Redis in one round trip.
+async fn cluster_stats(State(state): State<Arc<AdminState>>) -> Response {
+    let Some(redis) = &state.cluster else {
+        let body = r#"{"error":"not_found","message":"cluster mode is off: set cluster.redis_url"}"#;
+        return (StatusCode::NOT_FOUND, json_body(body.into())).into_response();
+    };
+    match crate::cluster::stats::read(redis, state.shared.config.cluster.stats_ttl_s).await {
+        Ok(doc) => json_body(doc.to_string()).into_response(),
+        Err(e) => {
+            let body = serde_json::json!({"error": "cluster_unavailable", "message": e.to_string()}).to_string();
+            (StatusCode::SERVICE_UNAVAILABLE, json_body(body)).into_response()
+        }
+    }
+}
+
+/// This node's `/admin/stress-stats` document: also what it publishes to the cluster.
+pub fn stress_stats_doc(state: &AdminState) -> serde_json::Value {
     let now_ms = Now::read().unix_ms;
     let uptime_s = now_ms.saturating_sub(state.shared.started_ms) / 1000;
     let feeds = state
@@ -98,14 +122,7 @@ async fn stress_stats(State(state): State<Arc<AdminState>>) -> impl IntoResponse
         .iter()
         .map(|(venue, stats)| (venue.clone(), serde_json::json!(stats.read(now_ms))))
         .collect();
-    let doc = stress_stats_json(
-        &state.shared.node,
-        uptime_s,
-        &state.shared.counters.snapshot(),
-        &state.stats.derived(),
-        feeds,
-    );
-    json_body(doc.to_string())
+    stress_stats_json(&state.shared.node, uptime_s, &state.shared.counters.snapshot(), &state.stats.derived(), feeds)
 }
 
 async fn stress_reset(State(state): State<Arc<AdminState>>) -> impl IntoResponse {

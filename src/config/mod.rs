@@ -22,6 +22,7 @@ pub struct Config {
     pub stream: StreamConfig,
     pub usage: UsageConfig,
     pub tls: TlsConfig,
+    pub cluster: ClusterConfig,
     pub log: LogConfig,
 }
 
@@ -77,6 +78,22 @@ pub struct TlsConfig {
     pub handshake_timeout_ms: u64,
     /// Handshakes one shard runs at once; a connection beyond them is closed at once.
     pub handshakes_per_shard_max: usize,
+}
+
+/// Several nodes sharing one Redis: their stats (`/admin/cluster-stats`). Off without `redis_url`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `redis://HOST:PORT[/DB]`; empty: a single node, no Redis.
+    pub redis_url: String,
+    /// How often this node writes its stats snapshot to Redis.
+    pub stats_publish_ms: u64,
+    /// How long a snapshot stays readable: a node silent this long is no longer listed.
+    pub stats_ttl_s: u64,
+    /// A Redis connect (and each reconnect attempt) that takes longer fails.
+    pub connect_timeout_ms: u64,
+    /// A Redis command answered later than this fails (and counts as Redis being down).
+    pub response_timeout_ms: u64,
 }
 
 /// Which monoio driver the shards run.
@@ -403,6 +420,18 @@ impl Default for TlsConfig {
     }
 }
 
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: String::new(),
+            stats_publish_ms: 3000,
+            stats_ttl_s: 30,
+            connect_timeout_ms: 1000,
+            response_timeout_ms: 500,
+        }
+    }
+}
+
 impl Default for LogConfig {
     fn default() -> Self {
         Self { level: "info".into() }
@@ -503,6 +532,19 @@ impl Config {
         let t = &self.tls;
         if !(1..=HTTP_TIME_MS_LIMIT).contains(&t.handshake_timeout_ms) {
             return fail("tls.handshake_timeout_ms", format!("must be 1 to {HTTP_TIME_MS_LIMIT}"));
+        }
+        let c = &self.cluster;
+        if !c.redis_url.is_empty() && redis::Client::open(c.redis_url.as_str()).is_err() {
+            return fail("cluster.redis_url", format!("{:?} is not a redis:// URL", c.redis_url));
+        }
+        if !(100..=60_000).contains(&c.stats_publish_ms) {
+            return fail("cluster.stats_publish_ms", "must be 100 to 60000".into());
+        }
+        if c.stats_ttl_s == 0 || c.stats_ttl_s * 1000 <= c.stats_publish_ms {
+            return fail("cluster.stats_ttl_s", "must be longer than cluster.stats_publish_ms".into());
+        }
+        if c.connect_timeout_ms == 0 || c.response_timeout_ms == 0 {
+            return fail("cluster.connect_timeout_ms", "the Redis timeouts must be above 0".into());
         }
         if !(1..=CONNECTIONS_PER_SHARD_LIMIT).contains(&t.handshakes_per_shard_max) {
             return fail("tls.handshakes_per_shard_max", format!("must be 1 to {CONNECTIONS_PER_SHARD_LIMIT}"));
