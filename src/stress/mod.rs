@@ -66,7 +66,8 @@ pub struct StressArgs {
     /// API key (or PRICEBEAST_KEY).
     #[arg(long, env = "PRICEBEAST_KEY", hide_env_values = true)]
     pub key: String,
-    /// Admin listener, to poll /admin/stress-stats and reconcile counts.
+    /// Admin listener, to poll /admin/stress-stats and reconcile counts; a URL ending in
+    /// /admin/cluster-stats reconciles with the whole cluster's sums instead.
     #[arg(long, value_name = "URL")]
     pub admin: Option<String>,
     /// Admin token (or PRICEBEAST_ADMIN_TOKEN).
@@ -114,7 +115,11 @@ pub fn run(args: StressArgs) -> anyhow::Result<u8> {
             bail!("--key is {n} bytes; the UDP protocol carries keys of 16 to 64 bytes");
         }
     }
-    let admin = args.admin.as_ref().map(|a| Admin { addr: host_port(a).to_owned(), token: args.admin_token.clone() });
+    let admin = args.admin.as_ref().map(|a| Admin {
+        addr: host_port(a).to_owned(),
+        token: args.admin_token.clone(),
+        cluster: a.contains("/admin/cluster-stats"),
+    });
     let workers =
         args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)).clamp(1, 64);
     let open_files_max = saturation::open_files_max();

@@ -21,7 +21,12 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Admin {
     pub addr: String,
     pub token: Option<String>,
+    /// Read the whole fleet (`/admin/cluster-stats`'s sums) rather than the one node.
+    pub cluster: bool,
 }
+
+/// How long an after-level read waits for every node's snapshot to be newer than the read.
+const CLUSTER_FRESH_WAIT: Duration = Duration::from_secs(15);
 
 /// The counters and gauges of one `/admin/stress-stats` answer. The `streams` object's counters
 /// are kept as `streams.NAME`, `push_latency_us`'s running count and sum as
@@ -91,8 +96,38 @@ pub struct Sample {
 }
 
 impl Admin {
+    /// The server's counters now. Over a cluster, the sums of snapshots every node published
+    /// after this call began, so counts made just before it are in them.
     pub fn snapshot(&self) -> anyhow::Result<ServerSnapshot> {
-        ServerSnapshot::from_doc(&self.get_json("/admin/stress-stats")?)
+        if !self.cluster {
+            return ServerSnapshot::from_doc(&self.get_json("/admin/stress-stats")?);
+        }
+        let asked = Instant::now();
+        loop {
+            let doc = self.get_json("/admin/cluster-stats")?;
+            let waited_ms = asked.elapsed().as_millis() as u64;
+            let nodes = doc["nodes"].as_array().map_or(&[][..], Vec::as_slice);
+            let fresh = nodes.iter().all(|n| n["age_ms"].as_u64().is_some_and(|age| age < waited_ms));
+            if fresh && !nodes.is_empty() {
+                return ServerSnapshot::from_doc(&doc["sum"]);
+            }
+            if asked.elapsed() > CLUSTER_FRESH_WAIT {
+                bail!(
+                    "admin {}/admin/cluster-stats: no fresh snapshot from every node within {CLUSTER_FRESH_WAIT:?}",
+                    self.addr
+                );
+            }
+            crate::stress::load::pause(Duration::from_millis(100));
+        }
+    }
+
+    /// The stress-stats document, or over a cluster its sums (for the live samples).
+    fn stats_doc(&self) -> anyhow::Result<Value> {
+        if self.cluster {
+            Ok(self.get_json("/admin/cluster-stats")?["sum"].take())
+        } else {
+            self.get_json("/admin/stress-stats")
+        }
     }
 
     fn get_json(&self, path: &str) -> anyhow::Result<Value> {
@@ -121,7 +156,7 @@ pub fn poll(
         let mut samples = std::collections::VecDeque::new();
         // The channel's timeout is the pause between polls; a message or a hang-up stops it.
         while let Err(mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(every) {
-            let doc = admin.as_ref().and_then(|a| a.get_json("/admin/stress-stats").ok());
+            let doc = admin.as_ref().and_then(|a| a.stats_doc().ok());
             if samples.len() == SAMPLES_MAX {
                 samples.pop_front();
             }

@@ -179,3 +179,47 @@ fn cluster_stats_without_a_cluster_is_not_found() {
     assert_eq!(status, 404);
     assert_eq!(doc["error"], "not_found", "{doc}");
 }
+
+/// `pricebeast stress --admin .../admin/cluster-stats` reconciles its counts with the whole
+/// cluster's counters: the load goes to one node, the sums are read from another.
+#[test]
+fn stress_reconciles_with_the_cluster_sums() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "a");
+    let b = node(&redis, "b");
+    eventually("both nodes are listed", || (names(&cluster_stats(&b).1) == ["a", "b"]).then_some(()));
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let plan = scratch.path().join("plan.toml");
+    std::fs::write(
+        &plan,
+        "protocol = \"http\"\nwarmup_pct = 0\n[mix]\nsymbols = [\"BTC-USD\", \"NOPE-XYZ\"]\n[[levels]]\nconcurrency = 4\nrequests = 200\n",
+    )
+    .expect("writing the plan");
+    let out = scratch.path().join("out");
+    let (target, admin) = (a.http.to_string(), format!("http://{}/admin/cluster-stats", b.admin));
+    let args = [
+        "stress",
+        "--plan",
+        plan.to_str().expect("utf-8"),
+        "--target",
+        &target,
+        "--key",
+        a.key("partner"),
+        "--admin",
+        &admin,
+        "--out",
+        out.to_str().expect("utf-8"),
+    ];
+    let output = super::support::run(&args, None, Duration::from_secs(60));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("match exactly"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).expect("summary.json")).expect("JSON");
+    assert_eq!(summary["reconciliation_differences"], serde_json::json!([]), "{summary}");
+    assert_eq!(a.counter("tcp_requests"), 200);
+    assert_eq!(b.counter("tcp_requests"), 0);
+}
