@@ -26,12 +26,14 @@
 #
 #   scripts/bench-http.sh [-m pinned|shared] [-d SECONDS] [-r ROUNDS] [-c CONNECTIONS] [-t THREADS]
 #                         [-w WARMUP_SECONDS] [-i DRIVER] [-b PRICEBEAST_BINARY] [-s USAGE_STORE]
+#                         [-R REDIS_URL]
 #
 # DRIVER is pricebeast's shard io driver (auto, io_uring, epoll; default: the config's, auto).
 # THREADS is wrk's (default 1). PRICEBEAST_BINARY is run instead of building pricebeast --release
 # (to compare an old build with a new one). USAGE_STORE is pricebeast's usage.store (default: the
 # config's, an SQLite file in the run's directory; `memory` runs without a ledger, to measure what
-# the ledger costs a request).
+# the ledger costs a request). REDIS_URL turns cluster mode on (cluster.redis_url, a Redis you
+# started), to measure what it costs a request.
 #
 # Prints a table per round, the medians, and ratios where > 1 means pricebeast is better:
 # pricebeast/nginx requests per second; nginx/pricebeast CPU, system calls and context switches per
@@ -47,11 +49,12 @@ mode=pinned
 threads=1
 binary=""
 usage_store=""
+redis_url=""
 usage() {
-    echo "usage: $0 [-m pinned|shared] [-d SECONDS] [-r ROUNDS] [-c CONNECTIONS] [-t THREADS] [-w WARMUP_SECONDS] [-i auto|io_uring|epoll] [-b PRICEBEAST_BINARY] [-s USAGE_STORE]" >&2
+    echo "usage: $0 [-m pinned|shared] [-d SECONDS] [-r ROUNDS] [-c CONNECTIONS] [-t THREADS] [-w WARMUP_SECONDS] [-i auto|io_uring|epoll] [-b PRICEBEAST_BINARY] [-s USAGE_STORE] [-R REDIS_URL]" >&2
     exit 2
 }
-while getopts "d:r:c:w:i:m:t:b:s:h" opt; do
+while getopts "d:r:c:w:i:m:t:b:s:R:h" opt; do
     case "$opt" in
         d) duration_s="$OPTARG" ;;
         r) rounds="$OPTARG" ;;
@@ -62,6 +65,7 @@ while getopts "d:r:c:w:i:m:t:b:s:h" opt; do
         t) threads="$OPTARG" ;;
         b) binary="$OPTARG" ;;
         s) usage_store="$OPTARG" ;;
+        R) redis_url="$OPTARG" ;;
         *) usage ;;
     esac
 done
@@ -218,6 +222,9 @@ if [ "$mode" = shared ]; then
 fi
 if [ -n "$usage_store" ]; then
     printf '[usage]\nstore = "%s"\n' "$usage_store" >>"$work/pricebeast.toml"
+fi
+if [ -n "$redis_url" ]; then
+    printf '[cluster]\nredis_url = "%s"\n' "$redis_url" >>"$work/pricebeast.toml"
 fi
 [ ! -s "$work/pricebeast.toml" ] || pb_flags+=(--config "$work/pricebeast.toml")
 echo "== starting pricebeast ${pb_flags[*]} ${driver_flag[*]}"
