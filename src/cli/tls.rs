@@ -60,13 +60,30 @@ pub fn self_signed(dir: &Path, names: &[String], days: u32, force: bool) -> anyh
 
 /// A self-signed ECDSA P-256 certificate for `names`, valid from an hour ago for `days`: (cert PEM, key PEM).
 pub fn generate(names: &[String], days: u32) -> anyhow::Result<(String, String)> {
+    let now = std::time::SystemTime::now();
+    let common_name = names.first().map(String::as_str).unwrap_or("pricebeast");
+    generate_between(
+        names,
+        common_name,
+        now - std::time::Duration::from_secs(3600),
+        now + std::time::Duration::from_secs(u64::from(days) * 86_400),
+    )
+}
+
+/// A self-signed ECDSA P-256 certificate for `names` with `common_name` as its subject, valid
+/// from `not_before` to `not_after` (either may be past, for tests of refusal): (cert PEM, key PEM).
+pub fn generate_between(
+    names: &[String],
+    common_name: &str,
+    not_before: std::time::SystemTime,
+    not_after: std::time::SystemTime,
+) -> anyhow::Result<(String, String)> {
     let mut params = rcgen::CertificateParams::new(names.to_vec()).context("the certificate's names")?;
     let mut dn = rcgen::DistinguishedName::new();
-    dn.push(rcgen::DnType::CommonName, names.first().map(String::as_str).unwrap_or("pricebeast"));
+    dn.push(rcgen::DnType::CommonName, common_name);
     params.distinguished_name = dn;
-    let now = std::time::SystemTime::now();
-    params.not_before = (now - std::time::Duration::from_secs(3600)).into();
-    params.not_after = (now + std::time::Duration::from_secs(u64::from(days) * 86_400)).into();
+    params.not_before = not_before.into();
+    params.not_after = not_after.into();
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).context("making a P-256 key")?;
     let cert = params.self_signed(&key).context("signing the certificate")?;
     Ok((cert.pem(), key.serialize_pem()))

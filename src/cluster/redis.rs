@@ -80,11 +80,6 @@ impl Redis {
         Ok(answer?)
     }
 
-    /// Whether the last call reached Redis.
-    pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed) && self.connection.load().is_some()
-    }
-
     /// Logs a change of reachability, once.
     fn observe(&self, outcome: Result<(), &redis::RedisError>) {
         let up = outcome.is_ok();

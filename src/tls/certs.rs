@@ -144,15 +144,7 @@ mod tests {
 
     /// A self-signed P-256 pair for `name`, valid from `not_before` to `not_after`: (cert PEM, key PEM).
     fn pair(name: &str, not_before: SystemTime, not_after: SystemTime) -> (String, String) {
-        let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("names");
-        let mut dn = rcgen::DistinguishedName::new();
-        dn.push(rcgen::DnType::CommonName, name);
-        params.distinguished_name = dn;
-        params.not_before = not_before.into();
-        params.not_after = not_after.into();
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
-        let cert = params.self_signed(&key).expect("sign");
-        (cert.pem(), key.serialize_pem())
+        crate::cli::tls::generate_between(&[name.to_owned()], name, not_before, not_after).expect("a test pair")
     }
 
     fn valid(name: &str) -> (String, String) {

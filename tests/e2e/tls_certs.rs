@@ -18,16 +18,8 @@ on_both_drivers!(reload_under_load_fails_no_request, a_bad_pair_is_refused_and_t
 /// A self-signed P-256 pair for 127.0.0.1 and localhost, valid from `not_before` to `not_after`,
 /// with `name` as its common name: (cert PEM, key PEM).
 fn pair(name: &str, not_before: SystemTime, not_after: SystemTime) -> (String, String) {
-    let mut params =
-        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("names");
-    let mut dn = rcgen::DistinguishedName::new();
-    dn.push(rcgen::DnType::CommonName, name);
-    params.distinguished_name = dn;
-    params.not_before = not_before.into();
-    params.not_after = not_after.into();
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("a P-256 key");
-    let cert = params.self_signed(&key).expect("signing");
-    (cert.pem(), key.serialize_pem())
+    let names = ["localhost".to_owned(), "127.0.0.1".to_owned()];
+    pricebeast::cli::tls::generate_between(&names, name, not_before, not_after).expect("a test pair")
 }
 
 fn valid(name: &str) -> (String, String) {
