@@ -225,7 +225,13 @@ async fn control_plane(
         let connecting = Arc::clone(&redis);
         services.spawn("redis-connect", move |stop| async move { connecting.connect(stop).await });
         let publishing = Arc::clone(&admin_state);
+        let syncing = Arc::clone(&redis);
         services.spawn("cluster-stats", move |stop| crate::cluster::stats::publish(redis, publishing, stop));
+        // A PostgreSQL ledger restored the whole fleet's month; the others restored this node's.
+        let own_ledger = !matches!(ledger.kind(), crate::usage::ledger::service::StoreKind::Postgres(_));
+        let caps = crate::cluster::caps::Caps::new(shared.node.clone(), own_ledger);
+        let sharing = Arc::clone(&shared);
+        services.spawn("cluster-caps", move |stop| crate::cluster::caps::run(syncing, sharing, caps, stop));
     }
     services.spawn("admin", move |mut stop| async move {
         let app = admin::router(admin_state);

@@ -419,7 +419,7 @@ fn usage(key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply {
     ctx.counters.inc(Counter::UsageReportRequests);
     let month = ctx.second.month();
     let cap = key.limits.map(|l| l.monthly_cap);
-    json::usage(&mut scratch.body, &key.name, key.tier.as_str(), month, key.state.usage.used(month), cap);
+    json::usage(&mut scratch.body, &key.name, key.tier.as_str(), month, key.state.usage.fleet_used(month), cap);
     Reply::new(Status::OK, ContentType::Json, Extra { rate: admitted.rate, ..Extra::default() })
 }
 

@@ -31,14 +31,35 @@ pub const CHANNELS: usize = 3;
 ///
 /// The month and the count share one atomic word, so moving to a new month and counting are one
 /// compare-and-swap: no shard can add to the old month after another has started the new one,
-/// and no count is lost when two shards race on a key's first request. `unflushed` sits in the
-/// same 32 bytes, so the second atomic of an admission hits the cache line the first just took.
+/// and no count is lost when two shards race on a key's first request. The other words sit in
+/// the same 64 bytes, so an admission's other atomics hit the cache line the first just took.
 #[derive(Debug, Default)]
-#[repr(align(32))]
+#[repr(align(64))]
 pub struct MonthlyUsage {
     month_and_count: AtomicU64,
+    /// In cluster mode, what the rest of the fleet has counted on the key this month beyond this
+    /// node's own count, as of the last shared-count sync (month-tagged like the count): the cap
+    /// is checked against both. Zero on a single node.
+    fleet: AtomicU64,
     /// Admitted requests since the ledger's last drain, by channel; the drain swaps them to zero.
     unflushed: [AtomicU64; CHANNELS],
+    /// What `restore` added for the month (month-tagged): the shared-count sync must know which
+    /// part of the count is the ledger's history rather than this process's own admissions.
+    restored: AtomicU64,
+}
+
+/// A month and a count in one word.
+fn pack(month: Month, count: u64) -> u64 {
+    (u64::from(month.0) << COUNT_BITS) | count.min(COUNT_MASK)
+}
+
+/// The word's count if it is `month`'s, else 0.
+fn count_in(word: u64, month: Month) -> u64 {
+    if word >> COUNT_BITS == u64::from(month.0) {
+        word & COUNT_MASK
+    } else {
+        0
+    }
 }
 
 /// The key has used its whole monthly cap.
@@ -49,11 +70,14 @@ impl MonthlyUsage {
     /// Counts one request in `month` over `channel`, or refuses it when `cap` is reached. A new
     /// month starts from zero.
     pub fn consume(&self, month: Month, cap: Option<u64>, channel: Channel) -> Result<u64, QuotaExceeded> {
+        // The fleet's figure is read once per admission (a sync landing during the loop applies
+        // from the next request), and only for capped keys: it cannot refuse an uncapped one.
+        let fleet = if cap.is_some() { count_in(self.fleet.load(Ordering::Relaxed), month) } else { 0 };
         let cap = cap.unwrap_or(COUNT_MASK).min(COUNT_MASK);
         let mut current = self.month_and_count.load(Ordering::Relaxed);
         loop {
-            let used = if current >> COUNT_BITS == u64::from(month.0) { current & COUNT_MASK } else { 0 };
-            if used >= cap {
+            let used = count_in(current, month);
+            if used.saturating_add(fleet) >= cap {
                 return Err(QuotaExceeded);
             }
             let next = (u64::from(month.0) << COUNT_BITS) | (used + 1);
@@ -79,12 +103,32 @@ impl MonthlyUsage {
                 std::cmp::Ordering::Equal => current & COUNT_MASK,
                 std::cmp::Ordering::Less => 0,
             };
-            let next = (u64::from(month.0) << COUNT_BITS) | (used + count).min(COUNT_MASK);
+            let next = pack(month, used + count);
             match self.month_and_count.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return,
+                Ok(_) => break,
                 Err(actual) => current = actual,
             }
         }
+        // Only the control plane restores (at start, or for a key new in a reload): no race.
+        let before = count_in(self.restored.load(Ordering::Relaxed), month);
+        self.restored.store(pack(month, before + count), Ordering::Relaxed);
+    }
+
+    /// What `restore` added for `month`.
+    pub fn restored(&self, month: Month) -> u64 {
+        count_in(self.restored.load(Ordering::Relaxed), month)
+    }
+
+    /// Sets what the rest of the fleet counted in `month` beyond this node's count (the
+    /// shared-count sync, on the control plane).
+    pub fn set_fleet(&self, month: Month, beyond_ours: u64) {
+        self.fleet.store(pack(month, beyond_ours), Ordering::Relaxed);
+    }
+
+    /// The fleet's count for `month` as this node knows it: its own plus the rest's as of the
+    /// last sync (its own alone on a single node). What the cap is checked against.
+    pub fn fleet_used(&self, month: Month) -> u64 {
+        self.used(month).saturating_add(count_in(self.fleet.load(Ordering::Relaxed), month))
     }
 
     /// Takes what was admitted since the last call, by channel, leaving zero: each admission is
@@ -116,12 +160,7 @@ impl MonthlyUsage {
 
     /// Requests counted in `month` so far.
     pub fn used(&self, month: Month) -> u64 {
-        let current = self.month_and_count.load(Ordering::Relaxed);
-        if current >> COUNT_BITS == u64::from(month.0) {
-            current & COUNT_MASK
-        } else {
-            0
-        }
+        count_in(self.month_and_count.load(Ordering::Relaxed), month)
     }
 }
 
@@ -205,5 +244,25 @@ mod tests {
         usage.restore(month, 100);
         assert_eq!(usage.used(Month(month.0 + 1)), 1);
         assert_eq!(usage.take_unflushed(), [2, 0, 0], "restored counts are the ledger's, never drained again");
+        assert_eq!(usage.restored(month), 31, "a restore for a month already over is not recorded either");
+        assert_eq!(usage.restored(Month(month.0 + 1)), 0);
+    }
+
+    #[test]
+    fn the_cap_counts_the_rest_of_the_fleet() {
+        let usage = MonthlyUsage::default();
+        let month = Month(24_322);
+        usage.set_fleet(month, 8);
+        assert_eq!(usage.consume(month, Some(10), Channel::Http), Ok(1));
+        assert_eq!(usage.consume(month, Some(10), Channel::Http), Ok(2));
+        assert_eq!(usage.consume(month, Some(10), Channel::Http), Err(QuotaExceeded));
+        assert_eq!((usage.used(month), usage.fleet_used(month)), (2, 10));
+        // The fleet's figure is the month's: a new month starts from zero everywhere.
+        let next = Month(month.0 + 1);
+        assert_eq!(usage.fleet_used(next), 0);
+        assert_eq!(usage.consume(next, Some(1), Channel::Http), Ok(1));
+        // Uncapped keys are never refused, whatever the fleet counted.
+        usage.set_fleet(next, u64::MAX);
+        assert!(usage.consume(next, None, Channel::Udp).is_ok());
     }
 }

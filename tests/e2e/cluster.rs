@@ -83,12 +83,62 @@ impl Drop for RedisServer {
 }
 
 fn node(redis: &RedisServer, name: &str) -> Server {
+    node_setup(redis, name).start()
+}
+
+fn node_setup(redis: &RedisServer, name: &str) -> Setup {
     Setup::new(Driver::IoUring)
         .set("server", "node_name", &format!("\"{name}\""))
         .set("cluster", "redis_url", &redis.url())
         .set("cluster", "stats_publish_ms", "200")
         .set("cluster", "stats_ttl_s", "2")
-        .start()
+}
+
+/// The shared counts' window in these tests (`usage.flush_ms`).
+const FLUSH_MS: u64 = 200;
+
+/// Three nodes of one fleet: the same keys (`capped`: a public key with these limits), shared
+/// counts synced every `FLUSH_MS`.
+fn fleet(redis: &RedisServer, names: &[&str], qps: u32, burst: u32, cap: u64) -> Vec<Server> {
+    let first = node_setup(redis, names[0])
+        .public_key("capped", qps, burst, cap)
+        .set("usage", "flush_ms", &FLUSH_MS.to_string())
+        .start();
+    let mut nodes = vec![first];
+    for name in &names[1..] {
+        let setup = node_setup(redis, name).keys_of(&nodes[0]).set("usage", "flush_ms", &FLUSH_MS.to_string());
+        nodes.push(setup.start());
+    }
+    nodes
+}
+
+/// The month's count `/v1/usage` reports for `key` on `server`; `None` while the key is over its
+/// rate limit (the usage report is free, not unlimited).
+fn used(server: &Server, key: &str) -> Option<u64> {
+    let response = server.get("/v1/usage", Some(key));
+    if response.status == 429 {
+        return None;
+    }
+    assert_eq!(response.status, 200, "{}", response.text());
+    Some(json(&response)["used"].as_u64().expect("used is a number"))
+}
+
+/// Prices for `key` from `server`, one every `every`, for `long`: how many were answered 200,
+/// and how many refused for the monthly cap.
+fn hammer(server: &Server, key: &str, every: Duration, long: Duration) -> (u64, u64) {
+    let started = std::time::Instant::now();
+    let (mut ok, mut capped) = (0, 0);
+    while started.elapsed() < long {
+        let response = server.get("/v1/price?symbol=BTC-USD", Some(key));
+        match response.status {
+            200 => ok += 1,
+            429 if json(&response)["error"] == "quota_exceeded" => capped += 1,
+            429 => {}
+            other => panic!("unexpected {other}: {}", response.text()),
+        }
+        super::support::pause(every);
+    }
+    (ok, capped)
 }
 
 fn cluster_stats(server: &Server) -> (u16, Value) {
@@ -222,4 +272,86 @@ fn stress_reconciles_with_the_cluster_sums() {
     assert_eq!(summary["reconciliation_differences"], serde_json::json!([]), "{summary}");
     assert_eq!(a.counter("tcp_requests"), 200);
     assert_eq!(b.counter("tcp_requests"), 0);
+}
+
+/// A public key capped at 300 a month, hammered on three nodes at once: the fleet admits at
+/// least 300 and at most 300 + nodes × (burst + qps × 2 × flush window) (the README's bound),
+/// where each node counting alone would have admitted three times the cap.
+#[test]
+fn a_monthly_cap_holds_across_three_nodes() {
+    let (qps, burst, cap) = (40, 20, 300);
+    let redis = RedisServer::start();
+    let nodes = fleet(&redis, &["a", "b", "c"], qps, burst, cap);
+    let key = nodes[0].key("capped").to_owned();
+    // 8 s at up to 40 a second is 340 per node on its own: over the cap on every node alone.
+    let results: Vec<(u64, u64)> = std::thread::scope(|scope| {
+        let running: Vec<_> = nodes
+            .iter()
+            .map(|server| {
+                let key = &key;
+                scope.spawn(move || hammer(server, key, Duration::from_millis(5), Duration::from_secs(8)))
+            })
+            .collect();
+        running.into_iter().map(|r| r.join().expect("hammer thread")).collect()
+    });
+    let admitted: u64 = results.iter().map(|r| r.0).sum();
+    let bound = 3 * (u64::from(burst) + u64::from(qps) * 2 * FLUSH_MS / 1000);
+    eprintln!("cap {cap}, bound {bound}: admitted {admitted}; (admitted, refused for the cap) per node {results:?}");
+    assert!(
+        (cap..=cap + bound).contains(&admitted),
+        "admitted {admitted}, per node {results:?}: outside [{cap}, {}]",
+        cap + bound
+    );
+    assert!(results.iter().all(|r| r.1 > 0), "every node refused for the cap: {results:?}");
+    // Once the counts are synced, every node reports the fleet's whole count, and Redis holds
+    // each node's own.
+    for server in &nodes {
+        eventually("the node reports the fleet's count", || (used(server, &key)? == admitted).then_some(()));
+    }
+    let hash = format!("cluster:usage:{}:capped", pricebeast::clock::Month::of_unix_ms(now_ms()).label());
+    let held: u64 = ["a", "b", "c"]
+        .iter()
+        .map(|n| redis.command(&["HGET", &hash, n]).expect("HGET").parse::<u64>().expect("a count"))
+        .sum();
+    assert_eq!(held, admitted);
+}
+
+/// Redis down: each node goes on with its own counts plus the fleet's last figure; back (and
+/// empty, as after a restart without persistence), the nodes' next writes rebuild the shared
+/// counts within a window.
+#[test]
+fn shared_counts_survive_redis_going_away() {
+    let redis = RedisServer::start();
+    let port = redis.port;
+    let nodes = fleet(&redis, &["a", "b"], 1000, 1000, 100);
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let key = a.key("capped").to_owned();
+    let price = |server: &Server| server.get("/v1/price?symbol=BTC-USD", Some(&key)).status;
+    for _ in 0..60 {
+        assert_eq!(price(a), 200);
+    }
+    eventually("b sees a's 60", || (used(b, &key)? == 60).then_some(()));
+    drop(redis);
+    eventually("the nodes notice Redis is gone", || b.log().contains("Redis unreachable").then_some(()));
+    // b: its own 40 on top of the 60 it last saw fill the cap.
+    for _ in 0..40 {
+        assert_eq!(price(b), 200);
+    }
+    let refused = b.get("/v1/price?symbol=BTC-USD", Some(&key));
+    assert_eq!((refused.status, json(&refused)["error"].clone()), (429, "quota_exceeded".into()));
+    // a saw no count from b before the outage: it may admit up to the cap on its own.
+    for _ in 0..10 {
+        assert_eq!(price(a), 200);
+    }
+    let _redis = RedisServer::start_on(port);
+    eventually_within(Duration::from_secs(10), "the shared count is rebuilt", || {
+        (used(a, &key)? == 110 && used(b, &key)? == 110).then_some(())
+    });
+    assert_eq!(price(a), 429, "the fleet is over the cap");
+    let log = b.log();
+    assert_eq!(log.matches("Redis unreachable").count(), 1, "logged once per outage:\n{log}");
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64
 }

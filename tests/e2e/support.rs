@@ -112,6 +112,8 @@ pub struct Setup {
     /// HTTPS with a certificate made at the start; `only`: plain HTTP off, and the server's
     /// clients (`request`, `connect`) speak TLS.
     tls: Option<TlsSetup>,
+    /// Another server's keys file and keys, used instead of making new ones (nodes of one fleet).
+    same_keys: Option<(PathBuf, BTreeMap<String, String>)>,
 }
 
 #[derive(Clone, Copy)]
@@ -126,6 +128,7 @@ impl Setup {
             keys: vec![KeySpec::new("partner", &["--tier", "partner"], false)],
             token: None,
             tls: None,
+            same_keys: None,
         };
         let setup = setup
             .set("server", "http", "\"127.0.0.1:0\"")
@@ -175,6 +178,13 @@ impl Setup {
         self
     }
 
+    /// Serves `other`'s keys (a copy of its keys file): the same secrets work on both, as on the
+    /// nodes of one fleet.
+    pub fn keys_of(mut self, other: &Server) -> Self {
+        self.same_keys = Some((other.keys_file(), other.keys.clone()));
+        self
+    }
+
     pub fn partner_key(mut self, name: &str) -> Self {
         self.keys.push(KeySpec::new(name, &["--tier", "partner"], false));
         self
@@ -208,7 +218,11 @@ impl Setup {
         let dir = tempfile::tempdir().expect("making the test's temporary directory");
         let keys_file = dir.path().join("keys.toml");
         let mut keys = BTreeMap::new();
-        for spec in &self.keys {
+        if let Some((file, same)) = &self.same_keys {
+            std::fs::copy(file, &keys_file).expect("copying the other server's keys file");
+            keys = same.clone();
+        }
+        for spec in self.keys.iter().filter(|_| self.same_keys.is_none()) {
             let mut args: Vec<&str> = vec!["--name", &spec.name];
             args.extend(spec.flags.iter().map(String::as_str));
             let key = new_key(&keys_file, &args);
