@@ -9,6 +9,7 @@ pub mod gemini;
 pub mod kraken;
 pub mod lenient;
 pub mod okx;
+pub mod rest;
 pub mod simulator;
 pub mod start;
 pub mod stats;

@@ -6,6 +6,8 @@
 //! What differs between venues (which recorded line is an ack, what a subscribe or a ping looks
 //! like) is a [`MockScript`] that each venue's module provides beside its parser.
 
+pub mod rest;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
