@@ -54,6 +54,7 @@ pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod counters;
+pub mod fallback;
 pub mod feeds;
 pub mod http;
 pub mod keys;

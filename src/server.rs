@@ -56,7 +56,8 @@ pub fn run(config: Config, options: ServeOptions) -> anyhow::Result<()> {
             config.book.stale_after_ms,
         )
         .context("building the price book (feed symbols, book.symbols_max)")?
-        .with_shards(shards),
+        .with_shards(shards)
+        .with_fallback_hold(config.fallback.hold_ms),
     );
     let keys = KeyStore::open(&config.keys.file)?;
     let key_count = keys.table().len();
@@ -75,6 +76,12 @@ pub fn run(config: Config, options: ServeOptions) -> anyhow::Result<()> {
         state.reports = Some(report_tx);
     }
     state.ledger = Some(Arc::clone(&ledger));
+    // Misses go to the control plane only when there is somewhere to look them up.
+    let rest = crate::fallback::service::RestSource::from_config(&config);
+    let (miss_tx, miss_rx) = tokio::sync::mpsc::channel(config.fallback.queue_max);
+    if !config.cluster.redis_url.is_empty() || !rest.is_empty() {
+        state.misses = Some(miss_tx);
+    }
     if config.server.https.is_some() {
         let certs = crate::tls::certs::Certs::open(&config.tls.cert_file, &config.tls.key_file)
             .context("loading the HTTPS certificate ([tls] cert_file, key_file)")?;
@@ -134,6 +141,7 @@ pub fn run(config: Config, options: ServeOptions) -> anyhow::Result<()> {
         wake: (wake_tcp, wake_udp),
         ledger,
         reports: report_rx,
+        misses: (rest, miss_rx),
     };
     let result = runtime.block_on(control_plane(plane, signals, exited));
     runtime.block_on(feed.stop());
@@ -190,6 +198,8 @@ struct ControlPlane {
     wake: (Vec<std::net::TcpListener>, Vec<std::net::UdpSocket>),
     ledger: Arc<Ledger>,
     reports: tokio::sync::mpsc::Receiver<ReportJob>,
+    /// The REST venues to look misses up in, and the shards' misses.
+    misses: (Vec<crate::fallback::service::RestSource>, tokio::sync::mpsc::Receiver<crate::fallback::MissJob>),
 }
 
 async fn control_plane(
@@ -197,7 +207,7 @@ async fn control_plane(
     mut signals: Signals,
     mut exited: tokio::sync::mpsc::Receiver<usize>,
 ) -> anyhow::Result<()> {
-    let ControlPlane { shared, token, addrs, key_count, shards, wake, ledger, reports } = plane;
+    let ControlPlane { shared, token, addrs, key_count, shards, wake, ledger, reports, misses } = plane;
     let config = Arc::clone(&shared.config);
     let stats = Arc::new(StatsWindow::new(Sample { at_ms: Now::read().unix_ms, snapshot: shared.counters.snapshot() }));
     let metrics = Metrics::new(Arc::clone(&shared.counters), shared.feeds.clone(), shared.tls.clone())?;
@@ -221,6 +231,12 @@ async fn control_plane(
     });
 
     let mut services = Services::new();
+    if shared.misses.is_some() {
+        let (rest, jobs) = misses;
+        let lookups = crate::fallback::service::Lookups::new(Arc::clone(&shared), cluster.clone(), rest);
+        let lookups = Arc::new(lookups);
+        services.spawn("price-lookups", move |stop| crate::fallback::service::run(lookups, jobs, stop));
+    }
     if let Some(redis) = cluster {
         let connecting = Arc::clone(&redis);
         services.spawn("redis-connect", move |stop| async move { connecting.connect(stop).await });
@@ -231,7 +247,10 @@ async fn control_plane(
         let own_ledger = !matches!(ledger.kind(), crate::usage::ledger::service::StoreKind::Postgres(_));
         let caps = crate::cluster::caps::Caps::new(shared.node.clone(), own_ledger);
         let sharing = Arc::clone(&shared);
+        let publishing = Arc::clone(&syncing);
         services.spawn("cluster-caps", move |stop| crate::cluster::caps::run(syncing, sharing, caps, stop));
+        let sharing = Arc::clone(&shared);
+        services.spawn("cluster-prices", move |stop| crate::fallback::cache::publish(publishing, sharing, stop));
     }
     services.spawn("admin", move |mut stop| async move {
         let app = admin::router(admin_state);

@@ -26,6 +26,9 @@ pub struct Shared {
     pub ledger: Option<Arc<crate::usage::ledger::Ledger>>,
     /// Where a shard hands a usage report request to the control plane; absent without a ledger.
     pub reports: Option<tokio::sync::mpsc::Sender<crate::usage::ledger::service::ReportJob>>,
+    /// Where a shard hands a book miss to the control plane's lookups (Redis, REST); absent
+    /// when there is nowhere to look.
+    pub misses: Option<crate::fallback::Misses>,
     /// The HTTPS listener's certificate; absent when `server.https` is off.
     pub tls: Option<Arc<crate::tls::certs::Certs>>,
     /// Unix ms when the process started serving.
@@ -48,6 +51,7 @@ impl Shared {
             node,
             ledger: None,
             reports: None,
+            misses: None,
             started_ms: crate::clock::Now::read().unix_ms,
             draining: AtomicBool::new(false),
         }

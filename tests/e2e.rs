@@ -12,6 +12,7 @@ mod e2e {
     mod support;
     mod clock;
     mod pg;
+    mod redis;
     mod wire;
 
     mod admin;
@@ -20,6 +21,7 @@ mod e2e {
     mod connections;
     mod counters;
     mod errors;
+    mod fallback;
     mod feeds;
     mod http;
     mod https;

@@ -2,7 +2,7 @@
 //! every path that serves a price (HTTP bodies, stream frames). Prices are decimal strings
 //! (PROTOCOL.md), never JSON numbers; every name written is plain ASCII already.
 
-use crate::book::{decimal, PriceBook, Served, VenueQuote};
+use crate::book::{decimal, Layer, PriceBook, Served, VenueQuote};
 use crate::buf::FixedBuf;
 /// The longest `{"symbol":..}` object: 32-byte symbol, 40-byte price, three 20-digit numbers.
 pub const PRICE_OBJECT_BYTES_MAX: usize = 11 + 32 + 11 + decimal::TEXT_BYTES_MAX + 7 + 20 + 10 + 20 + 11 + 3 + 1;
@@ -22,8 +22,9 @@ pub fn open_price(body: &mut FixedBuf, symbol: &str, served: &Served, now_ms: u6
     body.put_u64(u64::from(served.sources));
 }
 
-/// `,"venues":[{"venue":"coinbase","price":"97123.40","ts":...},...]`
-pub fn put_venues(body: &mut FixedBuf, book: &PriceBook, quotes: &[VenueQuote]) {
+/// `,"venues":[{"venue":"coinbase","price":"97123.40","ts":...},...],"layer":"book"`: the
+/// venues used (none for a fallback price) and where the price came from.
+pub fn put_venues(body: &mut FixedBuf, book: &PriceBook, quotes: &[VenueQuote], layer: Layer) {
     body.put(b",\"venues\":[");
     for (i, quote) in quotes.iter().enumerate() {
         if i > 0 {
@@ -37,7 +38,9 @@ pub fn put_venues(body: &mut FixedBuf, book: &PriceBook, quotes: &[VenueQuote]) 
         body.put_u64(quote.ts_ms);
         body.put(b"}");
     }
-    body.put(b"]");
+    body.put(b"],\"layer\":\"");
+    body.put(layer.as_str().as_bytes());
+    body.put(b"\"");
 }
 
 fn put_decimal(body: &mut FixedBuf, price: decimal::Decimal) {
@@ -59,6 +62,7 @@ mod tests {
             ts_ms: 1_732_280_000_123,
             sources: 3,
             recv_ms: 0,
+            layer: Default::default(),
         };
         open_price(&mut body, "BTC-USD", &served, 1_732_280_000_135);
         body.put(b"}");
@@ -71,8 +75,13 @@ mod tests {
     #[test]
     fn the_largest_price_object_fits_its_bound() {
         let mut body = FixedBuf::with_capacity(PRICE_OBJECT_BYTES_MAX);
-        let served =
-            Served { price: Decimal::new(i64::MIN, -18).expect("in range"), ts_ms: u64::MAX, sources: 255, recv_ms: 0 };
+        let served = Served {
+            price: Decimal::new(i64::MIN, -18).expect("in range"),
+            ts_ms: u64::MAX,
+            sources: 255,
+            recv_ms: 0,
+            layer: Default::default(),
+        };
         open_price(&mut body, &"X".repeat(32), &served, 0);
         body.put(b"}");
         assert!(!body.overflowed());

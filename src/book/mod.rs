@@ -1,5 +1,7 @@
 //! The price book: a fixed table of cells, one per (symbol, venue), written by the feeds and read
-//! lock-free by every shard. The served price is the median of the venues that are fresh.
+//! lock-free by every shard. The served price is the median of the venues that are fresh; with
+//! none fresh, the price a fallback lookup (Redis, an exchange's REST API) left in the symbol's
+//! fallback cell, while it is recent.
 
 pub mod cell;
 pub mod decimal;
@@ -8,6 +10,7 @@ pub mod moves;
 pub mod symbols;
 
 use std::cmp::Ordering;
+use std::sync::atomic::{AtomicU8, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
@@ -30,6 +33,37 @@ impl VenueId {
     }
 }
 
+/// Where a served price came from: this node's venues, or a fallback lookup (`"layer"` in a
+/// `sources=1` answer).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Layer {
+    #[default]
+    Book = 0,
+    /// Another node's price, read from Redis.
+    Cache = 1,
+    /// An exchange's REST ticker.
+    Rest = 2,
+}
+
+impl Layer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Book => "book",
+            Self::Cache => "cache",
+            Self::Rest => "rest",
+        }
+    }
+
+    fn from_u8(value: u8) -> Self {
+        match value {
+            1 => Self::Cache,
+            2 => Self::Rest,
+            _ => Self::Book,
+        }
+    }
+}
+
 /// The price a client is served for one symbol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Served {
@@ -41,6 +75,7 @@ pub struct Served {
     /// When the newest of those venues' prices reached this process, Unix ms (our clock, not
     /// the venue's): where a stream's push latency starts.
     pub recv_ms: u64,
+    pub layer: Layer,
 }
 
 /// One venue's fresh price, for `sources=1` responses.
@@ -69,6 +104,13 @@ pub struct PriceBook {
     index: ArcSwap<SymbolIndex>,
     venues: Box<[Box<str>]>,
     cells: Box<[Cell]>,
+    /// One per symbol: the last fallback lookup's price, and which layer it came from.
+    fallback_cells: Box<[Cell]>,
+    fallback_layers: Box<[AtomicU8]>,
+    /// How long a fallback price is served before the symbol is looked up again.
+    fallback_hold_ms: u64,
+    /// How many sources the fallback price stood for (the other node's count, or 1).
+    fallback_sources: Box<[AtomicU8]>,
     symbols_max: usize,
     stale_after_ms: u64,
     /// Who watches which symbol; a write of a watched symbol wakes its shards.
@@ -113,9 +155,49 @@ impl PriceBook {
             index: ArcSwap::from_pointee(index),
             venues: venues.iter().map(|v| Box::<str>::from(*v)).collect(),
             cells,
+            fallback_cells: (0..symbols_max).map(|_| Cell::default()).collect(),
+            fallback_layers: (0..symbols_max).map(|_| AtomicU8::new(0)).collect(),
+            fallback_sources: (0..symbols_max).map(|_| AtomicU8::new(1)).collect(),
+            fallback_hold_ms: stale_after_ms,
             symbols_max,
             stale_after_ms,
             moves: Moves::new(symbols_max, 1),
+        })
+    }
+
+    /// Serves a fallback price for `hold_ms` after its lookup (`stale_after_ms` until set).
+    pub fn with_fallback_hold(mut self, hold_ms: u64) -> Self {
+        self.fallback_hold_ms = hold_ms;
+        self
+    }
+
+    /// Records a fallback lookup's price for `symbol` (`recv_ms`: when it was looked up) and wakes
+    /// the shards watching it: every shard serves it from the book from now on.
+    pub fn fill(&self, symbol: SymbolId, layer: Layer, sources: u8, price: Decimal, ts_ms: u64, recv_ms: u64) {
+        let i = symbol.index();
+        // Layer and count first: a reader that sees the new price sees them too, or (racing the
+        // write) the previous fill's, which is as true of the symbol a moment ago.
+        self.fallback_layers[i].store(layer as u8, AtomicOrdering::Relaxed);
+        self.fallback_sources[i].store(sources.max(1), AtomicOrdering::Relaxed);
+        self.fallback_cells[i].write(price, ts_ms, recv_ms);
+        let mut rings = Rings::new();
+        self.moves.moved(symbol, &mut rings);
+        self.moves.ring(&rings);
+    }
+
+    /// The fallback price of `symbol` if a lookup left one within the hold time.
+    pub fn fallback(&self, symbol: SymbolId, now_ms: u64) -> Option<Served> {
+        let i = symbol.index();
+        let quote = self.fallback_cells.get(i)?.read()?;
+        if now_ms.saturating_sub(quote.recv_ms) > self.fallback_hold_ms {
+            return None;
+        }
+        Some(Served {
+            price: quote.price,
+            ts_ms: quote.ts_ms,
+            sources: self.fallback_sources[i].load(AtomicOrdering::Relaxed),
+            recv_ms: quote.recv_ms,
+            layer: Layer::from_u8(self.fallback_layers[i].load(AtomicOrdering::Relaxed)),
         })
     }
 
@@ -204,8 +286,18 @@ impl PriceBook {
         count
     }
 
-    /// The served price of `symbol`: the median over fresh venues, `None` when no venue is fresh.
+    /// The served price of `symbol`: the median over fresh venues, else a recent fallback price;
+    /// `None` when there is neither.
     pub fn served(&self, symbol: SymbolId, now_ms: u64) -> Option<Served> {
+        let mut quotes =
+            [VenueQuote { venue: VenueId(0), price: Decimal::default(), ts_ms: 0, recv_ms: 0 }; VENUES_MAX];
+        let count = self.fresh_quotes(symbol, now_ms, &mut quotes);
+        median(&mut quotes[..count]).or_else(|| self.fallback(symbol, now_ms))
+    }
+
+    /// The median over this node's fresh venues only (what it publishes for the other nodes: a
+    /// price it looked up itself is never passed on as its own).
+    pub fn venues_served(&self, symbol: SymbolId, now_ms: u64) -> Option<Served> {
         let mut quotes =
             [VenueQuote { venue: VenueId(0), price: Decimal::default(), ts_ms: 0, recv_ms: 0 }; VENUES_MAX];
         let count = self.fresh_quotes(symbol, now_ms, &mut quotes);
@@ -240,7 +332,7 @@ pub fn median(quotes: &mut [VenueQuote]) -> Option<Served> {
         if quotes.len() % 2 == 1 { quotes[mid].price } else { quotes[mid - 1].price.midpoint(quotes[mid].price) };
     let ts_ms = quotes.iter().map(|q| q.ts_ms).max().unwrap_or(0);
     let recv_ms = quotes.iter().map(|q| q.recv_ms).max().unwrap_or(0);
-    Some(Served { price, ts_ms, sources: quotes.len() as u8, recv_ms })
+    Some(Served { price, ts_ms, sources: quotes.len() as u8, recv_ms, layer: Layer::Book })
 }
 
 #[cfg(test)]

@@ -47,6 +47,12 @@ pub struct SymbolName {
     len: u8,
 }
 
+impl std::fmt::Debug for SymbolName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
 impl SymbolName {
     /// Canonicalises `raw` (upper-cases it) or refuses it. Never allocates.
     pub fn parse(raw: &[u8]) -> Option<Self> {

@@ -23,6 +23,7 @@ pub struct Config {
     pub usage: UsageConfig,
     pub tls: TlsConfig,
     pub cluster: ClusterConfig,
+    pub fallback: FallbackConfig,
     pub log: LogConfig,
 }
 
@@ -94,6 +95,27 @@ pub struct ClusterConfig {
     pub connect_timeout_ms: u64,
     /// A Redis command answered later than this fails (and counts as Redis being down).
     pub response_timeout_ms: u64,
+    /// How often this node writes the prices its venues give it to Redis (the other nodes' L2
+    /// cache); 0: never.
+    pub price_publish_ms: u64,
+    /// How long a price written there stays readable.
+    pub price_ttl_ms: u64,
+}
+
+/// What a configured symbol with no fresh venue is looked up in: Redis (in cluster mode), then
+/// the exchanges' REST tickers.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FallbackConfig {
+    /// The venues whose REST ticker is asked, in order (`coinbase`, `kraken`); each only for the
+    /// symbols of its `[feed.exchanges.NAME]`. Empty: no REST fallback.
+    pub rest: Vec<String>,
+    /// A lookup that has not answered by then is 504 `upstream_timeout`.
+    pub deadline_ms: u64,
+    /// A looked-up price is served from the book this long before the symbol is looked up again.
+    pub hold_ms: u64,
+    /// Lookups waiting on the control plane, per node; past it a miss is 503 `overloaded`.
+    pub queue_max: usize,
 }
 
 /// Which monoio driver the shards run.
@@ -256,11 +278,13 @@ pub struct ExchangeConfig {
     pub symbols: BTreeMap<String, String>,
     /// No message for this long means a dead connection; 0: the venue's own rule.
     pub silence_ms: u64,
+    /// The REST API's base URL, for `fallback.rest`; empty: the venue's production URL.
+    pub rest_url: String,
 }
 
 impl Default for ExchangeConfig {
     fn default() -> Self {
-        Self { enabled: true, url: String::new(), symbols: BTreeMap::new(), silence_ms: 0 }
+        Self { enabled: true, url: String::new(), symbols: BTreeMap::new(), silence_ms: 0, rest_url: String::new() }
     }
 }
 
@@ -428,7 +452,15 @@ impl Default for ClusterConfig {
             stats_ttl_s: 30,
             connect_timeout_ms: 1000,
             response_timeout_ms: 500,
+            price_publish_ms: 1000,
+            price_ttl_ms: 5000,
         }
+    }
+}
+
+impl Default for FallbackConfig {
+    fn default() -> Self {
+        Self { rest: vec!["coinbase".into(), "kraken".into()], deadline_ms: 2000, hold_ms: 2000, queue_max: 1024 }
     }
 }
 
@@ -545,6 +577,27 @@ impl Config {
         }
         if c.connect_timeout_ms == 0 || c.response_timeout_ms == 0 {
             return fail("cluster.connect_timeout_ms", "the Redis timeouts must be above 0".into());
+        }
+        if c.price_publish_ms != 0 && !(100..=60_000).contains(&c.price_publish_ms) {
+            return fail("cluster.price_publish_ms", "must be 0 (never) or 100 to 60000".into());
+        }
+        if !(100..=3_600_000).contains(&c.price_ttl_ms) {
+            return fail("cluster.price_ttl_ms", "must be 100 to 3600000".into());
+        }
+        let f = &self.fallback;
+        for name in &f.rest {
+            if crate::feeds::rest::RestVenue::parse(name).is_none() {
+                return fail("fallback.rest", format!("no REST fallback for {name:?}; known: coinbase, kraken"));
+            }
+        }
+        if !(1..=60_000).contains(&f.deadline_ms) {
+            return fail("fallback.deadline_ms", "must be 1 to 60000".into());
+        }
+        if !(1..=HTTP_TIME_MS_LIMIT).contains(&f.hold_ms) {
+            return fail("fallback.hold_ms", format!("must be 1 to {HTTP_TIME_MS_LIMIT}"));
+        }
+        if !(1..=1_000_000).contains(&f.queue_max) {
+            return fail("fallback.queue_max", "must be 1 to 1000000".into());
         }
         if !(1..=CONNECTIONS_PER_SHARD_LIMIT).contains(&t.handshakes_per_shard_max) {
             return fail("tls.handshakes_per_shard_max", format!("must be 1 to {CONNECTIONS_PER_SHARD_LIMIT}"));

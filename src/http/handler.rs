@@ -3,9 +3,10 @@
 
 use crate::admission::{self, Charge, Refusal};
 use crate::book::json::{self as price_json, PRICE_OBJECT_BYTES_MAX};
-use crate::book::{SymbolName, VenueQuote, SYMBOL_BYTES_MAX, VENUES_MAX};
+use crate::book::{Layer, SymbolId, SymbolName, VenueQuote, SYMBOL_BYTES_MAX, VENUES_MAX};
 use crate::buf::FixedBuf;
 use crate::counters::Counter;
+use crate::fallback::{Looked, MissJob};
 use crate::http::json;
 use crate::http::request::{Method, Request, RequestError};
 use crate::http::response::{self, ContentType, ErrorCode, Extra, Status, HEAD_BYTES_MAX};
@@ -66,17 +67,38 @@ pub enum After {
     /// A 101 was written: the connection is a WebSocket stream from the next byte on, with what
     /// the upgrade was granted.
     Upgrade(Grant),
-    /// The answer comes from the control plane (a usage report): wait for it, then write it with
-    /// [`respond_deferred`] before answering anything after it.
+    /// The answer comes from the control plane (a usage report, a price lookup): wait for it,
+    /// then write it with [`respond_deferred`] before answering anything after it.
     Defer(Deferred),
 }
 
 /// A request handed to the control plane, waiting for its answer.
 #[derive(Debug)]
 pub struct Deferred {
-    pub answer: tokio::sync::oneshot::Receiver<ReportAnswer>,
+    pub pending: Pending,
     extra: Extra,
     head_only: bool,
+}
+
+/// What a deferred request waits for.
+#[derive(Debug)]
+pub enum Pending {
+    Report(tokio::sync::oneshot::Receiver<ReportAnswer>),
+    /// A `/v1/price` whose symbol had no fresh venue: once the lookup ends, the price is read
+    /// from the book again (where the lookup left it) and written like any other.
+    Price {
+        looked: tokio::sync::oneshot::Receiver<Looked>,
+        symbol: SymbolId,
+        name: SymbolName,
+        with_venues: bool,
+    },
+}
+
+/// The control plane's answer to a deferred request.
+#[derive(Debug)]
+pub enum Answer {
+    Report(ReportAnswer),
+    Price(Looked),
 }
 
 struct Reply {
@@ -84,7 +106,7 @@ struct Reply {
     content_type: ContentType,
     extra: Extra,
     /// Set when the answer is the control plane's to give.
-    deferred: Option<tokio::sync::oneshot::Receiver<ReportAnswer>>,
+    deferred: Option<Pending>,
 }
 
 impl Reply {
@@ -123,8 +145,8 @@ pub fn respond(
     let mut reply = route(route_kind, query, req, ctx, scratch);
     let close = !req.keep_alive || ctx.shared.draining();
     reply.extra.close |= close;
-    if let Some(answer) = reply.deferred.take() {
-        return After::Defer(Deferred { answer, extra: reply.extra, head_only: req.method == Method::Head });
+    if let Some(pending) = reply.deferred.take() {
+        return After::Defer(Deferred { pending, extra: reply.extra, head_only: req.method == Method::Head });
     }
     finish(ctx, &reply, scratch, out, req.method == Method::Head);
     if reply.extra.close {
@@ -157,17 +179,24 @@ pub fn respond_overloaded(ctx: &Context<'_>, scratch: &mut Scratch, out: &mut Fi
 
 /// Writes the control plane's answer to a deferred request into `out` (sized by the caller for
 /// the body: a report may be larger than a connection's write buffer). `None`: it did not answer
-/// within `usage.report_timeout_ms`. Says whether the connection closes after it.
+/// within its deadline. Says whether the connection closes after it.
 pub fn respond_deferred(
     deferred: &Deferred,
-    answer: Option<ReportAnswer>,
+    answer: Option<Answer>,
     ctx: &Context<'_>,
     scratch: &mut Scratch,
     out: &mut FixedBuf,
 ) -> After {
     scratch.body.clear();
-    let reply = match answer {
-        Some(ReportAnswer::Ok(body)) => {
+    let reply = match (&deferred.pending, answer) {
+        (Pending::Price { symbol, name, with_venues, .. }, answer) => {
+            let looked = match answer {
+                Some(Answer::Price(looked)) => looked,
+                _ => Looked::TimedOut,
+            };
+            Some(looked_up(looked, *symbol, name, *with_venues, deferred.extra, ctx, scratch))
+        }
+        (Pending::Report(_), Some(Answer::Report(ReportAnswer::Ok(body)))) => {
             response::write(
                 out,
                 Status::OK,
@@ -181,10 +210,10 @@ pub fn respond_deferred(
             None
         }
         // The store's own error (paths, hosts) is logged on the control plane, not told to clients.
-        Some(ReportAnswer::Failed(_)) => {
+        (Pending::Report(_), Some(Answer::Report(ReportAnswer::Failed(_)))) => {
             Some(error(scratch, ErrorCode::Internal, &[b"the usage store failed; try again shortly"], deferred.extra))
         }
-        None => Some(error(
+        (Pending::Report(_), _) => Some(error(
             scratch,
             ErrorCode::UpstreamTimeout,
             &[b"the usage store did not answer in time"],
@@ -331,16 +360,99 @@ fn price(query: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch)
             VENUES_MAX];
     let fresh = book.fresh_quotes(id, ctx.now.unix_ms, &mut quotes);
     let quotes = &mut quotes[..fresh];
-    let Some(served) = crate::book::median(quotes) else {
-        return error(scratch, ErrorCode::Stale, &[b"no fresh price for ", name.as_bytes()], extra);
+    let Some(served) = crate::book::median(quotes).or_else(|| book.fallback(id, ctx.now.unix_ms)) else {
+        return missed(id, name, with_venues, extra, ctx, scratch);
     };
     ctx.counters.inc(Counter::BookHits);
-    price_json::open_price(&mut scratch.body, name.as_str(), &served, ctx.now.unix_ms);
-    if with_venues {
-        price_json::put_venues(&mut scratch.body, book, quotes);
+    price_body(&name, &served, with_venues.then_some(&*quotes), ctx, scratch);
+    Reply::new(Status::OK, ContentType::Json, extra)
+}
+
+/// A served price's body; `venues` with `sources=1` (empty for a fallback price).
+fn price_body(
+    name: &SymbolName,
+    served: &crate::book::Served,
+    venues: Option<&[VenueQuote]>,
+    ctx: &Context<'_>,
+    scratch: &mut Scratch,
+) {
+    price_json::open_price(&mut scratch.body, name.as_str(), served, ctx.now.unix_ms);
+    if let Some(quotes) = venues {
+        price_json::put_venues(&mut scratch.body, &ctx.shared.book, quotes, served.layer);
     }
     scratch.body.put(b"}");
-    Reply::new(Status::OK, ContentType::Json, extra)
+}
+
+/// A configured symbol with no fresh venue and no recent fallback price: handed to the control
+/// plane's lookups when there are any (the answer is deferred), else 503 `stale` at once. A full
+/// queue is 503 `overloaded`: a miss never makes the shard wait for room.
+fn missed(
+    symbol: SymbolId,
+    name: SymbolName,
+    with_venues: bool,
+    extra: Extra,
+    ctx: &Context<'_>,
+    scratch: &mut Scratch,
+) -> Reply {
+    let Some(misses) = &ctx.shared.misses else {
+        return error(scratch, ErrorCode::Stale, &[b"no fresh price for ", name.as_bytes()], extra);
+    };
+    let (reply, looked) = tokio::sync::oneshot::channel();
+    match misses.try_send(MissJob { symbol, reply: Some(reply) }) {
+        Ok(()) => Reply {
+            deferred: Some(Pending::Price { looked, symbol, name, with_venues }),
+            ..Reply::new(Status::OK, ContentType::Json, extra)
+        },
+        Err(_) => {
+            ctx.counters.inc(Counter::BgDropped);
+            let extra = Extra { retry_after_s: Some(1), ..extra };
+            error(scratch, ErrorCode::Overloaded, &[b"too many price lookups waiting, try again shortly"], extra)
+        }
+    }
+}
+
+/// The answer to a `/v1/price` that waited for a lookup. Each such request counts once: a cache
+/// hit when Redis had the price, a cache miss otherwise.
+fn looked_up(
+    looked: Looked,
+    symbol: SymbolId,
+    name: &SymbolName,
+    with_venues: bool,
+    extra: Extra,
+    ctx: &Context<'_>,
+    scratch: &mut Scratch,
+) -> Reply {
+    let found = match looked {
+        Looked::Filled(_) => ctx.shared.book.served(symbol, ctx.now.unix_ms),
+        _ => None,
+    };
+    ctx.counters.inc(if found.is_some_and(|s| s.layer == Layer::Cache) {
+        Counter::CacheHits
+    } else {
+        Counter::CacheMisses
+    });
+    match (found, looked) {
+        (Some(served), _) => {
+            price_body(name, &served, with_venues.then_some(&[][..]), ctx, scratch);
+            Reply::new(Status::OK, ContentType::Json, extra)
+        }
+        (None, Looked::TimedOut) => error(
+            scratch,
+            ErrorCode::UpstreamTimeout,
+            &[b"no fresh venue for ", name.as_bytes(), b", and the fallback lookup ran past its deadline"],
+            extra,
+        ),
+        (None, Looked::Overloaded) => {
+            let extra = Extra { retry_after_s: Some(1), ..extra };
+            error(scratch, ErrorCode::Overloaded, &[b"too many price lookups waiting, try again shortly"], extra)
+        }
+        (None, _) => error(
+            scratch,
+            ErrorCode::Stale,
+            &[b"no fresh price for ", name.as_bytes(), b" in the book, the cache or the exchanges"],
+            extra,
+        ),
+    }
 }
 
 fn prices(query: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply {
@@ -380,7 +492,10 @@ fn prices(query: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch
     let mut first = true;
     for (i, item) in list.split(|&b| b == b',').enumerate() {
         let Some(name) = SymbolName::parse(item) else { continue };
-        let Some(served) = index.lookup(name.as_bytes()).and_then(|id| book.served(id, ctx.now.unix_ms)) else {
+        let Some(id) = index.lookup(name.as_bytes()) else { continue };
+        let Some(served) = book.served(id, ctx.now.unix_ms) else {
+            // Listed as missing now; a lookup puts it in the book for the next request.
+            crate::fallback::nudge(ctx.shared.misses.as_ref(), id);
             continue;
         };
         served_mask |= 1 << i;
@@ -446,7 +561,7 @@ fn reports(query: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratc
     match queue.try_send(ReportJob { key_id: key.name.to_string(), span, reply }) {
         Ok(()) => {
             ctx.counters.inc(Counter::BgSubmitted);
-            Reply { deferred: Some(answer), ..Reply::new(Status::OK, ContentType::Json, extra) }
+            Reply { deferred: Some(Pending::Report(answer)), ..Reply::new(Status::OK, ContentType::Json, extra) }
         }
         Err(_) => {
             ctx.counters.inc(Counter::BgDropped);

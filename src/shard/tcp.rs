@@ -468,10 +468,7 @@ async fn serve<L: Link>(mut stream: TcpStream, local: Rc<Local>, registered: Reg
 /// millisecond at first, then every 10): awaiting the channel would have the control plane's
 /// thread wake this shard's task, and monoio wakers are not to be woken from another thread.
 /// `None` at the timeout, or when the control plane dropped the request.
-async fn poll_answer(
-    answer: &mut tokio::sync::oneshot::Receiver<crate::usage::ledger::service::ReportAnswer>,
-    timeout: Duration,
-) -> Option<crate::usage::ledger::service::ReportAnswer> {
+async fn poll_answer<T>(answer: &mut tokio::sync::oneshot::Receiver<T>, timeout: Duration) -> Option<T> {
     use tokio::sync::oneshot::error::TryRecvError;
     let started = std::time::Instant::now();
     let mut every = Duration::from_millis(1);
@@ -489,21 +486,34 @@ async fn poll_answer(
     }
 }
 
-/// Waits (at most `usage.report_timeout_ms`) for the control plane's answer to a deferred
-/// request and writes it; false when the connection is done (closed, or failed to write). The
-/// buffer is sized for the answer and not pooled: reports are rare and may be larger than a
-/// connection's write buffer.
+/// A price lookup's deadline is the control plane's to keep (it answers `TimedOut` then); the
+/// shard waits this much longer before giving up on the answer itself.
+const LOOKUP_GRACE: Duration = Duration::from_millis(100);
+
+/// Waits for the control plane's answer to a deferred request (at most `usage.report_timeout_ms`
+/// for a report, `fallback.deadline_ms` for a price) and writes it; false when the connection
+/// is done (closed, or failed to write). The buffer is sized for the answer and not pooled:
+/// deferred answers are rare and a report may be larger than a connection's write buffer.
 async fn answer_deferred<L: Link>(
     stream: &mut TcpStream,
     local: &Rc<Local>,
     link: &mut L,
     mut deferred: handler::Deferred,
 ) -> bool {
-    let timeout = Duration::from_millis(local.shared.config.usage.report_timeout_ms);
+    let config = &local.shared.config;
     let started_ns = mono_ns();
-    let answer = poll_answer(&mut deferred.answer, timeout).await;
+    let answer = match &mut deferred.pending {
+        handler::Pending::Report(answer) => {
+            let timeout = Duration::from_millis(config.usage.report_timeout_ms);
+            poll_answer(answer, timeout).await.map(handler::Answer::Report)
+        }
+        handler::Pending::Price { looked, .. } => {
+            let timeout = Duration::from_millis(config.fallback.deadline_ms) + LOOKUP_GRACE;
+            poll_answer(looked, timeout).await.map(handler::Answer::Price)
+        }
+    };
     let body_len = match &answer {
-        Some(crate::usage::ledger::service::ReportAnswer::Ok(body)) => body.len(),
+        Some(handler::Answer::Report(crate::usage::ledger::service::ReportAnswer::Ok(body))) => body.len(),
         _ => 0,
     };
     let mut out = FixedBuf::with_capacity(handler::SINGLE_RESPONSE_BYTES_MAX + body_len);

@@ -109,7 +109,13 @@ mod tests {
     use crate::book::Decimal;
 
     fn served(price: &[u8], recv_ms: u64) -> Served {
-        Served { price: Decimal::parse(price).expect("literal"), ts_ms: 1_000, sources: 2, recv_ms }
+        Served {
+            price: Decimal::parse(price).expect("literal"),
+            ts_ms: 1_000,
+            sources: 2,
+            recv_ms,
+            layer: Default::default(),
+        }
     }
 
     fn object(symbol: &str, served: &Served, now_ms: u64) -> Vec<u8> {

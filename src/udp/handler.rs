@@ -53,7 +53,12 @@ pub fn respond(datagram: &[u8], ctx: &Context<'_>, out: &mut [u8; RESPONSE_BYTES
                 match book.symbols().lookup(name.as_bytes()) {
                     None => answer.status = UdpStatus::UnknownSymbol,
                     Some(id) => match book.served(id, ctx.now.unix_ms) {
-                        None => answer.status = UdpStatus::Stale,
+                        None => {
+                            // Answered at once; a lookup puts the price in the book for the
+                            // client's next datagram.
+                            crate::fallback::nudge(ctx.shared.misses.as_ref(), id);
+                            answer.status = UdpStatus::Stale;
+                        }
                         Some(served) => {
                             counters.inc(Counter::BookHits);
                             answer.price = served.price;

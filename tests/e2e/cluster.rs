@@ -2,85 +2,13 @@
 //! their stats, `/admin/cluster-stats` on any of them reading all three in one command, and Redis
 //! going away and coming back.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
-use super::support::{eventually, eventually_within, Driver, Server, Setup, PATIENCE};
+use super::redis::RedisServer;
+use super::support::{eventually, eventually_within, Driver, Server, Setup};
 use super::wire::json;
-
-/// A redis-server of the test's own, stopped on drop.
-struct RedisServer {
-    port: u16,
-    child: Child,
-}
-
-impl RedisServer {
-    fn start_on(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting redis-server (scripts/test.sh installs it)");
-        let server = Self { port, child };
-        eventually("redis-server answers PING", || server.command(&["PING"]).ok().filter(|r| r == "PONG"));
-        server
-    }
-
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
-        Self::start_on(port)
-    }
-
-    fn url(&self) -> String {
-        format!("\"redis://127.0.0.1:{}\"", self.port)
-    }
-
-    /// One command over RESP; the reply's text (a status, an integer or a bulk string).
-    fn command(&self, args: &[&str]) -> std::io::Result<String> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
-        stream.set_read_timeout(Some(PATIENCE))?;
-        let mut request = format!("*{}\r\n", args.len());
-        for arg in args {
-            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-        }
-        stream.write_all(request.as_bytes())?;
-        let mut reader = BufReader::new(stream);
-        let mut line = String::new();
-        reader.read_line(&mut line)?;
-        let line = line.trim_end();
-        match line.as_bytes().first() {
-            Some(b'$') => {
-                let length: usize = line[1..].parse().map_err(std::io::Error::other)?;
-                let mut body = vec![0u8; length + 2];
-                reader.read_exact(&mut body)?;
-                Ok(String::from_utf8_lossy(&body[..length]).into_owned())
-            }
-            _ => Ok(line[1..].to_owned()),
-        }
-    }
-
-    /// How many times Redis has run `command` (INFO commandstats).
-    fn calls(&self, command: &str) -> u64 {
-        let info = self.command(&["INFO", "commandstats"]).expect("INFO commandstats");
-        info.lines()
-            .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
-            .and_then(|rest| rest.split(',').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn node(redis: &RedisServer, name: &str) -> Server {
     node_setup(redis, name).start()

@@ -46,8 +46,11 @@ fn median_staleness_and_recovery_over_http() {
             runtime.block_on(MockExchange::start(script, options, localhost)).expect("mock starts")
         })
         .collect();
-    let mut setup =
-        Setup::new(Driver::IoUring).set("feed", "kind", "\"exchanges\"").set("book", "stale_after_ms", "1000");
+    // No REST fallback: the test is about what the feeds alone serve.
+    let mut setup = Setup::new(Driver::IoUring)
+        .set("feed", "kind", "\"exchanges\"")
+        .set("book", "stale_after_ms", "1000")
+        .set("fallback", "rest", "[]");
     for ((venue, symbol, _), mock) in VENUES.iter().zip(&mocks) {
         let section = format!("feed.exchanges.{venue}");
         setup = setup
