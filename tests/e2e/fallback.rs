@@ -11,7 +11,7 @@ use pricebeast::mock_exchange::rest::MockRest;
 use serde_json::Value;
 
 use super::redis::RedisServer;
-use super::support::{eventually, Driver, Server, Setup, PATIENCE};
+use super::support::{eventually, eventually_within, Driver, Server, Setup, PATIENCE};
 use super::wire::{datagram, json, udp_status};
 use pricebeast::udp::codec;
 
@@ -69,6 +69,7 @@ fn another_nodes_price_is_served_from_redis() {
         .set("server", "node_name", "\"live\"")
         .set("cluster", "redis_url", &redis.url())
         .set("cluster", "price_publish_ms", "200")
+        .set("cluster", "price_ttl_ms", "1000")
         .start();
     let lonely = lonely_node(None, Some(&redis), &[]);
     let (status, body) = eventually("the lonely node serves the live node's price", || {
@@ -89,7 +90,7 @@ fn another_nodes_price_is_served_from_redis() {
     // Redis is empty of it once the live node stops and its last write expires: no REST venue
     // here, so the answer is 503 stale, after the hold time.
     drop(live);
-    let (status, body) = eventually("stale once the cached price expired", || {
+    let (status, body) = eventually_within(Duration::from_secs(15), "stale once the cached price expired", || {
         let (status, body) = price(&lonely);
         (status == 503).then_some((status, body))
     });
@@ -101,6 +102,8 @@ fn with_redis_empty_the_exchanges_rest_ticker_answers() {
     let redis = RedisServer::start();
     let rest = RestVenue::start();
     let lonely = lonely_node(Some(&rest), Some(&redis), &[]);
+    // A lookup before the first connection skips Redis both ways; this test is about after.
+    eventually("the node is connected to Redis", || lonely.log().contains("connected to Redis").then_some(()));
     let (status, body) = price(&lonely);
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["layer"], "rest", "{body}");
@@ -110,8 +113,9 @@ fn with_redis_empty_the_exchanges_rest_ticker_answers() {
     assert_eq!(lonely.counter("cache_misses"), 1);
     // The REST answer is in Redis for the other nodes, and in the book for every shard: the
     // next requests within the hold time make no call.
-    let cached: Value =
-        serde_json::from_str(&redis.command(&["GET", "cluster:price:BTC-USD"]).expect("GET")).expect("JSON");
+    let cached: Value = eventually("the REST answer is written to Redis", || {
+        serde_json::from_str(&redis.command(&["GET", "cluster:price:BTC-USD"]).expect("GET")).ok()
+    });
     assert_eq!(cached["price"], "64123.45");
     for _ in 0..20 {
         assert_eq!(price(&lonely).1["layer"], "rest");

@@ -27,7 +27,8 @@ fn assert_price_object(raw: &str, object: &Value, symbol: &str, sources: u64) {
     let fields: Vec<&str> = object.as_object().expect("a price object").keys().map(String::as_str).collect();
     let mut expected = PRICE_FIELDS.to_vec();
     if object.get("venues").is_some() {
-        expected.push("venues");
+        // With sources=1: the venues used, and where the price came from (v1.1).
+        expected.extend(["venues", "layer"]);
     }
     let mut sorted = expected.clone();
     sorted.sort_unstable();
@@ -74,6 +75,7 @@ fn price_with_sources(driver: Driver) {
     assert_eq!(response.status, 200, "{}", response.text());
     let body = json(&response);
     assert_price_object(&response.text(), &body, "BTC-USD", 3);
+    assert_eq!(body["layer"], "book", "{body}");
     let venues = body["venues"].as_array().expect("venues is an array");
     assert_eq!(venues.len(), 3, "{body}");
     let mut names: Vec<&str> = venues.iter().map(|v| v["venue"].as_str().expect("venue name")).collect();

@@ -36,7 +36,7 @@ impl RedisServer {
         format!("\"redis://127.0.0.1:{}\"", self.port)
     }
 
-    /// One command over RESP; the reply's text (a status, an integer or a bulk string).
+    /// One command over RESP; the reply's text (a status, an integer or a bulk string; empty for nil).
     pub fn command(&self, args: &[&str]) -> std::io::Result<String> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
         stream.set_read_timeout(Some(PATIENCE))?;
@@ -50,6 +50,8 @@ impl RedisServer {
         reader.read_line(&mut line)?;
         let line = line.trim_end();
         match line.as_bytes().first() {
+            // A nil bulk string (a key that is not there): empty.
+            Some(b'$') if line == "$-1" => Ok(String::new()),
             Some(b'$') => {
                 let length: usize = line[1..].parse().map_err(std::io::Error::other)?;
                 let mut body = vec![0u8; length + 2];
