@@ -28,8 +28,9 @@ if ! command -v initdb >/dev/null 2>&1 && ! compgen -G '/usr/lib/postgresql/*/bi
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql
 fi
 
-# The cluster e2e tests (tests/e2e/cluster.rs) start redis-server processes of their own on free
-# loopback ports; they need only the program, not the package's own server on 6379.
+# The cluster and fallback e2e tests (tests/e2e/cluster.rs, fallback.rs) start redis-server
+# processes of their own on free loopback ports; they need only the program, not the package's
+# own server on 6379.
 if ! command -v redis-server >/dev/null 2>&1; then
   say "installing redis-server for the cluster tests"
   sudo=""

@@ -1,6 +1,7 @@
 //! The REST fallback's readers on arbitrary bytes: both venues' ticker parsers
-//! (`feeds::rest::parse_coinbase`, `parse_kraken`) and the HTTP response decoder
-//! (`feeds::rest::decode_response`, `decode_chunked`), with the input taken as the bytes read so
+//! (`feeds::rest::parse_coinbase`, `parse_kraken`) and the HTTP response decoder every client
+//! shares (`client::response`, through `feeds::rest::decode_response`, `decode_chunked`), with
+//! the input taken as the bytes read so
 //! far at a split the fuzzer chooses, and then whole.
 //!
 //! Invariants: nothing panics; an accepted price is positive and writes as text that parses back

@@ -10,7 +10,7 @@ pub mod moves;
 pub mod symbols;
 
 use std::cmp::Ordering;
-use std::sync::atomic::{AtomicU8, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicU16, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
@@ -104,13 +104,12 @@ pub struct PriceBook {
     index: ArcSwap<SymbolIndex>,
     venues: Box<[Box<str>]>,
     cells: Box<[Cell]>,
-    /// One per symbol: the last fallback lookup's price, and which layer it came from.
+    /// One per symbol: the last fallback lookup's price, and beside it `layer << 8 | sources`
+    /// (how many venues it stood for: the other node's count, or 1 from REST).
     fallback_cells: Box<[Cell]>,
-    fallback_layers: Box<[AtomicU8]>,
+    fallback_origins: Box<[AtomicU16]>,
     /// How long a fallback price is served before the symbol is looked up again.
     fallback_hold_ms: u64,
-    /// How many sources the fallback price stood for (the other node's count, or 1).
-    fallback_sources: Box<[AtomicU8]>,
     symbols_max: usize,
     stale_after_ms: u64,
     /// Who watches which symbol; a write of a watched symbol wakes its shards.
@@ -156,8 +155,7 @@ impl PriceBook {
             venues: venues.iter().map(|v| Box::<str>::from(*v)).collect(),
             cells,
             fallback_cells: (0..symbols_max).map(|_| Cell::default()).collect(),
-            fallback_layers: (0..symbols_max).map(|_| AtomicU8::new(0)).collect(),
-            fallback_sources: (0..symbols_max).map(|_| AtomicU8::new(1)).collect(),
+            fallback_origins: (0..symbols_max).map(|_| AtomicU16::new(0)).collect(),
             fallback_hold_ms: stale_after_ms,
             symbols_max,
             stale_after_ms,
@@ -175,14 +173,13 @@ impl PriceBook {
     /// the shards watching it: every shard serves it from the book from now on.
     pub fn fill(&self, symbol: SymbolId, layer: Layer, sources: u8, price: Decimal, ts_ms: u64, recv_ms: u64) {
         let i = symbol.index();
-        // Layer and count first: a reader that sees the new price sees them too, or (racing the
-        // write) the previous fill's, which is as true of the symbol a moment ago.
-        self.fallback_layers[i].store(layer as u8, AtomicOrdering::Relaxed);
-        self.fallback_sources[i].store(sources.max(1), AtomicOrdering::Relaxed);
+        // The origin first: a reader that sees the new price sees it too, or (racing the write)
+        // the previous fill's, which is as true of the symbol a moment ago.
+        self.fallback_origins[i]
+            .store(u16::from(layer as u8) << 8 | u16::from(sources.max(1)), AtomicOrdering::Relaxed);
         self.fallback_cells[i].write(price, ts_ms, recv_ms);
-        let mut rings = Rings::new();
-        self.moves.moved(symbol, &mut rings);
-        self.moves.ring(&rings);
+        let mut batch = self.batch();
+        self.moves.moved(symbol, &mut batch.rings);
     }
 
     /// The fallback price of `symbol` if a lookup left one within the hold time.
@@ -192,12 +189,13 @@ impl PriceBook {
         if now_ms.saturating_sub(quote.recv_ms) > self.fallback_hold_ms {
             return None;
         }
+        let origin = self.fallback_origins[i].load(AtomicOrdering::Relaxed);
         Some(Served {
             price: quote.price,
             ts_ms: quote.ts_ms,
-            sources: self.fallback_sources[i].load(AtomicOrdering::Relaxed),
+            sources: (origin as u8).max(1),
             recv_ms: quote.recv_ms,
-            layer: Layer::from_u8(self.fallback_layers[i].load(AtomicOrdering::Relaxed)),
+            layer: Layer::from_u8((origin >> 8) as u8),
         })
     }
 
@@ -289,10 +287,7 @@ impl PriceBook {
     /// The served price of `symbol`: the median over fresh venues, else a recent fallback price;
     /// `None` when there is neither.
     pub fn served(&self, symbol: SymbolId, now_ms: u64) -> Option<Served> {
-        let mut quotes =
-            [VenueQuote { venue: VenueId(0), price: Decimal::default(), ts_ms: 0, recv_ms: 0 }; VENUES_MAX];
-        let count = self.fresh_quotes(symbol, now_ms, &mut quotes);
-        median(&mut quotes[..count]).or_else(|| self.fallback(symbol, now_ms))
+        self.venues_served(symbol, now_ms).or_else(|| self.fallback(symbol, now_ms))
     }
 
     /// The median over this node's fresh venues only (what it publishes for the other nodes: a

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use rustls::{ClientConnection, StreamOwned};
 
+use crate::client::response;
 use crate::client::tls::TlsClient;
 
 /// A response, whole.
@@ -146,42 +147,27 @@ pub fn request_over(
     parse_response(&raw)
 }
 
-/// Parses one whole response (`Connection: close`, so the body runs to the end or Content-Length).
+/// Parses one whole response (`Connection: close`: the connection has ended), its body framed
+/// as [`response::decode`] reads it (Content-Length, chunked, or the end).
 pub fn parse_response(raw: &[u8]) -> io::Result<HttpResponse> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut response = httparse::Response::new(&mut headers);
-    let head_len = match response.parse(raw) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "incomplete response"))
-        }
+    let decoded = match response::decode(raw, true, RESPONSE_BYTES_MAX) {
+        Ok(Some(decoded)) => decoded,
+        Ok(None) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "incomplete response")),
         Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
     };
-    let headers: Vec<(String, String)> =
-        response.headers.iter().map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned())).collect();
-    let mut body = raw[head_len..].to_vec();
-    if let Some(length) = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
-    {
-        body.truncate(length);
-    }
-    Ok(HttpResponse { status: response.code.unwrap_or(0), headers, body })
+    let mut headers = [httparse::EMPTY_HEADER; response::RESPONSE_HEADERS_MAX];
+    let mut head = httparse::Response::new(&mut headers);
+    // The decoder read this head already; only the header list is taken here.
+    let _ = head.parse(raw);
+    let headers =
+        head.headers.iter().map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned())).collect();
+    Ok(HttpResponse { status: decoded.status, headers, body: decoded.body })
 }
 
-/// Whether `raw` holds a whole response by its Content-Length (one without is never known whole
-/// before the end of the stream).
+/// Whether `raw` holds a whole response before the end of the stream (one framed by the end
+/// never is).
 fn is_whole(raw: &[u8]) -> bool {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut response = httparse::Response::new(&mut headers);
-    let Ok(httparse::Status::Complete(head_len)) = response.parse(raw) else { return false };
-    response
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
-        .is_some_and(|length| raw.len() - head_len >= length)
+    matches!(response::decode(raw, false, RESPONSE_BYTES_MAX), Ok(Some(_)))
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use rustc_hash::FxHashMap;
 
 use crate::clock::{Month, Now};
 use crate::cluster::redis::{Redis, RedisError};
-use crate::control::Stop;
+use crate::control::{Every, Stop};
 use crate::keys::{KeyEntry, KeyStore, Tier};
 use crate::state::Shared;
 
@@ -161,14 +161,9 @@ impl Caps {
 /// Syncs every `usage.flush_ms` until `stop`, then once more, so that the fleet has this node's
 /// last counts. Redis being down is the connection's to log; the keys go on with the fleet's
 /// last figures, plus what this node counts itself.
-pub async fn run(redis: Arc<Redis>, shared: Arc<Shared>, mut caps: Caps, mut stop: Stop) {
-    let mut tick = tokio::time::interval(Duration::from_millis(shared.config.usage.flush_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => break,
-        }
+pub async fn run(redis: Arc<Redis>, shared: Arc<Shared>, mut caps: Caps, stop: Stop) {
+    let mut every = Every::new(Duration::from_millis(shared.config.usage.flush_ms), stop);
+    while every.tick().await {
         let _ = caps.sync(&redis, &shared.keys, Now::read().unix_ms).await;
     }
     let _ = caps.sync(&redis, &shared.keys, Now::read().unix_ms).await;

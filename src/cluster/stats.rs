@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use crate::admin::AdminState;
 use crate::clock::Now;
 use crate::cluster::redis::{Redis, RedisError};
-use crate::control::Stop;
+use crate::control::{Every, Stop};
 
 /// The sorted set of nodes that have published, scored by their last publication (Unix ms).
 pub const NODES_KEY: &str = "cluster:nodes";
@@ -39,16 +39,11 @@ return out
 
 /// Publishes this node's snapshot every `cluster.stats_publish_ms` until `stop`. A failed
 /// write is not retried: the next one carries newer figures.
-pub async fn publish(redis: Arc<Redis>, admin: Arc<AdminState>, mut stop: Stop) {
+pub async fn publish(redis: Arc<Redis>, admin: Arc<AdminState>, stop: Stop) {
     let config = &admin.shared.config.cluster;
     let node = admin.shared.node.clone();
-    let mut tick = tokio::time::interval(Duration::from_millis(config.stats_publish_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
+    let mut every = Every::new(Duration::from_millis(config.stats_publish_ms), stop);
+    while every.tick().await {
         let now_ms = Now::read().unix_ms;
         let mut doc = crate::admin::stress_stats_doc(&admin);
         doc["published_ms"] = json!(now_ms);

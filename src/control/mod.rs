@@ -16,6 +16,29 @@ use tokio::task::JoinHandle;
 /// The shutdown signal as a service sees it: `wait_for(|stop| *stop)`.
 pub type Stop = watch::Receiver<bool>;
 
+/// A periodic service's clock: `tick` waits for the next period and says whether to go on (false
+/// once the shutdown signal is out). A period missed while the work ran is not made up in a
+/// burst: the next one starts a full period after the late one.
+pub struct Every {
+    interval: tokio::time::Interval,
+    stop: Stop,
+}
+
+impl Every {
+    pub fn new(period: Duration, stop: Stop) -> Self {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self { interval, stop }
+    }
+
+    pub async fn tick(&mut self) -> bool {
+        tokio::select! {
+            _ = self.interval.tick() => true,
+            _ = self.stop.wait_for(|s| *s) => false,
+        }
+    }
+}
+
 /// The running services.
 pub struct Services {
     stop: watch::Sender<bool>,

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::control::Stop;
+use crate::control::{Every, Stop};
 use crate::state::Shared;
 use crate::tls::certs::{CertError, Certs, Identity};
 
@@ -50,17 +50,12 @@ fn stamp(path: &Path) -> Stamp {
 /// Reloads the pair whenever either file's modification time or length changes. A change that
 /// fails to load (a renewal tool between writing the key and the chain) is not retried until the
 /// files change again, so it is logged once, not every poll.
-pub async fn poll(shared: Arc<Shared>, mut stop: Stop) {
+pub async fn poll(shared: Arc<Shared>, stop: Stop) {
     let Some(certs) = shared.tls.clone() else { return };
     let stamps = |certs: &Certs| (stamp(&certs.cert_file), stamp(&certs.key_file));
     let mut last = stamps(&certs);
-    let mut tick = tokio::time::interval(Duration::from_millis(shared.config.tls.reload_poll_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
+    let mut every = Every::new(Duration::from_millis(shared.config.tls.reload_poll_ms), stop);
+    while every.tick().await {
         let now = stamps(&certs);
         if now != last {
             last = now;

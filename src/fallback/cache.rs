@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::book::{Decimal, SymbolId};
 use crate::clock::Now;
 use crate::cluster::redis::{Redis, RedisError};
-use crate::control::Stop;
+use crate::control::{Every, Stop};
 use crate::state::Shared;
 
 pub const PRICE_PREFIX: &str = "cluster:price:";
@@ -65,9 +65,7 @@ pub fn snapshot(shared: &Shared, now_ms: u64) -> Vec<(String, CachedPrice)> {
     let mut prices = Vec::new();
     for (id, name) in index.iter() {
         if let Some(served) = book.venues_served(id, now_ms) {
-            let mut text = [0u8; crate::book::decimal::TEXT_BYTES_MAX];
-            let len = served.price.write(&mut text);
-            let price = String::from_utf8_lossy(&text[..len]).into_owned();
+            let price = served.price.to_string();
             let cached = CachedPrice { price, ts: served.ts_ms, sources: served.sources, node: shared.node.clone() };
             prices.push((name.to_owned(), cached));
         }
@@ -78,18 +76,13 @@ pub fn snapshot(shared: &Shared, now_ms: u64) -> Vec<(String, CachedPrice)> {
 /// Publishes this node's venue prices every `cluster.price_publish_ms` until `stop`: one
 /// pipeline per window, however many requests the node serves. A failed write is not retried:
 /// the next window's prices are newer.
-pub async fn publish(redis: Arc<Redis>, shared: Arc<Shared>, mut stop: Stop) {
+pub async fn publish(redis: Arc<Redis>, shared: Arc<Shared>, stop: Stop) {
     let config = &shared.config.cluster;
     if config.price_publish_ms == 0 {
         return;
     }
-    let mut tick = tokio::time::interval(Duration::from_millis(config.price_publish_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
+    let mut every = Every::new(Duration::from_millis(config.price_publish_ms), stop);
+    while every.tick().await {
         let prices = snapshot(&shared, Now::read().unix_ms);
         if prices.is_empty() {
             continue;

@@ -38,12 +38,12 @@ impl RestSource {
     /// `[feed.exchanges.NAME]` (a venue the exchange feed does not carry has none).
     pub fn from_config(config: &Config) -> Vec<Self> {
         let mut sources = Vec::new();
+        if config.feed.kind != crate::config::FeedKind::Exchanges {
+            return sources;
+        }
         for name in &config.fallback.rest {
             let Some(venue) = RestVenue::parse(name) else { continue };
-            let Some(exchange) = config.feed.exchanges.get(name) else { continue };
-            if config.feed.kind != crate::config::FeedKind::Exchanges || exchange.symbols.is_empty() {
-                continue;
-            }
+            let Some(exchange) = config.feed.exchanges.get(name).filter(|e| !e.symbols.is_empty()) else { continue };
             let base_url = if exchange.rest_url.is_empty() {
                 venue.default_base_url().to_owned()
             } else {
@@ -89,8 +89,8 @@ impl Lookups {
         let book = &self.shared.book;
         let now = Now::read().unix_ms;
         // A venue came back, or a lookup just ended, since the shard missed.
-        if book.served(symbol, now).is_some() {
-            return Looked::Filled(book.served(symbol, now).map_or(Layer::Book, |s| s.layer));
+        if let Some(served) = book.served(symbol, now) {
+            return Looked::Filled(served.layer);
         }
         let Some(name) = cache::name_of(&self.shared, symbol) else { return Looked::Nothing };
         if let Some(redis) = &self.redis {
@@ -110,10 +110,8 @@ impl Lookups {
                     let now = Now::read().unix_ms;
                     book.fill(symbol, Layer::Rest, 1, price, now, now);
                     if let Some(redis) = &self.redis {
-                        let mut text = [0u8; crate::book::decimal::TEXT_BYTES_MAX];
-                        let len = price.write(&mut text);
                         let cached = CachedPrice {
-                            price: String::from_utf8_lossy(&text[..len]).into_owned(),
+                            price: price.to_string(),
                             ts: now,
                             sources: 1,
                             node: self.shared.node.clone(),
