@@ -32,7 +32,14 @@ fn table() -> Arc<KeyTable> {
     let keys = (0..KEYS)
         .map(|i| {
             let name = format!("key-{i:05}");
-            ParsedKey { hash: secret::hash(name.as_bytes()), name, tier: Tier::Partner, limits: None, revoked: false }
+            ParsedKey {
+                hash: secret::hash(name.as_bytes()),
+                name,
+                tier: Tier::Partner,
+                limits: None,
+                revoked: false,
+                stress: false,
+            }
         })
         .collect();
     Arc::new(KeyTable::build(keys, &KeyTable::default()))

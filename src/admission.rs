@@ -25,6 +25,9 @@ pub enum Refusal {
     RateLimited { retry_after_s: u64, rate: RateInfo },
     /// A public key over its monthly cap; `rate` is its limiter state (the request passed it).
     QuotaExceeded { retry_after_s: u64, rate: Option<RateInfo> },
+    /// A public key's request while the shard's governor sheds public traffic (`crate::governor`):
+    /// neither its rate limit nor its month's count is touched.
+    Overloaded,
 }
 
 /// An admitted request: the key and, for public keys, its rate-limit state after this request.
@@ -53,6 +56,19 @@ pub fn authenticate<'t>(table: &'t KeyTable, presented: &[u8]) -> Result<&'t Key
         return Err(Refusal::Revoked);
     }
     Ok(key)
+}
+
+/// [`admit`] on a shard: a public request is refused first while the shard's governor sheds.
+#[inline]
+pub fn admit_on<'t>(
+    key: &'t KeyEntry,
+    ctx: &crate::state::Context<'_>,
+    charge: Charge,
+) -> Result<Admitted<'t>, Refusal> {
+    if ctx.shedding && key.tier == Tier::Public {
+        return Err(Refusal::Overloaded);
+    }
+    admit(key, ctx.now, ctx.second, charge)
 }
 
 /// Applies the key's rate limit and monthly cap to one well-formed request, and counts it.
@@ -95,6 +111,7 @@ mod tests {
             hash: secret::hash(name.as_bytes()),
             limits,
             revoked,
+            stress: false,
         };
         KeyTable::build(
             vec![

@@ -1,10 +1,8 @@
 //! The `pricebeast` binary: parse the command line, set up logging, run the command.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 use pricebeast::cli::{self, Cli, Command};
 use pricebeast::server::{self, ServeOptions};
@@ -16,7 +14,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => args.config().and_then(|config| {
-            init_logging(&config.log.level);
+            pricebeast::logging::init(&config.log.level);
             server::run(config, ServeOptions { danger_admin_without_token: args.danger_admin_without_token })
         }),
         Command::Keys(command) => cli::keys::run(command),
@@ -38,13 +36,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging(level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
 }

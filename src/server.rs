@@ -66,7 +66,16 @@ pub fn run(config: Config, options: ServeOptions) -> anyhow::Result<()> {
         tracing::warn!(file = %config.keys.file.display(), "no keys file yet: every keyed request is refused until `pricebeast keys new` writes it");
     }
     let counters = Arc::new(Counters::new(shards));
+    let (profiles, built_in) = crate::profile::Profiles::load(&config.profiles.file)?;
+    if built_in {
+        tracing::info!(file = %config.profiles.file.display(), "no profiles file: using the built-in profiles");
+    }
+    let tuning = crate::profile::live::Tuning::new(&config, profiles, &config.profiles.active)
+        .context("profiles.active (or --profile)")?;
     let mut state = Shared::new(Arc::clone(&config), Arc::clone(&book), keys, Arc::clone(&counters));
+    state.tuning = Arc::new(tuning);
+    control::profile::apply(&state, &state.tuning.active());
+    tracing::info!(mode = %state.tuning.active().name, "profile in force");
     state.feeds = start::venue_stats(&config.feed, &layout);
     // The month's counts go into the keys before any shard can admit a request, so a cap holds
     // across a restart.
@@ -210,7 +219,8 @@ async fn control_plane(
     let ControlPlane { shared, token, addrs, key_count, shards, wake, ledger, reports, misses } = plane;
     let config = Arc::clone(&shared.config);
     let stats = Arc::new(StatsWindow::new(Sample { at_ms: Now::read().unix_ms, snapshot: shared.counters.snapshot() }));
-    let metrics = Metrics::new(Arc::clone(&shared.counters), shared.feeds.clone(), shared.tls.clone())?;
+    let metrics = Metrics::new(Arc::clone(&shared.counters), shared.feeds.clone(), shared.tls.clone())?
+        .with_tuning(Arc::clone(&shared))?;
     let admin_listener = tokio::net::TcpListener::bind(config.admin.addr)
         .await
         .with_context(|| format!("binding admin {}", config.admin.addr))?;
@@ -218,8 +228,12 @@ async fn control_plane(
     let cluster = if config.cluster.redis_url.is_empty() {
         None
     } else {
-        let redis = crate::cluster::redis::Redis::new(&config.cluster, Arc::clone(&shared.counters))
-            .context("cluster.redis_url")?;
+        let redis = crate::cluster::redis::Redis::new(
+            &config.cluster,
+            Arc::clone(&shared.counters),
+            Arc::clone(&shared.tuning),
+        )
+        .context("cluster.redis_url")?;
         Some(Arc::new(redis))
     };
     let admin_state = Arc::new(AdminState {
@@ -273,7 +287,9 @@ async fn control_plane(
     let running = ledger.start()?;
     let deadline = Duration::from_millis(config.server.shutdown_deadline_ms);
     let tables = service::tables(Arc::clone(&shared));
-    services.spawn("usage-ledger", |stop| service::run(Arc::clone(&ledger), running, tables, stop, deadline));
+    services.spawn("usage-ledger", |stop| {
+        service::run(Arc::clone(&ledger), running, tables, Arc::clone(&shared.tuning), stop, deadline)
+    });
     let counters = Arc::clone(&shared.counters);
     services.spawn("usage-reports", |mut stop| async move {
         tokio::select! {

@@ -31,6 +31,10 @@ pub struct Shared {
     pub misses: Option<crate::fallback::Misses>,
     /// The HTTPS listener's certificate; absent when `server.https` is off.
     pub tls: Option<Arc<crate::tls::certs::Certs>>,
+    /// The profile in force, and what the shards read of it.
+    pub tuning: Arc<crate::profile::live::Tuning>,
+    /// Each shard's governor readings, for operators.
+    pub governors: crate::governor::Readings,
     /// Unix ms when the process started serving.
     pub started_ms: u64,
     draining: AtomicBool,
@@ -41,6 +45,8 @@ impl Shared {
         let node = config.node_name();
         let sessions = SessionTable::new(config.stream.sessions_pending_max, config.stream.session_ttl_s * 1000);
         Self {
+            tuning: Arc::new(crate::profile::live::Tuning::fixed(&config)),
+            governors: crate::governor::Readings::new(counters.shards()),
             sessions,
             feeds: Vec::new(),
             tls: None,
@@ -69,11 +75,13 @@ impl Shared {
 }
 
 /// What a request's decision sees of the world: the shared state, the shard's own counter block,
-/// this second's cached date and month, and one clock reading for a whole batch of requests.
+/// this second's cached date and month, one clock reading for a whole batch of requests, and
+/// whether the shard's governor sheds public requests now.
 /// Built by a shard (or a test, bench or fuzz target) around a pure core.
 pub struct Context<'a> {
     pub shared: &'a Shared,
     pub counters: &'a CounterBlock,
     pub second: &'a SecondCache,
     pub now: Now,
+    pub shedding: bool,
 }

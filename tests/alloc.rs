@@ -452,6 +452,7 @@ fn write_keys(path: &Path) {
         monthly_cap: (tier == Tier::Public).then_some(u64::MAX / 2),
         created_unix_s: 0,
         revoked: false,
+        stress: false,
     };
     KeysFile { keys: vec![record("partner", PARTNER_KEY, Tier::Partner), record("public", PUBLIC_KEY, Tier::Public)] }
         .save(path)

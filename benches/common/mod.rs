@@ -52,6 +52,7 @@ impl Fixture {
             monthly_cap: None,
             created_unix_s: 0,
             revoked: false,
+            stress: false,
         };
         KeysFile { keys: vec![record] }.save(&keys_path).expect("the keys file is writable");
         let keys = KeyStore::open(&keys_path).expect("the keys file just written parses");
@@ -80,6 +81,12 @@ impl Fixture {
 
     /// What shard 0 passes the handlers.
     pub fn context(&self) -> Context<'_> {
-        Context { shared: &self.shared, counters: self.shared.counters.shard(0), second: &self.second, now: self.now }
+        Context {
+            shared: &self.shared,
+            counters: self.shared.counters.shard(0),
+            second: &self.second,
+            now: self.now,
+            shedding: false,
+        }
     }
 }

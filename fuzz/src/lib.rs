@@ -57,7 +57,7 @@ pub struct Fixture {
 impl Fixture {
     /// What a shard passes the handlers.
     pub fn context(&self) -> Context<'_> {
-        Context { shared: &self.shared, counters: self.shared.counters.shard(0), second: &self.second, now: self.now }
+        Context { shared: &self.shared, counters: self.shared.counters.shard(0), second: &self.second, now: self.now, shedding: false }
     }
 }
 
@@ -81,6 +81,7 @@ fn build() -> Fixture {
         monthly_cap: limits.map(|l| l.2),
         created_unix_s: 0,
         revoked,
+        stress: false,
     };
     let keys = vec![
         record("partner", Tier::Partner, PARTNER_KEY, None, false),

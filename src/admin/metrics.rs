@@ -255,6 +255,8 @@ fn help(name: &str) -> &'static str {
         }
         "tls_handshake_timeouts" => "TLS handshakes closed at tls.handshake_timeout_ms",
         "tls_plain_http" => "Plain HTTP requests sent to the HTTPS listener (answered 400)",
+        "governor_sheds" => "Public requests the governor refused while a shard fell behind (HTTP 503, UDP status 6)",
+        "udp_batches" => "recvmmsg calls that took at least one datagram (udp_packets_received / this = mean batch)",
         _ => "pricebeast metric",
     }
 }
@@ -289,6 +291,69 @@ impl Collector for TlsCollector {
     }
 }
 
+/// The profile in force and the governor's state, read at scrape time.
+struct TuningCollector {
+    shared: Arc<crate::state::Shared>,
+    descs: Vec<Desc>,
+}
+
+/// (name, help) of the tuning series, in the order `collect` writes them.
+const TUNING_SERIES: [(&str, &str); 4] = [
+    ("profile_info", "1, labelled with the tuning profile in force (mode)"),
+    ("governor_enabled", "1 while the profile in force lets the governor shed"),
+    ("governor_shedding_shards", "Shards shedding public requests now"),
+    ("governor_queue_delay_seconds", "The largest latest queue delay the shards' governor probes measured"),
+];
+
+impl TuningCollector {
+    fn new(shared: Arc<crate::state::Shared>) -> prometheus::Result<Self> {
+        let descs = TUNING_SERIES
+            .iter()
+            .enumerate()
+            .map(|(i, (name, help))| {
+                let labels = if i == 0 { vec!["mode".into()] } else { vec![] };
+                Desc::new(format!("{PREFIX}{name}"), (*help).into(), labels, Default::default())
+            })
+            .collect::<prometheus::Result<_>>()?;
+        Ok(Self { shared, descs })
+    }
+}
+
+impl Collector for TuningCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let tuning = &self.shared.tuning;
+        let governors = &self.shared.governors;
+        let values = [
+            1.0,
+            f64::from(u8::from(tuning.governor())),
+            governors.shedding() as f64,
+            governors.delay_us() as f64 / 1e6,
+        ];
+        TUNING_SERIES
+            .iter()
+            .zip(values)
+            .enumerate()
+            .map(|(i, ((name, help), value))| {
+                let mut gauge = ProtoGauge::default();
+                gauge.set_value(value);
+                let mut metric = Metric::default();
+                metric.set_gauge(gauge);
+                if i == 0 {
+                    let mut label = LabelPair::default();
+                    label.set_name("mode".into());
+                    label.set_value(tuning.active().name.clone());
+                    metric.set_label(vec![label]);
+                }
+                family(format!("{PREFIX}{name}"), help, MetricType::GAUGE, metric)
+            })
+            .collect()
+    }
+}
+
 /// The registry `/metrics` renders.
 pub struct Metrics {
     registry: Registry,
@@ -308,6 +373,12 @@ impl Metrics {
             registry.register(Box::new(TlsCollector::new(certs)?))?;
         }
         Ok(Self { registry })
+    }
+
+    /// Adds the profile in force and the governor's state.
+    pub fn with_tuning(self, shared: Arc<crate::state::Shared>) -> prometheus::Result<Self> {
+        self.registry.register(Box::new(TuningCollector::new(shared)?))?;
+        Ok(self)
     }
 
     /// The Prometheus text exposition.

@@ -5,6 +5,8 @@
 //! |---|---|
 //! | `GET /admin/stress-stats` | the 24 counters, the gauges, rates over the last interval, each feed's state |
 //! | `POST /admin/stress-reset` | zeroes the counters |
+//! | `GET /admin/system-mode` | the tuning profile in force and its settings |
+//! | `POST /admin/system-mode?mode=NAME` | puts another profile in force, at once |
 //! | `GET /admin/cluster-stats` | every live node's snapshot and their sums, from Redis (`cluster`) |
 //! | `POST /admin/keys/reload` | re-reads the keys file (as SIGHUP does) |
 //! | `POST /admin/tls/reload` | re-reads the HTTPS certificate and key (as SIGHUP does) |
@@ -56,6 +58,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/admin/stress-stats", get(stress_stats))
         .route("/admin/stress-reset", post(stress_reset))
+        .route("/admin/system-mode", get(system_mode).post(switch_mode))
         .route("/admin/cluster-stats", get(cluster_stats))
         .route("/admin/keys/reload", post(keys_reload))
         .route("/admin/tls/reload", post(tls_reload))
@@ -122,7 +125,55 @@ pub fn stress_stats_doc(state: &AdminState) -> serde_json::Value {
         .iter()
         .map(|(venue, stats)| (venue.clone(), serde_json::json!(stats.read(now_ms))))
         .collect();
-    stress_stats_json(&state.shared.node, uptime_s, &state.shared.counters.snapshot(), &state.stats.derived(), feeds)
+    let mut doc = stress_stats_json(
+        &state.shared.node,
+        uptime_s,
+        &state.shared.counters.snapshot(),
+        &state.stats.derived(),
+        feeds,
+    );
+    let shared = &state.shared;
+    doc["mode"] = serde_json::Value::String(shared.tuning.active().name.clone());
+    doc["governor"] = serde_json::json!({
+        "enabled": shared.tuning.governor(),
+        "shed_above_us": shared.config.governor.shed_above_us,
+        "shedding_shards": shared.governors.shedding(),
+        "shards": shared.governors.take(),
+    });
+    doc
+}
+
+async fn system_mode(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    json_body(state.shared.tuning.json().to_string())
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ModeQuery {
+    mode: Option<String>,
+}
+
+/// Puts the named profile in force and answers as `GET` does; 400 `unknown_mode` names the
+/// known ones.
+async fn switch_mode(
+    State(state): State<Arc<AdminState>>,
+    query: Result<Query<ModeQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let known = || state.shared.tuning.profiles().names().collect::<Vec<_>>();
+    let Some(name) = query.ok().and_then(|Query(q)| q.mode).filter(|m| !m.is_empty()) else {
+        let body = serde_json::json!({
+            "error": "bad_request",
+            "message": "name the profile: POST /admin/system-mode?mode=NAME",
+            "modes": known(),
+        });
+        return (StatusCode::BAD_REQUEST, json_body(body.to_string())).into_response();
+    };
+    match crate::control::profile::switch(&state.shared, &name, "admin") {
+        Ok(_) => json_body(state.shared.tuning.json().to_string()).into_response(),
+        Err(e) => {
+            let body = serde_json::json!({"error": "unknown_mode", "message": e.to_string(), "modes": known()});
+            (StatusCode::BAD_REQUEST, json_body(body.to_string())).into_response()
+        }
+    }
 }
 
 async fn stress_reset(State(state): State<Arc<AdminState>>) -> impl IntoResponse {

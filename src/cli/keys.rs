@@ -28,6 +28,10 @@ pub enum KeysCommand {
         /// Requests per calendar month (public keys; default keys.public_monthly_cap).
         #[arg(long)]
         monthly_cap: Option<u64>,
+        /// A load test's key (public only): its QPS and burst follow the active profile's
+        /// stress_qps and stress_burst (config/profiles.toml) while one sets them.
+        #[arg(long)]
+        stress: bool,
         #[command(flatten)]
         file: FileArgs,
     },
@@ -70,7 +74,7 @@ impl FileArgs {
 
 pub fn run(command: KeysCommand) -> anyhow::Result<()> {
     match command {
-        KeysCommand::New { tier, name, qps, burst, monthly_cap, file } => {
+        KeysCommand::New { tier, name, qps, burst, monthly_cap, stress, file } => {
             let (path, config) = file.resolve()?;
             if !valid_name(&name) {
                 bail!("--name {name:?}: use 1 to 64 of A-Z a-z 0-9 - _ .");
@@ -95,6 +99,9 @@ pub fn run(command: KeysCommand) -> anyhow::Result<()> {
                     (Some(qps), Some(burst), Some(cap))
                 }
                 Tier::Partner => {
+                    if stress {
+                        bail!("--stress marks public keys: a partner key has no limits for a profile to change");
+                    }
                     if qps.is_some() || burst.is_some() || monthly_cap.is_some() {
                         bail!("partner keys are never limited: drop --qps, --burst and --monthly-cap");
                     }
@@ -112,6 +119,7 @@ pub fn run(command: KeysCommand) -> anyhow::Result<()> {
                 monthly_cap: limits.2,
                 created_unix_s,
                 revoked: false,
+                stress,
             });
             keys.save(&path)?;
             println!("{key}");

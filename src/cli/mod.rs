@@ -75,6 +75,9 @@ pub struct ServeArgs {
     /// The shards' io driver (server.io_driver).
     #[arg(long, value_enum, value_name = "DRIVER")]
     pub io_driver: Option<IoDriver>,
+    /// The tuning profile in force at start (profiles.active), from profiles.file.
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
     /// Serve the admin listener on a non-loopback address without a token.
     #[arg(long)]
     pub danger_admin_without_token: bool,
@@ -104,6 +107,9 @@ impl ServeArgs {
         }
         if let Some(driver) = self.io_driver {
             config.server.io_driver = driver;
+        }
+        if let Some(profile) = &self.profile {
+            config.profiles.active = profile.clone();
         }
         // The file passed its own check in `load`; what fails now came from a flag.
         config.check("command line")?;

@@ -162,8 +162,10 @@ impl Caps {
 /// last counts. Redis being down is the connection's to log; the keys go on with the fleet's
 /// last figures, plus what this node counts itself.
 pub async fn run(redis: Arc<Redis>, shared: Arc<Shared>, mut caps: Caps, stop: Stop) {
-    let mut every = Every::new(Duration::from_millis(shared.config.usage.flush_ms), stop);
+    let period = || Duration::from_millis(shared.tuning.settings().settings.usage_flush_ms);
+    let mut every = Every::new(period(), stop);
     while every.tick().await {
+        every.retime(period());
         let _ = caps.sync(&redis, &shared.keys, Now::read().unix_ms).await;
     }
     let _ = caps.sync(&redis, &shared.keys, Now::read().unix_ms).await;

@@ -1,6 +1,6 @@
 //! The node's one Redis connection, on the control plane (shards never talk to Redis): a
 //! multiplexed connection that reconnects on its own with backoff, every command bounded by
-//! `cluster.response_timeout_ms`. Redis being reachable or not is tracked here and logged once
+//! `cluster.response_timeout_ms` (or the active profile's `redis_timeout_ms`, read per command). Redis being reachable or not is tracked here and logged once
 //! per change, never per command.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +20,12 @@ pub enum RedisError {
     NotConnected,
     #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("Redis did not answer within {0} ms")]
+    Timeout(u64),
 }
+
+/// The connection's own response deadline: the largest `redis_timeout_ms` a profile may set.
+const RESPONSE_TIMEOUT_CEILING_MS: u64 = 600_000;
 
 pub struct Redis {
     client: redis::Client,
@@ -29,21 +34,35 @@ pub struct Redis {
     /// What was last logged: reachable or not.
     up: AtomicBool,
     counters: Arc<Counters>,
+    tuning: Arc<crate::profile::live::Tuning>,
 }
 
 impl Redis {
     /// Checks the URL; connects later (`connect`), so a node starts whether Redis is up or not.
-    pub fn new(config: &ClusterConfig, counters: Arc<Counters>) -> Result<Self, RedisError> {
+    pub fn new(
+        config: &ClusterConfig,
+        counters: Arc<Counters>,
+        tuning: Arc<crate::profile::live::Tuning>,
+    ) -> Result<Self, RedisError> {
         let client = redis::Client::open(config.redis_url.as_str())?;
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Duration::from_millis(config.connect_timeout_ms))
-            .set_response_timeout(Duration::from_millis(config.response_timeout_ms))
+            // The deadline in force is applied per command (`query`); this is only the bound
+            // past which the connection itself gives up, above any a profile may set.
+            .set_response_timeout(Duration::from_millis(RESPONSE_TIMEOUT_CEILING_MS))
             // Reconnects: 100 ms, 200 ms, ... capped at 2 s, for as long as it takes.
             .set_exponent_base(2)
             .set_factor(50)
             .set_max_delay(2000)
             .set_number_of_retries(2);
-        Ok(Self { client, config: manager, connection: ArcSwapOption::empty(), up: AtomicBool::new(true), counters })
+        Ok(Self {
+            client,
+            config: manager,
+            connection: ArcSwapOption::empty(),
+            up: AtomicBool::new(true),
+            counters,
+            tuning,
+        })
     }
 
     /// Makes the first connection, retrying with backoff until it succeeds or `stop` is set.
@@ -73,15 +92,18 @@ impl Redis {
     pub async fn query<T: redis::FromRedisValue>(&self, pipeline: &redis::Pipeline) -> Result<T, RedisError> {
         let Some(connection) = self.connection.load_full() else { return Err(RedisError::NotConnected) };
         let mut connection = ConnectionManager::clone(&connection);
+        let timeout_ms = self.tuning.settings().settings.redis_timeout_ms;
         self.counters.control().gauge_add(Gauge::RedisPoolInUse, 1);
-        let answer = pipeline.query_async(&mut connection).await;
+        let answer =
+            tokio::time::timeout(Duration::from_millis(timeout_ms), pipeline.query_async(&mut connection)).await;
         self.counters.control().gauge_add(Gauge::RedisPoolInUse, -1);
+        let answer = answer.map_err(|_| RedisError::Timeout(timeout_ms)).and_then(|a| a.map_err(RedisError::from));
         self.observe(answer.as_ref().map(|_| ()));
-        Ok(answer?)
+        answer
     }
 
     /// Logs a change of reachability, once.
-    fn observe(&self, outcome: Result<(), &redis::RedisError>) {
+    fn observe<E: std::fmt::Display>(&self, outcome: Result<(), E>) {
         let up = outcome.is_ok();
         if self.up.swap(up, Ordering::Relaxed) != up {
             match outcome {

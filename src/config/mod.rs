@@ -24,7 +24,48 @@ pub struct Config {
     pub tls: TlsConfig,
     pub cluster: ClusterConfig,
     pub fallback: FallbackConfig,
+    pub profiles: ProfilesConfig,
+    pub governor: GovernorConfig,
     pub log: LogConfig,
+}
+
+/// Tuning profiles (`config/profiles.toml`), switched at runtime through `/admin/system-mode`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProfilesConfig {
+    /// The profiles file; when it does not exist, the built-in copy of the shipped one.
+    pub file: PathBuf,
+    /// The profile in force at start (`serve --profile` overrides it).
+    pub active: String,
+}
+
+impl Default for ProfilesConfig {
+    fn default() -> Self {
+        Self { file: PathBuf::from("config/profiles.toml"), active: "fresh-price".into() }
+    }
+}
+
+/// The governor: each shard measures how long a task that became ready waits for its turn, and
+/// while that runs past `shed_above_us` it sheds public requests so partners keep their latency.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GovernorConfig {
+    /// Whether the governor may shed (a profile's `governor` overrides it).
+    pub enabled: bool,
+    /// How often each shard measures its queue delay.
+    pub probe_ms: u64,
+    /// A measured delay above this starts shedding public requests.
+    pub shed_above_us: u64,
+    /// Shedding goes on until no measurement has been above the threshold for this long.
+    pub hold_ms: u64,
+    /// The `Retry-After` of a shed HTTP request.
+    pub retry_after_s: u64,
+}
+
+impl Default for GovernorConfig {
+    fn default() -> Self {
+        Self { enabled: true, probe_ms: 10, shed_above_us: 2000, hold_ms: 1000, retry_after_s: 1 }
+    }
 }
 
 /// Listeners and shards.
@@ -607,6 +648,22 @@ impl Config {
         }
         if self.server.shards > crate::book::moves::SHARDS_MAX {
             return fail("server.shards", format!("must be 0 (one per core) to {}", crate::book::moves::SHARDS_MAX));
+        }
+        let g = &self.governor;
+        if !(1..=1000).contains(&g.probe_ms) {
+            return fail("governor.probe_ms", "must be 1 to 1000".into());
+        }
+        if !(1..=10_000_000).contains(&g.shed_above_us) {
+            return fail("governor.shed_above_us", "must be 1 to 10000000".into());
+        }
+        if g.hold_ms > 600_000 {
+            return fail("governor.hold_ms", "must be 0 to 600000".into());
+        }
+        if !(1..=3600).contains(&g.retry_after_s) {
+            return fail("governor.retry_after_s", "must be 1 to 3600".into());
+        }
+        if self.profiles.active.is_empty() {
+            return fail("profiles.active", "must name a profile (config/profiles.toml)".into());
         }
         let u = &self.usage;
         if let Err(problem) = crate::usage::ledger::StoreKind::parse(&u.store) {

@@ -4,6 +4,7 @@
 //! so a service that writes what they counted (the usage ledger) sees every count.
 
 pub mod keys;
+pub mod profile;
 pub mod stats;
 pub mod tls;
 
@@ -29,6 +30,14 @@ impl Every {
         let mut interval = tokio::time::interval(period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Self { interval, stop }
+    }
+
+    /// Ticks every `period` from now on, if that is not already the period (a profile switch).
+    pub fn retime(&mut self, period: Duration) {
+        if self.interval.period() != period {
+            self.interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            self.interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
     }
 
     pub async fn tick(&mut self) -> bool {

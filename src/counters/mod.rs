@@ -103,7 +103,8 @@ pub const GAUGE_NAMES: [&str; GAUGES] = [
     "db_wait_count",
 ];
 
-/// Streaming's and HTTPS's own counters, beside the 24 (which DESIGN.md fixes).
+/// Streaming's, HTTPS's, the governor's and UDP batching's own counters, beside the 24 (which
+/// DESIGN.md fixes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(usize)]
 pub enum StreamCounter {
@@ -128,9 +129,14 @@ pub enum StreamCounter {
     TlsHandshakeTimeouts,
     /// Plain HTTP requests sent to the HTTPS port: answered 400 and closed (also failures).
     TlsPlainHttp,
+    /// Public requests the governor refused (HTTP 503 `overloaded`, UDP status 6).
+    GovernorSheds,
+    /// recvmmsg calls that took at least one datagram: `udp_packets_received / udp_batches` is
+    /// the mean batch.
+    UdpBatches,
 }
 
-pub const STREAM_COUNTERS: usize = 12;
+pub const STREAM_COUNTERS: usize = 14;
 pub const STREAM_COUNTER_NAMES: [&str; STREAM_COUNTERS] = [
     "sessions_created",
     "sessions_redeemed",
@@ -144,6 +150,8 @@ pub const STREAM_COUNTER_NAMES: [&str; STREAM_COUNTERS] = [
     "tls_handshake_failures",
     "tls_handshake_timeouts",
     "tls_plain_http",
+    "governor_sheds",
+    "udp_batches",
 ];
 
 /// A histogram of microsecond latencies in the [`LATENCY_BOUNDS_US`] buckets.
@@ -308,6 +316,11 @@ impl Counters {
         let blocks: Box<[CounterBlock]> = (0..=shards).map(|_| CounterBlock::default()).collect();
         blocks[shards].gauge_set(Gauge::Shards, shards as i64);
         Self { blocks }
+    }
+
+    /// How many shards have a block (the control plane's is beside them).
+    pub fn shards(&self) -> usize {
+        self.blocks.len() - 1
     }
 
     /// Shard `i`'s block: only that shard's thread writes it.

@@ -1,5 +1,5 @@
 //! The L2 price cache in Redis: every `cluster.price_publish_ms` a node writes the prices its own
-//! venues give it to `cluster:price:<SYMBOL>` (expiring after `cluster.price_ttl_ms`), in one
+//! venues give it to `cluster:price:<SYMBOL>` (expiring after `cluster.price_ttl_ms`, or the active profile's `cache_ttl_ms`), in one
 //! pipeline; a node whose book has no fresh venue for a symbol reads it there. Only venue prices
 //! are published, never one a node looked up itself, so a price can never outlive the venues
 //! that gave it by circling between nodes.
@@ -87,9 +87,10 @@ pub async fn publish(redis: Arc<Redis>, shared: Arc<Shared>, stop: Stop) {
         if prices.is_empty() {
             continue;
         }
+        let ttl_ms = shared.tuning.settings().settings.cache_ttl_ms;
         let mut pipeline = redis::pipe();
         for (symbol, price) in &prices {
-            pipeline.cmd("SET").arg(key(symbol)).arg(json(price)).arg("PX").arg(config.price_ttl_ms).ignore();
+            pipeline.cmd("SET").arg(key(symbol)).arg(json(price)).arg("PX").arg(ttl_ms).ignore();
         }
         let _ = redis.query::<()>(&pipeline).await;
     }

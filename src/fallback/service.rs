@@ -116,7 +116,9 @@ impl Lookups {
                             sources: 1,
                             node: self.shared.node.clone(),
                         };
-                        let _ = cache::write(redis, &name, &cached, self.shared.config.cluster.price_ttl_ms).await;
+                        let _ =
+                            cache::write(redis, &name, &cached, self.shared.tuning.settings().settings.cache_ttl_ms)
+                                .await;
                     }
                     return Looked::Filled(Layer::Rest);
                 }

@@ -165,6 +165,7 @@ mod tests {
                 monthly_cap: None,
                 created_unix_s: 0,
                 revoked: false,
+                stress: false,
             };
             KeysFile { keys: vec![record] }.save(&path).expect("writable");
             let keys = KeyStore::open(&path).expect("parses");
@@ -187,7 +188,7 @@ mod tests {
             // a test can afford.
             let now = Now::at(mono_ns, UNIX_MS);
             let second: &'static SecondCache = Box::leak(Box::new(SecondCache::new(now)));
-            Context { shared: &self.shared, counters: self.shared.counters.shard(0), second, now }
+            Context { shared: &self.shared, counters: self.shared.counters.shard(0), second, now, shedding: false }
         }
     }
 

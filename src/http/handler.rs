@@ -346,7 +346,7 @@ fn price(query: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch)
             return error(scratch, ErrorCode::BadRequest, &[b"sources must be 0, 1, true or false"], Extra::default())
         }
     };
-    let admitted = match admission::admit(key, ctx.now, ctx.second, Charge::Billable(Channel::Http)) {
+    let admitted = match admission::admit_on(key, ctx, Charge::Billable(Channel::Http)) {
         Ok(admitted) => admitted,
         Err(refusal) => return refused(refusal, ctx, scratch),
     };
@@ -478,7 +478,7 @@ fn prices(query: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch
             );
         }
     }
-    let admitted = match admission::admit(key, ctx.now, ctx.second, Charge::Billable(Channel::Http)) {
+    let admitted = match admission::admit_on(key, ctx, Charge::Billable(Channel::Http)) {
         Ok(admitted) => admitted,
         Err(refusal) => return refused(refusal, ctx, scratch),
     };
@@ -527,7 +527,7 @@ fn prices(query: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch
 }
 
 fn usage(key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply {
-    let admitted = match admission::admit(key, ctx.now, ctx.second, Charge::Free) {
+    let admitted = match admission::admit_on(key, ctx, Charge::Free) {
         Ok(admitted) => admitted,
         Err(refusal) => return refused(refusal, ctx, scratch),
     };
@@ -547,7 +547,7 @@ fn reports(query: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratc
         Ok(span) => span,
         Err(message) => return error(scratch, ErrorCode::BadRequest, &[message.as_bytes()], Extra::default()),
     };
-    let admitted = match admission::admit(key, ctx.now, ctx.second, Charge::Free) {
+    let admitted = match admission::admit_on(key, ctx, Charge::Free) {
         Ok(admitted) => admitted,
         Err(refusal) => return refused(refusal, ctx, scratch),
     };
@@ -578,7 +578,7 @@ fn sessions(body: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratc
     if let Err(e @ (SymbolsError::Malformed { .. } | SymbolsError::Count | SymbolsError::Invalid(_))) = &parsed {
         return error(scratch, ErrorCode::BadRequest, &[e.to_string().as_bytes()], Extra::default());
     }
-    let admitted = match admission::admit(key, ctx.now, ctx.second, Charge::Billable(Channel::Sessions)) {
+    let admitted = match admission::admit_on(key, ctx, Charge::Billable(Channel::Sessions)) {
         Ok(admitted) => admitted,
         Err(refusal) => return refused(refusal, ctx, scratch),
     };
@@ -667,6 +667,11 @@ fn refused(refusal: Refusal, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply 
             ctx.counters.inc(Counter::QuotaHits);
             let extra = Extra { rate, retry_after_s: Some(retry_after_s), ..Extra::default() };
             error(scratch, ErrorCode::QuotaExceeded, &[b"monthly cap reached"], extra)
+        }
+        Refusal::Overloaded => {
+            ctx.counters.stream_add(crate::counters::StreamCounter::GovernorSheds, 1);
+            let extra = Extra { retry_after_s: Some(ctx.shared.config.governor.retry_after_s), ..Extra::default() };
+            error(scratch, ErrorCode::Overloaded, &[b"the server is shedding public traffic, try again shortly"], extra)
         }
     }
 }

@@ -42,6 +42,10 @@ pub struct KeyRecord {
     pub created_unix_s: u64,
     #[serde(default)]
     pub revoked: bool,
+    /// A public key a load test uses: while a profile sets `stress_qps` and `stress_burst`, those
+    /// are its limits instead of `qps` and `burst` (its monthly cap stays its own).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stress: bool,
 }
 
 /// The whole file.
@@ -61,6 +65,8 @@ pub struct ParsedKey {
     /// Public keys only: (qps, burst, monthly cap).
     pub limits: Option<(u32, u32, u64)>,
     pub revoked: bool,
+    /// Its QPS and burst follow the active profile's stress limits.
+    pub stress: bool,
 }
 
 /// Why a keys file was refused. Each names the file and the key.
@@ -132,12 +138,16 @@ impl KeysFile {
                     return Err(fail("partner keys are never limited: remove qps, burst, monthly_cap"))
                 }
             };
+            if record.stress && record.tier != Tier::Public {
+                return Err(fail("stress = true marks public keys (a partner key has no limits to change)"));
+            }
             parsed.push(ParsedKey {
                 name: record.name.clone(),
                 tier: record.tier,
                 hash,
                 limits,
                 revoked: record.revoked,
+                stress: record.stress,
             });
         }
         Ok(parsed)
@@ -164,6 +174,7 @@ mod tests {
             monthly_cap: (tier == Tier::Public).then_some(1000),
             created_unix_s: 1,
             revoked: false,
+            stress: false,
         }
     }
 

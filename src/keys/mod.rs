@@ -48,26 +48,42 @@ pub struct KeyEntry {
     pub state: Arc<KeyState>,
 }
 
+/// A profile's QPS and burst for the keys marked `stress`.
+pub type StressLimits = Option<(u32, u32)>;
+
 /// Keys by hash. Immutable once built.
 #[derive(Debug, Default)]
 pub struct KeyTable {
     by_hash: FxHashMap<KeyHash, KeyEntry>,
+    /// The checked keys it was built from, to rebuild it with other stress limits.
+    source: Vec<file::ParsedKey>,
+    stress: StressLimits,
 }
 
 impl KeyTable {
-    /// Builds a table from checked keys, carrying over the state of keys already in `previous`.
+    /// Builds a table from checked keys, carrying over the state of keys already in `previous`
+    /// and the stress limits in force there.
     pub fn build(keys: Vec<file::ParsedKey>, previous: &KeyTable) -> Self {
+        Self::build_with(keys, previous, previous.stress)
+    }
+
+    /// [`KeyTable::build`], with `stress` as the QPS and burst of the keys marked `stress`.
+    pub fn build_with(keys: Vec<file::ParsedKey>, previous: &KeyTable, stress: StressLimits) -> Self {
         let by_hash = keys
-            .into_iter()
+            .iter()
             .map(|key| {
                 let state = previous.by_hash.get(&key.hash).map_or_else(Arc::default, |e| Arc::clone(&e.state));
-                let limits = key.limits.map(|(qps, burst, monthly_cap)| PublicLimits {
+                let limits = key.limits.map(|(qps, burst, cap)| match stress {
+                    Some((stress_qps, stress_burst)) if key.stress => (stress_qps, stress_burst, cap),
+                    _ => (qps, burst, cap),
+                });
+                let limits = limits.map(|(qps, burst, monthly_cap)| PublicLimits {
                     gcra: Gcra::new(qps, burst),
                     qps,
                     monthly_cap,
                 });
                 let entry = KeyEntry {
-                    name: key.name.into(),
+                    name: key.name.as_str().into(),
                     hash: key.hash,
                     tier: key.tier,
                     limits,
@@ -77,7 +93,12 @@ impl KeyTable {
                 (key.hash, entry)
             })
             .collect();
-        Self { by_hash }
+        Self { by_hash, source: keys, stress }
+    }
+
+    /// The stress limits its stress keys have.
+    pub fn stress(&self) -> StressLimits {
+        self.stress
     }
 
     /// The entry for a presented key: one SHA-256 and one hash-map probe, no allocation.
@@ -137,6 +158,17 @@ impl KeyStore {
         Ok(count)
     }
 
+    /// Rebuilds the table with `stress` as its stress keys' limits (a profile switch); every
+    /// key keeps its state. The limiter's state is a time, so a key made faster or slower is
+    /// judged by its new limits from its next request on.
+    pub fn set_stress(&self, stress: StressLimits) {
+        let current = self.table.load_full();
+        if current.stress != stress {
+            let table = KeyTable::build_with(current.source.clone(), &current, stress);
+            self.table.store(Arc::new(table));
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -146,6 +178,7 @@ impl KeyStore {
 mod tests {
     use super::*;
     use crate::keys::file::KeyRecord;
+    use std::sync::atomic::Ordering;
 
     fn public_record(name: &str, key: &str) -> KeyRecord {
         KeyRecord {
@@ -157,6 +190,7 @@ mod tests {
             monthly_cap: Some(10),
             created_unix_s: 0,
             revoked: false,
+            stress: false,
         }
     }
 
@@ -181,6 +215,31 @@ mod tests {
         let entry = table.lookup(b"pb_alice_secret_123").expect("still listed");
         assert!(entry.revoked);
         assert_eq!(entry.state.usage.used(month), 1, "usage survives the reload");
+    }
+
+    #[test]
+    fn stress_keys_take_the_profiles_limits_and_keep_their_state() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("keys.toml");
+        let mut stress = public_record("load", "pb_load_secret_1234");
+        stress.stress = true;
+        KeysFile { keys: vec![public_record("alice", "pb_alice_secret_123"), stress] }.save(&path).expect("saved");
+        let store = KeyStore::open(&path).expect("opened");
+        let limits = |key: &[u8]| store.table().lookup(key).and_then(|e| e.limits).map(|l| (l.qps, l.gcra.burst()));
+        assert_eq!(limits(b"pb_load_secret_1234"), Some((1, 1)));
+        store.table().lookup(b"pb_load_secret_1234").expect("known").state.streams.store(3, Ordering::Relaxed);
+        store.set_stress(Some((500, 900)));
+        assert_eq!(limits(b"pb_load_secret_1234"), Some((500, 900)));
+        assert_eq!(limits(b"pb_alice_secret_123"), Some((1, 1)), "other keys keep their own");
+        let monthly = store.table().lookup(b"pb_load_secret_1234").and_then(|e| e.limits).map(|l| l.monthly_cap);
+        assert_eq!(monthly, Some(10), "the cap is the key's own");
+        assert_eq!(store.reload().expect("reloaded"), 2);
+        assert_eq!(limits(b"pb_load_secret_1234"), Some((500, 900)), "a reload keeps the profile's limits");
+        let entry = store.table();
+        assert_eq!(entry.lookup(b"pb_load_secret_1234").expect("known").state.streams.load(Ordering::Relaxed), 3);
+        drop(entry);
+        store.set_stress(None);
+        assert_eq!(limits(b"pb_load_secret_1234"), Some((1, 1)));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod buffers;
 mod conns;
 pub mod listeners;
+mod probe;
 mod stream;
 mod tcp;
 mod udp;
@@ -175,6 +176,8 @@ pub(crate) struct Local {
     pub connections: Cell<usize>,
     /// This shard's WebSocket streams.
     pub fanout: crate::stream::fanout::Fanout,
+    /// The governor sheds public requests on this shard now (`probe`).
+    pub shedding: Cell<bool>,
 }
 
 impl Local {
@@ -197,6 +200,7 @@ impl Local {
             ),
             tls_write_buffers: buffers::BufferPool::new(TLS_WRITE_BYTES, WRITE_BUFFERS_SPARE_MAX),
             handshakes: Cell::new(0),
+            shedding: Cell::new(false),
             conns: RefCell::new(conns::ConnTable::default()),
             connections: Cell::new(0),
             fanout: crate::stream::fanout::Fanout::new(index, &shared.config.stream),
@@ -331,6 +335,7 @@ async fn serve(
     monoio::spawn(stream::kick_loop(Rc::clone(&local)));
     monoio::spawn(stream::check_loop(Rc::clone(&local)));
     monoio::spawn(sweep_loop(Rc::clone(&local)));
+    monoio::spawn(probe::govern(Rc::clone(&local)));
     let _ = ready.send(Ok(driver));
     // Each listener's accept loop ends when the shard drains.
     let accepting: Vec<_> = [(http, tcp::Wire::Plain), (https, tcp::Wire::Tls)]

@@ -82,7 +82,13 @@ fn with_context<T>(local: &Local, f: impl FnOnce(&Context<'_>, &mut Scratch) -> 
     let now = Now::read();
     local.second.borrow_mut().refresh(now);
     let second = local.second.borrow();
-    let ctx = Context { shared: &local.shared, counters: local.counters(), second: &second, now };
+    let ctx = Context {
+        shared: &local.shared,
+        counters: local.counters(),
+        second: &second,
+        now,
+        shedding: local.shedding.get(),
+    };
     f(&ctx, &mut local.scratch.borrow_mut())
 }
 

@@ -15,7 +15,9 @@ use crate::udp::handler;
 
 pub(super) async fn serve(socket: monoio::net::udp::UdpSocket, local: Rc<Local>) {
     let fd = socket.as_raw_fd();
-    let mut batch = Batch::new(local.shared.config.udp.batch_max);
+    // Room for the largest batch any profile asks for; each receive takes what the one in force
+    // says.
+    let mut batch = Batch::new(local.shared.tuning.udp_batch_capacity());
     loop {
         // Not relaxed: on epoll this re-checks with poll(2), so readiness consumed by our own
         // recvmmsg below is never mistaken for new data.
@@ -27,7 +29,8 @@ pub(super) async fn serve(socket: monoio::net::udp::UdpSocket, local: Rc<Local>)
             if local.shared.draining() {
                 return;
             }
-            let received = match batch.receive(fd) {
+            let limit = local.shared.tuning.udp_batch_max();
+            let received = match batch.receive(fd, limit) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -37,10 +40,11 @@ pub(super) async fn serve(socket: monoio::net::udp::UdpSocket, local: Rc<Local>)
                     break;
                 }
             };
+            local.counters().stream_add(crate::counters::StreamCounter::UdpBatches, 1);
             answer(&mut batch, received, &local);
             let sent = batch.send(fd) as u64;
             local.counters().add(Counter::UdpPacketsSent, sent);
-            if received < batch.capacity() {
+            if received < limit {
                 break;
             }
         }
@@ -51,7 +55,13 @@ fn answer(batch: &mut Batch, received: usize, local: &Local) {
     let now = Now::read();
     local.second.borrow_mut().refresh(now);
     let second = local.second.borrow();
-    let ctx = Context { shared: &local.shared, counters: local.counters(), second: &second, now };
+    let ctx = Context {
+        shared: &local.shared,
+        counters: local.counters(),
+        second: &second,
+        now,
+        shedding: local.shedding.get(),
+    };
     for i in 0..received {
         let (datagram, reply) = batch.datagram(i);
         if let Some(len) = handler::respond(datagram, &ctx, reply) {

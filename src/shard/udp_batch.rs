@@ -55,25 +55,23 @@ impl Batch {
         batch
     }
 
-    pub fn capacity(&self) -> usize {
-        self.datagrams.len()
-    }
-
-    /// Receives up to `capacity` datagrams without blocking. `WouldBlock` when none is waiting.
-    pub fn receive(&mut self, fd: RawFd) -> io::Result<usize> {
+    /// Receives up to `limit` (at most `capacity`) datagrams without blocking. `WouldBlock` when
+    /// none is waiting.
+    pub fn receive(&mut self, fd: RawFd, limit: usize) -> io::Result<usize> {
         self.received = 0;
         self.queued = 0;
-        for header in self.recv_headers.iter_mut() {
+        let limit = limit.clamp(1, self.recv_headers.len());
+        for header in self.recv_headers[..limit].iter_mut() {
             header.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             header.msg_len = 0;
         }
         // SAFETY: every header points at this batch's own iovec, datagram buffer and peer slot,
-        // all alive and unaliased for the call; the count passed is the array's length.
+        // all alive and unaliased for the call; the count passed is at most the array's length.
         let count = unsafe {
             libc::recvmmsg(
                 fd,
                 self.recv_headers.as_mut_ptr(),
-                self.recv_headers.len() as libc::c_uint,
+                limit as libc::c_uint,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
             )
@@ -135,6 +133,33 @@ mod tests {
     use std::os::fd::AsRawFd;
 
     #[test]
+    fn a_receive_takes_no_more_than_its_limit() {
+        let server = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let client = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        for i in 0..5u8 {
+            client.send_to(&[i; 4], server.local_addr().expect("addr")).expect("send");
+        }
+        let mut batch = Batch::new(8);
+        let mut takes = Vec::new();
+        for _ in 0..100 {
+            match batch.receive(server.as_raw_fd(), 2) {
+                Ok(n) => takes.push(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                Err(e) => panic!("receive failed: {e}"),
+            }
+            if takes.iter().sum::<usize>() == 5 {
+                break;
+            }
+        }
+        assert_eq!(takes.iter().sum::<usize>(), 5);
+        assert!(takes.iter().all(|&n| n <= 2), "{takes:?}");
+        // A limit past the capacity is the capacity.
+        assert!(matches!(batch.receive(server.as_raw_fd(), 100), Err(e) if e.kind() == io::ErrorKind::WouldBlock));
+    }
+
+    #[test]
     fn receives_a_batch_and_answers_each_sender() {
         let server = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let clients: Vec<UdpSocket> = (0..3).map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind")).collect();
@@ -144,7 +169,7 @@ mod tests {
         let mut batch = Batch::new(8);
         let mut got = 0;
         for _ in 0..100 {
-            match batch.receive(server.as_raw_fd()) {
+            match batch.receive(server.as_raw_fd(), 8) {
                 Ok(n) => {
                     for i in 0..n {
                         let (datagram, reply) = batch.datagram(i);

@@ -37,7 +37,7 @@ pub fn respond(datagram: &[u8], ctx: &Context<'_>, out: &mut [u8; RESPONSE_BYTES
     };
     match SymbolName::parse(query.symbol) {
         None => answer.status = UdpStatus::BadRequest,
-        Some(name) => match admission::admit(key, ctx.now, ctx.second, Charge::Billable(Channel::Udp)) {
+        Some(name) => match admission::admit_on(key, ctx, Charge::Billable(Channel::Udp)) {
             Err(Refusal::RateLimited { .. }) => {
                 counters.inc(Counter::RateLimitHits);
                 answer.status = UdpStatus::RateLimited;
@@ -45,6 +45,10 @@ pub fn respond(datagram: &[u8], ctx: &Context<'_>, out: &mut [u8; RESPONSE_BYTES
             Err(Refusal::QuotaExceeded { .. }) => {
                 counters.inc(Counter::QuotaHits);
                 answer.status = UdpStatus::QuotaExceeded;
+            }
+            Err(Refusal::Overloaded) => {
+                counters.stream_add(crate::counters::StreamCounter::GovernorSheds, 1);
+                answer.status = UdpStatus::Overloaded;
             }
             // authenticate() already refused unknown and revoked keys.
             Err(Refusal::Unknown | Refusal::Revoked) => answer.status = UdpStatus::BadRequest,

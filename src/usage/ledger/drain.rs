@@ -45,6 +45,11 @@ impl Drainer {
         Self { node, next_seq, batch_max: batch_max.max(1), current: None, previous: None }
     }
 
+    /// The most rows of the batches drained from now on.
+    pub fn set_batch_max(&mut self, batch_max: usize) {
+        self.batch_max = batch_max.max(1);
+    }
+
     pub fn next_seq(&self) -> u64 {
         self.next_seq
     }
@@ -151,6 +156,7 @@ mod tests {
                 hash: secret::hash(name.as_bytes()),
                 limits: None,
                 revoked: false,
+                stress: false,
             })
             .collect();
         Arc::new(KeyTable::build(keys, previous))

@@ -358,12 +358,14 @@ pub struct Running {
 }
 
 /// The ledger's service: drains every flush window (and ships the outbox to PostgreSQL) until
-/// `stop`; then, the shards having stopped counting, drains and writes what is left within
+/// `stop`, the window and the batch size being the active profile's (`tuning`, read at each
+/// drain); then, the shards having stopped counting, drains and writes what is left within
 /// `deadline`.
 pub async fn run(
     ledger: Arc<Ledger>,
     running: Running,
     keys: Arc<dyn Fn() -> Arc<KeyTable> + Send + Sync>,
+    tuning: Arc<crate::profile::live::Tuning>,
     mut stop: tokio::sync::watch::Receiver<bool>,
     deadline: Duration,
 ) {
@@ -383,7 +385,12 @@ pub async fn run(
     let deliver = |batch: Batch| tx.try_send(batch).map_err(|e| e.into_inner());
     loop {
         let now = Now::read().unix_ms;
-        let due = next_drain_ms(now, ledger.config.flush_ms);
+        let (flush_ms, batch_max) = {
+            let active = tuning.settings();
+            (active.settings.usage_flush_ms, active.settings.usage_batch_max)
+        };
+        drainer.set_batch_max(batch_max);
+        let due = next_drain_ms(now, flush_ms);
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(due.saturating_sub(now))) => {}
             _ = stop.wait_for(|s| *s) => break,
