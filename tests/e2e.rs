@@ -28,6 +28,7 @@ mod e2e {
     mod keys;
     mod ledger;
     mod postgres;
+    mod profiles;
     mod shutdown;
     mod slow;
     mod streams;

@@ -302,7 +302,7 @@ const TUNING_SERIES: [(&str, &str); 4] = [
     ("profile_info", "1, labelled with the tuning profile in force (mode)"),
     ("governor_enabled", "1 while the profile in force lets the governor shed"),
     ("governor_shedding_shards", "Shards shedding public requests now"),
-    ("governor_queue_delay_seconds", "The largest latest queue delay the shards' governor probes measured"),
+    ("governor_lateness_seconds", "How late the most behind shard ran its governor probe's timer, latest reading (includes the timer's 1 ms resolution)"),
 ];
 
 impl TuningCollector {

@@ -45,14 +45,14 @@ impl Default for ProfilesConfig {
     }
 }
 
-/// The governor: each shard measures how long a task that became ready waits for its turn, and
-/// while that runs past `shed_above_us` it sheds public requests so partners keep their latency.
+/// The governor: each shard measures how late it runs its own timer, and while that runs past
+/// `shed_above_us` it sheds public requests so partners keep their latency.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GovernorConfig {
     /// Whether the governor may shed (a profile's `governor` overrides it).
     pub enabled: bool,
-    /// How often each shard measures its queue delay.
+    /// How often each shard measures how late it runs (its lateness).
     pub probe_ms: u64,
     /// A measured delay above this starts shedding public requests.
     pub shed_above_us: u64,
@@ -60,11 +60,13 @@ pub struct GovernorConfig {
     pub hold_ms: u64,
     /// The `Retry-After` of a shed HTTP request.
     pub retry_after_s: u64,
+    /// A connection that had a request shed is not read again for this long.
+    pub shed_pause_ms: u64,
 }
 
 impl Default for GovernorConfig {
     fn default() -> Self {
-        Self { enabled: true, probe_ms: 10, shed_above_us: 2000, hold_ms: 1000, retry_after_s: 1 }
+        Self { enabled: true, probe_ms: 10, shed_above_us: 1500, hold_ms: 1000, retry_after_s: 1, shed_pause_ms: 100 }
     }
 }
 
@@ -661,6 +663,9 @@ impl Config {
         }
         if !(1..=3600).contains(&g.retry_after_s) {
             return fail("governor.retry_after_s", "must be 1 to 3600".into());
+        }
+        if g.shed_pause_ms > 60_000 {
+            return fail("governor.shed_pause_ms", "must be 0 to 60000".into());
         }
         if self.profiles.active.is_empty() {
             return fail("profiles.active", "must name a profile (config/profiles.toml)".into());

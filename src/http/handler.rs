@@ -50,12 +50,19 @@ const _: () = assert!(RESPONSE_BYTES_MAX <= 32 * 1024);
 pub struct Scratch {
     body: FixedBuf,
     decoded: Box<[u8]>,
+    /// Set when a request was shed by the governor; the connection loop takes it (and then
+    /// reads that connection's next request only after `governor.shed_pause_ms`).
+    pub shed: bool,
 }
 
 impl Scratch {
     /// `head_bytes_max` bounds any query value, so decoding one always fits.
     pub fn new(head_bytes_max: usize) -> Self {
-        Self { body: FixedBuf::with_capacity(BODY_BYTES_MAX), decoded: vec![0; head_bytes_max].into_boxed_slice() }
+        Self {
+            body: FixedBuf::with_capacity(BODY_BYTES_MAX),
+            decoded: vec![0; head_bytes_max].into_boxed_slice(),
+            shed: false,
+        }
     }
 }
 
@@ -670,6 +677,7 @@ fn refused(refusal: Refusal, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply 
         }
         Refusal::Overloaded => {
             ctx.counters.stream_add(crate::counters::StreamCounter::GovernorSheds, 1);
+            scratch.shed = true;
             let extra = Extra { retry_after_s: Some(ctx.shared.config.governor.retry_after_s), ..Extra::default() };
             error(scratch, ErrorCode::Overloaded, &[b"the server is shedding public traffic, try again shortly"], extra)
         }

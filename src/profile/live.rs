@@ -33,6 +33,8 @@ pub struct Tuning {
     active: ArcSwap<Active>,
     udp_batch_max: AtomicUsize,
     governor: AtomicBool,
+    /// Bumped at every switch, so a service asleep for a long window wakes to the new one.
+    switched: tokio::sync::watch::Sender<u64>,
 }
 
 impl Tuning {
@@ -59,6 +61,7 @@ impl Tuning {
             active: ArcSwap::from_pointee(active),
             profiles,
             base,
+            switched: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -77,7 +80,13 @@ impl Tuning {
         self.udp_batch_max.store(next.settings.udp_batch_max, Ordering::Relaxed);
         self.governor.store(next.settings.governor, Ordering::Relaxed);
         let previous = self.active.swap(Arc::clone(&next));
+        self.switched.send_modify(|n| *n += 1);
         Ok((next, previous))
+    }
+
+    /// Changes at every switch: `changed().await` wakes a service to re-read its settings.
+    pub fn switches(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.switched.subscribe()
     }
 
     pub fn active(&self) -> Arc<Active> {

@@ -328,6 +328,8 @@ async fn serve<L: Link>(mut stream: TcpStream, local: Rc<Local>, registered: Reg
     // handshake is answered before anything is read.
     let mut held: Option<Vec<u8>> = link.take_leftover();
     let mut pending = held.is_some();
+    // The governor shed a request of this connection's last batch.
+    let mut shed = false;
     loop {
         let mut read = held.take().unwrap_or_else(|| L::read_pool(&local).take());
         if !std::mem::take(&mut pending) {
@@ -394,7 +396,9 @@ async fn serve<L: Link>(mut stream: TcpStream, local: Rc<Local>, registered: Reg
             let mut out = FixedBuf::from_vec(local.write_buffers.take());
             // The batch's one clock reading: its latency starts there, and so does the next read.
             let (handled, started_ns) = with_context(&local, |ctx, scratch| {
-                (conversation.handle(&read[..usable], ctx, scratch, &mut out), ctx.now.mono_ns)
+                let handled = conversation.handle(&read[..usable], ctx, scratch, &mut out);
+                shed |= std::mem::take(&mut scratch.shed);
+                (handled, ctx.now.mono_ns)
             });
             last_ns = started_ns;
             read.drain(..handled.consumed);
@@ -438,6 +442,13 @@ async fn serve<L: Link>(mut stream: TcpStream, local: Rc<Local>, registered: Reg
                     // close_notify: the client sends no more, so no request will complete.
                     L::read_pool(&local).give(read);
                     break;
+                }
+                if std::mem::take(&mut shed) {
+                    // Shed: this client's next request waits (in its socket), so a flood gets
+                    // slower rather than costing the shard what it saves by shedding. Boxed:
+                    // only shed connections pay for the timer, not every connection's future.
+                    let pause = Duration::from_millis(local.shared.config.governor.shed_pause_ms);
+                    Box::pin(monoio::time::sleep(pause)).await;
                 }
                 deadline_ns = deadline;
                 cut = request_cut;

@@ -383,6 +383,7 @@ pub async fn run(
     }
     let mut pruned_hour = 0;
     let deliver = |batch: Batch| tx.try_send(batch).map_err(|e| e.into_inner());
+    let mut switches = tuning.switches();
     loop {
         let now = Now::read().unix_ms;
         let (flush_ms, batch_max) = {
@@ -394,6 +395,8 @@ pub async fn run(
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(due.saturating_sub(now))) => {}
             _ = stop.wait_for(|s| *s) => break,
+            // A profile switch: the window ends now and the next follows the new settings.
+            Ok(()) = switches.changed() => {}
         }
         // The counts belong to the window that ends at `due`, which never spans an hour boundary.
         let drained = drainer.drain(&keys(), hour_start_s(due - 1), deliver);
