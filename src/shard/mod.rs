@@ -24,7 +24,7 @@ use crate::clock::{Now, SecondCache};
 use crate::config::IoDriver;
 use crate::http::handler::{Scratch, RESPONSE_BYTES_MAX};
 use crate::http::request::ReadLimits;
-use crate::state::Shared;
+use crate::state::{Context, Shared};
 
 /// The io driver a shard actually runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,6 +181,23 @@ pub(crate) struct Local {
 }
 
 impl Local {
+    /// Runs `f` with a fresh clock reading, what the shard's governor decided, and the shard's
+    /// scratch: one request batch's decision context, HTTP or UDP. Synchronous, so no
+    /// shard-local borrow can outlive it into an await.
+    pub(crate) fn with_context<T>(&self, f: impl FnOnce(&Context<'_>, &mut Scratch) -> T) -> T {
+        let now = Now::read();
+        self.second.borrow_mut().refresh(now);
+        let second = self.second.borrow();
+        let ctx = Context {
+            shared: &self.shared,
+            counters: self.counters(),
+            second: &second,
+            now,
+            shedding: self.shedding.get(),
+        };
+        f(&ctx, &mut self.scratch.borrow_mut())
+    }
+
     fn new(index: usize, shared: Arc<Shared>) -> Self {
         let http = &shared.config.http;
         let limits = ReadLimits { head_bytes_max: http.head_bytes_max, body_bytes_max: http.body_bytes_max };

@@ -13,13 +13,12 @@ use monoio::net::{TcpListener, TcpStream};
 
 use super::buffers::BufferPool;
 use crate::buf::FixedBuf;
-use crate::clock::{mono_ns, Now};
+use crate::clock::mono_ns;
 use crate::counters::{Gauge, StreamCounter};
 use crate::http::conn::{Conversation, Next};
-use crate::http::handler::{self, Scratch};
+use crate::http::handler;
 use crate::shard::stream::Opened;
 use crate::shard::Local;
-use crate::state::Context;
 use crate::tls::handshake::{self, HandshakeError};
 use crate::tls::session::{Session, TlsError};
 
@@ -71,25 +70,9 @@ pub(super) async fn accept_loop(listener: TcpListener, local: Rc<Local>, wire: W
 /// One connection over the shard's limit: a 503 and close.
 async fn refuse(mut stream: TcpStream, local: Rc<Local>) {
     let mut out = FixedBuf::from_vec(local.write_buffers.take());
-    with_context(&local, |ctx, scratch| handler::respond_overloaded(ctx, scratch, &mut out));
+    local.with_context(|ctx, scratch| handler::respond_overloaded(ctx, scratch, &mut out));
     let (_, buf) = stream.write_all(out.into_vec()).await;
     local.write_buffers.give(buf);
-}
-
-/// Runs `f` with a fresh clock reading and the shard's scratch. Synchronous, so no shard-local
-/// borrow can outlive it into an await.
-fn with_context<T>(local: &Local, f: impl FnOnce(&Context<'_>, &mut Scratch) -> T) -> T {
-    let now = Now::read();
-    local.second.borrow_mut().refresh(now);
-    let second = local.second.borrow();
-    let ctx = Context {
-        shared: &local.shared,
-        counters: local.counters(),
-        second: &second,
-        now,
-        shedding: local.shedding.get(),
-    };
-    f(&ctx, &mut local.scratch.borrow_mut())
 }
 
 /// An accepted connection's place on the shard: in its connection table (for deadlines and
@@ -344,7 +327,7 @@ async fn serve<L: Link>(mut stream: TcpStream, local: Rc<Local>, registered: Reg
                     if mono_ns() >= deadline_ns {
                         // Slow headers are told why before closing; an idle connection just closes.
                         let mut out = FixedBuf::from_vec(local.write_buffers.take());
-                        with_context(&local, |ctx, scratch| conversation.timed_out(cut, ctx, scratch, &mut out));
+                        local.with_context(|ctx, scratch| conversation.timed_out(cut, ctx, scratch, &mut out));
                         L::read_pool(&local).give(read);
                         if !out.is_empty() {
                             let (_, buf) = link.send(&mut stream, &local, out.into_vec()).await;
@@ -395,7 +378,7 @@ async fn serve<L: Link>(mut stream: TcpStream, local: Rc<Local>, registered: Reg
             let usable = link.usable(&read);
             let mut out = FixedBuf::from_vec(local.write_buffers.take());
             // The batch's one clock reading: its latency starts there, and so does the next read.
-            let (handled, started_ns) = with_context(&local, |ctx, scratch| {
+            let (handled, started_ns) = local.with_context(|ctx, scratch| {
                 let handled = conversation.handle(&read[..usable], ctx, scratch, &mut out);
                 shed |= std::mem::take(&mut scratch.shed);
                 (handled, ctx.now.mono_ns)
@@ -534,8 +517,7 @@ async fn answer_deferred<L: Link>(
         _ => 0,
     };
     let mut out = FixedBuf::with_capacity(handler::SINGLE_RESPONSE_BYTES_MAX + body_len);
-    let after =
-        with_context(local, |ctx, scratch| handler::respond_deferred(&deferred, answer, ctx, scratch, &mut out));
+    let after = local.with_context(|ctx, scratch| handler::respond_deferred(&deferred, answer, ctx, scratch, &mut out));
     let (result, _) = link.send(stream, local, out.into_vec()).await;
     local.counters().observe_latency_us(mono_ns().saturating_sub(started_ns) / 1000);
     result.is_ok() && matches!(after, handler::After::KeepAlive)

@@ -6,11 +6,9 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::clock::Now;
 use crate::counters::Counter;
 use crate::shard::udp_batch::Batch;
 use crate::shard::Local;
-use crate::state::Context;
 use crate::udp::handler;
 
 pub(super) async fn serve(socket: monoio::net::udp::UdpSocket, local: Rc<Local>) {
@@ -52,20 +50,12 @@ pub(super) async fn serve(socket: monoio::net::udp::UdpSocket, local: Rc<Local>)
 }
 
 fn answer(batch: &mut Batch, received: usize, local: &Local) {
-    let now = Now::read();
-    local.second.borrow_mut().refresh(now);
-    let second = local.second.borrow();
-    let ctx = Context {
-        shared: &local.shared,
-        counters: local.counters(),
-        second: &second,
-        now,
-        shedding: local.shedding.get(),
-    };
-    for i in 0..received {
-        let (datagram, reply) = batch.datagram(i);
-        if let Some(len) = handler::respond(datagram, &ctx, reply) {
-            batch.queue_reply(i, len);
+    local.with_context(|ctx, _| {
+        for i in 0..received {
+            let (datagram, reply) = batch.datagram(i);
+            if let Some(len) = handler::respond(datagram, ctx, reply) {
+                batch.queue_reply(i, len);
+            }
         }
-    }
+    });
 }
