@@ -33,7 +33,7 @@ fn system_mode_shows_and_switches_the_built_in_profiles() {
     assert_eq!(shown.status, 200);
     let doc = json(&shown);
     assert_eq!(doc["mode"], "fresh-price", "the default profile");
-    assert_eq!(doc["settings"]["governor"], true);
+    assert_eq!(doc["settings"]["governor"], false, "governor.enabled, which the tests turn off");
     for seed in ["stress-tcp-direct", "stress-udp-direct", "stress-tcp-alb", "stress-udp-nlb", "stress-combined-alb"] {
         assert!(doc["modes"].as_array().expect("modes").iter().any(|m| m == seed), "{seed}: {doc}");
     }
