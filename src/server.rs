@@ -74,7 +74,7 @@ pub fn run(config: Config, options: ServeOptions) -> anyhow::Result<()> {
         .context("profiles.active (or --profile)")?;
     let mut state = Shared::new(Arc::clone(&config), Arc::clone(&book), keys, Arc::clone(&counters));
     state.tuning = Arc::new(tuning);
-    control::profile::apply(&state, &state.tuning.active());
+    control::profile::apply_keys(&state, &state.tuning.active());
     tracing::info!(mode = %state.tuning.active().name, "profile in force");
     state.feeds = start::venue_stats(&config.feed, &layout);
     // The month's counts go into the keys before any shard can admit a request, so a cap holds
@@ -306,6 +306,7 @@ async fn control_plane(
         shown(addrs.https),
         addrs.udp
     );
+    control::profile::apply_log_level(&shared.tuning.active());
 
     let mut outcome = Ok(());
     loop {

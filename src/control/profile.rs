@@ -15,13 +15,24 @@ pub fn switch(shared: &Shared, name: &str, why: &str) -> Result<Arc<Active>, Unk
     Ok(active)
 }
 
-/// Applies what the active profile sets outside `Shared::tuning`; at start, and after a switch.
+/// Applies what the active profile sets outside `Shared::tuning`, after a switch.
 pub fn apply(shared: &Shared, active: &Active) {
+    apply_keys(shared, active);
+    apply_log_level(active);
+}
+
+/// The stress keys' limits; at start before any shard admits a request.
+pub fn apply_keys(shared: &Shared, active: &Active) {
     let settings = &active.settings;
     shared.keys.set_stress(settings.stress_qps.zip(settings.stress_burst));
+}
+
+/// The log filter; at start only after the listening line, so that an operator starting under a
+/// quiet profile still sees where the server listens.
+pub fn apply_log_level(active: &Active) {
     // The profile's level was checked when the profiles were read; a failure here is a bug
     // worth a line, not a reason to refuse the rest of the switch.
-    if let Err(e) = crate::logging::set_level(&settings.log_level) {
+    if let Err(e) = crate::logging::set_level(&active.settings.log_level) {
         tracing::error!("{e}");
     }
 }

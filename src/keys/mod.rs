@@ -72,7 +72,8 @@ impl KeyTable {
         let by_hash = keys
             .iter()
             .map(|key| {
-                let state = previous.by_hash.get(&key.hash).map_or_else(Arc::default, |e| Arc::clone(&e.state));
+                let before = previous.by_hash.get(&key.hash);
+                let state = before.map_or_else(Arc::default, |e| Arc::clone(&e.state));
                 let limits = key.limits.map(|(qps, burst, cap)| match stress {
                     Some((stress_qps, stress_burst)) if key.stress => (stress_qps, stress_burst, cap),
                     _ => (qps, burst, cap),
@@ -82,6 +83,12 @@ impl KeyTable {
                     qps,
                     monthly_cap,
                 });
+                // The limiter's state is a time measured in the old limit's steps: a key made
+                // faster would wait out its old backlog first. New limits start a full burst.
+                let old_gcra = before.and_then(|e| e.limits.as_ref().map(|l| l.gcra));
+                if old_gcra.is_some() && old_gcra != limits.as_ref().map(|l| l.gcra) {
+                    state.rate.reset();
+                }
                 let entry = KeyEntry {
                     name: key.name.as_str().into(),
                     hash: key.hash,
@@ -159,8 +166,7 @@ impl KeyStore {
     }
 
     /// Rebuilds the table with `stress` as its stress keys' limits (a profile switch); every
-    /// key keeps its state. The limiter's state is a time, so a key made faster or slower is
-    /// judged by its new limits from its next request on.
+    /// key keeps its usage, and a key whose limits change starts them with a full burst.
     pub fn set_stress(&self, stress: StressLimits) {
         let current = self.table.load_full();
         if current.stress != stress {
@@ -240,6 +246,28 @@ mod tests {
         drop(entry);
         store.set_stress(None);
         assert_eq!(limits(b"pb_load_secret_1234"), Some((1, 1)));
+    }
+
+    #[test]
+    fn a_key_made_faster_is_not_held_to_its_old_backlog() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("keys.toml");
+        let mut stress = public_record("load", "pb_load_secret_1234");
+        stress.stress = true;
+        KeysFile { keys: vec![public_record("alice", "pb_alice_secret_123"), stress] }.save(&path).expect("saved");
+        let store = KeyStore::open(&path).expect("opened");
+        let check = |key: &[u8], now_ns: u64| {
+            let table = store.table();
+            let entry = table.lookup(key).expect("known");
+            let limits = entry.limits.expect("public");
+            matches!(limits.gcra.check(&entry.state.rate, now_ns), crate::ratelimit::Decision::Allowed { .. })
+        };
+        let now = 50_000_000_000;
+        assert!(check(b"pb_load_secret_1234", now) && check(b"pb_alice_secret_123", now));
+        assert!(!check(b"pb_load_secret_1234", now) && !check(b"pb_alice_secret_123", now), "1 QPS, burst 1");
+        store.set_stress(Some((1000, 1000)));
+        assert!((0..1000).all(|_| check(b"pb_load_secret_1234", now)), "the new burst, at once");
+        assert!(!check(b"pb_alice_secret_123", now), "a key whose limits did not change keeps its state");
     }
 
     #[test]

@@ -37,6 +37,13 @@ pub enum Decision {
     },
 }
 
+impl GcraState {
+    /// A full burst from now on: for a key whose limits changed.
+    pub fn reset(&self) {
+        self.tat_ns.store(0, Ordering::Relaxed);
+    }
+}
+
 impl Gcra {
     /// `qps` and `burst` are at least 1 (the keys file parser refuses 0).
     pub fn new(qps: u32, burst: u32) -> Self {

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::support::{eventually, pause, Driver, Server, Setup};
+use super::redis::RedisServer;
+use super::support::{eventually, pause, run, Driver, Server, Setup};
 use super::wire::{datagram, json, udp_status};
 
 on_both_drivers!(the_governor_sheds_public_requests_and_serves_partners);
@@ -149,4 +150,131 @@ fn the_governor_sheds_public_requests_and_serves_partners(driver: Driver) {
     });
     let usage = json(&server.get("/v1/usage", Some(&public)));
     assert_eq!(usage["used"], 1, "shed requests are not billed: {usage}");
+}
+
+#[test]
+fn stress_keys_take_the_profiles_limits_and_other_keys_keep_theirs() {
+    let (_dir, file) = profiles("[own]\nlog_level = \"info\"\n[loose]\nstress_qps = 100000\nstress_burst = 100000\n");
+    let server = Setup::new(Driver::IoUring)
+        .set("profiles", "file", &file)
+        .set("profiles", "active", "\"own\"")
+        .stress_key("stress", 1, 2, 1_000_000)
+        .public_key("plain", 1, 2, 1_000_000)
+        .start();
+    let refused = |name: &str| {
+        let key = server.key(name);
+        (0..20).filter(|_| server.get("/v1/price?symbol=BTC-USD", Some(key)).status == 429).count()
+    };
+    assert!(refused("stress") >= 15, "under its own limits (1 QPS, burst 2)");
+    switch(&server, "loose");
+    assert_eq!(refused("stress"), 0, "under the profile's 100,000 QPS");
+    assert!(refused("plain") >= 15, "a key not marked stress keeps its own limits");
+    switch(&server, "own");
+    assert!(refused("stress") >= 15, "its own limits again");
+}
+
+#[test]
+fn the_usage_flush_window_and_batch_size_follow_the_profile() {
+    let (_dir, file) = profiles(
+        "[slow]\nusage_flush_ms = 600000\nusage_batch_max = 1\n[quick]\nusage_flush_ms = 100\nusage_batch_max = 1000\n",
+    );
+    let server = Setup::new(Driver::IoUring)
+        .set("profiles", "file", &file)
+        .set("profiles", "active", "\"slow\"")
+        .partner_key("second")
+        .partner_key("third")
+        .start();
+    let ask_with_each_key = || {
+        for name in ["partner", "second", "third"] {
+            assert_eq!(server.get("/v1/price?symbol=BTC-USD", Some(server.key(name))).status, 200);
+        }
+    };
+    let window = || pricebeast::clock::Now::read().unix_ms / 600_000;
+    let asked_in = window();
+    ask_with_each_key();
+    pause(Duration::from_secs(1));
+    // The drains fall on multiples of the window: one may end during the pause (1 run in 600).
+    if window() == asked_in {
+        assert_eq!(server.counter("usage_rows_queued"), 0, "a 10-minute window has not ended");
+    }
+    // The switch ends the window: its rows go out in slow's batches of one.
+    switch(&server, "quick");
+    eventually("the window ended by the switch is drained", || {
+        (server.counter("usage_rows_queued") == 3).then_some(())
+    });
+    assert_eq!(server.counter("bg_submitted"), 3, "usage_batch_max = 1: a batch per row");
+
+    server.reset_counters();
+    ask_with_each_key();
+    eventually("quick's 100 ms window drains", || (server.counter("usage_rows_queued") == 3).then_some(()));
+    // One batch, or two when a window boundary fell between the requests; never a batch per row.
+    assert!(server.counter("bg_submitted") <= 2, "usage_batch_max = 1000: {}", server.stats());
+}
+
+#[test]
+fn the_cache_ttl_and_the_redis_deadline_follow_the_profile() {
+    let redis = RedisServer::start();
+    let (_dir, file) = profiles(
+        "[tight]\ncache_ttl_ms = 700\nredis_timeout_ms = 200\n[loose]\ncache_ttl_ms = 60000\nredis_timeout_ms = 10000\n",
+    );
+    let server = Setup::new(Driver::IoUring)
+        .set("profiles", "file", &file)
+        .set("profiles", "active", "\"tight\"")
+        .set("cluster", "redis_url", &redis.url())
+        .set("cluster", "price_publish_ms", "100")
+        .start();
+    let ttl_ms = || redis.command(&["PTTL", "cluster:price:BTC-USD"]).ok().and_then(|t| t.parse::<i64>().ok());
+    eventually("prices written with tight's 700 ms", || ttl_ms().filter(|t| (1..=700).contains(t)));
+    switch(&server, "loose");
+    eventually("prices written with loose's 60 s", || ttl_ms().filter(|t| *t > 10_000));
+
+    // Redis stalls for 1.5 s: within loose's 10 s deadline the node waits it out.
+    redis.command(&["CLIENT", "PAUSE", "1500"]).expect("CLIENT PAUSE");
+    pause(Duration::from_millis(2500));
+    assert!(!server.log().contains("did not answer"), "{}", server.log());
+    switch(&server, "tight");
+    redis.command(&["CLIENT", "PAUSE", "1500"]).expect("CLIENT PAUSE");
+    eventually("tight's 200 ms deadline passes", || {
+        server.log().contains("Redis did not answer within 200 ms").then_some(())
+    });
+    eventually("and Redis is back after the pause", || server.log().contains("Redis reachable again").then_some(()));
+}
+
+#[test]
+fn the_log_filter_follows_the_profile() {
+    let (_dir, file) = profiles("[loud]\nlog_level = \"info\"\n[quiet]\nlog_level = \"warn\"\n");
+    let server =
+        Setup::new(Driver::IoUring).set("profiles", "file", &file).set("profiles", "active", "\"loud\"").start();
+    let reloads = || server.log().matches("keys reloaded").count();
+    let reload = || assert_eq!(server.admin("POST", "/admin/keys/reload").status, 200);
+    reload();
+    eventually("an info line under loud", || (reloads() == 1).then_some(()));
+    switch(&server, "quiet");
+    reload();
+    reload();
+    pause(Duration::from_millis(300));
+    assert_eq!(reloads(), 1, "info lines are filtered out under quiet");
+    assert!(server.log().contains("profile in force"), "a switch is logged at warn");
+    switch(&server, "loud");
+    reload();
+    eventually("info lines again", || (reloads() == 2).then_some(()));
+}
+
+#[test]
+fn serve_starts_under_the_profile_named_and_refuses_an_unknown_one() {
+    let quiet = Setup::new(Driver::IoUring).serve_arg("--profile").serve_arg("stress-tcp-direct").start();
+    let doc = json(&quiet.admin("GET", "/admin/system-mode"));
+    assert_eq!(doc["mode"], "stress-tcp-direct");
+    assert_eq!(doc["settings"]["log_level"], "warn");
+    assert!(quiet.log().contains("listening http="), "the startup lines are logged whatever the profile");
+    drop(quiet);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let refused = run(&["serve", "--profile", "turbo"], Some(dir.path()), Duration::from_secs(20));
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("turbo") && stderr.contains("fresh-price"),
+        "names the profile and those there are: {stderr}"
+    );
 }

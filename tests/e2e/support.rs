@@ -114,6 +114,8 @@ pub struct Setup {
     tls: Option<TlsSetup>,
     /// Another server's keys file and keys, used instead of making new ones (nodes of one fleet).
     same_keys: Option<(PathBuf, BTreeMap<String, String>)>,
+    /// Flags after `serve --config FILE`.
+    serve_args: Vec<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -129,6 +131,7 @@ impl Setup {
             token: None,
             tls: None,
             same_keys: None,
+            serve_args: Vec::new(),
         };
         let setup = setup
             .set("server", "http", "\"127.0.0.1:0\"")
@@ -179,6 +182,20 @@ impl Setup {
         let (qps, burst, cap) = (qps.to_string(), burst.to_string(), monthly_cap.to_string());
         let flags = ["--tier", "public", "--qps", &qps, "--burst", &burst, "--monthly-cap", &cap];
         self.keys.push(KeySpec::new(name, &flags, false));
+        self
+    }
+
+    /// A public key marked `--stress`: a profile's stress_qps and stress_burst replace its limits.
+    pub fn stress_key(mut self, name: &str, qps: u32, burst: u32, monthly_cap: u64) -> Self {
+        let (qps, burst, cap) = (qps.to_string(), burst.to_string(), monthly_cap.to_string());
+        let flags = ["--tier", "public", "--stress", "--qps", &qps, "--burst", &burst, "--monthly-cap", &cap];
+        self.keys.push(KeySpec::new(name, &flags, false));
+        self
+    }
+
+    /// A flag for `serve` itself (`--profile NAME`).
+    pub fn serve_arg(mut self, arg: &str) -> Self {
+        self.serve_args.push(arg.to_owned());
         self
     }
 
@@ -252,7 +269,7 @@ impl Setup {
         }
         let config = dir.path().join("pb.toml");
         std::fs::write(&config, setup.config_text(&keys_file)).expect("writing the test's config");
-        let mut server = Server::spawn(dir, config, keys, setup.token);
+        let mut server = Server::spawn(dir, config, &setup.serve_args, keys, setup.token);
         if let Some((cert, only)) = tls {
             let client = super::wire::tls_client(&cert, None);
             if only {
@@ -286,15 +303,23 @@ pub struct Server {
     dir: tempfile::TempDir,
     keys: BTreeMap<String, String>,
     token: Option<String>,
+    serve_args: Vec<String>,
     log: Log,
 }
 
 impl Server {
-    fn spawn(dir: tempfile::TempDir, config: PathBuf, keys: BTreeMap<String, String>, token: Option<String>) -> Self {
+    fn spawn(
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        serve_args: &[String],
+        keys: BTreeMap<String, String>,
+        token: Option<String>,
+    ) -> Self {
         let mut child = Command::new(BIN)
             .arg("serve")
             .arg("--config")
             .arg(&config)
+            .args(serve_args)
             .current_dir(dir.path())
             .env_remove("RUST_LOG")
             .env_remove("PRICEBEAST_ADMIN_TOKEN")
@@ -334,6 +359,7 @@ impl Server {
             dir,
             keys,
             token,
+            serve_args: serve_args.to_vec(),
             log,
         };
         match addrs {
@@ -505,7 +531,8 @@ impl Server {
         let placeholder = tempfile::tempdir().expect("making a temporary directory");
         let dir = std::mem::replace(&mut self.dir, placeholder);
         let config = dir.path().join("pb.toml");
-        let mut server = Server::spawn(dir, config, std::mem::take(&mut self.keys), self.token.take());
+        let args = std::mem::take(&mut self.serve_args);
+        let mut server = Server::spawn(dir, config, &args, std::mem::take(&mut self.keys), self.token.take());
         if let Some(tls) = self.tls.take() {
             server.http = server.https.expect("the server reported its HTTPS listener");
             server.tls = Some(tls);
