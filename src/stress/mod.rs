@@ -98,67 +98,121 @@ pub struct StressArgs {
 
 /// Runs the plan; returns the process exit code (0, [`EXIT_THRESHOLD`] or [`EXIT_REGRESSION`]).
 pub fn run(args: StressArgs) -> anyhow::Result<u8> {
-    if !(args.scale > 0.0 && args.scale <= 1000.0) {
-        bail!("--scale {}: must be above 0 and at most 1000", args.scale);
-    }
+    check_scale(args.scale)?;
     let plan = Plan::load_with(&args.plan, &args.set)?.scaled(args.scale);
-    let target = target(&args, &plan).with_context(|| format!("--target {}", args.target))?;
-    if !target.addr.ip().is_loopback() && !args.danger_non_loopback_target {
-        bail!("--target {target} is not a loopback address; pass --danger-non-loopback-target to load a remote server");
+    let tls = TlsFlags { ca_file: args.ca_file.clone(), danger_accept_invalid_certs: args.danger_accept_invalid_certs };
+    let target = target_for(&args.target, &tls, plan.protocol, args.danger_non_loopback_target)
+        .with_context(|| format!("--target {}", args.target))?;
+    let setup = RunSetup {
+        target,
+        key: args.key.clone(),
+        admin: args.admin.as_deref().map(|a| admin_for(a, args.admin_token.clone())),
+        workers: workers(args.workers),
+        baseline: args.baseline.clone(),
+    };
+    let origin = Origin { plan_file: args.plan.display().to_string(), overrides: args.set.clone(), scale: args.scale };
+    let outcome = execute(&plan, &origin, &setup)?;
+    print_report(&outcome.summary, setup.admin.is_some());
+    if let Some(dir) = &args.out {
+        write_outputs(dir, &outcome.summary)?;
     }
+    Ok(outcome.exit_code())
+}
+
+pub fn check_scale(scale: f64) -> anyhow::Result<()> {
+    if !(scale > 0.0 && scale <= 1000.0) {
+        bail!("--scale {scale}: must be above 0 and at most 1000");
+    }
+    Ok(())
+}
+
+/// Worker threads: as asked, or one per core.
+pub fn workers(asked: Option<usize>) -> usize {
+    asked.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)).clamp(1, 64)
+}
+
+/// The admin listener from `--admin` (a URL ending in /admin/cluster-stats: the cluster's sums).
+pub fn admin_for(url: &str, token: Option<String>) -> Admin {
+    Admin { addr: host_port(url).to_owned(), token, cluster: url.contains("/admin/cluster-stats") }
+}
+
+/// Where a plan came from, for the report.
+pub struct Origin {
+    pub plan_file: String,
+    pub overrides: Vec<String>,
+    pub scale: f64,
+}
+
+/// What a run needs besides its plan.
+pub struct RunSetup {
+    pub target: Target,
+    pub key: String,
+    pub admin: Option<Admin>,
+    pub workers: usize,
+    /// A previous run's summary.json to compare with.
+    pub baseline: Option<PathBuf>,
+}
+
+/// A finished run: its summary, and which failures set the exit code.
+pub struct Outcome {
+    pub summary: Summary,
+    pub threshold_failures: usize,
+    pub regressions: usize,
+}
+
+impl Outcome {
+    pub fn exit_code(&self) -> u8 {
+        if self.threshold_failures > 0 {
+            EXIT_THRESHOLD
+        } else if self.regressions > 0 {
+            EXIT_REGRESSION
+        } else {
+            0
+        }
+    }
+}
+
+/// Runs `plan` (already scaled) with the live line on stderr; reconciles with the server when
+/// there is an admin listener, checks the plan's thresholds and the baseline.
+pub fn execute(plan: &Plan, origin: &Origin, setup: &RunSetup) -> anyhow::Result<Outcome> {
+    let target = &setup.target;
     if let Some(tls) = &target.tls {
-        check_handshake(&target, tls, Duration::from_millis(plan.timeout_ms))?;
+        check_handshake(target, tls, Duration::from_millis(plan.timeout_ms))?;
     }
     if plan.protocol == Protocol::Udp {
-        let n = args.key.len();
+        let n = setup.key.len();
         if !(crate::udp::codec::KEY_BYTES_MIN..=crate::udp::codec::KEY_BYTES_MAX).contains(&n) {
             bail!("--key is {n} bytes; the UDP protocol carries keys of 16 to 64 bytes");
         }
     }
-    let admin = args.admin.as_ref().map(|a| Admin {
-        addr: host_port(a).to_owned(),
-        token: args.admin_token.clone(),
-        cluster: a.contains("/admin/cluster-stats"),
-    });
-    let workers =
-        args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)).clamp(1, 64);
+    let admin = setup.admin.as_ref();
+    let workers = setup.workers;
     let open_files_max = saturation::open_files_max();
     let progress = Arc::new(Progress::default());
     let server_pid = server_stats::local_server_pid(target.addr.port(), plan.protocol == Protocol::Udp);
-    let poller = server_stats::poll(admin.clone(), server_pid, Duration::from_secs(1), Arc::clone(&progress));
+    let poller = server_stats::poll(admin.cloned(), server_pid, Duration::from_secs(1), Arc::clone(&progress));
     let ws = plan.protocol == Protocol::Ws;
     let level_count = plan.users.as_ref().map_or(plan.levels.len(), |u| u.stages.len());
     let display = Display::start(Arc::clone(&progress), level_count, ws, plan.mix.report_pct > 0);
 
     let (levels, ws_run) = if ws {
-        let setup = stages::RunSetup {
-            target: &target,
-            key: &args.key,
-            admin: admin.as_ref(),
+        let stage_setup = stages::RunSetup {
+            target,
+            key: &setup.key,
+            admin,
             workers,
             open_files_max,
             files_spare: FDS_SPARE,
             server_pid,
             progress: &progress,
         };
-        let (levels, run) = stages::run(&plan, &setup)?;
+        let (levels, run) = stages::run(plan, &stage_setup)?;
         levels.iter().for_each(|l| display.level_done(l));
         (levels, Some(run))
     } else {
-        (
-            run_levels(
-                &plan,
-                &target,
-                &args.key,
-                admin.as_ref(),
-                workers,
-                open_files_max,
-                server_pid,
-                &progress,
-                &display,
-            )?,
-            None,
-        )
+        let levels =
+            run_levels(plan, target, &setup.key, admin, workers, open_files_max, server_pid, &progress, &display)?;
+        (levels, None)
     };
     display.finish();
     let server_samples = poller.finish();
@@ -177,17 +231,17 @@ pub fn run(args: StressArgs) -> anyhow::Result<u8> {
     if let Some(failure) = ws_run.as_ref().and_then(|run| run.settle.as_ref()?.failure(stages::SETTLE_WITHIN)) {
         threshold_failures.push(failure);
     }
-    let regressions = match &args.baseline {
+    let regressions = match &setup.baseline {
         Some(file) => baseline::compare(file, &levels)?,
         None => Vec::new(),
     };
     let summary = Summary {
         plan: plan.name.clone(),
-        plan_file: args.plan.display().to_string(),
-        overrides: args.set.clone(),
+        plan_file: origin.plan_file.clone(),
+        overrides: origin.overrides.clone(),
         protocol: format!("{:?}", plan.protocol).to_lowercase(),
         target: target.to_string(),
-        scale: args.scale,
+        scale: origin.scale,
         workers,
         open_files_max,
         server_pid,
@@ -197,17 +251,7 @@ pub fn run(args: StressArgs) -> anyhow::Result<u8> {
         server_samples,
         ws: ws_run,
     };
-    print_report(&summary, admin.is_some());
-    if let Some(dir) = &args.out {
-        write_outputs(dir, &summary)?;
-    }
-    Ok(if !threshold_failures.is_empty() {
-        EXIT_THRESHOLD
-    } else if !regressions.is_empty() {
-        EXIT_REGRESSION
-    } else {
-        0
-    })
+    Ok(Outcome { summary, threshold_failures: threshold_failures.len(), regressions: regressions.len() })
 }
 
 /// An HTTP or UDP plan, level by level.
@@ -242,8 +286,12 @@ fn run_levels(
             summary.note =
                 Some(format!("needs {} connections; this process may open {open_files_max} files", level.concurrency));
         } else {
+            let cpu_before = server_pid.and_then(saturation::process_cpu_time);
             run_one(plan, level, target, key, admin, workers, progress, &mut summary)?;
             summary.server_rss_kib = server_pid.and_then(server_stats::rss_kib);
+            let cpu_after = server_pid.and_then(saturation::process_cpu_time);
+            summary.server_cpu_s =
+                cpu_before.zip(cpu_after).map(|(before, after)| after.saturating_sub(before).as_secs_f64());
             if let Some(max) = plan.stop_when_loss_pct_above.filter(|max| summary.udp_loss_pct > *max) {
                 stop_reason = Some(format!("level {} lost {:.2}% (over {max}%)", level.number, summary.udp_loss_pct));
             }
@@ -396,7 +444,7 @@ fn print_report(summary: &Summary, reconciled: bool) {
     }
 }
 
-fn write_outputs(dir: &std::path::Path, summary: &Summary) -> anyhow::Result<()> {
+pub fn write_outputs(dir: &std::path::Path, summary: &Summary) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("--out {}", dir.display()))?;
     let json = serde_json::to_string_pretty(summary).context("rendering summary.json")?;
     std::fs::write(dir.join("summary.json"), json)
@@ -414,21 +462,37 @@ fn host_port(target: &str) -> &str {
     rest.split('/').next().unwrap_or(rest)
 }
 
-/// `--target` and the TLS flags: the address, and the client TLS an `https://` target speaks
+/// The TLS flags of a run against an `https://` target.
+#[derive(Clone, Debug, Default)]
+pub struct TlsFlags {
+    pub ca_file: Option<PathBuf>,
+    pub danger_accept_invalid_certs: bool,
+}
+
+/// A `--target` and the TLS flags: the address, and the client TLS an `https://` target speaks
 /// (no session resumption, so every new connection is a full handshake, as a new client's is).
-fn target(args: &StressArgs, plan: &Plan) -> anyhow::Result<Target> {
-    let tls_flags = args.ca_file.is_some() || args.danger_accept_invalid_certs;
-    let Some(rest) = args.target.strip_prefix("https://") else {
+/// A target off this machine is refused unless `remote` allows it.
+pub fn target_for(spec: &str, flags: &TlsFlags, protocol: Protocol, remote: bool) -> anyhow::Result<Target> {
+    let target = target_of(spec, flags, protocol)?;
+    if !target.addr.ip().is_loopback() && !remote {
+        bail!("{target} is not a loopback address; pass --danger-non-loopback-target to load a remote server");
+    }
+    Ok(target)
+}
+
+fn target_of(spec: &str, flags: &TlsFlags, protocol: Protocol) -> anyhow::Result<Target> {
+    let tls_flags = flags.ca_file.is_some() || flags.danger_accept_invalid_certs;
+    let Some(rest) = spec.strip_prefix("https://") else {
         if tls_flags {
             bail!("--ca-file and --danger-accept-invalid-certs are for an https:// target");
         }
-        return Ok(Target::plain(resolve(host_port(&args.target))?));
+        return Ok(Target::plain(resolve(host_port(spec))?));
     };
-    if plan.protocol == Protocol::Udp {
+    if protocol == Protocol::Udp {
         bail!("a UDP plan's target is HOST:PORT; https:// is for HTTP and ws plans");
     }
     let hp = rest.split('/').next().unwrap_or(rest);
-    let trust = Trust::from_flags(args.ca_file.as_deref(), args.danger_accept_invalid_certs);
+    let trust = Trust::from_flags(flags.ca_file.as_deref(), flags.danger_accept_invalid_certs);
     let tls = TlsClient::new(&TlsOptions { trust, resume_sessions: false }, hp)?;
     Ok(Target { addr: resolve(hp)?, tls: Some(Tls::new(tls)) })
 }

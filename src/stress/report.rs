@@ -54,6 +54,8 @@ pub struct LevelSummary {
     pub server: Option<BTreeMap<String, u64>>,
     /// The server process's resident memory at the level's end (found via /proc when local).
     pub server_rss_kib: Option<u64>,
+    /// The server process's CPU time over the level, in seconds (found via /proc when local).
+    pub server_cpu_s: Option<f64>,
     pub reconciliation: Option<Vec<Reconciled>>,
     /// A ws stage's own figures. The level's `concurrency` is then the users wanted at the
     /// stage's end, `rps` frames received per second, `latency` the push latency and
@@ -159,6 +161,7 @@ impl LevelSummary {
             wall_s: 0.0,
             server: None,
             server_rss_kib: None,
+            server_cpu_s: None,
             reconciliation: None,
             ws: None,
         }

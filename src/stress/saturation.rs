@@ -13,9 +13,18 @@ pub const LATE_PCT_SATURATED: f64 = 1.0;
 
 /// CPU time used by this process so far (user + system), if /proc says.
 pub fn cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    cpu_time_at("/proc/self/stat")
+}
+
+/// CPU time used so far by process `pid` (the local server's).
+pub fn process_cpu_time(pid: u32) -> Option<Duration> {
+    cpu_time_at(&format!("/proc/{pid}/stat"))
+}
+
+fn cpu_time_at(stat_file: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(stat_file).ok()?;
     // The command name (field 2) may hold spaces; the fields after its closing paren are fixed.
-    let after = &stat[stat.rfind(')')? + 2..];
+    let after = stat.get(stat.rfind(')')? + 2..)?;
     let fields: Vec<&str> = after.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the paren.
     let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
