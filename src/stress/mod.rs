@@ -22,6 +22,7 @@ pub mod saturation;
 pub mod schedule;
 pub mod server_stats;
 pub mod stages;
+pub mod suite;
 
 use std::io::{IsTerminal as _, Read as _, Write as _};
 use std::net::{SocketAddr, ToSocketAddrs as _};
@@ -50,8 +51,22 @@ const FDS_SPARE: u64 = 64;
 #[derive(Debug, clap::Args)]
 pub struct StressArgs {
     /// The plan file (config/plans/*.toml).
+    #[arg(long, value_name = "FILE", required_unless_present = "suite", conflicts_with = "suite")]
+    pub plan: Option<PathBuf>,
+    /// A suite file (config/suites/release.toml): its tests in order, each under its profile,
+    /// with one report; needs --admin, and --udp-target and --public-key when its tests do.
     #[arg(long, value_name = "FILE")]
-    pub plan: PathBuf,
+    pub suite: Option<PathBuf>,
+    /// A suite's UDP tests: the server's UDP port, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT", requires = "suite")]
+    pub udp_target: Option<String>,
+    /// A suite's public-key tests: a public key made with `keys new --tier public --stress` (or
+    /// PRICEBEAST_PUBLIC_KEY).
+    #[arg(long, env = "PRICEBEAST_PUBLIC_KEY", hide_env_values = true)]
+    pub public_key: Option<String>,
+    /// A suite's endurance test length in minutes, instead of the suite file's.
+    #[arg(long, value_name = "MINUTES", requires = "suite")]
+    pub endurance_minutes: Option<f64>,
     /// The server: http://HOST:PORT, https://HOST:PORT or HOST:PORT (HTTP and ws plans; https
     /// is TLS on every connection, wss:// streams), HOST:PORT (UDP plans).
     #[arg(long, value_name = "URL|HOST:PORT")]
@@ -98,8 +113,15 @@ pub struct StressArgs {
 
 /// Runs the plan; returns the process exit code (0, [`EXIT_THRESHOLD`] or [`EXIT_REGRESSION`]).
 pub fn run(args: StressArgs) -> anyhow::Result<u8> {
+    if let Some(file) = &args.suite {
+        if !args.set.is_empty() || args.baseline.is_some() {
+            bail!("--set and --baseline are for one plan; a suite's tests take their overrides from the suite file");
+        }
+        return suite::run(&args, file);
+    }
     check_scale(args.scale)?;
-    let plan = Plan::load_with(&args.plan, &args.set)?.scaled(args.scale);
+    let Some(plan_file) = &args.plan else { bail!("--plan FILE or --suite FILE") };
+    let plan = Plan::load_with(plan_file, &args.set)?.scaled(args.scale);
     let tls = TlsFlags { ca_file: args.ca_file.clone(), danger_accept_invalid_certs: args.danger_accept_invalid_certs };
     let target = target_for(&args.target, &tls, plan.protocol, args.danger_non_loopback_target)
         .with_context(|| format!("--target {}", args.target))?;
@@ -110,7 +132,7 @@ pub fn run(args: StressArgs) -> anyhow::Result<u8> {
         workers: workers(args.workers),
         baseline: args.baseline.clone(),
     };
-    let origin = Origin { plan_file: args.plan.display().to_string(), overrides: args.set.clone(), scale: args.scale };
+    let origin = Origin { plan_file: plan_file.display().to_string(), overrides: args.set.clone(), scale: args.scale };
     let outcome = execute(&plan, &origin, &setup)?;
     print_report(&outcome.summary, setup.admin.is_some());
     if let Some(dir) = &args.out {
