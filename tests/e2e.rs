@@ -33,6 +33,7 @@ mod e2e {
     mod slow;
     mod streams;
     mod stress;
+    mod suite;
     mod tls_certs;
     mod tls_clients;
     mod udp;

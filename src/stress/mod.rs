@@ -308,12 +308,11 @@ fn run_levels(
             summary.note =
                 Some(format!("needs {} connections; this process may open {open_files_max} files", level.concurrency));
         } else {
-            let cpu_before = server_pid.and_then(saturation::process_cpu_time);
+            let cpu_before = server_pid.and_then(saturation::ThreadTimes::read);
             run_one(plan, level, target, key, admin, workers, progress, &mut summary)?;
             summary.server_rss_kib = server_pid.and_then(server_stats::rss_kib);
-            let cpu_after = server_pid.and_then(saturation::process_cpu_time);
-            summary.server_cpu_s =
-                cpu_before.zip(cpu_after).map(|(before, after)| after.saturating_sub(before).as_secs_f64());
+            let cpu_after = server_pid.and_then(saturation::ThreadTimes::read);
+            summary.server_cpu_s = cpu_before.zip(cpu_after).map(|(before, after)| after.since(&before).as_secs_f64());
             if let Some(max) = plan.stop_when_loss_pct_above.filter(|max| summary.udp_loss_pct > *max) {
                 stop_reason = Some(format!("level {} lost {:.2}% (over {max}%)", level.number, summary.udp_loss_pct));
             }

@@ -22,6 +22,7 @@ use serde_json::Value;
 use crate::client::http;
 use crate::stress::plan::{Plan, Protocol};
 use crate::stress::report::Summary;
+use crate::stress::saturation::ThreadTimes;
 use crate::stress::server_stats::Admin;
 use crate::stress::{
     admin_for, check_scale, execute, target_for, workers, write_outputs, Origin, RunSetup, StressArgs,
@@ -31,6 +32,8 @@ use report::{SuiteSummary, TestRecord};
 
 /// How long one admin call may take.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the server's idle CPU is measured before each test.
+const IDLE_SAMPLE: Duration = Duration::from_secs(1);
 
 /// Runs the suite `args.suite` names; returns the exit code: 0 when every test passed,
 /// [`crate::stress::EXIT_THRESHOLD`] when one did not.
@@ -82,7 +85,7 @@ pub fn run(args: &StressArgs, suite_file: &Path) -> anyhow::Result<u8> {
 
     let started_unix_s = unix_s();
     let mut records = Vec::with_capacity(suite.tests.len());
-    let mut runs: BTreeMap<String, Summary> = BTreeMap::new();
+    let mut runs: BTreeMap<String, (Summary, Option<f64>)> = BTreeMap::new();
     let count = suite.tests.len();
     for (n, test) in suite.tests.iter().enumerate() {
         let (plan, origin) = match plan_for(&suite, test, &runs, args.scale) {
@@ -95,6 +98,7 @@ pub fn run(args: &StressArgs, suite_file: &Path) -> anyhow::Result<u8> {
         };
         control.switch(&test.profile)?;
         control.reset()?;
+        let idle_per_s = idle_cpu_per_s(http_target.addr.port());
         eprintln!(
             "test {} ({}/{count}): {}, profile {}, plan {}{}",
             test.id,
@@ -122,10 +126,10 @@ pub fn run(args: &StressArgs, suite_file: &Path) -> anyhow::Result<u8> {
         match execute(&plan, &origin, &setup) {
             Ok(outcome) => {
                 write_outputs(&dir, &outcome.summary)?;
-                let record = TestRecord::ran(test, &dir, &outcome, suite.ceiling_success_pct);
+                let record = TestRecord::ran(test, &dir, &outcome, suite.ceiling_success_pct, idle_per_s);
                 eprintln!("test {}: {}", test.id, record.line());
                 records.push(record);
-                runs.insert(test.id.clone(), outcome.summary);
+                runs.insert(test.id.clone(), (outcome.summary, idle_per_s));
             }
             Err(e) => {
                 let why = format!("{e:#}");
@@ -159,14 +163,15 @@ fn key_for(kind: KeyKind, partner: &str, public: Option<&str>) -> String {
 fn plan_for(
     suite: &Suite,
     test: &Test,
-    runs: &BTreeMap<String, Summary>,
+    runs: &BTreeMap<String, (Summary, Option<f64>)>,
     scale: f64,
 ) -> Result<(Plan, Origin), String> {
     let mut overrides = test.set.clone();
     let mut scale = scale;
     if test.role == Role::Endurance {
         let of = &suite.endurance.of;
-        let run = runs.get(of).ok_or_else(|| format!("{of} did not run, and its ceiling sets this test's rate"))?;
+        let (run, _) =
+            runs.get(of).ok_or_else(|| format!("{of} did not run, and its ceiling sets this test's rate"))?;
         let ceiling = verdict::ceiling(run, suite.ceiling_success_pct).ok_or_else(|| {
             format!("{of} found no ceiling (no level answered {}% of its requests)", suite.ceiling_success_pct)
         })?;
@@ -221,6 +226,17 @@ impl Control {
         }
         serde_json::from_slice(&response.body).with_context(|| format!("admin {}{path}: not JSON", self.admin.addr))
     }
+}
+
+/// The local server's CPU while idle, in CPU seconds a second, over [`IDLE_SAMPLE`]: what
+/// the per-request figures are net of.
+fn idle_cpu_per_s(http_port: u16) -> Option<f64> {
+    let pid = crate::stress::server_stats::local_server_pid(http_port, false)?;
+    let before = ThreadTimes::read(pid)?;
+    let started = std::time::Instant::now();
+    crate::stress::load::pause(IDLE_SAMPLE);
+    let after = ThreadTimes::read(pid)?;
+    Some(after.since(&before).as_secs_f64() / started.elapsed().as_secs_f64())
 }
 
 fn unix_s() -> i64 {

@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::Context as _;
 
 use super::file::{KeyKind, Role, Suite, Test};
-use super::verdict::{self, Ceiling, Combined, Cost, Endurance};
+use super::verdict::{self, Ceiling, Combined, Cost, Endurance, Run};
 use crate::stress::report::Summary;
 use crate::stress::{Outcome, StressArgs};
 
@@ -39,8 +39,10 @@ pub struct TestRecord {
     pub http_5xx: u64,
     /// Its fastest level that kept its requests (see [`verdict::ceiling`]).
     pub best: Option<Ceiling>,
-    /// The server's CPU per request at that level, µs.
+    /// The server's CPU per request at that level, µs, net of its idle CPU.
     pub best_cpu_us: Option<f64>,
+    /// The server's CPU while idle, measured for a second before the test, in % of a core.
+    pub server_idle_cpu_pct: Option<f64>,
     pub wall_s: f64,
     pub passed: bool,
 }
@@ -65,18 +67,19 @@ impl TestRecord {
             http_5xx: 0,
             best: None,
             best_cpu_us: None,
+            server_idle_cpu_pct: None,
             wall_s: 0.0,
             passed: false,
         }
     }
 
-    pub fn ran(test: &Test, dir: &Path, outcome: &Outcome, ceiling_success_pct: f64) -> Self {
+    pub fn ran(test: &Test, dir: &Path, outcome: &Outcome, ceiling_success_pct: f64, idle_per_s: Option<f64>) -> Self {
         let s = &outcome.summary;
         let best = verdict::ceiling(s, ceiling_success_pct);
         let best_cpu_us = best
             .as_ref()
             .and_then(|b| s.levels.iter().find(|l| l.level == b.level))
-            .and_then(verdict::server_cpu_us_per_request);
+            .and_then(|l| verdict::server_cpu_us_per_request(l, idle_per_s.unwrap_or(0.0)));
         let mut record = Self::not_run(test, dir, String::new());
         record.ran = true;
         record.error = None;
@@ -94,6 +97,7 @@ impl TestRecord {
         record.passed = outcome.exit_code() == 0 && answered;
         record.best = best;
         record.best_cpu_us = best_cpu_us;
+        record.server_idle_cpu_pct = idle_per_s.map(|s| s * 100.0);
         record
     }
 
@@ -103,11 +107,13 @@ impl TestRecord {
             return format!("not run: {error}");
         }
         let verdict = if self.passed { "pass" } else { "FAIL" };
+        // A ceiling test's fastest good level is its answer; the others' is where they peaked.
+        let what = if self.role == Role::Ceiling { "ceiling at level" } else { "fastest level" };
         let best = self.best.as_ref().map_or_else(
             || "no level kept its requests".to_owned(),
             |b| {
                 format!(
-                    "best level {} ({} connections): {} rps, p99 {:.2} ms{}",
+                    "{what} {} ({} connections): {} rps, p99 {:.2} ms{}",
                     b.level,
                     b.concurrency,
                     thousands(b.rps),
@@ -156,11 +162,11 @@ impl SuiteSummary {
         args: &StressArgs,
         started_unix_s: i64,
         tests: Vec<TestRecord>,
-        runs: &BTreeMap<String, Summary>,
+        runs: &BTreeMap<String, (Summary, Option<f64>)>,
         profile_before: String,
     ) -> Self {
-        let by_role =
-            |role: Role| suite.tests.iter().find(|t| t.role == role).and_then(|t| Some((t, runs.get(&t.id)?)));
+        let run_of = |id: &str| runs.get(id).map(|(summary, idle)| Run { summary, idle_per_s: idle.unwrap_or(0.0) });
+        let by_role = |role: Role| suite.tests.iter().find(|t| t.role == role).and_then(|t| Some((t, run_of(&t.id)?)));
         let ceilings =
             tests.iter().filter(|t| t.role == Role::Ceiling).map(|t| (t.id.clone(), t.best.clone())).collect();
         let rate_limit_cost = match (by_role(Role::UnlimitedReference), by_role(Role::RateLimited)) {
@@ -174,14 +180,14 @@ impl SuiteSummary {
             .filter(|t| t.role == Role::Ceiling && t.protocol == crate::stress::plan::Protocol::Http)
             .max_by_key(|t| t.key == KeyKind::Public)
             .and_then(|t| {
-                let run = runs.get(&t.id)?;
-                let best = verdict::ceiling(run, suite.ceiling_success_pct)?;
-                run.levels.iter().find(|l| l.level == best.level)
+                let run = run_of(&t.id)?;
+                let best = verdict::ceiling(run.summary, suite.ceiling_success_pct)?;
+                Some((run.summary.levels.iter().find(|l| l.level == best.level)?, run.idle_per_s))
             });
         let combined_cost = by_role(Role::Combined).map(|(_, run)| verdict::combined(run, alone));
         let endurance = by_role(Role::Endurance).map(|(_, run)| {
-            let rate = run.levels.first().and_then(|l| l.rate_per_s).unwrap_or(0.0);
-            verdict::endurance(run, rate, suite.endurance.minutes, suite.endurance.rss_growth_pct_max)
+            let rate = run.summary.levels.first().and_then(|l| l.rate_per_s).unwrap_or(0.0);
+            verdict::endurance(run.summary, rate, suite.endurance.minutes, suite.endurance.rss_growth_pct_max)
         });
         let mut tests = tests;
         if let Some(verdict) = &endurance {

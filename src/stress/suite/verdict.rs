@@ -35,10 +35,20 @@ pub fn ceiling(summary: &Summary, success_pct: f64) -> Option<Ceiling> {
 }
 
 /// The server's CPU time per request over one level, in µs: every request the level sent,
-/// warm-up included, since the server's CPU was read around all of them.
-pub fn server_cpu_us_per_request(level: &LevelSummary) -> Option<f64> {
+/// warm-up included, since the server's CPU was read around all of them; net of what the server
+/// spends idle (`idle_per_s`, CPU seconds a second: its feeds, timers and probes), which at a
+/// few thousand requests a second would otherwise be a good part of the figure.
+pub fn server_cpu_us_per_request(level: &LevelSummary, idle_per_s: f64) -> Option<f64> {
     let cpu_s = level.server_cpu_s?;
-    (level.counts.requests > 0).then(|| cpu_s * 1e6 / level.counts.requests as f64)
+    let net_s = (cpu_s - idle_per_s * level.wall_s).max(0.0);
+    (level.counts.requests > 0).then(|| net_s * 1e6 / level.counts.requests as f64)
+}
+
+/// A test's run, with the server's idle CPU measured before it.
+#[derive(Clone, Copy)]
+pub struct Run<'a> {
+    pub summary: &'a Summary,
+    pub idle_per_s: f64,
 }
 
 /// One rate of the rate-limit comparison.
@@ -67,15 +77,17 @@ pub struct Cost {
 
 /// `measured` against `reference`, pairing levels by number (the same plan, or plans of the
 /// same shape); levels that did not run in both are left out.
-pub fn cost(reference_id: &str, reference: &Summary, measured_id: &str, measured: &Summary) -> Cost {
+pub fn cost(reference_id: &str, reference: Run, measured_id: &str, measured: Run) -> Cost {
     let ran = |l: &&LevelSummary| l.status == LevelStatus::Ran && l.measured_requests > 0;
     let levels: Vec<CostAt> = reference
+        .summary
         .levels
         .iter()
         .filter(ran)
         .filter_map(|r| {
-            let m = measured.levels.iter().filter(ran).find(|m| m.level == r.level)?;
-            let (reference_cpu_us, measured_cpu_us) = (server_cpu_us_per_request(r), server_cpu_us_per_request(m));
+            let m = measured.summary.levels.iter().filter(ran).find(|m| m.level == r.level)?;
+            let reference_cpu_us = server_cpu_us_per_request(r, reference.idle_per_s);
+            let measured_cpu_us = server_cpu_us_per_request(m, measured.idle_per_s);
             Some(CostAt {
                 level: r.level,
                 rate_per_s: r.rate_per_s.unwrap_or(r.rps),
@@ -113,8 +125,9 @@ pub struct CombinedAt {
     pub cpu_us: Option<f64>,
 }
 
-pub fn combined(summary: &Summary, prices_alone: Option<&LevelSummary>) -> Combined {
-    let levels = summary
+pub fn combined(run: Run, prices_alone: Option<(&LevelSummary, f64)>) -> Combined {
+    let levels = run
+        .summary
         .levels
         .iter()
         .filter(|l| l.status == LevelStatus::Ran && l.measured_requests > 0)
@@ -128,11 +141,12 @@ pub fn combined(summary: &Summary, prices_alone: Option<&LevelSummary>) -> Combi
                 price_p99_ms: prices.latency.p99_ms,
                 report_rps: reports.map(|r| r.rps),
                 report_p99_ms: reports.map(|r| r.latency.p99_ms),
-                cpu_us: server_cpu_us_per_request(l),
+                cpu_us: server_cpu_us_per_request(l, run.idle_per_s),
             }
         })
         .collect();
-    Combined { levels, prices_alone_cpu_us: prices_alone.and_then(server_cpu_us_per_request) }
+    let prices_alone_cpu_us = prices_alone.and_then(|(level, idle)| server_cpu_us_per_request(level, idle));
+    Combined { levels, prices_alone_cpu_us }
 }
 
 /// The endurance test's verdict.
@@ -275,13 +289,20 @@ mod tests {
         );
         let limited =
             summary(vec![level(1, 1000.0, 100.0, 10_000, Some(0.06)), level(2, 3000.0, 100.0, 30_000, None)], &[]);
-        let cost = cost("2b", &reference, "2c", &limited);
+        let run = |summary| Run { summary, idle_per_s: 0.0 };
+        let cost = cost("2b", run(&reference), "2c", run(&limited));
         assert_eq!(cost.levels.len(), 2);
         let first = &cost.levels[0];
         assert!((first.reference_cpu_us.expect("measured") - 5.0).abs() < 1e-9);
         assert!((first.extra_cpu_us.expect("both measured") - 1.0).abs() < 1e-9);
         assert_eq!(cost.levels[1].extra_cpu_us, None, "2c's CPU was not read at level 2");
         assert!((cost.mean_extra_cpu_us.expect("one level") - 1.0).abs() < 1e-9);
+
+        // 10 ms of a 1 s level was the server idling: 4 us a request rather than 5.
+        let mut idling = level(1, 1000.0, 100.0, 10_000, Some(0.05));
+        idling.wall_s = 1.0;
+        assert!((server_cpu_us_per_request(&idling, 0.01).expect("measured") - 4.0).abs() < 1e-9);
+        assert_eq!(server_cpu_us_per_request(&idling, 1.0), Some(0.0), "never below zero");
     }
 
     #[test]
