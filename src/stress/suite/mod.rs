@@ -96,8 +96,16 @@ pub fn run(args: &StressArgs, suite_file: &Path) -> anyhow::Result<u8> {
                 continue;
             }
         };
-        control.switch(&test.profile)?;
-        control.reset()?;
+        // Without its profile and a counter reset a test measures something else: the suite stops
+        // there, and the report says which tests did not run and why.
+        if let Err(e) = control.switch(&test.profile).and_then(|()| control.reset()) {
+            let why = format!("the server's admin listener: {e:#}");
+            eprintln!("test {}: not run: {why}; the suite stops", test.id);
+            for rest in &suite.tests[n..] {
+                records.push(TestRecord::not_run(rest, &out.join(&rest.id), why.clone()));
+            }
+            break;
+        }
         let idle_per_s = idle_cpu_per_s(http_target.addr.port());
         eprintln!(
             "test {} ({}/{count}): {}, profile {}, plan {}{}",
