@@ -15,15 +15,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result};
 
-use crate::stress::load::connect::Target;
+use crate::stress::load::pause;
 use crate::stress::load::ws::{self as users, Live, WsJob};
-use crate::stress::load::{pause, Progress};
 use crate::stress::measure::{Percentiles, WsRecorder};
-use crate::stress::plan::{Plan, Stage};
+use crate::stress::plan::{Plan, Stage, Users};
 use crate::stress::report::{LevelStatus, LevelSummary, WsRun, WsStage};
-use crate::stress::saturation;
 use crate::stress::schedule::Schedule;
 use crate::stress::server_stats::{self, Admin, ServerSnapshot, Slack};
+use crate::stress::{procfs, saturation, RunContext};
 
 /// How long after the run the stream gauges have to reach 0.
 pub const SETTLE_WITHIN: Duration = Duration::from_secs(10);
@@ -45,21 +44,8 @@ struct Boundary {
     server_rss_kib: Option<u64>,
 }
 
-/// The server and client around the run.
-pub struct RunSetup<'a> {
-    pub target: &'a Target,
-    pub key: &'a str,
-    pub admin: Option<&'a Admin>,
-    pub workers: usize,
-    pub open_files_max: u64,
-    pub files_spare: u64,
-    pub server_pid: Option<u32>,
-    pub progress: &'a Arc<Progress>,
-}
-
-/// Runs the plan's users; one level per stage, and the run's own figures.
-pub fn run(plan: &Plan, cx: &RunSetup) -> Result<(Vec<LevelSummary>, WsRun)> {
-    let users = plan.users.as_ref().context("not a ws plan")?;
+/// Runs the plan's `users`; one level per stage, and the run's own figures.
+pub fn run(plan: &Plan, users: &Users, cx: &RunContext) -> Result<(Vec<LevelSummary>, WsRun)> {
     let schedule = Schedule::new(&users.stages);
     let stages = users.stages.len();
     let peak = schedule.peak();
@@ -108,8 +94,8 @@ pub fn run(plan: &Plan, cx: &RunSetup) -> Result<(Vec<LevelSummary>, WsRun)> {
         snapshot: before,
         slack: Slack::default(),
         streams_open: 0,
-        cpu: saturation::cpu_time(),
-        server_rss_kib: cx.server_pid.and_then(server_stats::rss_kib),
+        cpu: procfs::cpu_time(),
+        server_rss_kib: cx.server_pid.and_then(procfs::rss_kib),
     }];
     let running = users::start(Arc::clone(&job), cx.workers)?;
     for (k, end_ms) in schedule.stage_ends_ms().into_iter().enumerate().take(stages - 1) {
@@ -123,7 +109,7 @@ pub fn run(plan: &Plan, cx: &RunSetup) -> Result<(Vec<LevelSummary>, WsRun)> {
     wait_until(job.t0 + Duration::from_millis(schedule.end_ms().saturating_sub(END_LOOK_MS).max(last_start_ms)));
     let streams_open = cx.progress.streams_open.load(SeqCst);
     let server_open = cx.admin.and_then(|a| a.snapshot().ok()).and_then(|s| open_gauge(&s));
-    let server_rss_kib = cx.server_pid.and_then(server_stats::rss_kib);
+    let server_rss_kib = cx.server_pid.and_then(procfs::rss_kib);
     let recorders = running.join()?;
     // Every user has returned: nothing in flight, the last boundary is exact.
     let end = Boundary {
@@ -132,7 +118,7 @@ pub fn run(plan: &Plan, cx: &RunSetup) -> Result<(Vec<LevelSummary>, WsRun)> {
         slack: Slack::default(),
         streams_open,
         server_open,
-        cpu: saturation::cpu_time(),
+        cpu: procfs::cpu_time(),
         server_rss_kib,
     };
     boundaries.push(end);
@@ -155,7 +141,7 @@ pub fn run(plan: &Plan, cx: &RunSetup) -> Result<(Vec<LevelSummary>, WsRun)> {
 }
 
 /// The boundary opening stage `stage` (0-based), in the order the reconciliation relies on.
-fn boundary(job: &WsJob, cx: &RunSetup, stage: usize) -> Boundary {
+fn boundary(job: &WsJob, cx: &RunContext, stage: usize) -> Boundary {
     let live = &job.live;
     let (sessions_before, handshakes_before) = (live.sessions_created.load(SeqCst), live.handshakes.load(SeqCst));
     live.stage.store(stage, SeqCst);
@@ -178,8 +164,8 @@ fn boundary(job: &WsJob, cx: &RunSetup, stage: usize) -> Boundary {
         snapshot,
         slack,
         streams_open,
-        cpu: saturation::cpu_time(),
-        server_rss_kib: cx.server_pid.and_then(server_stats::rss_kib),
+        cpu: procfs::cpu_time(),
+        server_rss_kib: cx.server_pid.and_then(procfs::rss_kib),
     }
 }
 

@@ -257,6 +257,7 @@ pub fn pause(d: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stress::plan::tests::levels;
 
     #[test]
     fn each_connection_carries_one_kind_on_that_kinds_schedule() {
@@ -267,7 +268,7 @@ mod tests {
         )
         .expect("valid");
         let target = Target::plain("127.0.0.1:8080".parse().expect("address"));
-        let job = job(&plan, &plan.levels[0], &target, "k", Arc::new(Progress::default()));
+        let job = job(&plan, &levels(&plan)[0], &target, "k", Arc::new(Progress::default()));
         assert!(job.has_reports());
         assert_eq!(job.kind_of_connection(0), (Kind::Price, 0));
         assert_eq!(job.kind_of_connection(17), (Kind::Price, 17));
@@ -287,7 +288,7 @@ mod tests {
              [[levels]]\nconcurrency = 20\nrate_per_s = 1000\nduration_ms = 2000\n",
         )
         .expect("valid");
-        let job = super::job(&plain, &plain.levels[0], &target, "k", Arc::new(Progress::default()));
+        let job = super::job(&plain, &levels(&plain)[0], &target, "k", Arc::new(Progress::default()));
         assert!(!job.has_reports());
         assert_eq!(job.kind_of_connection(19), (Kind::Price, 19));
         assert_eq!(job.intended_of(t0, Kind::Price, 37), job.intended(t0, 37));
