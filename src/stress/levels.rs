@@ -1,7 +1,6 @@
 //! Runs an HTTP or UDP plan level by level: each level's connections (or sockets) opened, its
 //! load offered and measured, the server read around it, and its figures summarised.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,7 +11,7 @@ use crate::stress::load::connect::Target;
 use crate::stress::load::{self, Progress};
 use crate::stress::measure::{KindRecorder, Percentiles, Recorder};
 use crate::stress::plan::{self, Kind, Load, Plan, Protocol, Share};
-use crate::stress::report::{KindSummary, Kinds, LevelStatus, LevelSummary};
+use crate::stress::report::{KindSummary, Kinds, LevelResult, LevelStatus};
 use crate::stress::server_stats::{self, Admin};
 use crate::stress::{procfs, saturation, RunContext};
 
@@ -22,13 +21,13 @@ pub fn run(
     levels: &[plan::Level],
     cx: &RunContext,
     display: &Display,
-) -> anyhow::Result<Vec<LevelSummary>> {
+) -> anyhow::Result<Vec<LevelResult>> {
     let RunContext { target, key, admin, workers, open_files_max, files_spare, server_pid, progress } = *cx;
     let mut results = Vec::with_capacity(levels.len());
     let mut stop_reason: Option<String> = None;
     for level in levels {
-        progress.level.store(level.number, Ordering::Relaxed);
-        let mut summary = empty_level(level);
+        progress.level_starts(level.number);
+        let mut summary = LevelResult::planned(level);
         let fds_needed = match plan.protocol {
             Protocol::Udp => workers as u64 + files_spare,
             Protocol::Http | Protocol::Ws => u64::from(level.concurrency) + files_spare,
@@ -68,12 +67,8 @@ fn run_one(
     admin: Option<&Admin>,
     workers: usize,
     progress: &Arc<Progress>,
-    summary: &mut LevelSummary,
+    summary: &mut LevelResult,
 ) -> anyhow::Result<()> {
-    progress.level.store(level.number, Ordering::Relaxed);
-    progress.done.store(0, Ordering::Relaxed);
-    progress.reports_done.store(0, Ordering::Relaxed);
-    progress.errors.store(0, Ordering::Relaxed);
     let before = admin.map(Admin::snapshot).transpose().context("reading /admin/stress-stats before the level")?;
     let cpu_before = procfs::cpu_time();
     let started = Instant::now();
@@ -152,12 +147,4 @@ fn kinds_of(recorder: &Recorder, shares: &[Share; 2], open_loop: bool) -> Option
         price: one(&kinds[Kind::Price as usize], &shares[Kind::Price as usize]),
         report: one(&kinds[Kind::Report as usize], &shares[Kind::Report as usize]),
     })
-}
-
-fn empty_level(level: &plan::Level) -> LevelSummary {
-    let (loop_kind, rate_per_s, duration_ms) = match level.load {
-        Load::Closed { .. } => ("closed", None, None),
-        Load::Open { rate_per_s, duration_ms } => ("open", Some(rate_per_s), Some(duration_ms)),
-    };
-    LevelSummary::planned(level.number, level.concurrency, loop_kind, rate_per_s, duration_ms, level.requests())
 }

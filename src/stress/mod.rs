@@ -18,6 +18,7 @@
 pub mod baseline;
 pub mod chart;
 pub mod display;
+pub mod junit;
 pub mod levels;
 pub mod load;
 pub mod measure;
@@ -33,16 +34,17 @@ use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
 
 use crate::client::tls::{TlsClient, TlsOptions, Trust};
+use crate::stress::baseline::{Baseline, Failure};
 use crate::stress::display::Display;
 use crate::stress::load::connect::{Target, Tls};
 use crate::stress::load::Progress;
 use crate::stress::plan::{Plan, Protocol, Run};
-use crate::stress::report::Summary;
+use crate::stress::report::{Results, Summary};
 use crate::stress::server_stats::Admin;
 
 /// Exit code when a plan threshold fails.
@@ -90,9 +92,14 @@ pub struct StressArgs {
     /// Write summary.json, summary.md and chart.svg here.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// A previous run's summary.json: fail if RPS or p99 is over 10% worse at any level.
+    /// A previous run's summary.json of the same plan and scale: fail if RPS or p99 is over 10%
+    /// worse at any level (a ws plan: frames/s or push p99 at any stage).
     #[arg(long, value_name = "FILE")]
     pub baseline: Option<PathBuf>,
+    /// Write the run as JUnit XML here: a testcase per level or stage, a failure per threshold
+    /// failure or regression.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
     /// Worker threads (each carries many connections); default: one per core.
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
@@ -120,6 +127,9 @@ pub fn run(args: StressArgs) -> anyhow::Result<u8> {
     print_report(&outcome.summary, setup.admin.is_some());
     if let Some(dir) = &args.out {
         write_outputs(dir, &outcome.summary)?;
+    }
+    if let Some(file) = &args.junit {
+        junit::write(file, &outcome.summary)?;
     }
     Ok(outcome.exit_code())
 }
@@ -193,8 +203,11 @@ impl Outcome {
 }
 
 /// Runs `plan` (already scaled) with the live line on stderr; reconciles with the server when
-/// there is an admin listener, checks the plan's thresholds and the baseline.
+/// there is an admin listener, checks the plan's thresholds and the baseline. A baseline that is
+/// not of this plan and scale is refused before any load is sent.
 pub fn execute(plan: &Plan, origin: &Origin, setup: &RunSetup) -> anyhow::Result<Outcome> {
+    let started_unix_s = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let baseline = setup.baseline.as_deref().map(|file| Baseline::load(file, &plan.name, origin.scale)).transpose()?;
     let target = &setup.target;
     if let Some(tls) = &target.tls {
         check_handshake(target, tls, Duration::from_millis(plan.timeout_ms))?;
@@ -223,36 +236,38 @@ pub fn execute(plan: &Plan, origin: &Origin, setup: &RunSetup) -> anyhow::Result
         server_pid,
         progress: &progress,
     };
-    let (levels, ws_run) = match &plan.run {
-        Run::Users(users) => {
-            let (levels, run) = stages::run(plan, users, &cx)?;
-            levels.iter().for_each(|l| display.level_done(l));
-            (levels, Some(run))
-        }
-        Run::Levels(levels) => (levels::run(plan, levels, &cx, &display)?, None),
+    let ran = match &plan.run {
+        Run::Users(users) => stages::run(plan, users, &cx).map(|(stages, run)| {
+            stages.iter().for_each(|s| display.stage_done(s));
+            Results::Stages { stages, run: Box::new(run) }
+        }),
+        Run::Levels(levels) => levels::run(plan, levels, &cx, &display).map(|levels| Results::Levels { levels }),
     };
     display.finish();
     let server_samples = poller.finish();
+    let results = ran?;
 
-    let unit = if ws { "stage" } else { "level" };
     let mut reconciliation_differences = Vec::new();
-    for l in &levels {
-        for r in l.reconciliation.iter().flatten().filter(|r| !r.matches()) {
-            reconciliation_differences.push(format!("{unit} {}: {}", l.level, difference(r)));
+    for step in results.steps() {
+        for r in step.reconciliation.iter().copied().flatten().filter(|r| !r.matches()) {
+            reconciliation_differences.push(format!("{} {}: {}", step.unit, step.number, difference(r)));
         }
     }
-    for r in ws_run.iter().flat_map(|run| run.reconciliation.iter().flatten()).filter(|r| !r.matches()) {
-        reconciliation_differences.push(format!("whole run: {}", difference(r)));
+    let mut threshold_failures = baseline::check_thresholds(&plan.thresholds, &results);
+    if let Results::Stages { run, .. } = &results {
+        for r in run.reconciliation.iter().flatten().filter(|r| !r.matches()) {
+            reconciliation_differences.push(format!("whole run: {}", difference(r)));
+        }
+        if let Some(failure) = run.settle.as_ref().and_then(|settle| settle.failure(stages::SETTLE_WITHIN)) {
+            threshold_failures.push(Failure::threshold(None, failure));
+        }
     }
-    let mut threshold_failures = baseline::check_thresholds(&plan.thresholds, &levels);
-    if let Some(failure) = ws_run.as_ref().and_then(|run| run.settle.as_ref()?.failure(stages::SETTLE_WITHIN)) {
-        threshold_failures.push(failure);
-    }
-    let regressions = match &setup.baseline {
-        Some(file) => baseline::compare(file, &levels)?,
-        None => Vec::new(),
-    };
+    let regressions = baseline.map(|b| b.compare(&results)).unwrap_or_default();
+    let (threshold_count, regression_count) = (threshold_failures.len(), regressions.len());
     let summary = Summary {
+        schema_version: report::SCHEMA_VERSION,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        timestamp: crate::clock::rfc3339(started_unix_s),
         plan: plan.name.clone(),
         plan_file: origin.plan_file.clone(),
         overrides: origin.overrides.clone(),
@@ -262,13 +277,12 @@ pub fn execute(plan: &Plan, origin: &Origin, setup: &RunSetup) -> anyhow::Result
         workers,
         open_files_max,
         server_pid,
-        levels,
+        results,
         reconciliation_differences,
-        failures: threshold_failures.iter().chain(&regressions).cloned().collect(),
+        failures: threshold_failures.into_iter().chain(regressions).collect(),
         server_samples,
-        ws: ws_run,
     };
-    Ok(Outcome { summary, threshold_failures: threshold_failures.len(), regressions: regressions.len() })
+    Ok(Outcome { summary, threshold_failures: threshold_count, regressions: regression_count })
 }
 
 /// One reconciliation difference, in words.
@@ -302,7 +316,7 @@ fn print_report(summary: &Summary, reconciled: bool) {
             let _ = writeln!(out, "DIFFERENCE {d}");
         }
     }
-    if let Some(run) = &summary.ws {
+    if let Some(run) = summary.ws_run() {
         let _ = writeln!(out, "{}", report::settle_line(run));
     }
     for f in &summary.failures {

@@ -930,7 +930,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// A levels plan's levels; panics on a ws plan.
-    pub(crate) fn levels(plan: &Plan) -> &[Level] {
+    pub(crate) fn levels_of(plan: &Plan) -> &[Level] {
         match &plan.run {
             Run::Levels(levels) => levels,
             Run::Users(_) => panic!("{} is a ws plan", plan.name),
@@ -938,7 +938,7 @@ pub(crate) mod tests {
     }
 
     /// A ws plan's users; panics on a levels plan.
-    pub(crate) fn users(plan: &Plan) -> &Users {
+    pub(crate) fn users_of(plan: &Plan) -> &Users {
         match &plan.run {
             Run::Users(users) => users,
             Run::Levels(_) => panic!("{} is not a ws plan", plan.name),
@@ -968,13 +968,13 @@ duration_ms = 2000
     fn a_good_plan_parses_whole() {
         let plan = Plan::parse("plans/p.toml", GOOD).expect("valid plan");
         assert_eq!(plan.name, "p");
-        assert_eq!(levels(&plan)[0].load, Load::Closed { requests: 100 });
-        assert_eq!(levels(&plan)[1].requests(), 1000);
+        assert_eq!(levels_of(&plan)[0].load, Load::Closed { requests: 100 });
+        assert_eq!(levels_of(&plan)[1].requests(), 1000);
         assert_eq!(plan.thresholds.success, Some((100.0, 2)));
         assert_eq!(plan.thresholds.latency_levels, (2, 2));
         let scaled = plan.scaled(0.01);
-        assert_eq!(levels(&scaled)[0].load, Load::Closed { requests: 1 });
-        assert_eq!(levels(&scaled)[1].load, Load::Open { rate_per_s: 500.0, duration_ms: 20 });
+        assert_eq!(levels_of(&scaled)[0].load, Load::Closed { requests: 1 });
+        assert_eq!(levels_of(&scaled)[1].load, Load::Open { rate_per_s: 500.0, duration_ms: 20 });
     }
 
     #[test]
@@ -1028,7 +1028,7 @@ over_s = 0.5
         let plan = Plan::parse("plans/w.toml", WS).expect("valid ws plan");
         assert_eq!(plan.protocol, Protocol::Ws);
         assert!(matches!(plan.run, Run::Users(_)));
-        let users = super::tests::users(&plan);
+        let users = users_of(&plan);
         let numbers: Vec<(usize, u32, u32, u64)> =
             users.stages.iter().map(|s| (s.number, s.users_from, s.users, s.over_ms)).collect();
         assert_eq!(numbers, vec![(1, 0, 100, 60_000), (2, 100, 100, 30_000), (3, 100, 0, 500)]);
@@ -1042,20 +1042,20 @@ over_s = 0.5
         // Streams held to the end: no stream time, no pause.
         let held = WS.replace("stream_s_min = 5\nstream_s_max = 20\npause_s_min = 1\npause_s_max = 2.5\n", "");
         let plan = Plan::parse("w.toml", &held).expect("valid");
-        assert_eq!(users(&plan).user.stream_ms, None);
+        assert_eq!(users_of(&plan).user.stream_ms, None);
     }
 
     #[test]
     fn scale_shrinks_ws_users_and_durations_alike() {
         let plan = Plan::parse("w.toml", WS).expect("valid").scaled(0.05);
-        let users = super::tests::users(&plan);
+        let users = users_of(&plan);
         let numbers: Vec<(u32, u32, u64)> = users.stages.iter().map(|s| (s.users_from, s.users, s.over_ms)).collect();
         assert_eq!(numbers, vec![(0, 5, 3_000), (5, 5, 1_500), (5, 0, 25)]);
         assert_eq!(users.user.stream_ms, Some((250, 1_000)));
         assert_eq!(users.user.pause_ms, (50, 125));
         // A stage that asks for users keeps one; one that asks for none keeps none.
         let tiny = Plan::parse("w.toml", WS).expect("valid").scaled(0.0001);
-        let tiny = users(&tiny);
+        let tiny = users_of(&tiny);
         assert_eq!(tiny.stages.iter().map(|s| s.users).collect::<Vec<_>>(), vec![1, 1, 0]);
         assert!(tiny.stages.iter().all(|s| s.over_ms >= 1));
         // Symbols per session are what a user asks for, not load: they stay.
@@ -1151,21 +1151,21 @@ duration_ms = 2000
         );
         // Closed: 10% of 105 requests (rounded down) are reports, on 10% of 4 connections rounded up.
         assert_eq!(
-            levels(&plan)[0].shares(10),
+            levels_of(&plan)[0].shares(10),
             [share(Kind::Price, 95, 3, 0, 0.0), share(Kind::Report, 10, 1, 3, 0.0)]
         );
         // Open: each kind keeps its share of the rate, on its own connections.
         assert_eq!(
-            levels(&plan)[1].shares(10),
+            levels_of(&plan)[1].shares(10),
             [share(Kind::Price, 1800, 18, 0, 900.0), share(Kind::Report, 200, 2, 18, 100.0)]
         );
         // Without reports, the level is what it always was: every request and connection a price.
         assert_eq!(
-            levels(&plan)[1].shares(0),
+            levels_of(&plan)[1].shares(0),
             [share(Kind::Price, 2000, 20, 0, 1000.0), share(Kind::Report, 0, 0, 20, 0.0)]
         );
         // Each kind keeps at least one connection; all reports take every connection.
-        let two = Level { concurrency: 2, ..levels(&plan)[1] };
+        let two = Level { concurrency: 2, ..levels_of(&plan)[1] };
         assert_eq!(two.shares(99).map(|s| s.connections), [1, 1]);
         assert_eq!(two.shares(1).map(|s| s.connections), [1, 1]);
         assert_eq!(two.shares(100).map(|s| (s.requests, s.connections)), [(0, 0), (2000, 2)]);
@@ -1246,14 +1246,14 @@ duration_ms = 1000
     fn overrides_set_fields_before_the_plan_is_checked() {
         let off = with(REPORTS, &["mix.report_pct=0"]).expect("reports off");
         assert_eq!(off.mix.report_pct, 0);
-        assert_eq!(levels(&off)[1].shares(off.mix.report_pct)[0].requests, 2000);
+        assert_eq!(levels_of(&off)[1].shares(off.mix.report_pct)[0].requests, 2000);
         // Levels count from 1; a missing table is made; a bare word is a string.
         let plan = with(
             GOOD,
             &["levels.2.rate_per_s = 250", "thresholds.p50_ms_max=7.5", "mix.report_granularity=month", "name=\"x\""],
         )
         .expect("overrides");
-        assert_eq!(levels(&plan)[1].load, Load::Open { rate_per_s: 250.0, duration_ms: 2000 });
+        assert_eq!(levels_of(&plan)[1].load, Load::Open { rate_per_s: 250.0, duration_ms: 2000 });
         assert_eq!(plan.thresholds.p50_ms_max, Some(7.5));
         assert_eq!(plan.mix.report_granularity, Granularity::Month);
         assert_eq!(plan.name, "x");
@@ -1288,10 +1288,10 @@ duration_ms = 1000
     fn shipped_plans_parse() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/plans");
         let spike = Plan::load(&dir.join("ws-spike.toml")).unwrap_or_else(|e| panic!("{e}"));
-        let stages: Vec<(u32, u64)> = users(&spike).stages.iter().map(|s| (s.users, s.over_ms)).collect();
+        let stages: Vec<(u32, u64)> = users_of(&spike).stages.iter().map(|s| (s.users, s.over_ms)).collect();
         assert_eq!(stages, vec![(1000, 180_000), (1000, 60_000), (1500, 30_000), (1500, 60_000), (0, 10_000)]);
         let capacity = Plan::load(&dir.join("ws-capacity.toml")).unwrap_or_else(|e| panic!("{e}"));
-        let users = super::tests::users(&capacity);
+        let users = users_of(&capacity);
         assert_eq!(users.user.stream_ms, None);
         assert_eq!(users.stages.iter().map(|s| s.users).max(), Some(5000));
         for name in ["ramp13", "spike", "capacity", "endurance", "udp-ceiling", "combined"] {
@@ -1305,13 +1305,13 @@ duration_ms = 1000
         let combined = Plan::load(&dir.join("combined.toml")).expect("combined");
         assert!((1..100).contains(&combined.mix.report_pct), "{:?}", combined.mix);
         assert_eq!(combined.mix.tier, "partner");
-        assert!(levels(&combined).iter().all(|l| matches!(l.load, Load::Open { .. })));
+        assert!(levels_of(&combined).iter().all(|l| matches!(l.load, Load::Open { .. })));
         assert!(combined.thresholds.p99_ms_max.is_some() && combined.thresholds.report_p99_ms_max.is_some());
         let off = Plan::load_with(&dir.join("combined.toml"), &["mix.report_pct=0".to_owned()]).expect("reports off");
-        assert_eq!(levels(&off), levels(&combined));
+        assert_eq!(levels_of(&off), levels_of(&combined));
         let ramp = Plan::load(&dir.join("ramp13.toml")).expect("ramp13");
-        assert_eq!(levels(&ramp).len(), 13);
-        assert_eq!(levels(&ramp)[12].load, Load::Closed { requests: 9_000_000 });
-        assert_eq!(levels(&ramp)[12].concurrency, 21_000);
+        assert_eq!(levels_of(&ramp).len(), 13);
+        assert_eq!(levels_of(&ramp)[12].load, Load::Closed { requests: 9_000_000 });
+        assert_eq!(levels_of(&ramp)[12].concurrency, 21_000);
     }
 }
