@@ -1294,7 +1294,7 @@ duration_ms = 1000
         let users = users_of(&capacity);
         assert_eq!(users.user.stream_ms, None);
         assert_eq!(users.stages.iter().map(|s| s.users).max(), Some(5000));
-        for name in ["ramp13", "spike", "capacity", "endurance", "udp-ceiling", "combined"] {
+        for name in ["ramp13", "ramp13-8core", "spike", "capacity", "endurance", "udp-ceiling", "combined"] {
             let path = dir.join(format!("{name}.toml"));
             Plan::load(&path).unwrap_or_else(|e| panic!("{e}"));
         }
@@ -1313,5 +1313,12 @@ duration_ms = 1000
         assert_eq!(levels_of(&ramp).len(), 13);
         assert_eq!(levels_of(&ramp)[12].load, Load::Closed { requests: 9_000_000 });
         assert_eq!(levels_of(&ramp)[12].concurrency, 21_000);
+        // The same levels; only the 8-core plan holds latency, which two shared cores cannot meet.
+        let eight = Plan::load(&dir.join("ramp13-8core.toml")).expect("ramp13-8core");
+        assert_eq!(levels_of(&eight), levels_of(&ramp));
+        assert_eq!((ramp.thresholds.p50_ms_max, ramp.thresholds.p99_ms_max), (None, None));
+        assert_eq!((eight.thresholds.p50_ms_max, eight.thresholds.p99_ms_max), (Some(10.0), Some(300.0)));
+        assert_eq!(eight.thresholds.latency_levels, (5, 8));
+        assert_eq!(ramp.thresholds.success, eight.thresholds.success);
     }
 }
