@@ -31,7 +31,7 @@ struct Point {
 
 /// The chart's SVG text.
 pub fn svg(summary: &Summary) -> String {
-    let (points, ws) = points(&summary.results);
+    let (points, ws) = points(&summary.results, &summary.protocol);
     let reports = points.iter().any(|p| p.report_p99.is_some());
     let rate_ticks = ticks(points.iter().filter_map(|p| p.rate).fold(0.0, f64::max));
     let p99_ticks = ticks(points.iter().flat_map(|p| [p.p99, p.report_p99]).flatten().fold(0.0, f64::max));
@@ -156,7 +156,9 @@ pub fn svg(summary: &Summary) -> String {
 }
 
 /// The x axis: every level or stage that ran, with its figures where it measured any.
-fn points(results: &Results) -> (Vec<Point>, bool) {
+fn points(results: &Results, protocol: &str) -> (Vec<Point>, bool) {
+    // A UDP level's concurrency is a spread over sockets, not connections.
+    let conc = |n: u32| if protocol == "udp" { format!("conc {n}") } else { format!("{n} conn") };
     match results {
         Results::Levels { levels } => {
             let points = levels
@@ -169,7 +171,7 @@ fn points(results: &Results) -> (Vec<Point>, bool) {
                         None => "closed".to_owned(),
                     };
                     Point {
-                        label: vec![format!("level {}", l.level), format!("{} conn", l.concurrency), load],
+                        label: vec![format!("level {}", l.level), conc(l.concurrency), load],
                         rate: l.measured().then_some(l.rps),
                         p99: (l.measured() && prices.measured_requests > 0).then_some(prices.latency.p99_ms),
                         report_p99: l.reports().filter(|r| r.measured_requests > 0).map(|r| r.latency.p99_ms),
@@ -215,6 +217,9 @@ fn top_of(ticks: &[f64]) -> f64 {
 /// A tick's label, with as many decimals as its axis's step needs; thousands as `k`.
 pub fn tick_label(value: f64, ticks: &[f64]) -> String {
     let step = ticks.get(1).copied().unwrap_or(1.0);
+    if value == 0.0 {
+        return "0".to_owned();
+    }
     if step >= 1000.0 {
         return format!("{}k", round_number(value / 1000.0));
     }
@@ -264,6 +269,7 @@ mod tests {
         assert_eq!(tick_label(0.4, &ticks(0.93)), "0.4");
         assert_eq!(tick_label(0.15, &ticks(0.3)), "0.15");
         assert_eq!(tick_label(60.0, &ticks(87.0)), "60");
+        assert_eq!(tick_label(0.0, &ticks(71_883.0)), "0");
     }
 
     #[test]
