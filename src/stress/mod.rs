@@ -12,8 +12,12 @@
 //! reconciling `/admin/stress-stats`; [`saturation`], whether the client itself was the limit;
 //! [`procfs`], what /proc says of CPU time, memory, the open-file limit and the server's pid.
 //!
-//! After it: [`report`], the table, summary.json and summary.md; [`chart`], the SVG;
-//! [`baseline`], thresholds and regressions, which set the exit code.
+//! After it: [`report`], the results of either run model ([`report::Results`]: a
+//! [`report::LevelResult`] per level, or a [`report::StageResult`] per stage and the whole ws
+//! run) and how they read: the table, summary.json and summary.md; [`chart`], the SVG;
+//! [`baseline`], thresholds and regressions, which set the exit code (and the refusal of a
+//! baseline from another plan, scale or summary shape, before any load); [`junit`], the run as
+//! JUnit XML for CI.
 
 pub mod baseline;
 pub mod chart;
