@@ -1,22 +1,33 @@
-//! `pricebeast stress`: runs a load plan against a server, level by level, and reports what the
-//! client measured beside what the server counted.
+//! `pricebeast stress`: runs a load plan against a server and reports what the client measured
+//! beside what the server counted.
 //!
-//! - [`plan`]: the plan file, parsed whole (`--set` overrides applied first); [`load`]: the HTTP,
-//!   UDP and WebSocket load loops on a few worker threads; [`measure`]: HDR histograms, warm-up,
-//!   coordinated-omission correction, and, when an HTTP mix holds usage reports
-//!   (`mix.report_pct`), each kind's figures apart from the other's.
-//! - [`schedule`]: a ws plan's users over time; [`stages`]: runs a ws plan, all its stages on one
-//!   clock, with a server snapshot at each boundary.
-//! - [`saturation`]: whether the client itself was the limit; [`server_stats`]: polling and
-//!   reconciling `/admin/stress-stats`.
-//! - [`report`]: the table, summary.json and summary.md; [`chart`]: the SVG; [`baseline`]:
-//!   thresholds and regressions, which set the exit code.
+//! A plan ([`plan`], parsed whole, `--set` overrides applied first) is one of two run models
+//! ([`plan::Run`]): levels of requests (HTTP, UDP), run one after another by [`levels`]; or users
+//! over stages (WebSocket), all on one clock, run by [`stages`] from the schedule in
+//! [`schedule`]. Both drive the load loops of [`load`] on a few worker threads and record into
+//! [`measure`] (HDR histograms, warm-up, coordinated-omission correction, and, with usage reports
+//! in an HTTP mix, each kind's figures apart).
+//!
+//! Around the load: [`display`], the live line on stderr; [`server_stats`], polling and
+//! reconciling `/admin/stress-stats`; [`saturation`], whether the client itself was the limit;
+//! [`procfs`], what /proc says of CPU time, memory, the open-file limit and the server's pid.
+//!
+//! After it: [`report`], the results of either run model ([`report::Results`]: a
+//! [`report::LevelResult`] per level, or a [`report::StageResult`] per stage and the whole ws
+//! run) and how they read: the table, summary.json and summary.md; [`chart`], the SVG;
+//! [`baseline`], thresholds and regressions, which set the exit code (and the refusal of a
+//! baseline from another plan, scale or summary shape, before any load); [`junit`], the run as
+//! JUnit XML for CI.
 
 pub mod baseline;
 pub mod chart;
+pub mod display;
+pub mod junit;
+pub mod levels;
 pub mod load;
 pub mod measure;
 pub mod plan;
+pub mod procfs;
 pub mod report;
 pub mod saturation;
 pub mod schedule;
@@ -24,21 +35,21 @@ pub mod server_stats;
 pub mod stages;
 pub mod suite;
 
-use std::io::{IsTerminal as _, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
 
 use crate::client::tls::{TlsClient, TlsOptions, Trust};
+use crate::stress::baseline::{Baseline, Failure};
+use crate::stress::display::Display;
 use crate::stress::load::connect::{Target, Tls};
 use crate::stress::load::Progress;
-use crate::stress::measure::{KindRecorder, Percentiles, Recorder};
-use crate::stress::plan::{Kind, Load, Plan, Protocol, Share};
-use crate::stress::report::{KindSummary, Kinds, LevelStatus, LevelSummary, Summary};
+use crate::stress::plan::{Plan, Protocol, Run};
+use crate::stress::report::{Results, Summary};
 use crate::stress::server_stats::Admin;
 
 /// Exit code when a plan threshold fails.
@@ -100,9 +111,14 @@ pub struct StressArgs {
     /// Write summary.json, summary.md and chart.svg here.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// A previous run's summary.json: fail if RPS or p99 is over 10% worse at any level.
+    /// A previous run's summary.json of the same plan and scale: fail if RPS or p99 is over 10%
+    /// worse at any level (a ws plan: frames/s or push p99 at any stage).
     #[arg(long, value_name = "FILE")]
     pub baseline: Option<PathBuf>,
+    /// Write the run as JUnit XML here: a testcase per level or stage, a failure per threshold
+    /// failure or regression.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
     /// Worker threads (each carries many connections); default: one per core.
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
@@ -137,6 +153,9 @@ pub fn run(args: StressArgs) -> anyhow::Result<u8> {
     print_report(&outcome.summary, setup.admin.is_some());
     if let Some(dir) = &args.out {
         write_outputs(dir, &outcome.summary)?;
+    }
+    if let Some(file) = &args.junit {
+        junit::write(file, &outcome.summary)?;
     }
     Ok(outcome.exit_code())
 }
@@ -175,6 +194,21 @@ pub struct RunSetup {
     pub baseline: Option<PathBuf>,
 }
 
+/// What the level and stage runners share: the server, the client's resources, the live figures.
+#[derive(Clone, Copy)]
+pub struct RunContext<'a> {
+    pub target: &'a Target,
+    pub key: &'a str,
+    pub admin: Option<&'a Admin>,
+    pub workers: usize,
+    pub open_files_max: u64,
+    /// File descriptors kept aside from the connections.
+    pub files_spare: u64,
+    /// The local server's process, when /proc shows it.
+    pub server_pid: Option<u32>,
+    pub progress: &'a Arc<Progress>,
+}
+
 /// A finished run: its summary, and which failures set the exit code.
 pub struct Outcome {
     pub summary: Summary,
@@ -195,8 +229,11 @@ impl Outcome {
 }
 
 /// Runs `plan` (already scaled) with the live line on stderr; reconciles with the server when
-/// there is an admin listener, checks the plan's thresholds and the baseline.
+/// there is an admin listener, checks the plan's thresholds and the baseline. A baseline that is
+/// not of this plan and scale is refused before any load is sent.
 pub fn execute(plan: &Plan, origin: &Origin, setup: &RunSetup) -> anyhow::Result<Outcome> {
+    let started_unix_s = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let baseline = setup.baseline.as_deref().map(|file| Baseline::load(file, &plan.name, origin.scale)).transpose()?;
     let target = &setup.target;
     if let Some(tls) = &target.tls {
         check_handshake(target, tls, Duration::from_millis(plan.timeout_ms))?;
@@ -209,118 +246,69 @@ pub fn execute(plan: &Plan, origin: &Origin, setup: &RunSetup) -> anyhow::Result
     }
     let admin = setup.admin.as_ref();
     let workers = setup.workers;
-    let open_files_max = saturation::open_files_max();
+    let open_files_max = procfs::open_files_max();
     let progress = Arc::new(Progress::default());
-    let server_pid = server_stats::local_server_pid(target.addr.port(), plan.protocol == Protocol::Udp);
+    let server_pid = procfs::local_server_pid(target.addr.port(), plan.protocol == Protocol::Udp);
     let poller = server_stats::poll(admin.cloned(), server_pid, Duration::from_secs(1), Arc::clone(&progress));
-    let ws = plan.protocol == Protocol::Ws;
-    let level_count = plan.users.as_ref().map_or(plan.levels.len(), |u| u.stages.len());
-    let display = Display::start(Arc::clone(&progress), level_count, ws, plan.mix.report_pct > 0);
-
-    let (levels, ws_run) = if ws {
-        let stage_setup = stages::RunSetup {
-            target,
-            key: &setup.key,
-            admin,
-            workers,
-            open_files_max,
-            files_spare: FDS_SPARE,
-            server_pid,
-            progress: &progress,
-        };
-        let (levels, run) = stages::run(plan, &stage_setup)?;
-        levels.iter().for_each(|l| display.level_done(l));
-        (levels, Some(run))
-    } else {
-        let levels =
-            run_levels(plan, target, &setup.key, admin, workers, open_files_max, server_pid, &progress, &display)?;
-        (levels, None)
+    let ws = matches!(plan.run, Run::Users(_));
+    let display = Display::start(Arc::clone(&progress), plan.run.steps(), ws, plan.mix.report_pct > 0);
+    let cx = RunContext {
+        target,
+        key: &setup.key,
+        admin,
+        workers,
+        open_files_max,
+        files_spare: FDS_SPARE,
+        server_pid,
+        progress: &progress,
+    };
+    let ran = match &plan.run {
+        Run::Users(users) => stages::run(plan, users, &cx).map(|(stages, run)| {
+            stages.iter().for_each(|s| display.stage_done(s));
+            Results::Stages { stages, run: Box::new(run) }
+        }),
+        Run::Levels(levels) => levels::run(plan, levels, &cx, &display).map(|levels| Results::Levels { levels }),
     };
     display.finish();
     let server_samples = poller.finish();
+    let results = ran?;
 
-    let unit = if ws { "stage" } else { "level" };
     let mut reconciliation_differences = Vec::new();
-    for l in &levels {
-        for r in l.reconciliation.iter().flatten().filter(|r| !r.matches()) {
-            reconciliation_differences.push(format!("{unit} {}: {}", l.level, difference(r)));
+    for step in results.steps() {
+        for r in step.reconciliation.iter().copied().flatten().filter(|r| !r.matches()) {
+            reconciliation_differences.push(format!("{} {}: {}", step.unit, step.number, difference(r)));
         }
     }
-    for r in ws_run.iter().flat_map(|run| run.reconciliation.iter().flatten()).filter(|r| !r.matches()) {
-        reconciliation_differences.push(format!("whole run: {}", difference(r)));
+    let mut threshold_failures = baseline::check_thresholds(&plan.thresholds, &results);
+    if let Results::Stages { run, .. } = &results {
+        for r in run.reconciliation.iter().flatten().filter(|r| !r.matches()) {
+            reconciliation_differences.push(format!("whole run: {}", difference(r)));
+        }
+        if let Some(failure) = run.settle.as_ref().and_then(|settle| settle.failure(stages::SETTLE_WITHIN)) {
+            threshold_failures.push(Failure::threshold(None, failure));
+        }
     }
-    let mut threshold_failures = baseline::check_thresholds(&plan.thresholds, &levels);
-    if let Some(failure) = ws_run.as_ref().and_then(|run| run.settle.as_ref()?.failure(stages::SETTLE_WITHIN)) {
-        threshold_failures.push(failure);
-    }
-    let regressions = match &setup.baseline {
-        Some(file) => baseline::compare(file, &levels)?,
-        None => Vec::new(),
-    };
+    let regressions = baseline.map(|b| b.compare(&results)).unwrap_or_default();
+    let (threshold_count, regression_count) = (threshold_failures.len(), regressions.len());
     let summary = Summary {
+        schema_version: report::SCHEMA_VERSION,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        timestamp: crate::clock::rfc3339(started_unix_s),
         plan: plan.name.clone(),
         plan_file: origin.plan_file.clone(),
         overrides: origin.overrides.clone(),
-        protocol: format!("{:?}", plan.protocol).to_lowercase(),
+        protocol: plan.protocol.as_str().to_owned(),
         target: target.to_string(),
         scale: origin.scale,
         workers,
         open_files_max,
         server_pid,
-        levels,
+        results,
         reconciliation_differences,
-        failures: threshold_failures.iter().chain(&regressions).cloned().collect(),
+        failures: threshold_failures.into_iter().chain(regressions).collect(),
         server_samples,
-        ws: ws_run,
     };
-    Ok(Outcome { summary, threshold_failures: threshold_failures.len(), regressions: regressions.len() })
-}
-
-/// An HTTP or UDP plan, level by level.
-#[allow(clippy::too_many_arguments)]
-fn run_levels(
-    plan: &Plan,
-    target: &Target,
-    key: &str,
-    admin: Option<&Admin>,
-    workers: usize,
-    open_files_max: u64,
-    server_pid: Option<u32>,
-    progress: &Arc<Progress>,
-    display: &Display,
-) -> anyhow::Result<Vec<LevelSummary>> {
-    let mut levels = Vec::with_capacity(plan.levels.len());
-    let mut stop_reason: Option<String> = None;
-    for level in &plan.levels {
-        progress.level.store(level.number, Ordering::Relaxed);
-        let mut summary = empty_level(level);
-        let fds_needed = match plan.protocol {
-            Protocol::Udp => workers as u64 + FDS_SPARE,
-            Protocol::Http | Protocol::Ws => u64::from(level.concurrency) + FDS_SPARE,
-        };
-        if let Some(reason) = &stop_reason {
-            summary.status = LevelStatus::Skipped;
-            summary.note = Some(reason.clone());
-        } else if fds_needed > open_files_max {
-            // Spreading connections over worker processes and 127.0.0.x sources is not built:
-            // refuse the level loudly rather than run it with fewer connections than asked.
-            summary.status = LevelStatus::NotReachableOnThisMachine;
-            summary.note =
-                Some(format!("needs {} connections; this process may open {open_files_max} files", level.concurrency));
-        } else {
-            let cpu_before = server_pid.and_then(saturation::ThreadTimes::read);
-            run_one(plan, level, target, key, admin, workers, progress, &mut summary)?;
-            summary.server_rss_kib = server_pid.and_then(server_stats::rss_kib);
-            let cpu_after = server_pid.and_then(saturation::ThreadTimes::read);
-            summary.server_cpu_s = cpu_before.zip(cpu_after).map(|(before, after)| after.since(&before).as_secs_f64());
-            if let Some(max) = plan.stop_when_loss_pct_above.filter(|max| summary.udp_loss_pct > *max) {
-                stop_reason = Some(format!("level {} lost {:.2}% (over {max}%)", level.number, summary.udp_loss_pct));
-            }
-        }
-        display.level_done(&summary);
-        levels.push(summary);
-    }
-    Ok(levels)
+    Ok(Outcome { summary, threshold_failures: threshold_count, regressions: regression_count })
 }
 
 /// One reconciliation difference, in words.
@@ -334,109 +322,6 @@ fn difference(r: &server_stats::Reconciled) -> String {
         i128::from(r.client) - i128::from(r.server),
         r.allowance()
     )
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run_one(
-    plan: &Plan,
-    level: &plan::Level,
-    target: &Target,
-    key: &str,
-    admin: Option<&Admin>,
-    workers: usize,
-    progress: &Arc<Progress>,
-    summary: &mut LevelSummary,
-) -> anyhow::Result<()> {
-    progress.level.store(level.number, Ordering::Relaxed);
-    progress.done.store(0, Ordering::Relaxed);
-    progress.reports_done.store(0, Ordering::Relaxed);
-    progress.errors.store(0, Ordering::Relaxed);
-    let before = admin.map(Admin::snapshot).transpose().context("reading /admin/stress-stats before the level")?;
-    let cpu_before = saturation::cpu_time();
-    let started = Instant::now();
-    let job = Arc::new(load::job(plan, level, target, key, Arc::clone(progress)));
-    let (recorder, _t0) = load::run_level(Arc::clone(&job), workers)?;
-    summary.wall_s = started.elapsed().as_secs_f64();
-    summary.client = saturation::judge(cpu_before, started, workers, &recorder.counts);
-    if let (Some(admin), Some(before)) = (admin, before) {
-        let after = admin.snapshot().context("reading /admin/stress-stats after the level")?;
-        let delta = before.delta(&after);
-        let reports = recorder.kinds.as_ref().map(|kinds| &kinds[Kind::Report as usize].counts);
-        summary.reconciliation = Some(server_stats::reconcile(&recorder.counts, &delta, reports));
-        // Answers the server sent that never reached the load loop were dropped on this side
-        // (our socket buffer): the client's limit, not the server's.
-        let unreceived =
-            delta.get("udp_packets_sent").copied().unwrap_or(0).saturating_sub(recorder.counts.udp_received);
-        if unreceived > 0 {
-            let reason = format!("{unreceived} answers the server sent never reached the client (its socket buffer)");
-            summary.client.reason = Some(match summary.client.reason.take() {
-                Some(r) => format!("{r}; {reason}"),
-                None => reason,
-            });
-            summary.client.saturated = true;
-        }
-        summary.server = Some(delta);
-    }
-    let c = &recorder.counts;
-    summary.measured_requests = c.requests - c.warmup;
-    let window_s = recorder.window.map_or(0.0, |(first, last)| (last - first).as_secs_f64());
-    summary.rps = if window_s > 0.0 { summary.measured_requests as f64 / window_s } else { 0.0 };
-    summary.success_pct = if c.requests > 0 { 100.0 * c.successes as f64 / c.requests as f64 } else { 100.0 };
-    summary.udp_loss_pct = if c.udp_sent > 0 { 100.0 * c.udp_lost as f64 / c.udp_sent as f64 } else { 0.0 };
-    summary.latency = Percentiles::of(&recorder.latency_us);
-    summary.service = Percentiles::of(&recorder.service_us);
-    let open_loop = matches!(level.load, Load::Open { .. });
-    summary.kinds = kinds_of(&recorder, &job.shares, open_loop);
-    if let Load::Closed { requests } = level.load {
-        if requests < u64::from(level.concurrency) {
-            summary.note = Some(format!(
-                "{requests} requests over {} connections: one burst, not a steady state",
-                level.concurrency
-            ));
-        }
-    }
-    if c.requests < summary.requests_planned {
-        summary.note = Some(format!(
-            "{} of {} planned requests not sent: the level hit level_time_max_ms",
-            summary.requests_planned - c.requests,
-            summary.requests_planned
-        ));
-    }
-    summary.counts = recorder.counts;
-    Ok(())
-}
-
-/// Each kind's figures, when the level kept them apart (a mix with usage reports).
-fn kinds_of(recorder: &Recorder, shares: &[Share; 2], open_loop: bool) -> Option<Kinds> {
-    let kinds = recorder.kinds.as_ref()?;
-    let one = |k: &KindRecorder, share: &Share| {
-        let c = &k.counts;
-        let measured_requests = c.requests - c.warmup;
-        let window_s = k.window.map_or(0.0, |(first, last)| (last - first).as_secs_f64());
-        KindSummary {
-            connections: share.connections,
-            rate_per_s: open_loop.then_some(share.rate_per_s),
-            requests_planned: share.requests,
-            counts: c.clone(),
-            measured_requests,
-            rps: if window_s > 0.0 { measured_requests as f64 / window_s } else { 0.0 },
-            success_pct: if c.requests > 0 { 100.0 * c.successes as f64 / c.requests as f64 } else { 100.0 },
-            latency: Percentiles::of(&k.latency_us),
-            service: Percentiles::of(&k.service_us),
-        }
-    };
-    Some(Kinds {
-        price: one(&kinds[Kind::Price as usize], &shares[Kind::Price as usize]),
-        report: one(&kinds[Kind::Report as usize], &shares[Kind::Report as usize]),
-    })
-}
-
-fn empty_level(level: &plan::Level) -> LevelSummary {
-    let (loop_kind, rate_per_s, duration_ms) = match level.load {
-        Load::Closed { .. } => ("closed", None, None),
-        Load::Open { rate_per_s, duration_ms } => ("open", Some(rate_per_s), Some(duration_ms)),
-    };
-    LevelSummary::planned(level.number, level.concurrency, loop_kind, rate_per_s, duration_ms, level.requests())
 }
 
 fn print_report(summary: &Summary, reconciled: bool) {
@@ -457,7 +342,7 @@ fn print_report(summary: &Summary, reconciled: bool) {
             let _ = writeln!(out, "DIFFERENCE {d}");
         }
     }
-    if let Some(run) = &summary.ws {
+    if let Some(run) = summary.ws_run() {
         let _ = writeln!(out, "{}", report::settle_line(run));
     }
     for f in &summary.failures {
@@ -537,123 +422,4 @@ fn check_handshake(target: &Target, tls: &Tls, timeout: Duration) -> anyhow::Res
         while matches!(tls.read(&mut sink), Ok(n) if n > 0) {}
     }
     Ok(())
-}
-
-/// The live progress line: rewritten in place on a terminal, one plain line a second otherwise.
-struct Display {
-    stop: std::sync::mpsc::Sender<()>,
-    handle: Option<std::thread::JoinHandle<()>>,
-    terminal: bool,
-}
-
-impl Display {
-    /// `ws`: the line counts frames and open streams instead of requests; `reports`: the mix
-    /// has usage reports (counted beside the requests; the p99 is the prices').
-    fn start(progress: Arc<Progress>, levels: usize, ws: bool, reports: bool) -> Self {
-        let terminal = std::io::stderr().is_terminal();
-        let (stop, stop_rx) = std::sync::mpsc::channel::<()>();
-        let handle = std::thread::spawn(move || {
-            let mut last = (0usize, 0u64, Instant::now());
-            let mut last_buckets = progress.buckets();
-            // The channel's timeout paces the display; a message or hang-up ends it.
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(Duration::from_secs(1)) {
-                let level = progress.level.load(Ordering::Relaxed);
-                let done = progress.done.load(Ordering::Relaxed);
-                let errors = progress.errors.load(Ordering::Relaxed);
-                let now = Instant::now();
-                // A ws run's frames count on across its stages; a level's requests start over.
-                let rps = if level == last.0 || ws {
-                    done.saturating_sub(last.1) as f64 / (now - last.2).as_secs_f64().max(1e-3)
-                } else {
-                    0.0
-                };
-                last = (level, done, now);
-                let buckets = progress.buckets();
-                let p99_ms = load::live_p99_ms(&last_buckets, &buckets);
-                last_buckets = buckets;
-                // No answers in the last second (a level still opening its connections): no p99 to show.
-                let p99 = if p99_ms > 0.0 && rps > 0.0 { format!("p99 <= {p99_ms:.1} ms") } else { "p99 -".to_owned() };
-                let line = if ws {
-                    let open = progress.streams_open.load(Ordering::Relaxed);
-                    let p99 = p99.replace("p99", "push p99");
-                    format!(
-                        "stage {level}/{levels}: {open} streams open, {done} frames, {rps:.0} frames/s, {p99} (last second), {errors} errors"
-                    )
-                } else if reports {
-                    let reports_done = progress.reports_done.load(Ordering::Relaxed);
-                    let p99 = p99.replace("p99", "price p99");
-                    format!(
-                        "level {level}/{levels}: {done} requests ({reports_done} reports), {rps:.0} rps, {p99} (last second), {errors} errors"
-                    )
-                } else {
-                    format!(
-                        "level {level}/{levels}: {done} requests, {rps:.0} rps, {p99} (last second), {errors} errors"
-                    )
-                };
-                if terminal {
-                    eprint!("\r\x1b[2K{line}");
-                } else {
-                    eprintln!("{line}");
-                }
-            }
-        });
-        Self { stop, handle: Some(handle), terminal }
-    }
-
-    fn level_done(&self, l: &LevelSummary) {
-        let clear = if self.terminal { "\r\x1b[2K" } else { "" };
-        if let Some(ws) = &l.ws {
-            eprintln!(
-                "{clear}stage {} done: {:?}, {} users, {} sessions, {} frames, {:.0} frames/s, push p99 {:.2} ms, {} errors{}",
-                l.level,
-                l.status,
-                ws.users_to,
-                ws.counts.sessions_created,
-                ws.counts.frames,
-                ws.frames_per_s,
-                ws.push.p99_ms,
-                l.errors(),
-                if l.client.saturated { " (CLIENT SATURATED)" } else { "" }
-            );
-            return;
-        }
-        if let Some(kinds) = &l.kinds {
-            let (p, r) = (&kinds.price, &kinds.report);
-            eprintln!(
-                "{clear}level {} done: {:?}, {} prices, {:.0} rps, p99 {:.2} ms, {} errors; {} reports, {:.0} rps, p99 {:.2} ms, {} errors{}",
-                l.level,
-                l.status,
-                p.counts.requests,
-                p.rps,
-                p.latency.p99_ms,
-                p.errors(),
-                r.counts.requests,
-                r.rps,
-                r.latency.p99_ms,
-                r.errors(),
-                if l.client.saturated { " (CLIENT SATURATED)" } else { "" }
-            );
-            return;
-        }
-        eprintln!(
-            "{clear}level {} done: {:?}, {} requests, {:.0} rps, p99 {:.2} ms, {} errors{}",
-            l.level,
-            l.status,
-            l.counts.requests,
-            l.rps,
-            l.latency.p99_ms,
-            l.errors(),
-            if l.client.saturated { " (CLIENT SATURATED)" } else { "" }
-        );
-    }
-
-    fn finish(mut self) {
-        let _ = self.stop.send(());
-        if let Some(handle) = self.handle.take() {
-            let _ = handle.join();
-        }
-        if self.terminal {
-            eprint!("\r\x1b[2K");
-        }
-    }
 }

@@ -38,6 +38,17 @@ pub enum Protocol {
     Ws,
 }
 
+impl Protocol {
+    /// As a plan file and summary.json spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Udp => "udp",
+            Protocol::Ws => "ws",
+        }
+    }
+}
+
 /// How a level offers load.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 #[serde(tag = "loop", rename_all = "lowercase")]
@@ -237,10 +248,34 @@ pub struct Plan {
     pub stop_when_loss_pct_above: Option<f64>,
     pub mix: Mix,
     pub thresholds: Thresholds,
-    /// HTTP and UDP plans; empty in a ws plan.
-    pub levels: Vec<Level>,
-    /// Some exactly in a ws plan.
-    pub users: Option<Users>,
+    pub run: Run,
+}
+
+/// What a plan runs, by its protocol: HTTP and UDP plans are levels, one after another; a ws
+/// plan is users over stages, all on one clock.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Run {
+    Levels(Vec<Level>),
+    Users(Users),
+}
+
+impl Run {
+    /// Levels or stages: what thresholds, messages and the report number from 1.
+    pub fn steps(&self) -> usize {
+        match self {
+            Run::Levels(levels) => levels.len(),
+            Run::Users(users) => users.stages.len(),
+        }
+    }
+
+    /// What one step is called: "level" or "stage".
+    pub fn unit(&self) -> &'static str {
+        match self {
+            Run::Levels(_) => "level",
+            Run::Users(_) => "stage",
+        }
+    }
 }
 
 /// A plan that could not be read, with where.
@@ -317,31 +352,37 @@ impl Plan {
     /// pauses) shrink instead, so a short run keeps the plan's shape. A stage that asks for
     /// users keeps at least one; durations keep at least a millisecond (a pause may be 0).
     pub fn scaled(mut self, factor: f64) -> Self {
-        if let Some(users) = &mut self.users {
-            let count = |n: u32| if n == 0 { 0 } else { ((f64::from(n) * factor).round() as u32).clamp(1, USERS_MAX) };
-            let ms = |n: u64, least: u64| ((n as f64 * factor).round() as u64).max(least);
-            let mut previous = 0;
-            for stage in &mut users.stages {
-                stage.users_from = previous;
-                stage.users = count(stage.users);
-                stage.over_ms = ms(stage.over_ms, 1);
-                previous = stage.users;
-            }
-            let u = &mut users.user;
-            u.stream_ms = u.stream_ms.map(|(lo, hi)| (ms(lo, 1), ms(hi, 1)));
-            u.pause_ms = (ms(u.pause_ms.0, 0), ms(u.pause_ms.1, 0));
-        }
-        for level in &mut self.levels {
-            level.load = match level.load {
-                Load::Closed { requests } => {
-                    Load::Closed { requests: ((requests as f64 * factor).round() as u64).max(1) }
-                }
-                Load::Open { rate_per_s, duration_ms } => {
-                    Load::Open { rate_per_s, duration_ms: ((duration_ms as f64 * factor).round() as u64).max(1) }
-                }
-            };
+        match &mut self.run {
+            Run::Users(users) => scale_users(users, factor),
+            Run::Levels(levels) => scale_levels(levels, factor),
         }
         self
+    }
+}
+
+fn scale_users(users: &mut Users, factor: f64) {
+    let count = |n: u32| if n == 0 { 0 } else { ((f64::from(n) * factor).round() as u32).clamp(1, USERS_MAX) };
+    let ms = |n: u64, least: u64| ((n as f64 * factor).round() as u64).max(least);
+    let mut previous = 0;
+    for stage in &mut users.stages {
+        stage.users_from = previous;
+        stage.users = count(stage.users);
+        stage.over_ms = ms(stage.over_ms, 1);
+        previous = stage.users;
+    }
+    let u = &mut users.user;
+    u.stream_ms = u.stream_ms.map(|(lo, hi)| (ms(lo, 1), ms(hi, 1)));
+    u.pause_ms = (ms(u.pause_ms.0, 0), ms(u.pause_ms.1, 0));
+}
+
+fn scale_levels(levels: &mut [Level], factor: f64) {
+    for level in levels {
+        level.load = match level.load {
+            Load::Closed { requests } => Load::Closed { requests: ((requests as f64 * factor).round() as u64).max(1) },
+            Load::Open { rate_per_s, duration_ms } => {
+                Load::Open { rate_per_s, duration_ms: ((duration_ms as f64 * factor).round() as u64).max(1) }
+            }
+        };
     }
 }
 
@@ -464,14 +505,14 @@ impl RawPlan {
             }
         }
         let mix = self.mix.into_mix(protocol).map_err(|(field, message)| plan_err(&format!("mix.{field}"), message))?;
-        let (levels, users) = if protocol == Protocol::Ws {
+        let run = if protocol == Protocol::Ws {
             let raw_user =
                 self.user.ok_or_else(|| plan_err("user", "missing: a ws plan says what its users do".into()))?;
             let user = raw_user
                 .into_user(mix.symbols.len())
                 .map_err(|(field, message)| plan_err(&format!("user.{field}"), message))?;
             let raw_stages = self.stages.unwrap_or_default();
-            (Vec::new(), Some(Users { stages: into_stages(file, raw_stages)?, user }))
+            Run::Users(Users { stages: into_stages(file, raw_stages)?, user })
         } else {
             let raw_levels = self.levels.unwrap_or_default();
             if raw_levels.is_empty() || raw_levels.len() > LEVELS_MAX {
@@ -501,9 +542,9 @@ impl RawPlan {
                     });
                 }
             }
-            (levels, None)
+            Run::Levels(levels)
         };
-        let level_count = users.as_ref().map_or(levels.len(), |u| u.stages.len());
+        let level_count = run.steps();
         let thresholds = match self.thresholds {
             None => Thresholds { latency_levels: (1, level_count), ..Thresholds::default() },
             Some(raw) => raw
@@ -519,8 +560,7 @@ impl RawPlan {
             stop_when_loss_pct_above: self.stop_when_loss_pct_above,
             mix,
             thresholds,
-            levels,
-            users,
+            run,
         })
     }
 }
@@ -886,8 +926,24 @@ fn plan_name(file: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A levels plan's levels; panics on a ws plan.
+    pub(crate) fn levels_of(plan: &Plan) -> &[Level] {
+        match &plan.run {
+            Run::Levels(levels) => levels,
+            Run::Users(_) => panic!("{} is a ws plan", plan.name),
+        }
+    }
+
+    /// A ws plan's users; panics on a levels plan.
+    pub(crate) fn users_of(plan: &Plan) -> &Users {
+        match &plan.run {
+            Run::Users(users) => users,
+            Run::Levels(_) => panic!("{} is not a ws plan", plan.name),
+        }
+    }
 
     const GOOD: &str = r#"
 protocol = "http"
@@ -912,13 +968,13 @@ duration_ms = 2000
     fn a_good_plan_parses_whole() {
         let plan = Plan::parse("plans/p.toml", GOOD).expect("valid plan");
         assert_eq!(plan.name, "p");
-        assert_eq!(plan.levels[0].load, Load::Closed { requests: 100 });
-        assert_eq!(plan.levels[1].requests(), 1000);
+        assert_eq!(levels_of(&plan)[0].load, Load::Closed { requests: 100 });
+        assert_eq!(levels_of(&plan)[1].requests(), 1000);
         assert_eq!(plan.thresholds.success, Some((100.0, 2)));
         assert_eq!(plan.thresholds.latency_levels, (2, 2));
         let scaled = plan.scaled(0.01);
-        assert_eq!(scaled.levels[0].load, Load::Closed { requests: 1 });
-        assert_eq!(scaled.levels[1].load, Load::Open { rate_per_s: 500.0, duration_ms: 20 });
+        assert_eq!(levels_of(&scaled)[0].load, Load::Closed { requests: 1 });
+        assert_eq!(levels_of(&scaled)[1].load, Load::Open { rate_per_s: 500.0, duration_ms: 20 });
     }
 
     #[test]
@@ -971,8 +1027,8 @@ over_s = 0.5
     fn a_good_ws_plan_parses_whole() {
         let plan = Plan::parse("plans/w.toml", WS).expect("valid ws plan");
         assert_eq!(plan.protocol, Protocol::Ws);
-        assert!(plan.levels.is_empty());
-        let users = plan.users.as_ref().expect("users");
+        assert!(matches!(plan.run, Run::Users(_)));
+        let users = users_of(&plan);
         let numbers: Vec<(usize, u32, u32, u64)> =
             users.stages.iter().map(|s| (s.number, s.users_from, s.users, s.over_ms)).collect();
         assert_eq!(numbers, vec![(1, 0, 100, 60_000), (2, 100, 100, 30_000), (3, 100, 0, 500)]);
@@ -986,19 +1042,20 @@ over_s = 0.5
         // Streams held to the end: no stream time, no pause.
         let held = WS.replace("stream_s_min = 5\nstream_s_max = 20\npause_s_min = 1\npause_s_max = 2.5\n", "");
         let plan = Plan::parse("w.toml", &held).expect("valid");
-        assert_eq!(plan.users.expect("users").user.stream_ms, None);
+        assert_eq!(users_of(&plan).user.stream_ms, None);
     }
 
     #[test]
     fn scale_shrinks_ws_users_and_durations_alike() {
         let plan = Plan::parse("w.toml", WS).expect("valid").scaled(0.05);
-        let users = plan.users.expect("users");
+        let users = users_of(&plan);
         let numbers: Vec<(u32, u32, u64)> = users.stages.iter().map(|s| (s.users_from, s.users, s.over_ms)).collect();
         assert_eq!(numbers, vec![(0, 5, 3_000), (5, 5, 1_500), (5, 0, 25)]);
         assert_eq!(users.user.stream_ms, Some((250, 1_000)));
         assert_eq!(users.user.pause_ms, (50, 125));
         // A stage that asks for users keeps one; one that asks for none keeps none.
-        let tiny = Plan::parse("w.toml", WS).expect("valid").scaled(0.0001).users.expect("users");
+        let tiny = Plan::parse("w.toml", WS).expect("valid").scaled(0.0001);
+        let tiny = users_of(&tiny);
         assert_eq!(tiny.stages.iter().map(|s| s.users).collect::<Vec<_>>(), vec![1, 1, 0]);
         assert!(tiny.stages.iter().all(|s| s.over_ms >= 1));
         // Symbols per session are what a user asks for, not load: they stay.
@@ -1093,19 +1150,22 @@ duration_ms = 2000
             (Some(99.5), Some(20.0), Some(100.0))
         );
         // Closed: 10% of 105 requests (rounded down) are reports, on 10% of 4 connections rounded up.
-        assert_eq!(plan.levels[0].shares(10), [share(Kind::Price, 95, 3, 0, 0.0), share(Kind::Report, 10, 1, 3, 0.0)]);
+        assert_eq!(
+            levels_of(&plan)[0].shares(10),
+            [share(Kind::Price, 95, 3, 0, 0.0), share(Kind::Report, 10, 1, 3, 0.0)]
+        );
         // Open: each kind keeps its share of the rate, on its own connections.
         assert_eq!(
-            plan.levels[1].shares(10),
+            levels_of(&plan)[1].shares(10),
             [share(Kind::Price, 1800, 18, 0, 900.0), share(Kind::Report, 200, 2, 18, 100.0)]
         );
         // Without reports, the level is what it always was: every request and connection a price.
         assert_eq!(
-            plan.levels[1].shares(0),
+            levels_of(&plan)[1].shares(0),
             [share(Kind::Price, 2000, 20, 0, 1000.0), share(Kind::Report, 0, 0, 20, 0.0)]
         );
         // Each kind keeps at least one connection; all reports take every connection.
-        let two = Level { concurrency: 2, ..plan.levels[1] };
+        let two = Level { concurrency: 2, ..levels_of(&plan)[1] };
         assert_eq!(two.shares(99).map(|s| s.connections), [1, 1]);
         assert_eq!(two.shares(1).map(|s| s.connections), [1, 1]);
         assert_eq!(two.shares(100).map(|s| (s.requests, s.connections)), [(0, 0), (2000, 2)]);
@@ -1186,14 +1246,14 @@ duration_ms = 1000
     fn overrides_set_fields_before_the_plan_is_checked() {
         let off = with(REPORTS, &["mix.report_pct=0"]).expect("reports off");
         assert_eq!(off.mix.report_pct, 0);
-        assert_eq!(off.levels[1].shares(off.mix.report_pct)[0].requests, 2000);
+        assert_eq!(levels_of(&off)[1].shares(off.mix.report_pct)[0].requests, 2000);
         // Levels count from 1; a missing table is made; a bare word is a string.
         let plan = with(
             GOOD,
             &["levels.2.rate_per_s = 250", "thresholds.p50_ms_max=7.5", "mix.report_granularity=month", "name=\"x\""],
         )
         .expect("overrides");
-        assert_eq!(plan.levels[1].load, Load::Open { rate_per_s: 250.0, duration_ms: 2000 });
+        assert_eq!(levels_of(&plan)[1].load, Load::Open { rate_per_s: 250.0, duration_ms: 2000 });
         assert_eq!(plan.thresholds.p50_ms_max, Some(7.5));
         assert_eq!(plan.mix.report_granularity, Granularity::Month);
         assert_eq!(plan.name, "x");
@@ -1228,13 +1288,13 @@ duration_ms = 1000
     fn shipped_plans_parse() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/plans");
         let spike = Plan::load(&dir.join("ws-spike.toml")).unwrap_or_else(|e| panic!("{e}"));
-        let stages: Vec<(u32, u64)> = spike.users.expect("ws").stages.iter().map(|s| (s.users, s.over_ms)).collect();
+        let stages: Vec<(u32, u64)> = users_of(&spike).stages.iter().map(|s| (s.users, s.over_ms)).collect();
         assert_eq!(stages, vec![(1000, 180_000), (1000, 60_000), (1500, 30_000), (1500, 60_000), (0, 10_000)]);
         let capacity = Plan::load(&dir.join("ws-capacity.toml")).unwrap_or_else(|e| panic!("{e}"));
-        let users = capacity.users.expect("ws");
+        let users = users_of(&capacity);
         assert_eq!(users.user.stream_ms, None);
         assert_eq!(users.stages.iter().map(|s| s.users).max(), Some(5000));
-        for name in ["ramp13", "spike", "capacity", "endurance", "udp-ceiling", "combined"] {
+        for name in ["ramp13", "ramp13-8core", "spike", "capacity", "endurance", "udp-ceiling", "combined"] {
             let path = dir.join(format!("{name}.toml"));
             Plan::load(&path).unwrap_or_else(|e| panic!("{e}"));
         }
@@ -1245,13 +1305,20 @@ duration_ms = 1000
         let combined = Plan::load(&dir.join("combined.toml")).expect("combined");
         assert!((1..100).contains(&combined.mix.report_pct), "{:?}", combined.mix);
         assert_eq!(combined.mix.tier, "partner");
-        assert!(combined.levels.iter().all(|l| matches!(l.load, Load::Open { .. })));
+        assert!(levels_of(&combined).iter().all(|l| matches!(l.load, Load::Open { .. })));
         assert!(combined.thresholds.p99_ms_max.is_some() && combined.thresholds.report_p99_ms_max.is_some());
         let off = Plan::load_with(&dir.join("combined.toml"), &["mix.report_pct=0".to_owned()]).expect("reports off");
-        assert_eq!(off.levels, combined.levels);
+        assert_eq!(levels_of(&off), levels_of(&combined));
         let ramp = Plan::load(&dir.join("ramp13.toml")).expect("ramp13");
-        assert_eq!(ramp.levels.len(), 13);
-        assert_eq!(ramp.levels[12].load, Load::Closed { requests: 9_000_000 });
-        assert_eq!(ramp.levels[12].concurrency, 21_000);
+        assert_eq!(levels_of(&ramp).len(), 13);
+        assert_eq!(levels_of(&ramp)[12].load, Load::Closed { requests: 9_000_000 });
+        assert_eq!(levels_of(&ramp)[12].concurrency, 21_000);
+        // The same levels; only the 8-core plan holds latency, which two shared cores cannot meet.
+        let eight = Plan::load(&dir.join("ramp13-8core.toml")).expect("ramp13-8core");
+        assert_eq!(levels_of(&eight), levels_of(&ramp));
+        assert_eq!((ramp.thresholds.p50_ms_max, ramp.thresholds.p99_ms_max), (None, None));
+        assert_eq!((eight.thresholds.p50_ms_max, eight.thresholds.p99_ms_max), (Some(10.0), Some(300.0)));
+        assert_eq!(eight.thresholds.latency_levels, (5, 8));
+        assert_eq!(ramp.thresholds.success, eight.thresholds.success);
     }
 }

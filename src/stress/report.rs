@@ -1,15 +1,22 @@
-//! The run's results: the per-level summary (every figure, for `summary.json`), the table printed
-//! at the end, and `summary.md`. A ws plan's stages are its levels, with their own table.
+//! The run's results and how they read. A levels run has a [`LevelResult`] per level, a ws run a
+//! [`StageResult`] per stage and a [`WsRun`] for the whole; [`Summary`] holds either
+//! ([`Results`]) with what the run was, and is summary.json. Then the table printed at the end,
+//! and summary.md.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::stress::baseline::Failure;
 use crate::stress::measure::{Counts, Percentiles, WsCounts};
-use crate::stress::plan::UserShape;
+use crate::stress::plan::{self, Load, Stage, UserShape};
 use crate::stress::saturation::ClientLoad;
 use crate::stress::server_stats::{Reconciled, Sample, Settle};
 
-/// What happened to a level.
+/// summary.json's shape. 2: the run model (`run`), a ws stage's own entries, `schema_version`,
+/// `version` and `timestamp`; a summary without `schema_version` is of shape 1.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// What happened to a level or stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LevelStatus {
@@ -20,9 +27,26 @@ pub enum LevelStatus {
     Skipped,
 }
 
-/// One level's figures.
+impl LevelStatus {
+    /// In words, as the table, the live lines and summary.md say it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LevelStatus::Ran => "ran",
+            LevelStatus::NotReachableOnThisMachine => "not reachable on this machine",
+            LevelStatus::Skipped => "skipped",
+        }
+    }
+}
+
+impl std::fmt::Display for LevelStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One level's figures (an HTTP or UDP plan).
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct LevelSummary {
+pub struct LevelResult {
     pub level: usize,
     pub concurrency: u32,
     /// "closed" or "open".
@@ -36,7 +60,8 @@ pub struct LevelSummary {
     pub counts: Counts,
     /// Requests outside the warm-up.
     pub measured_requests: u64,
-    /// Measured requests over the measured window (first measured send to last answer).
+    /// Measured requests over the measured window (first measured send to last answer); 0 when
+    /// nothing was measured.
     pub rps: f64,
     pub success_pct: f64,
     /// UDP: lost / sent, in %.
@@ -57,10 +82,6 @@ pub struct LevelSummary {
     /// The server process's CPU time over the level, in seconds (found via /proc when local).
     pub server_cpu_s: Option<f64>,
     pub reconciliation: Option<Vec<Reconciled>>,
-    /// A ws stage's own figures. The level's `concurrency` is then the users wanted at the
-    /// stage's end, `rps` frames received per second, `latency` the push latency and
-    /// `success_pct` the share of user attempts that went through.
-    pub ws: Option<WsStage>,
 }
 
 /// Each kind of request's figures in a level whose mix has usage reports.
@@ -96,8 +117,27 @@ impl KindSummary {
     }
 }
 
-/// One ws stage, beyond what fits a level.
+/// One ws stage's figures.
 #[derive(Clone, Debug, serde::Serialize)]
+pub struct StageResult {
+    pub stage: usize,
+    pub status: LevelStatus,
+    pub note: Option<String>,
+    /// Users, streams, frames and push latency.
+    pub ws: WsStage,
+    pub client: ClientLoad,
+    pub wall_s: f64,
+    /// Server counter deltas over the stage (with `--admin`).
+    pub server: Option<BTreeMap<String, u64>>,
+    /// The server process's resident memory at the stage's end (found via /proc when local).
+    pub server_rss_kib: Option<u64>,
+    /// The server process's CPU time over the stage, in seconds (found via /proc when local).
+    pub server_cpu_s: Option<f64>,
+    pub reconciliation: Option<Vec<Reconciled>>,
+}
+
+/// A ws stage's users, streams and frames.
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct WsStage {
     pub users_from: u32,
     pub users_to: u32,
@@ -130,23 +170,20 @@ pub struct WsRun {
     pub settle: Option<Settle>,
 }
 
-impl LevelSummary {
+impl LevelResult {
     /// A level about to run: what the plan says of it, every measurement still empty.
-    pub fn planned(
-        level: usize,
-        concurrency: u32,
-        loop_kind: &'static str,
-        rate_per_s: Option<f64>,
-        duration_ms: Option<u64>,
-        requests_planned: u64,
-    ) -> Self {
+    pub fn planned(level: &plan::Level) -> Self {
+        let (loop_kind, rate_per_s, duration_ms) = match level.load {
+            Load::Closed { .. } => ("closed", None, None),
+            Load::Open { rate_per_s, duration_ms } => ("open", Some(rate_per_s), Some(duration_ms)),
+        };
         Self {
-            level,
-            concurrency,
+            level: level.number,
+            concurrency: level.concurrency,
             loop_kind,
             rate_per_s,
             duration_ms,
-            requests_planned,
+            requests_planned: level.requests(),
             status: LevelStatus::Ran,
             note: None,
             counts: Default::default(),
@@ -163,7 +200,6 @@ impl LevelSummary {
             server_rss_kib: None,
             server_cpu_s: None,
             reconciliation: None,
-            ws: None,
         }
     }
 
@@ -196,16 +232,151 @@ impl LevelSummary {
     }
 
     pub fn errors(&self) -> u64 {
-        match &self.ws {
-            Some(ws) => ws.counts.failed(),
-            None => self.counts.requests - self.counts.successes,
+        self.counts.requests - self.counts.successes
+    }
+
+    /// Whether the level has figures to show: it ran and measured at least one request outside
+    /// its warm-up. Otherwise its rate and latency are not zero but absent.
+    pub fn measured(&self) -> bool {
+        self.status == LevelStatus::Ran && self.measured_requests > 0
+    }
+
+    /// The level in a few words: its number, connections and load.
+    pub fn title(&self) -> String {
+        match (self.rate_per_s, self.duration_ms) {
+            (Some(rate), Some(ms)) => {
+                format!("level {}: {} connections, {rate}/s for {} s", self.level, self.concurrency, ms as f64 / 1000.0)
+            }
+            _ => format!("level {}: {} connections, {} requests", self.level, self.concurrency, self.requests_planned),
         }
     }
 }
 
-/// The whole run.
+impl StageResult {
+    /// A stage about to run: what the plan says of it, every measurement still empty.
+    pub fn planned(stage: &Stage) -> Self {
+        Self {
+            stage: stage.number,
+            status: LevelStatus::Ran,
+            note: None,
+            ws: WsStage {
+                users_from: stage.users_from,
+                users_to: stage.users,
+                over_ms: stage.over_ms,
+                ..WsStage::default()
+            },
+            client: Default::default(),
+            wall_s: 0.0,
+            server: None,
+            server_rss_kib: None,
+            server_cpu_s: None,
+            reconciliation: None,
+        }
+    }
+
+    /// Failed user attempts.
+    pub fn errors(&self) -> u64 {
+        self.ws.counts.failed()
+    }
+
+    /// Whether the stage received frames to count (else its frame rate is absent, not zero).
+    pub fn has_frames(&self) -> bool {
+        self.status == LevelStatus::Ran && self.ws.counts.frames > 0
+    }
+
+    /// Whether the stage measured push latency (else its latency is absent, not zero).
+    pub fn has_push(&self) -> bool {
+        self.status == LevelStatus::Ran && self.ws.counts.push_samples > 0
+    }
+
+    /// The stage in a few words: its number and users.
+    pub fn title(&self) -> String {
+        let w = &self.ws;
+        let over = w.over_ms as f64 / 1000.0;
+        if w.users_from == w.users_to {
+            format!("stage {}: {} users held for {over} s", self.stage, w.users_to)
+        } else {
+            format!("stage {}: {} to {} users over {over} s", self.stage, w.users_from, w.users_to)
+        }
+    }
+}
+
+/// What a run measured, by its run model. In summary.json, `run` says which (`"levels"` or
+/// `"stages"`); either way `levels` holds one entry per step (a ws stage's with `stage` and its
+/// stream figures under `ws`), and a ws run's whole-run figures are `ws`.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(tag = "run", rename_all = "snake_case")]
+pub enum Results {
+    Levels {
+        levels: Vec<LevelResult>,
+    },
+    Stages {
+        #[serde(rename = "levels")]
+        stages: Vec<StageResult>,
+        #[serde(rename = "ws")]
+        run: Box<WsRun>,
+    },
+}
+
+/// What every level and stage has, whichever the run model.
+#[derive(Clone, Copy, Debug)]
+pub struct Step<'a> {
+    /// "level" or "stage".
+    pub unit: &'static str,
+    pub number: usize,
+    pub status: LevelStatus,
+    pub client: &'a ClientLoad,
+    pub wall_s: f64,
+    pub reconciliation: Option<&'a [Reconciled]>,
+}
+
+impl Results {
+    /// Every level or stage, in order.
+    pub fn steps(&self) -> Vec<Step<'_>> {
+        match self {
+            Results::Levels { levels } => levels
+                .iter()
+                .map(|l| Step {
+                    unit: "level",
+                    number: l.level,
+                    status: l.status,
+                    client: &l.client,
+                    wall_s: l.wall_s,
+                    reconciliation: l.reconciliation.as_deref(),
+                })
+                .collect(),
+            Results::Stages { stages, .. } => stages
+                .iter()
+                .map(|s| Step {
+                    unit: "stage",
+                    number: s.stage,
+                    status: s.status,
+                    client: &s.client,
+                    wall_s: s.wall_s,
+                    reconciliation: s.reconciliation.as_deref(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Each level's or stage's title (see [`LevelResult::title`]), in order.
+    pub fn titles(&self) -> Vec<String> {
+        match self {
+            Results::Levels { levels } => levels.iter().map(LevelResult::title).collect(),
+            Results::Stages { stages, .. } => stages.iter().map(StageResult::title).collect(),
+        }
+    }
+}
+
+/// The whole run: summary.json.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Summary {
+    /// summary.json's shape ([`SCHEMA_VERSION`]).
+    pub schema_version: u32,
+    /// The pricebeast that ran it.
+    pub version: String,
+    /// When the run started, RFC 3339 UTC.
+    pub timestamp: String,
     pub plan: String,
     pub plan_file: String,
     /// `--set` overrides applied to the plan file, as given.
@@ -217,24 +388,63 @@ pub struct Summary {
     pub open_files_max: u64,
     /// The local server process whose memory was watched, if found.
     pub server_pid: Option<u32>,
-    pub levels: Vec<LevelSummary>,
+    #[serde(flatten)]
+    pub results: Results,
     /// Every difference between client and server counts, in words.
     pub reconciliation_differences: Vec<String>,
     /// Threshold and baseline failures, in words; empty when the run passes.
-    pub failures: Vec<String>,
+    pub failures: Vec<Failure>,
     pub server_samples: Vec<Sample>,
-    pub ws: Option<WsRun>,
+}
+
+impl Summary {
+    /// A levels run's levels; none in a ws run.
+    pub fn levels(&self) -> &[LevelResult] {
+        match &self.results {
+            Results::Levels { levels } => levels,
+            Results::Stages { .. } => &[],
+        }
+    }
+
+    /// A ws run's stages; none in a levels run.
+    pub fn stages(&self) -> &[StageResult] {
+        match &self.results {
+            Results::Stages { stages, .. } => stages,
+            Results::Levels { .. } => &[],
+        }
+    }
+
+    /// A ws run's whole-run figures.
+    pub fn ws_run(&self) -> Option<&WsRun> {
+        match &self.results {
+            Results::Stages { run, .. } => Some(run),
+            Results::Levels { .. } => None,
+        }
+    }
+}
+
+/// A figure of a row, or `-` when there is none to show (nothing measured).
+fn or_dash(shown: bool, text: impl FnOnce() -> String) -> String {
+    if shown {
+        text()
+    } else {
+        "-".to_owned()
+    }
 }
 
 /// The per-level table, as printed at the end and put in summary.md. With usage reports in the
 /// mix, each level has a row per kind (`kind` column): its connections, its share of the load,
 /// its counts and latency; the client's CPU, the server's memory and the notes are the level's,
-/// on its first row.
+/// on its first row. A level (or kind) that measured nothing shows `-` for its rate and latency.
 pub fn table(summary: &Summary) -> String {
-    if summary.ws.is_some() {
-        return ws_table(summary);
+    match &summary.results {
+        Results::Levels { levels } => levels_table(levels),
+        Results::Stages { stages, run } => ws_table(stages, run),
     }
-    let split = summary.levels.iter().any(|l| l.kinds.is_some());
+}
+
+fn levels_table(levels: &[LevelResult]) -> String {
+    let split = levels.iter().any(|l| l.kinds.is_some());
     let kind_column = |kind: &str| if split { format!(" {kind:>6}") } else { String::new() };
     let mut out = String::new();
     let _ = writeln!(
@@ -256,12 +466,12 @@ pub fn table(summary: &Summary) -> String {
         "cpu%",
         "srv MiB"
     );
-    for l in &summary.levels {
+    for l in levels {
         let load = |rate: Option<f64>, planned: u64| match (rate, l.duration_ms) {
             (Some(rate), Some(ms)) => format!("{rate}/s x {:.1}s", ms as f64 / 1000.0),
             _ => format!("closed {planned}"),
         };
-        let mut note = status_note(l);
+        let mut note = status_note(l.status, l.note.as_deref(), &l.client);
         if let Some(limited) = rate_limited_note(&l.counts) {
             note = format!("{note} {limited}").trim().to_owned();
         }
@@ -269,12 +479,15 @@ pub fn table(summary: &Summary) -> String {
             Some(kinds) => vec![("price", kinds.price.clone()), ("report", kinds.report.clone())],
             None => vec![("", l.prices())],
         };
+        let ran = l.status == LevelStatus::Ran;
         for (i, (kind, k)) in rows.iter().enumerate() {
             let first = i == 0;
             let p = &k.latency;
+            let measured = ran && k.measured_requests > 0;
+            let ms = |v: f64| or_dash(measured, || format!("{v:.2}"));
             let _ = writeln!(
                 out,
-                "{:>5} {:>6} {:>18}{} {:>9} {:>9} {:>7} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>5} {:>8}  {}",
+                "{:>5} {:>6} {:>18}{} {:>9} {:>9} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>5} {:>8}  {}",
                 l.level,
                 k.connections,
                 load(k.rate_per_s, k.requests_planned),
@@ -282,13 +495,17 @@ pub fn table(summary: &Summary) -> String {
                 k.counts.requests,
                 k.counts.successes,
                 k.errors(),
-                k.rps,
-                p.p50_ms,
-                p.p90_ms,
-                p.p99_ms,
-                p.p999_ms,
-                p.max_ms,
-                if first { format!("{:.0}", l.client.cpu_pct) } else { String::new() },
+                or_dash(measured, || format!("{:.0}", k.rps)),
+                ms(p.p50_ms),
+                ms(p.p90_ms),
+                ms(p.p99_ms),
+                ms(p.p999_ms),
+                ms(p.max_ms),
+                match (first, ran) {
+                    (true, true) => format!("{:.0}", l.client.cpu_pct),
+                    (true, false) => "-".to_owned(),
+                    (false, _) => String::new(),
+                },
                 match (first, l.server_rss_kib) {
                     (true, Some(k)) => format!("{:.0}", k as f64 / 1024.0),
                     (true, None) => "-".to_owned(),
@@ -301,8 +518,8 @@ pub fn table(summary: &Summary) -> String {
     out
 }
 
-/// The ws table: one row per stage.
-fn ws_table(summary: &Summary) -> String {
+/// The ws table: one row per stage, and one for the whole run.
+fn ws_table(stages: &[StageResult], run: &WsRun) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -324,13 +541,14 @@ fn ws_table(summary: &Summary) -> String {
         "cpu%",
         "srv MiB"
     );
-    for l in &summary.levels {
-        let Some(ws) = &l.ws else { continue };
+    for s in stages {
+        let ws = &s.ws;
         let p = &ws.push;
+        let ms = |v: f64| or_dash(s.has_push(), || format!("{v:.2}"));
         let _ = writeln!(
             out,
-            "{:>5} {:>13} {:>7.1} {:>7} {:>8} {:>9} {:>9} {:>10} {:>8.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>5.0} {:>8}  {}",
-            l.level,
+            "{:>5} {:>13} {:>7.1} {:>7} {:>8} {:>9} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>5} {:>8}  {}",
+            s.stage,
             format!("{}->{}", ws.users_from, ws.users_to),
             ws.over_ms as f64 / 1000.0,
             ws.streams_open_end,
@@ -338,68 +556,64 @@ fn ws_table(summary: &Summary) -> String {
             ws.counts.sessions_created,
             ws.counts.handshakes,
             ws.counts.frames,
-            ws.frames_per_s,
-            p.p50_ms,
-            p.p90_ms,
-            p.p99_ms,
-            p.max_ms,
+            or_dash(s.has_frames(), || format!("{:.0}", ws.frames_per_s)),
+            ms(p.p50_ms),
+            ms(p.p90_ms),
+            ms(p.p99_ms),
+            ms(p.max_ms),
             ws.counts.failed(),
-            l.client.cpu_pct,
-            l.server_rss_kib.map_or_else(|| "-".to_owned(), |k| format!("{:.0}", k as f64 / 1024.0)),
-            status_note(l)
+            or_dash(s.status == LevelStatus::Ran, || format!("{:.0}", s.client.cpu_pct)),
+            s.server_rss_kib.map_or_else(|| "-".to_owned(), |k| format!("{:.0}", k as f64 / 1024.0)),
+            status_note(s.status, s.note.as_deref(), &s.client)
         );
     }
-    if let Some(run) = &summary.ws {
-        let c = &run.counts;
-        let _ = writeln!(
-            out,
-            "{:>5} {:>13} {:>7} {:>7} {:>8} {:>9} {:>9} {:>10} {:>8.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7}",
-            "all",
-            format!("peak {}", run.users_peak),
-            "",
-            "",
-            "",
-            c.sessions_created,
-            c.handshakes,
-            c.frames,
-            run.frames_per_s,
-            run.push.p50_ms,
-            run.push.p90_ms,
-            run.push.p99_ms,
-            run.push.max_ms,
-            c.failed()
-        );
-    }
+    let c = &run.counts;
+    let ms = |v: f64| or_dash(c.push_samples > 0, || format!("{v:.2}"));
+    let _ = writeln!(
+        out,
+        "{:>5} {:>13} {:>7} {:>7} {:>8} {:>9} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}",
+        "all",
+        format!("peak {}", run.users_peak),
+        "",
+        "",
+        "",
+        c.sessions_created,
+        c.handshakes,
+        c.frames,
+        or_dash(c.frames > 0, || format!("{:.0}", run.frames_per_s)),
+        ms(run.push.p50_ms),
+        ms(run.push.p90_ms),
+        ms(run.push.p99_ms),
+        ms(run.push.max_ms),
+        c.failed()
+    );
     out
 }
 
-/// A level's status, notes and client saturation, in words.
-fn status_note(l: &LevelSummary) -> String {
-    let mut note = match l.status {
-        LevelStatus::Ran => String::new(),
-        LevelStatus::NotReachableOnThisMachine => "NOT REACHABLE ON THIS MACHINE".into(),
-        LevelStatus::Skipped => "skipped".into(),
+/// A level's or stage's status, notes and client saturation, in words.
+fn status_note(status: LevelStatus, note: Option<&str>, client: &ClientLoad) -> String {
+    let mut text = match (status, note) {
+        (LevelStatus::Ran, Some(n)) => n.to_owned(),
+        (LevelStatus::Ran, None) => String::new(),
+        (status, Some(n)) => format!("{status}: {n}"),
+        (status, None) => status.to_string(),
     };
-    if let Some(n) = &l.note {
-        note = format!("{note} {n}").trim().to_owned();
+    if client.saturated {
+        text = format!("{text} CLIENT SATURATED ({})", client.reason.as_deref().unwrap_or("")).trim().to_owned();
     }
-    if l.client.saturated {
-        note = format!("{note} CLIENT SATURATED ({})", l.client.reason.as_deref().unwrap_or("")).trim().to_owned();
-    }
-    note
+    text
 }
 
-/// The error breakdown of levels that had errors, one line each (with reports in the mix, one
-/// per kind that had errors).
+/// The error breakdown of levels or stages that had errors, one line each (with reports in the
+/// mix, one per kind that had errors).
 pub fn error_lines(summary: &Summary) -> Vec<String> {
     let mut lines = Vec::new();
-    for l in &summary.levels {
-        if let Some(ws) = &l.ws {
-            if l.errors() > 0 || ws.counts.ts_ahead > 0 {
-                lines.push(ws_error_line(l.level, &ws.counts));
-            }
-            continue;
+    for s in summary.stages() {
+        if s.errors() > 0 || s.ws.counts.ts_ahead > 0 {
+            lines.push(ws_error_line(s.stage, &s.ws.counts));
         }
+    }
+    for l in summary.levels() {
         match &l.kinds {
             Some(kinds) => {
                 for (kind, k) in [("prices", &kinds.price), ("reports", &kinds.report)] {
@@ -470,7 +684,7 @@ pub fn markdown(summary: &Summary) -> String {
         let overrides: Vec<String> = summary.overrides.iter().map(|o| format!("`--set {o}`")).collect();
         let _ = writeln!(md, "Overrides: {}.\n", overrides.join(", "));
     }
-    if let Some(run) = &summary.ws {
+    if let Some(run) = summary.ws_run() {
         let _ = writeln!(
             md,
             "Each stage moves the users linearly to its count. Push latency is each frame's arrival \
@@ -495,7 +709,7 @@ pub fn markdown(summary: &Summary) -> String {
             "Latency is from each request's intended send time (open loop: corrected for coordinated \
              omission); warm-up requests are counted but not measured.\n"
         );
-        if summary.levels.iter().any(|l| l.kinds.is_some()) {
+        if summary.levels().iter().any(|l| l.kinds.is_some()) {
             let _ = writeln!(
                 md,
                 "Price requests and usage reports (`GET /reports/usage`) ran at the same time, each kind \
@@ -515,10 +729,11 @@ pub fn markdown(summary: &Summary) -> String {
         md.push('\n');
     }
     let shared: Vec<String> = summary
-        .levels
+        .results
+        .steps()
         .iter()
-        .filter(|l| l.client.machine_pct > 25.0)
-        .map(|l| format!("level {}: {:.0}%", l.level, l.client.machine_pct))
+        .filter(|s| s.client.machine_pct > 25.0)
+        .map(|s| format!("{} {}: {:.0}%", s.unit, s.number, s.client.machine_pct))
         .collect();
     if !shared.is_empty() {
         let _ = writeln!(
@@ -548,11 +763,11 @@ pub fn markdown(summary: &Summary) -> String {
             conns[conns.len() - 1]
         );
     }
-    if let Some(run) = &summary.ws {
+    if let Some(run) = summary.ws_run() {
         let _ = writeln!(md, "{}\n", settle_line(run));
     }
     let _ = writeln!(md, "## Client vs server counts\n");
-    if summary.levels.iter().all(|l| l.reconciliation.is_none()) {
+    if summary.results.steps().iter().all(|s| s.reconciliation.is_none()) {
         let _ = writeln!(md, "Not reconciled: no `--admin` given.\n");
     } else if summary.reconciliation_differences.is_empty() {
         let _ = writeln!(md, "{}.\n", all_match_line(summary));
@@ -562,7 +777,7 @@ pub fn markdown(summary: &Summary) -> String {
         }
         md.push('\n');
     }
-    if let Some(rows) = summary.ws.as_ref().and_then(|run| run.reconciliation.as_ref()) {
+    if let Some(rows) = summary.ws_run().and_then(|run| run.reconciliation.as_ref()) {
         let _ = writeln!(md, "Whole run (exact):\n");
         for r in rows {
             let _ = writeln!(
@@ -591,8 +806,9 @@ pub fn markdown(summary: &Summary) -> String {
 /// What a run whose reconciliation found no difference may claim.
 pub fn all_match_line(summary: &Summary) -> String {
     let exact = |r: &Reconciled| r.slack_below == 0 && r.slack_above == 0;
-    let every_row_exact = summary.levels.iter().flat_map(|l| l.reconciliation.iter().flatten()).all(exact);
-    match &summary.ws {
+    let steps = summary.results.steps();
+    let every_row_exact = steps.iter().flat_map(|s| s.reconciliation.iter().copied().flatten()).all(exact);
+    match summary.ws_run() {
         None => "client and server counts match exactly at every level".to_owned(),
         Some(_) if every_row_exact => "client and server counts match exactly at every stage".to_owned(),
         Some(_) => "client and server counts match at every stage (within the events in flight at its boundaries, \
@@ -653,9 +869,19 @@ pub(crate) mod tests {
         }
     }
 
+    /// An open-loop level of the plan: 20 connections, 1000/s for 2 s.
+    pub(crate) fn plan_level(n: usize) -> plan::Level {
+        plan::Level {
+            number: n,
+            concurrency: 20,
+            load: Load::Open { rate_per_s: 1000.0, duration_ms: 2000 },
+            churn: None,
+        }
+    }
+
     /// An open-loop level of `price` and, if given, `report` requests.
-    pub(crate) fn level(n: usize, price: KindSummary, report: Option<KindSummary>) -> LevelSummary {
-        let mut l = LevelSummary::planned(n, 20, "open", Some(1000.0), Some(2000), 2000);
+    pub(crate) fn level(n: usize, price: KindSummary, report: Option<KindSummary>) -> LevelResult {
+        let mut l = LevelResult::planned(&plan_level(n));
         let mut counts = price.counts.clone();
         if let Some(r) = &report {
             counts.requests += r.counts.requests;
@@ -667,13 +893,17 @@ pub(crate) mod tests {
         l.rps = price.rps + report.as_ref().map_or(0.0, |r| r.rps);
         l.success_pct = 100.0 * counts.successes as f64 / counts.requests.max(1) as f64;
         l.latency = report.as_ref().map_or(price.latency, |r| r.latency);
+        l.measured_requests = counts.requests;
         l.counts = counts;
         l.kinds = report.map(|report| Kinds { price, report });
         l
     }
 
-    fn summary(levels: Vec<LevelSummary>) -> Summary {
+    pub(crate) fn summary(results: Results) -> Summary {
         Summary {
+            schema_version: SCHEMA_VERSION,
+            version: env!("CARGO_PKG_VERSION").into(),
+            timestamp: "2027-03-01T12:00:00Z".into(),
             plan: "combined".into(),
             plan_file: "config/plans/combined.toml".into(),
             overrides: vec!["mix.report_pct=10".into()],
@@ -683,17 +913,20 @@ pub(crate) mod tests {
             workers: 2,
             open_files_max: 20_000,
             server_pid: None,
-            levels,
+            results,
             reconciliation_differences: Vec::new(),
             failures: Vec::new(),
             server_samples: Vec::new(),
-            ws: None,
         }
+    }
+
+    pub(crate) fn levels(levels: Vec<LevelResult>) -> Summary {
+        summary(Results::Levels { levels })
     }
 
     #[test]
     fn a_level_with_reports_has_a_row_per_kind() {
-        let with = summary(vec![level(1, kind(18, 1800, 1800, 900.0, 4.0), Some(kind(2, 200, 197, 100.0, 31.5)))]);
+        let with = levels(vec![level(1, kind(18, 1800, 1800, 900.0, 4.0), Some(kind(2, 200, 197, 100.0, 31.5)))]);
         let split = table(&with);
         let table = &split;
         let lines: Vec<&str> = table.lines().collect();
@@ -719,13 +952,13 @@ pub(crate) mod tests {
         assert!(md.contains("Overrides: `--set mix.report_pct=10`"), "{md}");
         assert!(md.contains("each kind on connections of its own"), "{md}");
         // Without reports the table is what it was: no kind column, one row per level.
-        let without = summary(vec![level(1, kind(20, 2000, 2000, 1000.0, 4.0), None)]);
+        let without = levels(vec![level(1, kind(20, 2000, 2000, 1000.0, 4.0), None)]);
         let plain = super::table(&without);
         assert!(!plain.contains("kind"), "{plain}");
         assert_eq!(plain.lines().count(), 2);
         assert!(plain.lines().nth(1).expect("row").contains("1000/s x 2.0s      2000      2000"), "{plain}");
-        assert_eq!(without.levels[0].prices().latency.p99_ms, 4.0);
-        assert!(without.levels[0].reports().is_none());
+        assert_eq!(without.levels()[0].prices().latency.p99_ms, 4.0);
+        assert!(without.levels()[0].reports().is_none());
         assert!(!markdown(&without).contains("connections of its own"));
     }
 
@@ -739,5 +972,92 @@ pub(crate) mod tests {
         counts.udp_status.insert("quota_exceeded".into(), 2);
         let note = rate_limited_note(&counts).expect("noted");
         assert!(note.starts_with("KEY LIMITED (5 refused"), "{note}");
+    }
+
+    /// A ws stage that received `frames` frames, `push_samples` of them measured.
+    pub(crate) fn stage(n: usize, users: u32, frames: u64, push_samples: u64, push_p99_ms: f64) -> StageResult {
+        let mut s = StageResult::planned(&Stage { number: n, users_from: 0, users, over_ms: 1000 });
+        s.ws.counts = WsCounts { attempts: 3, ok: 3, frames, push_samples, ..WsCounts::default() };
+        s.ws.frames_per_s = frames as f64;
+        s.ws.push = Percentiles { p50_ms: push_p99_ms / 2.0, p99_ms: push_p99_ms, ..Percentiles::default() };
+        s
+    }
+
+    pub(crate) fn ws_run() -> Box<WsRun> {
+        Box::new(WsRun {
+            users_peak: 6,
+            user: UserShape { symbols_min: 1, symbols_max: 2, stream_ms: None, pause_ms: (0, 0) },
+            counts: WsCounts::default(),
+            push: Percentiles::default(),
+            frames_per_s: 0.0,
+            reconciliation: None,
+            settle: None,
+        })
+    }
+
+    #[test]
+    fn a_level_that_measured_nothing_shows_dashes_and_its_status_in_words() {
+        let mut idle = LevelResult::planned(&plan::Level {
+            load: Load::Open { rate_per_s: 0.0, duration_ms: 1000 },
+            ..plan_level(1)
+        });
+        idle.client.cpu_pct = 1.0;
+        let mut unreachable = LevelResult::planned(&plan_level(2));
+        unreachable.status = LevelStatus::NotReachableOnThisMachine;
+        unreachable.note = Some("needs 20 connections; this process may open 10 files".into());
+        let mut skipped = LevelResult::planned(&plan_level(3));
+        skipped.status = LevelStatus::Skipped;
+        let ran = level(4, kind(20, 2000, 2000, 1000.0, 4.0), None);
+        let t = table(&levels(vec![idle, unreachable, skipped, ran]));
+        let rows: Vec<Vec<&str>> = t.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
+        // level, conc, load (3 words), requests, ok, errors, then rps, p50, p90, p99, p99.9, max.
+        for row in &rows[..3] {
+            assert_eq!(&row[8..14], &["-"; 6], "{t}");
+        }
+        assert_eq!(rows[0][14], "1", "an idle level ran: its cpu% is shown: {t}");
+        assert_eq!(&rows[1][14..16], &["-", "-"], "{t}");
+        assert!(t.contains("not reachable on this machine: needs 20 connections"), "{t}");
+        assert!(rows[2][16..].join(" ") == "skipped", "{t}");
+        assert_eq!(&rows[3][8..11], &["1000", "2.00", "0.00"], "{t}");
+        assert!(!t.contains("NotReachable") && !t.contains("Skipped") && !t.contains("Ran"), "{t}");
+        assert_eq!(LevelStatus::NotReachableOnThisMachine.to_string(), "not reachable on this machine");
+        let json = serde_json::to_value(LevelStatus::NotReachableOnThisMachine).expect("json");
+        assert_eq!(json, "not_reachable_on_this_machine");
+    }
+
+    #[test]
+    fn a_stage_without_frames_or_push_samples_shows_dashes() {
+        let quiet = stage(1, 5, 0, 0, 0.0);
+        let streaming = stage(2, 5, 400, 390, 80.0);
+        let s = summary(Results::Stages { stages: vec![quiet, streaming], run: ws_run() });
+        let t = table(&s);
+        let rows: Vec<Vec<&str>> = t.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
+        // stage, users, over s, open, srv open, sessions, upgrades, frames, then frames/s and push.
+        assert_eq!(&rows[0][8..13], &["-"; 5], "{t}");
+        assert_eq!(&rows[1][8..11], &["400", "40.00", "0.00"], "{t}");
+        assert_eq!(rows[2][0], "all", "{t}");
+        assert_eq!(s.levels().len(), 0);
+        assert_eq!(s.stages().len(), 2);
+    }
+
+    #[test]
+    fn summary_json_says_its_shape_and_each_run_models_entries() {
+        let s = levels(vec![level(1, kind(20, 2000, 2000, 1000.0, 4.0), None)]);
+        let json = serde_json::to_value(&s).expect("json");
+        assert_eq!(json["schema_version"], SCHEMA_VERSION);
+        assert_eq!(json["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(json["run"], "levels");
+        assert_eq!(json["levels"][0]["level"], 1);
+        assert_eq!(json["levels"][0]["status"], "ran");
+        assert!(json["levels"][0].get("ws").is_none(), "{json}");
+        assert!(json.get("ws").is_none(), "{json}");
+        let ws = summary(Results::Stages { stages: vec![stage(1, 5, 10, 9, 50.0)], run: ws_run() });
+        let json = serde_json::to_value(&ws).expect("json");
+        assert_eq!(json["run"], "stages");
+        assert_eq!(json["levels"][0]["stage"], 1);
+        assert_eq!(json["levels"][0]["ws"]["counts"]["frames"], 10);
+        assert_eq!(json["levels"][0]["ws"]["push"]["p99_ms"], 50.0);
+        assert!(json["levels"][0].get("rps").is_none(), "a stage has no request rate: {json}");
+        assert_eq!(json["ws"]["users_peak"], 6);
     }
 }

@@ -1,57 +1,16 @@
-//! Is the client the bottleneck? Its own CPU time (from /proc/self/stat), its late sends and its
-//! send backlog, judged per level so the report never passes off the client's limit as the
-//! server's.
+//! Is the client the bottleneck? Its own CPU time (from /proc/self/stat, read by
+//! [`procfs`](crate::stress::procfs)), its late sends and its send backlog, judged per level so the
+//! report never passes off the client's limit as the server's.
 
 use std::time::{Duration, Instant};
 
 use crate::stress::measure::Counts;
+use crate::stress::procfs::cpu_time;
 
 /// Above this share of its worker threads' CPU, the client is called saturated.
 pub const CPU_PCT_SATURATED: f64 = 90.0;
 /// Above this share of sends late by more than `LATE_SEND`, likewise.
 pub const LATE_PCT_SATURATED: f64 = 1.0;
-
-/// CPU time used by this process so far (user + system), if /proc says.
-pub fn cpu_time() -> Option<Duration> {
-    cpu_time_at("/proc/self/stat")
-}
-
-/// The CPU time of each thread of a process (the local server's) so far, in nanoseconds, from
-/// each thread's schedstat: /proc/PID/stat counts 10 ms ticks, too coarse for a few
-/// microseconds a request over a short level.
-#[derive(Clone, Debug, Default)]
-pub struct ThreadTimes(std::collections::BTreeMap<u32, u64>);
-
-impl ThreadTimes {
-    pub fn read(pid: u32) -> Option<Self> {
-        let mut times = std::collections::BTreeMap::new();
-        for thread in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
-            let Some(tid) = thread.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) else { continue };
-            let Ok(text) = std::fs::read_to_string(thread.path().join("schedstat")) else { continue };
-            if let Some(ns) = text.split_whitespace().next().and_then(|f| f.parse::<u64>().ok()) {
-                times.insert(tid, ns);
-            }
-        }
-        (!times.is_empty()).then_some(Self(times))
-    }
-
-    /// CPU time spent since `earlier`: each thread's own difference (a thread started since
-    /// counts from zero; one that ended since is left out, its last moments with it).
-    pub fn since(&self, earlier: &ThreadTimes) -> Duration {
-        let ns = self.0.iter().map(|(tid, ns)| ns.saturating_sub(earlier.0.get(tid).copied().unwrap_or(0))).sum();
-        Duration::from_nanos(ns)
-    }
-}
-
-fn cpu_time_at(stat_file: &str) -> Option<Duration> {
-    let stat = std::fs::read_to_string(stat_file).ok()?;
-    // The command name (field 2) may hold spaces; the fields after its closing paren are fixed.
-    let after = stat.get(stat.rfind(')')? + 2..)?;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the paren.
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_secs_f64(ticks as f64 / clock_ticks_per_s()))
-}
 
 /// The client's own load during one level.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -105,35 +64,6 @@ pub fn judge_between(
         backlog_max: counts.backlog_max,
         saturated: !reasons.is_empty(),
         reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
-    }
-}
-
-/// The process's soft open-file limit after raising it as far as the hard limit allows.
-#[allow(unsafe_code)]
-pub fn open_files_max() -> u64 {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes one rlimit into the struct we own and pass by pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return 1024;
-    }
-    if limit.rlim_cur < limit.rlim_max {
-        let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
-        // SAFETY: setrlimit only reads the struct we pass; failure leaves the old limit.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            return raised.rlim_cur;
-        }
-    }
-    limit.rlim_cur
-}
-
-#[allow(unsafe_code)]
-fn clock_ticks_per_s() -> f64 {
-    // SAFETY: sysconf reads a constant of the system and touches no memory of ours.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 {
-        ticks as f64
-    } else {
-        100.0
     }
 }
 

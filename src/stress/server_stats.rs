@@ -113,8 +113,9 @@ impl Admin {
             }
             if asked.elapsed() > CLUSTER_FRESH_WAIT {
                 bail!(
-                    "admin {}/admin/cluster-stats: no fresh snapshot from every node within {CLUSTER_FRESH_WAIT:?}",
-                    self.addr
+                    "admin {}/admin/cluster-stats: no fresh snapshot from every node within {} s",
+                    self.addr,
+                    CLUSTER_FRESH_WAIT.as_secs()
                 );
             }
             crate::stress::load::pause(Duration::from_millis(100));
@@ -166,55 +167,12 @@ pub fn poll(
                 total_rps: doc.as_ref().and_then(|d| d["derived"]["total_rps"].as_f64()),
                 open_connections: doc.as_ref().and_then(|d| d["gauges"]["open_connections"].as_i64()),
                 open_websocket_sessions: doc.as_ref().and_then(|d| d["gauges"]["open_websocket_sessions"].as_i64()),
-                server_rss_kib: server_pid.and_then(rss_kib),
+                server_rss_kib: server_pid.and_then(crate::stress::procfs::rss_kib),
             });
         }
         samples.into_iter().collect()
     });
     Poller { stop: stop_tx, handle }
-}
-
-/// The pid of the local process that owns the TCP listener (or UDP socket) on `port`: the
-/// target is loopback, so the server runs on this machine and /proc shows it.
-pub fn local_server_pid(port: u16, udp: bool) -> Option<u32> {
-    let tables: &[&str] = if udp { &["/proc/net/udp", "/proc/net/udp6"] } else { &["/proc/net/tcp", "/proc/net/tcp6"] };
-    let mut inodes = Vec::new();
-    for table in tables {
-        let Ok(text) = std::fs::read_to_string(table) else { continue };
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(state), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else { continue };
-            let local_port = local.rsplit_once(':').and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
-            // TCP: only listeners (state 0A); UDP sockets have no such state.
-            if local_port == Some(port) && (udp || *state == "0A") {
-                inodes.push(format!("socket:[{inode}]"));
-            }
-        }
-    }
-    if inodes.is_empty() {
-        return None;
-    }
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        if pid == std::process::id() {
-            continue;
-        }
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
-        for fd in fds.flatten() {
-            if let Ok(link) = std::fs::read_link(fd.path()) {
-                if inodes.iter().any(|i| link.as_os_str() == i.as_str()) {
-                    return Some(pid);
-                }
-            }
-        }
-    }
-    None
-}
-
-/// A process's resident memory in KiB (VmRSS).
-pub fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()
 }
 
 pub struct Poller {

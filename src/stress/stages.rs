@@ -1,6 +1,6 @@
 //! Runs a ws plan: every user on one clock through all the stages (users outlive a stage, so the
 //! stages cannot run one by one as levels do), a server snapshot at each stage boundary, each
-//! stage summarised as a level of the report, and at the end the wait for the server to let every
+//! stage's figures (a [`StageResult`]), and at the end the wait for the server to let every
 //! stream and session go.
 //!
 //! A boundary is taken in a fixed order (see `load::ws::Live`): read the client's totals, move
@@ -15,15 +15,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result};
 
-use crate::stress::load::connect::Target;
+use crate::stress::load::pause;
 use crate::stress::load::ws::{self as users, Live, WsJob};
-use crate::stress::load::{pause, Progress};
 use crate::stress::measure::{Percentiles, WsRecorder};
-use crate::stress::plan::{Plan, Stage};
-use crate::stress::report::{LevelStatus, LevelSummary, WsRun, WsStage};
-use crate::stress::saturation;
+use crate::stress::plan::{Plan, Stage, Users};
+use crate::stress::report::{LevelStatus, StageResult, WsRun};
 use crate::stress::schedule::Schedule;
 use crate::stress::server_stats::{self, Admin, ServerSnapshot, Slack};
+use crate::stress::{procfs, saturation, RunContext};
 
 /// How long after the run the stream gauges have to reach 0.
 pub const SETTLE_WITHIN: Duration = Duration::from_secs(10);
@@ -41,25 +40,14 @@ struct Boundary {
     /// before users close).
     streams_open: u64,
     server_open: Option<i64>,
+    /// This process's CPU time, and the local server's.
     cpu: Option<Duration>,
+    server_cpu: Option<Duration>,
     server_rss_kib: Option<u64>,
 }
 
-/// The server and client around the run.
-pub struct RunSetup<'a> {
-    pub target: &'a Target,
-    pub key: &'a str,
-    pub admin: Option<&'a Admin>,
-    pub workers: usize,
-    pub open_files_max: u64,
-    pub files_spare: u64,
-    pub server_pid: Option<u32>,
-    pub progress: &'a Arc<Progress>,
-}
-
-/// Runs the plan's users; one level per stage, and the run's own figures.
-pub fn run(plan: &Plan, cx: &RunSetup) -> Result<(Vec<LevelSummary>, WsRun)> {
-    let users = plan.users.as_ref().context("not a ws plan")?;
+/// Runs the plan's `users`: each stage's figures, and the run's own.
+pub fn run(plan: &Plan, users: &Users, cx: &RunContext) -> Result<(Vec<StageResult>, WsRun)> {
     let schedule = Schedule::new(&users.stages);
     let stages = users.stages.len();
     let peak = schedule.peak();
@@ -75,16 +63,16 @@ pub fn run(plan: &Plan, cx: &RunSetup) -> Result<(Vec<LevelSummary>, WsRun)> {
     // Each user holds one connection at a time (the session's is closed before the upgrade).
     if u64::from(peak) + cx.files_spare > cx.open_files_max {
         let note = format!("needs {peak} connections at the peak; this process may open {} files", cx.open_files_max);
-        let levels = users
+        let stages = users
             .stages
             .iter()
-            .map(|s| LevelSummary {
+            .map(|s| StageResult {
                 status: LevelStatus::NotReachableOnThisMachine,
                 note: Some(note.clone()),
-                ..empty_level(s)
+                ..StageResult::planned(s)
             })
             .collect();
-        return Ok((levels, run));
+        return Ok((stages, run));
     }
     let before = cx.admin.map(Admin::snapshot).transpose().context("reading /admin/stress-stats before the run")?;
     let job = Arc::new(WsJob {
@@ -108,8 +96,9 @@ pub fn run(plan: &Plan, cx: &RunSetup) -> Result<(Vec<LevelSummary>, WsRun)> {
         snapshot: before,
         slack: Slack::default(),
         streams_open: 0,
-        cpu: saturation::cpu_time(),
-        server_rss_kib: cx.server_pid.and_then(server_stats::rss_kib),
+        cpu: procfs::cpu_time(),
+        server_cpu: cx.server_pid.and_then(procfs::process_cpu_time),
+        server_rss_kib: cx.server_pid.and_then(procfs::rss_kib),
     }];
     let running = users::start(Arc::clone(&job), cx.workers)?;
     for (k, end_ms) in schedule.stage_ends_ms().into_iter().enumerate().take(stages - 1) {
@@ -123,7 +112,7 @@ pub fn run(plan: &Plan, cx: &RunSetup) -> Result<(Vec<LevelSummary>, WsRun)> {
     wait_until(job.t0 + Duration::from_millis(schedule.end_ms().saturating_sub(END_LOOK_MS).max(last_start_ms)));
     let streams_open = cx.progress.streams_open.load(SeqCst);
     let server_open = cx.admin.and_then(|a| a.snapshot().ok()).and_then(|s| open_gauge(&s));
-    let server_rss_kib = cx.server_pid.and_then(server_stats::rss_kib);
+    let server_rss_kib = cx.server_pid.and_then(procfs::rss_kib);
     let recorders = running.join()?;
     // Every user has returned: nothing in flight, the last boundary is exact.
     let end = Boundary {
@@ -132,17 +121,18 @@ pub fn run(plan: &Plan, cx: &RunSetup) -> Result<(Vec<LevelSummary>, WsRun)> {
         slack: Slack::default(),
         streams_open,
         server_open,
-        cpu: saturation::cpu_time(),
+        cpu: procfs::cpu_time(),
+        server_cpu: cx.server_pid.and_then(procfs::process_cpu_time),
         server_rss_kib,
     };
     boundaries.push(end);
     run.settle = cx.admin.map(|admin| server_stats::settle(admin, SETTLE_WITHIN));
 
     let mut total = WsRecorder::new();
-    let mut levels = Vec::with_capacity(stages);
+    let mut results = Vec::with_capacity(stages);
     for (k, stage) in users.stages.iter().enumerate() {
         total.merge(&recorders[k]);
-        levels.push(stage_summary(stage, &recorders[k], &boundaries[k], &boundaries[k + 1], cx.workers));
+        results.push(stage_result(stage, &recorders[k], &boundaries[k], &boundaries[k + 1], cx.workers));
     }
     let (first, last) = (&boundaries[0], &boundaries[stages]);
     run.reconciliation = first.snapshot.as_ref().zip(last.snapshot.as_ref()).map(|(before, after)| {
@@ -151,11 +141,11 @@ pub fn run(plan: &Plan, cx: &RunSetup) -> Result<(Vec<LevelSummary>, WsRun)> {
     run.frames_per_s = total.counts.frames as f64 / (last.at - first.at).as_secs_f64().max(1e-3);
     run.push = Percentiles::of(&total.push_us);
     run.counts = total.counts;
-    Ok((levels, run))
+    Ok((results, run))
 }
 
 /// The boundary opening stage `stage` (0-based), in the order the reconciliation relies on.
-fn boundary(job: &WsJob, cx: &RunSetup, stage: usize) -> Boundary {
+fn boundary(job: &WsJob, cx: &RunContext, stage: usize) -> Boundary {
     let live = &job.live;
     let (sessions_before, handshakes_before) = (live.sessions_created.load(SeqCst), live.handshakes.load(SeqCst));
     live.stage.store(stage, SeqCst);
@@ -178,49 +168,41 @@ fn boundary(job: &WsJob, cx: &RunSetup, stage: usize) -> Boundary {
         snapshot,
         slack,
         streams_open,
-        cpu: saturation::cpu_time(),
-        server_rss_kib: cx.server_pid.and_then(server_stats::rss_kib),
+        cpu: procfs::cpu_time(),
+        server_cpu: cx.server_pid.and_then(procfs::process_cpu_time),
+        server_rss_kib: cx.server_pid.and_then(procfs::rss_kib),
     }
 }
 
-/// One stage as a level of the report.
-fn stage_summary(stage: &Stage, r: &WsRecorder, open: &Boundary, close: &Boundary, workers: usize) -> LevelSummary {
+/// One stage's figures, from the boundaries that open and close it.
+fn stage_result(stage: &Stage, r: &WsRecorder, open: &Boundary, close: &Boundary, workers: usize) -> StageResult {
     let wall = close.at.saturating_duration_since(open.at);
     let c = &r.counts;
-    let frames_per_s = c.frames as f64 / wall.as_secs_f64().max(1e-3);
-    let push = Percentiles::of(&r.push_us);
-    let mut level = empty_level(stage);
+    let mut result = StageResult::planned(stage);
     let server = open.snapshot.as_ref().zip(close.snapshot.as_ref()).map(|(a, b)| a.delta(b));
-    level.reconciliation = server.as_ref().map(|delta| server_stats::reconcile_ws(c, delta, open.slack, close.slack));
+    result.reconciliation = server.as_ref().map(|delta| server_stats::reconcile_ws(c, delta, open.slack, close.slack));
     if server.is_none() && open.snapshot.is_some() != close.snapshot.is_some() {
-        level.note = Some("not reconciled: the admin listener did not answer at a boundary".into());
+        result.note = Some("not reconciled: the admin listener did not answer at a boundary".into());
     }
-    let server_push_mean_ms = server.as_ref().and_then(|d| {
+    let ws = &mut result.ws;
+    ws.server_push_mean_ms = server.as_ref().and_then(|d| {
         let (count, sum) = (d.get("push_latency_us.count").copied()?, d.get("push_latency_us.sum_us").copied()?);
         (count > 0).then(|| sum as f64 / count as f64 / 1000.0)
     });
-    level.ws = Some(WsStage {
-        users_from: stage.users_from,
-        users_to: stage.users,
-        over_ms: stage.over_ms,
-        streams_open_end: close.streams_open,
-        server_open_websocket_sessions: close.server_open,
-        counts: c.clone(),
-        frames_per_s,
-        push,
-        session_ms: Percentiles::of(&r.session_us),
-        handshake_ms: Percentiles::of(&r.handshake_us),
-        server_push_mean_ms,
-    });
-    level.server = server;
-    level.server_rss_kib = close.server_rss_kib;
-    level.client = saturation::judge_between(open.cpu, close.cpu, wall, workers, &Default::default());
-    level.wall_s = wall.as_secs_f64();
-    level.measured_requests = c.attempts;
-    level.rps = frames_per_s;
-    level.success_pct = 100.0 - c.error_pct();
-    level.latency = push;
-    level
+    ws.streams_open_end = close.streams_open;
+    ws.server_open_websocket_sessions = close.server_open;
+    ws.counts = c.clone();
+    ws.frames_per_s = c.frames as f64 / wall.as_secs_f64().max(1e-3);
+    ws.push = Percentiles::of(&r.push_us);
+    ws.session_ms = Percentiles::of(&r.session_us);
+    ws.handshake_ms = Percentiles::of(&r.handshake_us);
+    result.server = server;
+    result.server_rss_kib = close.server_rss_kib;
+    result.server_cpu_s =
+        open.server_cpu.zip(close.server_cpu).map(|(before, after)| after.saturating_sub(before).as_secs_f64());
+    result.client = saturation::judge_between(open.cpu, close.cpu, wall, workers, &Default::default());
+    result.wall_s = wall.as_secs_f64();
+    result
 }
 
 /// The run's totals for the whole-run reconciliation, which has nothing unattributed.
@@ -228,14 +210,6 @@ fn total_exact(total: &WsRecorder) -> crate::stress::measure::WsCounts {
     let mut counts = total.counts.clone();
     counts.frames_unattributed = 0;
     counts
-}
-
-fn empty_level(stage: &Stage) -> LevelSummary {
-    let loop_kind = if stage.users_from == stage.users { "hold" } else { "ramp" };
-    LevelSummary {
-        success_pct: 100.0,
-        ..LevelSummary::planned(stage.number, stage.users, loop_kind, None, Some(stage.over_ms), 0)
-    }
 }
 
 fn open_gauge(snapshot: &ServerSnapshot) -> Option<i64> {

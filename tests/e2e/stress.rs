@@ -1,5 +1,7 @@
 //! `pricebeast stress` end to end: small plans (seconds each) against the real server, checked
-//! against its counters exactly; exit codes; and coordinated omission against a stalling server.
+//! against its counters exactly; exit codes; coordinated omission against a stalling server;
+//! what a person sees (the live line, statuses in words, `-` for what was not measured); the
+//! summary's shape; baselines refused; JUnit XML.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -12,7 +14,7 @@ use std::process::Output;
 
 use serde_json::Value;
 
-use super::support::{pause, run, Driver, Server, Setup};
+use super::support::{pause, run, Driver, Server, Setup, BIN};
 use super::wire::json;
 
 const RUN_MAX: Duration = Duration::from_secs(60);
@@ -517,4 +519,281 @@ fn combined_prices_and_reports_are_measured_apart_and_reconcile_with_the_server(
     assert_eq!(server.counter("usage_report_requests"), 0);
     assert_eq!(server.counter("tcp_requests"), sum(&s, |l| l["counts"]["successes"].as_u64().expect("ok")));
     assert_eq!(sum(&s, |l| l["counts"]["requests"].as_u64().expect("requests")), prices + reports);
+}
+
+/// Runs `pricebeast stress` with `args` under a limit of `open_files` open files (soft and hard,
+/// so the client cannot raise it), bounded in time like [`stress`].
+fn stress_with_open_files(open_files: u32, args: &[&str], within: Duration) -> Output {
+    let script = format!("ulimit -n {open_files} && exec \"$0\" stress \"$@\"");
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .arg(BIN)
+        .args(args)
+        .env_remove("PRICEBEAST_KEY")
+        .env_remove("PRICEBEAST_ADMIN_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting sh");
+    let deadline = Instant::now() + within;
+    while child.try_wait().expect("waiting for pricebeast").is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("pricebeast stress {args:?} still running after {within:?}");
+        }
+        pause(Duration::from_millis(10));
+    }
+    child.wait_with_output().expect("pricebeast's output")
+}
+
+/// Words a person should never see: Rust's names for a status or a protocol.
+const ENUM_NAMES: &[&str] = &["Ran", "NotReachableOnThisMachine", "Skipped", "Http", "Udp", "Ws", "Some(", "None"];
+
+fn assert_no_enum_names(output: &Output) {
+    let all = text(output);
+    for word in all.split(|c: char| !c.is_alphanumeric() && c != '(') {
+        assert!(!ENUM_NAMES.contains(&word), "{word:?} in the output:\n{all}");
+    }
+}
+
+/// A level of idle connections (a rate of 0), one that cannot run under the open-file limit,
+/// beside one that ran: each says so in words, and what was not measured is `-`, not 0.
+const MIXED_PLAN: &str = r#"
+protocol = "http"
+[mix]
+symbols = ["BTC-USD"]
+[[levels]]
+concurrency = 2
+requests = 100
+[[levels]]
+concurrency = 2
+rate_per_s = 0
+duration_ms = 300
+[[levels]]
+concurrency = 1000
+requests = 1000
+"#;
+
+#[test]
+fn a_level_that_sent_nothing_shows_dashes_and_statuses_are_words() {
+    let server = start_server();
+    let scratch = tempfile::tempdir().expect("temporary directory");
+    let path = plan(scratch.path(), "mixed.toml", MIXED_PLAN);
+    let out = scratch.path().join("out");
+    let target = server.http.to_string();
+    let args = ["--plan", path.to_str().expect("utf-8"), "--target", &target, "--key", server.key("partner")];
+    let mut args = args.to_vec();
+    args.extend(["--out", out.to_str().expect("utf-8")]);
+    // 300 files: the 1000 connections of level 3 cannot be had.
+    let output = stress_with_open_files(300, &args, RUN_MAX);
+    assert!(output.status.success(), "{}", text(&output));
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let row = |n: &str| -> Vec<&str> {
+        let line = stdout.lines().find(|l| l.split_whitespace().next() == Some(n)).expect("a row");
+        line.split_whitespace().collect()
+    };
+    // level, conc, load ("closed N", or "R/s x Ds"), requests, ok, errors, rps, p50, p90, p99,
+    // p99.9, max ms
+    let ran = row("1");
+    assert_eq!(&ran[4..7], &["100", "100", "0"], "{}", text(&output));
+    assert!(ran[7..13].iter().all(|f| f.parse::<f64>().is_ok()), "{}", text(&output));
+    let idle = row("2");
+    assert_eq!(&idle[5..8], &["0", "0", "0"], "{}", text(&output));
+    assert_eq!(&idle[8..14], &["-"; 6], "the idle level measured nothing: {}", text(&output));
+    let unreachable = row("3");
+    assert_eq!(&unreachable[4..7], &["0", "0", "0"], "{}", text(&output));
+    assert_eq!(&unreachable[7..13], &["-"; 6], "{}", text(&output));
+    assert!(unreachable.join(" ").contains("not reachable on this machine: needs 1000 connections"), "{stdout}");
+    assert!(stderr.contains("level 1 done: ran, 100 requests, "), "{stderr}");
+    assert!(stderr.contains("level 2 done: ran, 0 requests, - rps, p99 -, 0 errors"), "{stderr}");
+    assert!(stderr.contains("level 3: not reachable on this machine: needs 1000 connections"), "{stderr}");
+    assert_no_enum_names(&output);
+    let s = summary(&out);
+    let statuses: Vec<&str> =
+        s["levels"].as_array().expect("levels").iter().filter_map(|l| l["status"].as_str()).collect();
+    assert_eq!(statuses, ["ran", "ran", "not_reachable_on_this_machine"], "{s}");
+    assert_eq!(s["protocol"], "http");
+    assert_eq!(s["run"], "levels");
+    let md = std::fs::read_to_string(out.join("summary.md")).expect("summary.md");
+    assert!(
+        md.contains("not reachable on this machine: needs 1000 connections") && !md.contains("NotReachable"),
+        "{md}"
+    );
+}
+
+#[test]
+fn a_skipped_level_is_said_in_words() {
+    // A UDP socket that never answers: every datagram of level 1 is lost, so level 2 is skipped.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP socket");
+    let scratch = tempfile::tempdir().expect("temporary directory");
+    let path = plan(
+        scratch.path(),
+        "lossy.toml",
+        "protocol = \"udp\"\ntimeout_ms = 200\nstop_when_loss_pct_above = 1.0\n[mix]\nsymbols = [\"BTC-USD\"]\n\
+         [[levels]]\nconcurrency = 1\nrate_per_s = 50\nduration_ms = 200\n\
+         [[levels]]\nconcurrency = 1\nrate_per_s = 50\nduration_ms = 200\n",
+    );
+    let output = stress_plan(&path, silent.local_addr().expect("address"), "0123456789abcdef0123", &[]);
+    assert!(output.status.success(), "{}", text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("level 2: skipped: level 1 lost 100.00% (over 1%)"), "{}", text(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("skipped: level 1 lost 100.00%"), "{}", text(&output));
+    assert_no_enum_names(&output);
+}
+
+#[test]
+fn the_live_line_says_connecting_while_a_level_opens_its_connections() {
+    // A listener with a backlog of one that never accepts: past the first connections the
+    // kernel drops the SYNs, so the others take until the connect timeout to fail.
+    let listener = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("an address");
+    listener.bind(&any.into()).expect("bind");
+    listener.listen(1).expect("listen");
+    let addr = listener.local_addr().expect("address").as_socket().expect("an IP address");
+    let scratch = tempfile::tempdir().expect("temporary directory");
+    let path = plan(
+        scratch.path(),
+        "stuck.toml",
+        "protocol = \"http\"\ntimeout_ms = 2500\nlevel_time_max_ms = 3000\n[mix]\nsymbols = [\"BTC-USD\"]\n\
+         [[levels]]\nconcurrency = 20\nrequests = 20\n",
+    );
+    let output = stress_plan(&path, addr, "k", &[]);
+    assert!(output.status.success(), "{}", text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let connecting = stderr.lines().find(|l| l.starts_with("level 1/1: connecting ")).unwrap_or_else(|| {
+        panic!("no connecting line: {}", text(&output));
+    });
+    let (opened, of) = connecting
+        .trim_start_matches("level 1/1: connecting ")
+        .split_once('/')
+        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+        .unwrap_or_else(|| panic!("N/M in {connecting:?}"));
+    assert_eq!(of, 20, "{connecting}");
+    assert!(opened < 20, "{connecting}");
+    assert_no_enum_names(&output);
+}
+
+#[test]
+fn summary_json_has_its_schema_version_the_version_and_a_timestamp() {
+    let server = start_server();
+    let scratch = tempfile::tempdir().expect("temporary directory");
+    let path = plan(scratch.path(), "udp.toml", UDP_PLAN);
+    let out = scratch.path().join("out");
+    let output = stress_plan(&path, server.udp, server.key("partner"), &["--out", out.to_str().expect("utf-8")]);
+    assert!(output.status.success(), "{}", text(&output));
+    let s = summary(&out);
+    assert_eq!(s["schema_version"], 2, "{s}");
+    assert_eq!(s["version"], env!("CARGO_PKG_VERSION"), "{s}");
+    assert_eq!(s["protocol"], "udp", "{s}");
+    let timestamp = s["timestamp"].as_str().expect("a timestamp");
+    // RFC 3339, UTC, to the second: 2027-03-01T12:00:00Z, and about now.
+    let b = timestamp.as_bytes();
+    assert!(
+        b.len() == 20 && b[4] == b'-' && b[7] == b'-' && b[10] == b'T' && b[13] == b':' && b[19] == b'Z',
+        "{timestamp}"
+    );
+    let year: i64 = timestamp[..4].parse().expect("a year");
+    let now_year = 1970
+        + std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs() as i64
+            / 31_556_952;
+    assert!((now_year - 1..=now_year + 1).contains(&year), "{timestamp}");
+}
+
+#[test]
+fn a_baseline_of_another_plan_scale_or_schema_is_refused_before_any_load() {
+    let server = start_server();
+    let scratch = tempfile::tempdir().expect("temporary directory");
+    let dir = scratch.path();
+    let (p, other) = (plan(dir, "p.toml", HTTP_PLAN), plan(dir, "other.toml", HTTP_PLAN));
+    let first = dir.join("first");
+    let key = server.key("partner");
+    let output = stress_plan(&p, server.http, key, &["--scale", "0.5", "--out", first.to_str().expect("utf-8")]);
+    assert!(output.status.success(), "{}", text(&output));
+    let base = first.join("summary.json");
+    let base_arg = base.to_str().expect("utf-8");
+    let mut old = summary(&first);
+    old.as_object_mut().expect("an object").remove("schema_version");
+    let old_file = dir.join("old.json");
+    std::fs::write(&old_file, old.to_string()).expect("writing an old baseline");
+    let cases: [(&Path, &[&str], String); 3] = [
+        (&p, &["--baseline", base_arg], "baseline is plan p at scale 0.5; this run is plan p at scale 1".into()),
+        (
+            &other,
+            &["--baseline", base_arg, "--scale", "0.5"],
+            "baseline is plan p at scale 0.5; this run is plan other at scale 0.5".into(),
+        ),
+        (
+            &p,
+            &["--baseline", old_file.to_str().expect("utf-8"), "--scale", "0.5"],
+            "schema 1 (no schema_version) is older".into(),
+        ),
+    ];
+    for (plan, args, expected) in cases {
+        server.reset_counters();
+        let output = stress_plan(plan, server.http, key, args);
+        assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(&expected), "{expected:?}: {}", text(&output));
+        assert!(!stderr.contains("level 1"), "refused before the first level: {}", text(&output));
+        assert_eq!(server.counter("tcp_requests"), 0, "no load was sent");
+    }
+    // The same plan at the same scale is compared.
+    let output = stress_plan(&p, server.http, key, &["--baseline", base_arg, "--scale", "0.5"]);
+    assert!(matches!(output.status.code(), Some(0 | 3)), "{}", text(&output));
+}
+
+/// The `name` attributes of the testcases of a JUnit document, each with its `<failure>`
+/// elements' `message` attributes.
+fn junit_cases(xml: &str) -> Vec<(String, Vec<String>)> {
+    let attr = |element: &str, name: &str| -> Option<String> {
+        let rest = element.split(&format!(" {name}=\"")).nth(1)?;
+        Some(rest[..rest.find('"')?].to_owned())
+    };
+    xml.split("<testcase ")
+        .skip(1)
+        .map(|case| {
+            let head = &case[..case.find('>').expect("a testcase tag ends")];
+            let body =
+                if head.ends_with('/') { "" } else { &case[..case.find("</testcase>").expect("a testcase ends")] };
+            let failures = body.split("<failure ").skip(1).filter_map(|f| attr(f, "message")).collect();
+            (attr(head, "name").expect("a testcase name"), failures)
+        })
+        .collect()
+}
+
+#[test]
+fn junit_has_a_testcase_per_level_and_a_failure_where_a_threshold_failed() {
+    let server = start_server();
+    let scratch = tempfile::tempdir().expect("temporary directory");
+    // Level 1's p99 cannot be under 1 µs; level 2 is outside the latency levels.
+    let strict = HTTP_PLAN.replacen(
+        "[[levels]]",
+        "[thresholds]\np99_ms_max = 0.001\nlatency_through_level = 1\n\n[[levels]]",
+        1,
+    );
+    let path = plan(scratch.path(), "strict.toml", &strict);
+    let junit = scratch.path().join("ci/junit.xml");
+    let output = stress_plan(&path, server.http, server.key("partner"), &["--junit", junit.to_str().expect("utf-8")]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let xml = std::fs::read_to_string(&junit).expect("junit.xml written");
+    assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>"), "{xml}");
+    assert_eq!(xml.matches("<testsuite ").count(), 1, "{xml}");
+    assert!(xml.contains("<testsuite name=\"strict\" tests=\"3\" failures=\"1\""), "{xml}");
+    assert_eq!(xml.matches("</testsuite>").count(), 1, "{xml}");
+    let cases = junit_cases(&xml);
+    let names: Vec<&str> = cases.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["level 1: 4 connections, 300 requests", "level 2: 8 connections, 400/s for 1 s", "whole run"],
+        "{xml}"
+    );
+    assert_eq!(cases[0].1.len(), 1, "{xml}");
+    assert!(
+        cases[0].1[0].starts_with("level 1: p99 ") && cases[0].1[0].ends_with(" ms is not below 0.001 ms"),
+        "{xml}"
+    );
+    assert!(cases[1].1.is_empty() && cases[2].1.is_empty(), "{xml}");
+    assert!(xml.contains("<failure type=\"threshold\" "), "{xml}");
 }

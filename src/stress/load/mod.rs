@@ -31,7 +31,6 @@ pub const LIVE_BUCKETS: usize = 32;
 
 /// Live figures the progress display reads while a level runs. The live latency is coarse
 /// (power-of-two buckets); the summary's figures come from the HDR histograms.
-#[derive(Default)]
 pub struct Progress {
     pub level: AtomicUsize,
     pub done: AtomicU64,
@@ -41,9 +40,56 @@ pub struct Progress {
     /// ws: streams open now.
     pub streams_open: AtomicU64,
     pub latency_buckets: [AtomicU64; LIVE_BUCKETS],
+    /// While a level opens its connections (or sockets): how many it opens, and how many are
+    /// open (or given up on) so far. 0 once its clock has started.
+    pub opening: AtomicU64,
+    pub opened: AtomicU64,
+    /// When the current level's clock started, in µs after `base` (0: not yet).
+    started_us: AtomicU64,
+    base: Instant,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self {
+            level: AtomicUsize::new(0),
+            done: AtomicU64::new(0),
+            reports_done: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            streams_open: AtomicU64::new(0),
+            latency_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            opening: AtomicU64::new(0),
+            opened: AtomicU64::new(0),
+            started_us: AtomicU64::new(0),
+            base: Instant::now(),
+        }
+    }
 }
 
 impl Progress {
+    /// A new level: counts from 0, its clock not started.
+    pub fn level_starts(&self, level: usize) {
+        self.started_us.store(0, Ordering::Release);
+        self.done.store(0, Ordering::Relaxed);
+        self.reports_done.store(0, Ordering::Relaxed);
+        self.errors.store(0, Ordering::Relaxed);
+        self.level.store(level, Ordering::Release);
+    }
+
+    /// The current level's clock starts at `t0`.
+    pub fn clock_starts(&self, t0: Instant) {
+        let us = t0.saturating_duration_since(self.base).as_micros() as u64;
+        self.started_us.store(us.max(1), Ordering::Release);
+    }
+
+    /// When the current level's clock started, if it has.
+    pub fn started(&self) -> Option<Instant> {
+        match self.started_us.load(Ordering::Acquire) {
+            0 => None,
+            us => Some(self.base + Duration::from_micros(us)),
+        }
+    }
+
     pub fn observe(&self, latency: Duration) {
         let us = latency.as_micros().max(1) as u64;
         let bucket = (63 - us.leading_zeros() as usize).min(LIVE_BUCKETS - 1);
@@ -218,11 +264,21 @@ pub fn run_level(job: Arc<Job>, workers: usize) -> anyhow::Result<(Recorder, Ins
         handles.push(handle);
     }
     // Start the clock once every unit is ready (or gave up), bounded by the connect timeout.
+    let progress = &job.progress;
+    progress.opened.store(0, Ordering::Relaxed);
+    progress.opening.store(units as u64, Ordering::Release);
     let ready_by = Instant::now() + job.timeout + Duration::from_secs(1);
-    while job.ready.load(Ordering::Acquire) < units && Instant::now() < ready_by {
+    loop {
+        let ready = job.ready.load(Ordering::Acquire);
+        progress.opened.store(ready as u64, Ordering::Relaxed);
+        if ready >= units || Instant::now() >= ready_by {
+            break;
+        }
         pause(Duration::from_millis(2));
     }
     let t0 = Instant::now() + Duration::from_millis(5);
+    progress.clock_starts(t0);
+    progress.opening.store(0, Ordering::Release);
     // Workers hold receivers until they finish, so the send cannot fail while any waits.
     let _ = start_tx.send(Some(t0));
     let mut total = Recorder::new();
@@ -257,6 +313,7 @@ pub fn pause(d: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stress::plan::tests::levels_of;
 
     #[test]
     fn each_connection_carries_one_kind_on_that_kinds_schedule() {
@@ -267,7 +324,7 @@ mod tests {
         )
         .expect("valid");
         let target = Target::plain("127.0.0.1:8080".parse().expect("address"));
-        let job = job(&plan, &plan.levels[0], &target, "k", Arc::new(Progress::default()));
+        let job = job(&plan, &levels_of(&plan)[0], &target, "k", Arc::new(Progress::default()));
         assert!(job.has_reports());
         assert_eq!(job.kind_of_connection(0), (Kind::Price, 0));
         assert_eq!(job.kind_of_connection(17), (Kind::Price, 17));
@@ -287,7 +344,7 @@ mod tests {
              [[levels]]\nconcurrency = 20\nrate_per_s = 1000\nduration_ms = 2000\n",
         )
         .expect("valid");
-        let job = super::job(&plain, &plain.levels[0], &target, "k", Arc::new(Progress::default()));
+        let job = super::job(&plain, &levels_of(&plain)[0], &target, "k", Arc::new(Progress::default()));
         assert!(!job.has_reports());
         assert_eq!(job.kind_of_connection(19), (Kind::Price, 19));
         assert_eq!(job.intended_of(t0, Kind::Price, 37), job.intended(t0, 37));

@@ -178,7 +178,8 @@ impl Suite {
                     "ws plans have no ceiling to find: the suite runs HTTP and UDP plans".into(),
                 ));
             }
-            if t.role == Role::Endurance && (plan.levels.len() != 1 || plan.protocol != Protocol::Http) {
+            let one_level = matches!(&plan.run, crate::stress::plan::Run::Levels(levels) if levels.len() == 1);
+            if t.role == Role::Endurance && (!one_level || plan.protocol != Protocol::Http) {
                 return Err(test_err(
                     &t.id,
                     "an endurance plan is one open-loop HTTP level (its rate is set here)".into(),

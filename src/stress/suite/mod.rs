@@ -21,8 +21,8 @@ use serde_json::Value;
 
 use crate::client::http;
 use crate::stress::plan::{Plan, Protocol};
+use crate::stress::procfs::ThreadTimes;
 use crate::stress::report::Summary;
-use crate::stress::saturation::ThreadTimes;
 use crate::stress::server_stats::Admin;
 use crate::stress::{
     admin_for, check_scale, execute, target_for, workers, write_outputs, Origin, RunSetup, StressArgs,
@@ -239,7 +239,7 @@ impl Control {
 /// The local server's CPU while idle, in CPU seconds a second, over [`IDLE_SAMPLE`]: what
 /// the per-request figures are net of.
 fn idle_cpu_per_s(http_port: u16) -> Option<f64> {
-    let pid = crate::stress::server_stats::local_server_pid(http_port, false)?;
+    let pid = crate::stress::procfs::local_server_pid(http_port, false)?;
     let before = ThreadTimes::read(pid)?;
     let started = std::time::Instant::now();
     crate::stress::load::pause(IDLE_SAMPLE);

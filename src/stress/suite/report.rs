@@ -78,17 +78,17 @@ impl TestRecord {
         let best = verdict::ceiling(s, ceiling_success_pct);
         let best_cpu_us = best
             .as_ref()
-            .and_then(|b| s.levels.iter().find(|l| l.level == b.level))
+            .and_then(|b| s.levels().iter().find(|l| l.level == b.level))
             .and_then(|l| verdict::server_cpu_us_per_request(l, idle_per_s.unwrap_or(0.0)));
         let mut record = Self::not_run(test, dir, String::new());
         record.ran = true;
         record.error = None;
-        record.failures = s.failures.clone();
+        record.failures = s.failures.iter().map(|f| f.message.clone()).collect();
         record.reconciliation_differences = s.reconciliation_differences.clone();
-        record.requests = s.levels.iter().map(|l| l.counts.requests).sum();
-        record.errors = s.levels.iter().map(|l| l.errors()).sum();
-        record.http_5xx = s.levels.iter().map(|l| l.http_5xx()).sum();
-        record.wall_s = s.levels.iter().map(|l| l.wall_s).sum();
+        record.requests = s.levels().iter().map(|l| l.counts.requests).sum();
+        record.errors = s.levels().iter().map(|l| l.errors()).sum();
+        record.http_5xx = s.levels().iter().map(|l| l.http_5xx()).sum();
+        record.wall_s = s.levels().iter().map(|l| l.wall_s).sum();
         // A ceiling test that found none has not answered its question.
         let answered = test.role != Role::Ceiling || best.is_some();
         if !answered {
@@ -182,11 +182,11 @@ impl SuiteSummary {
             .and_then(|t| {
                 let run = run_of(&t.id)?;
                 let best = verdict::ceiling(run.summary, suite.ceiling_success_pct)?;
-                Some((run.summary.levels.iter().find(|l| l.level == best.level)?, run.idle_per_s))
+                Some((run.summary.levels().iter().find(|l| l.level == best.level)?, run.idle_per_s))
             });
         let combined_cost = by_role(Role::Combined).map(|(_, run)| verdict::combined(run, alone));
         let endurance = by_role(Role::Endurance).map(|(_, run)| {
-            let rate = run.summary.levels.first().and_then(|l| l.rate_per_s).unwrap_or(0.0);
+            let rate = run.summary.levels().first().and_then(|l| l.rate_per_s).unwrap_or(0.0);
             verdict::endurance(run.summary, rate, suite.endurance.minutes, suite.endurance.rss_growth_pct_max)
         });
         let mut tests = tests;

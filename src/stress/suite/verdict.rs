@@ -2,7 +2,7 @@
 //! limiter's cost (2c against 2b), the reports' cost (2d against 2a's prices) and the endurance
 //! verdict. Pure functions of the runs' summaries, so each answer is tested on made-up runs.
 
-use crate::stress::report::{LevelStatus, LevelSummary, Summary};
+use crate::stress::report::{LevelResult, LevelStatus, Summary};
 use crate::stress::server_stats::Sample;
 
 /// A test's best level.
@@ -20,7 +20,7 @@ pub struct Ceiling {
 /// answered at least `success_pct` of their requests, sent no 5xx and (UDP) lost at most 1%.
 pub fn ceiling(summary: &Summary, success_pct: f64) -> Option<Ceiling> {
     summary
-        .levels
+        .levels()
         .iter()
         .filter(|l| l.status == LevelStatus::Ran && l.measured_requests > 0)
         .filter(|l| l.success_pct >= success_pct && l.http_5xx() == 0 && l.udp_loss_pct <= 1.0)
@@ -38,7 +38,7 @@ pub fn ceiling(summary: &Summary, success_pct: f64) -> Option<Ceiling> {
 /// warm-up included, since the server's CPU was read around all of them; net of what the server
 /// spends idle (`idle_per_s`, CPU seconds a second: its feeds, timers and probes), which at a
 /// few thousand requests a second would otherwise be a good part of the figure.
-pub fn server_cpu_us_per_request(level: &LevelSummary, idle_per_s: f64) -> Option<f64> {
+pub fn server_cpu_us_per_request(level: &LevelResult, idle_per_s: f64) -> Option<f64> {
     let cpu_s = level.server_cpu_s?;
     let net_s = (cpu_s - idle_per_s * level.wall_s).max(0.0);
     (level.counts.requests > 0).then(|| net_s * 1e6 / level.counts.requests as f64)
@@ -78,14 +78,14 @@ pub struct Cost {
 /// `measured` against `reference`, pairing levels by number (the same plan, or plans of the
 /// same shape); levels that did not run in both are left out.
 pub fn cost(reference_id: &str, reference: Run, measured_id: &str, measured: Run) -> Cost {
-    let ran = |l: &&LevelSummary| l.status == LevelStatus::Ran && l.measured_requests > 0;
+    let ran = |l: &&LevelResult| l.status == LevelStatus::Ran && l.measured_requests > 0;
     let levels: Vec<CostAt> = reference
         .summary
-        .levels
+        .levels()
         .iter()
         .filter(ran)
         .filter_map(|r| {
-            let m = measured.summary.levels.iter().filter(ran).find(|m| m.level == r.level)?;
+            let m = measured.summary.levels().iter().filter(ran).find(|m| m.level == r.level)?;
             let reference_cpu_us = server_cpu_us_per_request(r, reference.idle_per_s);
             let measured_cpu_us = server_cpu_us_per_request(m, measured.idle_per_s);
             Some(CostAt {
@@ -125,10 +125,10 @@ pub struct CombinedAt {
     pub cpu_us: Option<f64>,
 }
 
-pub fn combined(run: Run, prices_alone: Option<(&LevelSummary, f64)>) -> Combined {
+pub fn combined(run: Run, prices_alone: Option<(&LevelResult, f64)>) -> Combined {
     let levels = run
         .summary
-        .levels
+        .levels()
         .iter()
         .filter(|l| l.status == LevelStatus::Ran && l.measured_requests > 0)
         .map(|l| {
@@ -169,8 +169,8 @@ pub struct Endurance {
 /// Zero 5xx, no errors and memory flat: RSS over the last quarter of the samples within
 /// `growth_pct_max` of the second quarter's (the first quarter is connections opening).
 pub fn endurance(summary: &Summary, rate_per_s: f64, minutes: f64, growth_pct_max: f64) -> Endurance {
-    let http_5xx = summary.levels.iter().map(LevelSummary::http_5xx).sum();
-    let errors = summary.levels.iter().map(LevelSummary::errors).sum();
+    let http_5xx = summary.levels().iter().map(LevelResult::http_5xx).sum();
+    let errors = summary.levels().iter().map(LevelResult::errors).sum();
     let (rss_start_kib, rss_end_kib) = rss_trend(&summary.server_samples);
     let rss_growth_pct =
         rss_start_kib.zip(rss_end_kib).filter(|(s, _)| *s > 0).map(|(s, e)| 100.0 * (e as f64 - s as f64) / s as f64);
@@ -187,7 +187,7 @@ pub fn endurance(summary: &Summary, rate_per_s: f64, minutes: f64, growth_pct_ma
     if errors > http_5xx {
         reasons.push(format!("{} failed requests", errors - http_5xx));
     }
-    let ran = summary.levels.iter().any(|l| l.status == LevelStatus::Ran && l.measured_requests > 0);
+    let ran = summary.levels().iter().any(|l| l.status == LevelStatus::Ran && l.measured_requests > 0);
     if !ran {
         reasons.push("nothing was measured".to_owned());
     }
@@ -221,8 +221,14 @@ fn rss_trend(samples: &[Sample]) -> (Option<u64>, Option<u64>) {
 mod tests {
     use super::*;
 
-    fn level(number: usize, rps: f64, success_pct: f64, requests: u64, cpu_s: Option<f64>) -> LevelSummary {
-        let mut l = LevelSummary::planned(number, 10 * number as u32, "closed", None, None, requests);
+    fn level(number: usize, rps: f64, success_pct: f64, requests: u64, cpu_s: Option<f64>) -> LevelResult {
+        let planned = crate::stress::plan::Level {
+            number,
+            concurrency: 10 * number as u32,
+            load: crate::stress::plan::Load::Closed { requests },
+            churn: None,
+        };
+        let mut l = LevelResult::planned(&planned);
         l.rps = rps;
         l.success_pct = success_pct;
         l.measured_requests = requests;
@@ -232,8 +238,11 @@ mod tests {
         l
     }
 
-    fn summary(levels: Vec<LevelSummary>, rss: &[u64]) -> Summary {
+    fn summary(levels: Vec<LevelResult>, rss: &[u64]) -> Summary {
         Summary {
+            schema_version: crate::stress::report::SCHEMA_VERSION,
+            version: String::new(),
+            timestamp: String::new(),
             plan: "p".into(),
             plan_file: "p.toml".into(),
             overrides: Vec::new(),
@@ -243,7 +252,7 @@ mod tests {
             workers: 2,
             open_files_max: 1024,
             server_pid: None,
-            levels,
+            results: crate::stress::report::Results::Levels { levels },
             reconciliation_differences: Vec::new(),
             failures: Vec::new(),
             server_samples: rss
@@ -258,7 +267,6 @@ mod tests {
                     server_rss_kib: Some(*kib),
                 })
                 .collect(),
-            ws: None,
         }
     }
 
