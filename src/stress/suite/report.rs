@@ -26,6 +26,7 @@ pub struct TestRecord {
     pub profile: String,
     pub plan_file: String,
     pub key: KeyKind,
+    pub protocol: crate::stress::plan::Protocol,
     /// Its own report's directory.
     pub dir: String,
     pub ran: bool,
@@ -57,6 +58,7 @@ impl TestRecord {
             profile: test.profile.clone(),
             plan_file: test.plan_file.display().to_string(),
             key: test.key,
+            protocol: test.protocol,
             dir: dir.display().to_string(),
             ran: false,
             error: Some(why),
@@ -112,8 +114,11 @@ impl TestRecord {
         let best = self.best.as_ref().map_or_else(
             || "no level kept its requests".to_owned(),
             |b| {
+                // A UDP level's concurrency is how its datagrams spread over the client's sockets.
+                let spread =
+                    if self.protocol == crate::stress::plan::Protocol::Udp { "sockets" } else { "connections" };
                 format!(
-                    "{what} {} ({} connections): {} rps, p99 {:.2} ms{}",
+                    "{what} {} ({} {spread}): {} rps, p99 {:.2} ms{}",
                     b.level,
                     b.concurrency,
                     thousands(b.rps),
@@ -316,7 +321,13 @@ impl SuiteSummary {
             };
             let (level, rps, p99) = r.best.as_ref().map_or_else(
                 || ("-".to_owned(), "-".to_owned(), "-".to_owned()),
-                |b| (format!("{} ({} conns)", b.level, b.concurrency), thousands(b.rps), format!("{:.2}", b.p99_ms)),
+                |b| {
+                    (
+                        format!("{} (concurrency {})", b.level, b.concurrency),
+                        thousands(b.rps),
+                        format!("{:.2}", b.p99_ms),
+                    )
+                },
             );
             let _ = writeln!(
                 m,
