@@ -21,6 +21,7 @@ fn the_release_suite_runs_its_seven_tests_and_answers_their_questions() {
     let server = Setup::new(Driver::IoUring).stress_key("stress", 10, 20, 1_000_000_000).start();
     let out = tempfile::tempdir().expect("temp dir");
     let report = out.path().join("report");
+    let junit = out.path().join("suite.xml");
     let (http, udp, admin) =
         (format!("http://{}", server.http), server.udp.to_string(), format!("http://{}", server.admin));
     let output = run(
@@ -44,6 +45,8 @@ fn the_release_suite_runs_its_seven_tests_and_answers_their_questions() {
             "0.05",
             "--out",
             report.to_str().expect("a UTF-8 path"),
+            "--junit",
+            junit.to_str().expect("a UTF-8 path"),
         ],
         None,
         Duration::from_secs(300),
@@ -95,6 +98,10 @@ fn the_release_suite_runs_its_seven_tests_and_answers_their_questions() {
     assert!(report.join("rate-limit-cost.svg").is_file());
     let combined = &summary["combined_cost"]["levels"];
     assert!(combined.as_array().is_some_and(|l| l.iter().all(|l| l["report_rps"].as_f64().is_some())), "{combined}");
+    let xml = std::fs::read_to_string(&junit).expect("the JUnit file");
+    assert_eq!(xml.matches("<testcase ").count(), 7, "{xml}");
+    let failed = tests.iter().filter(|t| t["passed"] == false).count();
+    assert!(xml.contains(&format!("tests=\"7\" failures=\"{failed}\" errors=\"0\"")), "{xml}");
     let markdown = std::fs::read_to_string(report.join("summary.md")).expect("summary.md");
     assert!(markdown.contains("## The rate limiter's cost (2c against 2b)"), "{markdown}");
 

@@ -152,6 +152,9 @@ pub fn run(args: &StressArgs, suite_file: &Path) -> anyhow::Result<u8> {
 
     let summary = SuiteSummary::new(&suite, suite_file, args, started_unix_s, records, &runs, before);
     summary.write(&out)?;
+    if let Some(file) = &args.junit {
+        std::fs::write(file, summary.junit()).with_context(|| format!("--junit {}", file.display()))?;
+    }
     print!("{}", summary.table());
     println!("report: {}", out.join("summary.md").display());
     Ok(if summary.passed { 0 } else { crate::stress::EXIT_THRESHOLD })

@@ -236,6 +236,46 @@ impl SuiteSummary {
         Ok(())
     }
 
+    /// The suite as JUnit XML (`--junit FILE`): a testcase per test, a `<failure>` per failed
+    /// threshold or verdict, an `<error>` for a test that could not run.
+    pub fn junit(&self) -> String {
+        use crate::stress::junit::escape;
+        let failures = self.tests.iter().filter(|t| t.ran && !t.passed).count();
+        let errors = self.tests.iter().filter(|t| !t.ran).count();
+        let time_s: f64 = self.tests.iter().map(|t| t.wall_s).sum();
+        let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        let _ = writeln!(
+            x,
+            "<testsuite name=\"suite {}\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" time=\"{time_s:.3}\" timestamp=\"{}\">",
+            escape(&self.suite),
+            self.tests.len(),
+            escape(&self.started_at)
+        );
+        for t in &self.tests {
+            let _ = write!(
+                x,
+                "  <testcase classname=\"pricebeast.suite.{}\" name=\"{} {}\" time=\"{:.3}\">",
+                escape(&self.suite),
+                escape(&t.id),
+                escape(&t.title),
+                t.wall_s
+            );
+            if let Some(error) = &t.error {
+                let _ = write!(x, "<error message=\"{}\"/>", escape(error));
+            } else if !t.passed {
+                for f in &t.failures {
+                    let _ = write!(x, "<failure message=\"{}\"/>", escape(f));
+                }
+                if t.failures.is_empty() {
+                    let _ = write!(x, "<failure message=\"{}\"/>", escape(&t.line()));
+                }
+            }
+            let _ = writeln!(x, "<system-out>{}</system-out></testcase>", escape(&t.line()));
+        }
+        x.push_str("</testsuite>\n");
+        x
+    }
+
     /// The table printed at the end.
     pub fn table(&self) -> String {
         let mut t = String::new();
@@ -546,6 +586,44 @@ mod tests {
         assert_eq!(round_up(0.7), 1.0);
         assert_eq!(round_up(12.0), 20.0);
         assert_eq!(round_up(0.0), 1.0);
+    }
+
+    #[test]
+    fn junit_has_a_testcase_per_test_with_its_failures() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/suites/release.toml");
+        let suite = Suite::load(&dir).expect("the shipped suite");
+        let mut passed = TestRecord::not_run(&suite.tests[0], Path::new("out/1a"), String::new());
+        (passed.ran, passed.error, passed.passed) = (true, None, true);
+        let mut failed = TestRecord::not_run(&suite.tests[1], Path::new("out/1b"), String::new());
+        (failed.ran, failed.error) = (true, None);
+        failed.failures = vec!["level 2: p99 3.1 ms > 1 ms & more".into()];
+        let not_run = TestRecord::not_run(&suite.tests[2], Path::new("out/2a"), "admin <gone>".into());
+        let summary = SuiteSummary {
+            schema_version: SCHEMA_VERSION,
+            kind: "suite",
+            suite: "release".into(),
+            suite_file: String::new(),
+            description: String::new(),
+            tool_version: "0",
+            started_at: "2026-12-06T00:00:00Z".into(),
+            finished_at: String::new(),
+            scale: 1.0,
+            target: String::new(),
+            udp_target: None,
+            profile_before: "fresh-price".into(),
+            tests: vec![passed, failed, not_run],
+            ceilings: BTreeMap::new(),
+            rate_limit_cost: None,
+            combined_cost: None,
+            endurance: None,
+            passed: false,
+        };
+        let xml = summary.junit();
+        assert!(xml.contains(r#"tests="3" failures="1" errors="1""#), "{xml}");
+        assert_eq!(xml.matches("<testcase ").count(), 3);
+        assert!(xml.contains(r#"<failure message="level 2: p99 3.1 ms &gt; 1 ms &amp; more"/>"#), "{xml}");
+        assert!(xml.contains(r#"<error message="admin &lt;gone&gt;"/>"#), "{xml}");
+        assert!(xml.contains(r#"name="1a TCP direct ceiling""#));
     }
 
     #[test]
