@@ -92,7 +92,7 @@ pub fn run(args: &StressArgs, suite_file: &Path) -> anyhow::Result<u8> {
             Ok(planned) => planned,
             Err(why) => {
                 eprintln!("test {} ({}/{count}) not run: {why}", test.id, n + 1);
-                records.push(TestRecord::not_run(test, &out, why));
+                records.push(TestRecord::not_run(test, &out.join(&test.id), why));
                 continue;
             }
         };
@@ -120,14 +120,13 @@ pub fn run(args: &StressArgs, suite_file: &Path) -> anyhow::Result<u8> {
                 format!(" --set {}", origin.overrides.join(" --set "))
             }
         );
-        let (target, key) = match (test.protocol, test.key) {
-            (Protocol::Udp, _) => (udp_target.clone(), key_for(test.key, &args.key, public_key.as_deref())),
-            (_, kind) => (Some(http_target.clone()), key_for(kind, &args.key, public_key.as_deref())),
-        };
+        let target = if test.protocol == Protocol::Udp { udp_target.clone() } else { Some(http_target.clone()) };
+        // Checked at the start: a UDP test means --udp-target was given.
         let Some(target) = target else {
-            records.push(TestRecord::not_run(test, &out, "no target for its protocol".into()));
+            records.push(TestRecord::not_run(test, &out.join(&test.id), "no --udp-target".into()));
             continue;
         };
+        let key = key_for(test.key, &args.key, public_key.as_deref());
         let setup =
             RunSetup { target, key, admin: Some(admin.clone()), workers: workers(args.workers), baseline: None };
         let dir = out.join(&test.id);
