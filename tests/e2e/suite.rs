@@ -138,8 +138,10 @@ fn a_suite_refuses_what_it_cannot_run_before_sending_anything() {
     let server = Setup::new(Driver::IoUring).start();
     let http = format!("http://{}", server.http);
     let admin = format!("http://{}", server.admin);
+    // Run where a report would land by default (suite-release/): a refused suite writes nothing.
+    let cwd = tempfile::tempdir().expect("temp dir");
     let refused = |args: &[&str]| {
-        let output = run(args, None, Duration::from_secs(20));
+        let output = run(args, Some(cwd.path()), Duration::from_secs(20));
         assert_eq!(output.status.code(), Some(1), "{args:?}: {output:?}");
         String::from_utf8_lossy(&output.stderr).into_owned()
     };
@@ -185,6 +187,7 @@ fn a_suite_refuses_what_it_cannot_run_before_sending_anything() {
     ]);
     assert!(stderr.contains("profile \"turbo\" is not one of the server's"), "{stderr}");
     assert_eq!(server.counter("tcp_requests"), 0, "nothing was sent");
+    assert_eq!(std::fs::read_dir(cwd.path()).expect("the directory").count(), 0, "and nothing was written");
     // A usage error, as the argument parser reports them (exit 2).
     let both = run(
         &["stress", "--suite", SUITE, "--plan", SUITE, "--target", &http, "--key", key],

@@ -74,14 +74,14 @@ pub fn run(args: &StressArgs, suite_file: &Path) -> anyhow::Result<u8> {
                 .with_context(|| format!("--udp-target {spec}"))?,
         ),
     };
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("suite-{}", suite.name)));
-    std::fs::create_dir_all(&out).with_context(|| format!("--out {}", out.display()))?;
-
     let control = Control { admin: admin.clone() };
     let (before, modes) = control.modes().context("reading the server's profiles")?;
     if let Some(test) = suite.tests.iter().find(|t| !modes.contains(&t.profile)) {
         bail!("test {}: profile {:?} is not one of the server's ({})", test.id, test.profile, modes.join(", "));
     }
+    // Made only once the suite can run, so a refused one leaves nothing behind.
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("suite-{}", suite.name)));
+    std::fs::create_dir_all(&out).with_context(|| format!("--out {}", out.display()))?;
 
     let started_unix_s = unix_s();
     let mut records = Vec::with_capacity(suite.tests.len());
