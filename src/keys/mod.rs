@@ -223,14 +223,20 @@ mod tests {
         assert_eq!(entry.state.usage.used(month), 1, "usage survives the reload");
     }
 
-    #[test]
-    fn stress_keys_take_the_profiles_limits_and_keep_their_state() {
+    /// A store of two public keys at 1 QPS, burst 1: alice's, and `load`'s marked stress.
+    fn alice_and_a_stress_key() -> (tempfile::TempDir, KeyStore) {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("keys.toml");
         let mut stress = public_record("load", "pb_load_secret_1234");
         stress.stress = true;
         KeysFile { keys: vec![public_record("alice", "pb_alice_secret_123"), stress] }.save(&path).expect("saved");
         let store = KeyStore::open(&path).expect("opened");
+        (dir, store)
+    }
+
+    #[test]
+    fn stress_keys_take_the_profiles_limits_and_keep_their_state() {
+        let (_dir, store) = alice_and_a_stress_key();
         let limits = |key: &[u8]| store.table().lookup(key).and_then(|e| e.limits).map(|l| (l.qps, l.gcra.burst()));
         assert_eq!(limits(b"pb_load_secret_1234"), Some((1, 1)));
         store.table().lookup(b"pb_load_secret_1234").expect("known").state.streams.store(3, Ordering::Relaxed);
@@ -250,12 +256,7 @@ mod tests {
 
     #[test]
     fn a_key_made_faster_is_not_held_to_its_old_backlog() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("keys.toml");
-        let mut stress = public_record("load", "pb_load_secret_1234");
-        stress.stress = true;
-        KeysFile { keys: vec![public_record("alice", "pb_alice_secret_123"), stress] }.save(&path).expect("saved");
-        let store = KeyStore::open(&path).expect("opened");
+        let (_dir, store) = alice_and_a_stress_key();
         let check = |key: &[u8], now_ns: u64| {
             let table = store.table();
             let entry = table.lookup(key).expect("known");

@@ -6,6 +6,7 @@
 
 use std::fmt::Write as _;
 
+use crate::stress::junit::escape;
 use crate::stress::report::{LevelStatus, Results, Summary};
 
 const WIDTH: f64 = 900.0;
@@ -210,7 +211,8 @@ pub fn ticks(max: f64) -> Vec<f64> {
     (0..=count).map(|k| (k as f64 * step * unit).round() / unit).collect()
 }
 
-fn top_of(ticks: &[f64]) -> f64 {
+/// An axis's top: its last tick (1 for an empty axis).
+pub fn top_of(ticks: &[f64]) -> f64 {
     ticks.last().copied().filter(|t| *t > 0.0).unwrap_or(1.0)
 }
 
@@ -234,10 +236,6 @@ fn round_number(v: f64) -> String {
     } else {
         format!("{v}")
     }
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 #[cfg(test)]

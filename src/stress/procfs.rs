@@ -10,11 +10,6 @@ pub fn cpu_time() -> Option<Duration> {
     cpu_time_at("/proc/self/stat")
 }
 
-/// CPU time used so far by process `pid`, in clock ticks (10 ms): for a whole ws run's stages.
-pub fn process_cpu_time(pid: u32) -> Option<Duration> {
-    cpu_time_at(&format!("/proc/{pid}/stat"))
-}
-
 /// The CPU time of each thread of a process (the local server's) so far, in nanoseconds, from
 /// each thread's schedstat: /proc/PID/stat counts 10 ms ticks, too coarse for a few
 /// microseconds a request over a short level.

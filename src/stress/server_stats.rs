@@ -132,12 +132,18 @@ impl Admin {
     }
 
     fn get_json(&self, path: &str) -> anyhow::Result<Value> {
+        self.call("GET", path)
+    }
+
+    /// One admin call (with the token when there is one); a status but 200 is an error naming
+    /// the route, and the answer is JSON.
+    pub fn call(&self, method: &str, path: &str) -> anyhow::Result<Value> {
         let bearer = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("Authorization", b.as_str())).collect();
-        let response = http::request(self.addr.as_str(), "GET", path, &headers, &[], ADMIN_TIMEOUT)
+        let response = http::request(self.addr.as_str(), method, path, &headers, &[], ADMIN_TIMEOUT)
             .with_context(|| format!("admin {}{path}", self.addr))?;
         if response.status != 200 {
-            bail!("admin {}{path}: status {}: {}", self.addr, response.status, response.text());
+            bail!("admin {method} {}{path}: status {}: {}", self.addr, response.status, response.text());
         }
         serde_json::from_slice(&response.body).with_context(|| format!("admin {}{path}: not JSON", self.addr))
     }

@@ -42,7 +42,7 @@ struct Boundary {
     server_open: Option<i64>,
     /// This process's CPU time, and the local server's.
     cpu: Option<Duration>,
-    server_cpu: Option<Duration>,
+    server_cpu: Option<procfs::ThreadTimes>,
     server_rss_kib: Option<u64>,
 }
 
@@ -97,7 +97,7 @@ pub fn run(plan: &Plan, users: &Users, cx: &RunContext) -> Result<(Vec<StageResu
         slack: Slack::default(),
         streams_open: 0,
         cpu: procfs::cpu_time(),
-        server_cpu: cx.server_pid.and_then(procfs::process_cpu_time),
+        server_cpu: cx.server_pid.and_then(procfs::ThreadTimes::read),
         server_rss_kib: cx.server_pid.and_then(procfs::rss_kib),
     }];
     let running = users::start(Arc::clone(&job), cx.workers)?;
@@ -122,7 +122,7 @@ pub fn run(plan: &Plan, users: &Users, cx: &RunContext) -> Result<(Vec<StageResu
         streams_open,
         server_open,
         cpu: procfs::cpu_time(),
-        server_cpu: cx.server_pid.and_then(procfs::process_cpu_time),
+        server_cpu: cx.server_pid.and_then(procfs::ThreadTimes::read),
         server_rss_kib,
     };
     boundaries.push(end);
@@ -169,7 +169,7 @@ fn boundary(job: &WsJob, cx: &RunContext, stage: usize) -> Boundary {
         slack,
         streams_open,
         cpu: procfs::cpu_time(),
-        server_cpu: cx.server_pid.and_then(procfs::process_cpu_time),
+        server_cpu: cx.server_pid.and_then(procfs::ThreadTimes::read),
         server_rss_kib: cx.server_pid.and_then(procfs::rss_kib),
     }
 }
@@ -198,8 +198,11 @@ fn stage_result(stage: &Stage, r: &WsRecorder, open: &Boundary, close: &Boundary
     ws.handshake_ms = Percentiles::of(&r.handshake_us);
     result.server = server;
     result.server_rss_kib = close.server_rss_kib;
-    result.server_cpu_s =
-        open.server_cpu.zip(close.server_cpu).map(|(before, after)| after.saturating_sub(before).as_secs_f64());
+    result.server_cpu_s = open
+        .server_cpu
+        .as_ref()
+        .zip(close.server_cpu.as_ref())
+        .map(|(before, after)| after.since(before).as_secs_f64());
     result.client = saturation::judge_between(open.cpu, close.cpu, wall, workers, &Default::default());
     result.wall_s = wall.as_secs_f64();
     result

@@ -19,7 +19,6 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use serde_json::Value;
 
-use crate::client::http;
 use crate::stress::plan::{Plan, Protocol};
 use crate::stress::procfs::ThreadTimes;
 use crate::stress::report::Summary;
@@ -30,8 +29,6 @@ use crate::stress::{
 use file::{KeyKind, Role, Suite, Test};
 use report::{SuiteSummary, TestRecord};
 
-/// How long one admin call may take.
-const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the server's idle CPU is measured before each test.
 const IDLE_SAMPLE: Duration = Duration::from_secs(1);
 
@@ -88,7 +85,7 @@ pub fn run(args: &StressArgs, suite_file: &Path) -> anyhow::Result<u8> {
     let mut runs: BTreeMap<String, (Summary, Option<f64>)> = BTreeMap::new();
     let count = suite.tests.len();
     for (n, test) in suite.tests.iter().enumerate() {
-        let (plan, origin) = match plan_for(&suite, test, &runs, args.scale) {
+        let (plan, origin) = match plan_for(&suite, test, &records, args.scale) {
             Ok(planned) => planned,
             Err(why) => {
                 eprintln!("test {} ({}/{count}) not run: {why}", test.id, n + 1);
@@ -170,19 +167,16 @@ fn key_for(kind: KeyKind, partner: &str, public: Option<&str>) -> String {
 /// The plan a test runs: the file with its overrides, scaled; the endurance test's rate and
 /// length set from the ceiling it follows and the suite's minutes (and not scaled: its length is
 /// a setting of its own).
-fn plan_for(
-    suite: &Suite,
-    test: &Test,
-    runs: &BTreeMap<String, (Summary, Option<f64>)>,
-    scale: f64,
-) -> Result<(Plan, Origin), String> {
+fn plan_for(suite: &Suite, test: &Test, records: &[TestRecord], scale: f64) -> Result<(Plan, Origin), String> {
     let mut overrides = test.set.clone();
     let mut scale = scale;
     if test.role == Role::Endurance {
         let of = &suite.endurance.of;
-        let (run, _) =
-            runs.get(of).ok_or_else(|| format!("{of} did not run, and its ceiling sets this test's rate"))?;
-        let ceiling = verdict::ceiling(run, suite.ceiling_success_pct).ok_or_else(|| {
+        let record = records
+            .iter()
+            .find(|r| r.id == *of && r.ran)
+            .ok_or_else(|| format!("{of} did not run, and its ceiling sets this test's rate"))?;
+        let ceiling = record.best.as_ref().ok_or_else(|| {
             format!("{of} found no ceiling (no level answered {}% of its requests)", suite.ceiling_success_pct)
         })?;
         let rate = (ceiling.rps * suite.endurance.fraction).round().max(1.0);
@@ -227,14 +221,7 @@ impl Control {
     }
 
     fn call(&self, method: &str, path: &str) -> anyhow::Result<Value> {
-        let bearer = self.admin.token.as_ref().map(|t| format!("Bearer {t}"));
-        let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("Authorization", b.as_str())).collect();
-        let response = http::request(self.admin.addr.as_str(), method, path, &headers, &[], ADMIN_TIMEOUT)
-            .with_context(|| format!("admin {}{path}", self.admin.addr))?;
-        if response.status != 200 {
-            bail!("admin {} {}{path}: status {}: {}", method, self.admin.addr, response.status, response.text());
-        }
-        serde_json::from_slice(&response.body).with_context(|| format!("admin {}{path}: not JSON", self.admin.addr))
+        self.admin.call(method, path)
     }
 }
 

@@ -10,6 +10,7 @@ use anyhow::Context as _;
 
 use super::file::{KeyKind, Role, Suite, Test};
 use super::verdict::{self, Ceiling, Combined, Cost, Endurance, Run};
+use crate::stress::junit::escape;
 use crate::stress::report::Summary;
 use crate::stress::{Outcome, StressArgs};
 
@@ -50,6 +51,11 @@ pub struct TestRecord {
 
 impl TestRecord {
     pub fn not_run(test: &Test, dir: &Path, why: String) -> Self {
+        Self { error: Some(why), ..Self::of(test, dir) }
+    }
+
+    /// The test as the suite file gives it, with nothing run yet.
+    fn of(test: &Test, dir: &Path) -> Self {
         Self {
             id: test.id.clone(),
             title: test.title.clone(),
@@ -61,7 +67,7 @@ impl TestRecord {
             protocol: test.protocol,
             dir: dir.display().to_string(),
             ran: false,
-            error: Some(why),
+            error: None,
             failures: Vec::new(),
             reconciliation_differences: Vec::new(),
             requests: 0,
@@ -82,9 +88,8 @@ impl TestRecord {
             .as_ref()
             .and_then(|b| s.levels().iter().find(|l| l.level == b.level))
             .and_then(|l| verdict::server_cpu_us_per_request(l, idle_per_s.unwrap_or(0.0)));
-        let mut record = Self::not_run(test, dir, String::new());
+        let mut record = Self::of(test, dir);
         record.ran = true;
-        record.error = None;
         record.failures = s.failures.iter().map(|f| f.message.clone()).collect();
         record.reconciliation_differences = s.reconciliation_differences.clone();
         record.requests = s.levels().iter().map(|l| l.counts.requests).sum();
@@ -186,7 +191,7 @@ impl SuiteSummary {
             .max_by_key(|t| t.key == KeyKind::Public)
             .and_then(|t| {
                 let run = run_of(&t.id)?;
-                let best = verdict::ceiling(run.summary, suite.ceiling_success_pct)?;
+                let best = tests.iter().find(|r| r.id == t.id)?.best.as_ref()?;
                 Some((run.summary.levels().iter().find(|l| l.level == best.level)?, run.idle_per_s))
             });
         let combined_cost = by_role(Role::Combined).map(|(_, run)| verdict::combined(run, alone));
@@ -239,7 +244,6 @@ impl SuiteSummary {
     /// The suite as JUnit XML (`--junit FILE`): a testcase per test, a `<failure>` per failed
     /// threshold or verdict, an `<error>` for a test that could not run.
     pub fn junit(&self) -> String {
-        use crate::stress::junit::escape;
         let failures = self.tests.iter().filter(|t| t.ran && !t.passed).count();
         let errors = self.tests.iter().filter(|t| !t.ran).count();
         let time_s: f64 = self.tests.iter().map(|t| t.wall_s).sum();
@@ -479,7 +483,8 @@ pub fn cost_svg(cost: &Cost) -> String {
     let (width, height, left, bottom, top) = (640.0, 360.0, 70.0, 50.0, 50.0);
     let plot_h = height - bottom - top;
     let values: Vec<f64> = cost.levels.iter().flat_map(|l| [l.reference_cpu_us, l.measured_cpu_us]).flatten().collect();
-    let max = round_up(values.iter().copied().fold(0.0, f64::max));
+    let ticks = crate::stress::chart::ticks(values.iter().copied().fold(0.0, f64::max));
+    let max = crate::stress::chart::top_of(&ticks);
     let y = |v: f64| top + plot_h - plot_h * v / max;
     let mut s = String::new();
     let _ = writeln!(
@@ -493,15 +498,15 @@ pub fn cost_svg(cost: &Cost) -> String {
         escape(&cost.measured),
         escape(&cost.reference)
     );
-    for k in 0..=4 {
-        let v = max * f64::from(k) / 4.0;
+    for &v in &ticks {
         let _ = writeln!(
             s,
-            r##"<line x1="{left}" x2="{x2}" y1="{at}" y2="{at}" stroke="#ddd"/><text x="{tx}" y="{ty}" text-anchor="end">{v:.1} us</text>"##,
+            r##"<line x1="{left}" x2="{x2}" y1="{at}" y2="{at}" stroke="#ddd"/><text x="{tx}" y="{ty}" text-anchor="end">{label} us</text>"##,
             x2 = width - 20.0,
             at = y(v),
             tx = left - 6.0,
-            ty = y(v) + 4.0
+            ty = y(v) + 4.0,
+            label = crate::stress::chart::tick_label(v, &ticks)
         );
     }
     let n = cost.levels.len().max(1) as f64;
@@ -559,19 +564,6 @@ pub fn cost_svg(cost: &Cost) -> String {
     s
 }
 
-/// The next 1, 2 or 5 times a power of ten at or above `v` (1 for nothing to show).
-fn round_up(v: f64) -> f64 {
-    if v <= 0.0 || !v.is_finite() {
-        return 1.0;
-    }
-    let power = 10f64.powf(v.log10().floor());
-    [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * power).find(|step| *step >= v).unwrap_or(10.0 * power)
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -582,20 +574,16 @@ mod tests {
         assert_eq!(thousands(1234567.4), "1,234,567");
         assert_eq!(thousands(999.0), "999");
         assert_eq!(thousands(0.0), "0");
-        assert_eq!(round_up(3.2), 5.0);
-        assert_eq!(round_up(0.7), 1.0);
-        assert_eq!(round_up(12.0), 20.0);
-        assert_eq!(round_up(0.0), 1.0);
     }
 
     #[test]
     fn junit_has_a_testcase_per_test_with_its_failures() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/suites/release.toml");
         let suite = Suite::load(&dir).expect("the shipped suite");
-        let mut passed = TestRecord::not_run(&suite.tests[0], Path::new("out/1a"), String::new());
-        (passed.ran, passed.error, passed.passed) = (true, None, true);
-        let mut failed = TestRecord::not_run(&suite.tests[1], Path::new("out/1b"), String::new());
-        (failed.ran, failed.error) = (true, None);
+        let mut passed = TestRecord::of(&suite.tests[0], Path::new("out/1a"));
+        (passed.ran, passed.passed) = (true, true);
+        let mut failed = TestRecord::of(&suite.tests[1], Path::new("out/1b"));
+        failed.ran = true;
         failed.failures = vec!["level 2: p99 3.1 ms > 1 ms & more".into()];
         let not_run = TestRecord::not_run(&suite.tests[2], Path::new("out/2a"), "admin <gone>".into());
         let summary = SuiteSummary {
