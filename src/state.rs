@@ -35,6 +35,8 @@ pub struct Shared {
     pub tuning: Arc<crate::profile::live::Tuning>,
     /// Each shard's governor readings, for operators.
     pub governors: crate::governor::Readings,
+    /// The browser origins `http.cors_origins` allows.
+    pub cors: crate::http::cors::Policy,
     /// Unix ms when the process started serving.
     pub started_ms: u64,
     draining: AtomicBool,
@@ -44,6 +46,7 @@ impl Shared {
     pub fn new(config: Arc<Config>, book: Arc<PriceBook>, keys: KeyStore, counters: Arc<Counters>) -> Self {
         let node = config.node_name();
         let sessions = SessionTable::new(config.stream.sessions_pending_max, config.stream.session_ttl_s * 1000);
+        let cors = crate::http::cors::Policy::new(&config.http.cors_origins);
         Self {
             tuning: Arc::new(crate::profile::live::Tuning::fixed(&config)),
             governors: crate::governor::Readings::new(counters.shards()),
@@ -58,6 +61,7 @@ impl Shared {
             ledger: None,
             reports: None,
             misses: None,
+            cors,
             started_ms: crate::clock::Now::read().unix_ms,
             draining: AtomicBool::new(false),
         }

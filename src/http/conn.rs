@@ -16,7 +16,12 @@ use crate::stream::grant::Grant;
 pub struct Conversation {
     /// When the first byte of the request still incomplete in the input arrived (monotonic ns).
     partial_since_ns: Option<u64>,
+    /// The incomplete request asked for `100 Continue` and was sent it.
+    continued: bool,
 }
+
+/// The interim answer to `Expect: 100-continue` (RFC 9110 section 10.1.1).
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// What the shell does once it has written the output buffer (when it is not empty).
 #[derive(Debug)]
@@ -64,8 +69,18 @@ impl Conversation {
         let mut answered = 0;
         let mut next = None;
         while consumed < input.len() && out.remaining() >= SINGLE_RESPONSE_BYTES_MAX {
-            match request::parse(&input[consumed..], limits) {
-                Ok(Some((req, used))) => {
+            let rest = &input[consumed..];
+            match request::parse_head(rest, limits) {
+                Ok(Some(head)) => {
+                    let Some((req, used)) = head.complete(rest) else {
+                        if head.expect_continue && !head.request.http10 && !self.continued {
+                            self.continued = true;
+                            next = self.answer_expectation(head.request, ctx, scratch, out);
+                            answered += u32::from(next.is_some());
+                        }
+                        break;
+                    };
+                    self.continued = false;
                     let routed = Route::of(req.target);
                     if out.remaining() < handler::response_room(routed.0) {
                         // A batch request waits for the buffer to be written out.
@@ -118,10 +133,31 @@ impl Conversation {
         Handled { consumed, answered, next }
     }
 
+    /// A request that waits for `100 Continue` before it sends its body: sent it, or, when its
+    /// head alone is refused, its final status, and the connection closes (the body that may
+    /// still come is not read). `Some(Next::Close)` in the second case.
+    fn answer_expectation(
+        &mut self,
+        mut req: request::Request<'_>,
+        ctx: &Context<'_>,
+        scratch: &mut Scratch,
+        out: &mut FixedBuf,
+    ) -> Option<Next> {
+        let routed = Route::of(req.target);
+        if !handler::refused_before_body(&req, routed, ctx) {
+            out.put(CONTINUE);
+            return None;
+        }
+        req.keep_alive = false;
+        handler::respond(&req, routed, ctx, scratch, out);
+        Some(Next::Close)
+    }
+
     /// Nothing arrived by the deadline of the last [`Next::Read`]. A request cut short is told
     /// why (408) in `out`; the connection closes either way.
     pub fn timed_out(&mut self, partial: bool, ctx: &Context<'_>, scratch: &mut Scratch, out: &mut FixedBuf) {
         self.partial_since_ns = None;
+        self.continued = false;
         if partial {
             handler::respond_timeout(ctx, scratch, out);
         }
@@ -272,6 +308,48 @@ mod tests {
         let handled = conn.handle(b"NOT HTTP\r\n\r\n", &ctx, &mut scratch, &mut out);
         assert!(matches!(handled.next, Next::Close));
         assert_eq!(statuses(&out), ["400 Bad Request"]);
+    }
+
+    #[test]
+    fn expect_100_continue_is_answered_once_or_refused_on_its_head() {
+        let fx = Fixture::new();
+        let mut conn = Conversation::new();
+        let (mut scratch, mut out) = fx.buffers();
+        let ctx = fx.context(0);
+        let body = br#"{"symbols":["BTC-USD"]}"#;
+        let head = format!(
+            "POST /v1/sessions HTTP/1.1\r\nX-API-Key: {}\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+            fx.partner_key,
+            body.len()
+        );
+        let handled = conn.handle(head.as_bytes(), &ctx, &mut scratch, &mut out);
+        assert_eq!((handled.consumed, handled.answered), (0, 0));
+        assert!(matches!(handled.next, Next::Read { partial: true, .. }));
+        assert_eq!(out.as_slice(), CONTINUE);
+        // More of the body, not all of it: no second 100.
+        out.clear();
+        let mut input = head.clone().into_bytes();
+        input.extend_from_slice(&body[..3]);
+        conn.handle(&input, &ctx, &mut scratch, &mut out);
+        assert!(out.is_empty());
+        input.extend_from_slice(&body[3..]);
+        let handled = conn.handle(&input, &ctx, &mut scratch, &mut out);
+        assert_eq!((handled.consumed, handled.answered), (input.len(), 1));
+        assert_eq!(statuses(&out), ["200 OK"]);
+
+        // A key that is not valid is refused before the body is sent, and the connection closes.
+        let refused =
+            "POST /v1/sessions HTTP/1.1\r\nX-API-Key: pb_nope\r\nExpect: 100-continue\r\nContent-Length: 9\r\n\r\n";
+        out.clear();
+        let handled = Conversation::new().handle(refused.as_bytes(), &ctx, &mut scratch, &mut out);
+        assert_eq!(handled.answered, 1);
+        assert!(matches!(handled.next, Next::Close));
+        assert_eq!(statuses(&out), ["401 Unauthorized"]);
+        // So is a method the route does not allow.
+        out.clear();
+        let wrong = refused.replacen("/v1/sessions", "/v1/price", 1);
+        Conversation::new().handle(wrong.as_bytes(), &ctx, &mut scratch, &mut out);
+        assert_eq!(statuses(&out), ["405 Method Not Allowed"]);
     }
 
     #[test]

@@ -133,6 +133,10 @@ pub fn respond(
 ) -> After {
     ctx.counters.inc(Counter::TcpRequests);
     scratch.body.clear();
+    let cors = ctx.shared.cors.allow(req.origin);
+    if req.method == Method::Options && route_kind != Route::NotFound {
+        return options(req, route_kind, cors, ctx, scratch, out);
+    }
     if route_kind == Route::Stream && req.method == Method::Get {
         match upgrade::accept(route::param(query, b"session_id"), &req.upgrade, ctx) {
             Ok((grant, key)) => {
@@ -143,15 +147,14 @@ pub fn respond(
             Err(refusal) => {
                 scratch.body.clear();
                 let mut reply = upgrade_refused(refusal, ctx, scratch);
-                reply.extra.close |= !req.keep_alive || ctx.shared.draining();
+                connection_headers(&mut reply.extra, req, cors, ctx);
                 finish(ctx, &reply, scratch, out, false);
                 return if reply.extra.close { After::Close } else { After::KeepAlive };
             }
         }
     }
     let mut reply = route(route_kind, query, req, ctx, scratch);
-    let close = !req.keep_alive || ctx.shared.draining();
-    reply.extra.close |= close;
+    connection_headers(&mut reply.extra, req, cors, ctx);
     if let Some(pending) = reply.deferred.take() {
         return After::Defer(Deferred { pending, extra: reply.extra, head_only: req.method == Method::Head });
     }
@@ -161,6 +164,58 @@ pub fn respond(
     } else {
         After::KeepAlive
     }
+}
+
+/// What every response to `req` says of its connection and its origin: closed when the client
+/// asked or the node drains, kept alive in words for an HTTP/1.0 client, readable by an allowed
+/// browser origin.
+fn connection_headers(
+    extra: &mut Extra,
+    req: &Request<'_>,
+    cors: Option<crate::http::cors::Allowed>,
+    ctx: &Context<'_>,
+) {
+    extra.close |= !req.keep_alive || ctx.shared.draining();
+    extra.keep_alive = req.http10 && !extra.close;
+    extra.cors = cors;
+}
+
+/// `OPTIONS` on a route: what it allows, and for a browser's CORS preflight what the page may
+/// send. Neither authenticated nor billed: a preflight carries no key (browsers send none).
+fn options(
+    req: &Request<'_>,
+    route: Route,
+    cors: Option<crate::http::cors::Allowed>,
+    ctx: &Context<'_>,
+    scratch: &mut Scratch,
+    out: &mut FixedBuf,
+) -> After {
+    let mut extra = Extra { allow: Some(route.allow_header()), ..Extra::default() };
+    connection_headers(&mut extra, req, cors, ctx);
+    if cors.is_some() {
+        extra.preflight_max_age_s = Some(ctx.shared.config.http.cors_max_age_s);
+    }
+    let reply = Reply::new(Status::NO_CONTENT, ContentType::Empty, extra);
+    finish(ctx, &reply, scratch, out, false);
+    if extra.close {
+        After::Close
+    } else {
+        After::KeepAlive
+    }
+}
+
+/// With `Expect: 100-continue`, whether the request is refused on its head alone (no such path,
+/// a method the route does not allow, a key that is not valid): then its final status is sent at
+/// once rather than a `100 Continue` for a body that would be read only to be refused.
+pub fn refused_before_body(req: &Request<'_>, (route_kind, query): (Route, &[u8]), ctx: &Context<'_>) -> bool {
+    if route_kind == Route::NotFound || !route_kind.allows(req.method) {
+        return true;
+    }
+    if !route_kind.needs_key() {
+        return false;
+    }
+    route::carries_key(query)
+        || admission::authenticate(&ctx.shared.keys.table(), req.api_key.unwrap_or_default()).is_err()
 }
 
 /// Answers a request that could not be read; the connection closes after it.
@@ -295,7 +350,7 @@ fn route(route: Route, query: &[u8], req: &Request<'_>, ctx: &Context<'_>, scrat
     }
     if !route.allows(req.method) {
         let extra = Extra { allow: Some(route.allow_header()), ..Extra::default() };
-        return error(scratch, ErrorCode::MethodNotAllowed, &[b"use GET"], extra);
+        return error(scratch, ErrorCode::MethodNotAllowed, &[route.method_message()], extra);
     }
     match route {
         Route::Health => text(scratch, Status::OK, b"ok"),
