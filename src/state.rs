@@ -35,6 +35,8 @@ pub struct Shared {
     pub tuning: Arc<crate::profile::live::Tuning>,
     /// Each shard's governor readings, for operators.
     pub governors: crate::governor::Readings,
+    /// Where each HTTP request's line goes when `log.access` is on.
+    pub access_log: Option<crate::access_log::AccessLog>,
     /// The browser origins `http.cors_origins` allows.
     pub cors: crate::http::cors::Policy,
     /// Unix ms when the process started serving.
@@ -62,6 +64,7 @@ impl Shared {
             reports: None,
             misses: None,
             cors,
+            access_log: None,
             started_ms: crate::clock::Now::read().unix_ms,
             draining: AtomicBool::new(false),
         }

@@ -24,6 +24,7 @@ mod e2e {
     mod fallback;
     mod feeds;
     mod http;
+    mod http_clients;
     mod https;
     mod keys;
     mod ledger;

@@ -4,6 +4,9 @@
 //! what to do next: read more (until when), write and come back, upgrade, or close. The shard's
 //! connection loop (`shard::tcp`) keeps only the I/O, so a TLS shell can run the same core.
 
+use std::net::SocketAddr;
+
+use crate::access_log::Record;
 use crate::buf::FixedBuf;
 use crate::http::handler::{self, After, Deferred, Scratch, SINGLE_RESPONSE_BYTES_MAX};
 use crate::http::request::{self, ReadLimits};
@@ -18,6 +21,8 @@ pub struct Conversation {
     partial_since_ns: Option<u64>,
     /// The incomplete request asked for `100 Continue` and was sent it.
     continued: bool,
+    /// The client's address, kept only for the access log.
+    peer: Option<SocketAddr>,
 }
 
 /// The interim answer to `Expect: 100-continue` (RFC 9110 section 10.1.1).
@@ -60,6 +65,23 @@ impl Conversation {
         Self::default()
     }
 
+    /// A conversation whose requests the access log names `peer` in.
+    pub fn with_peer(peer: Option<SocketAddr>) -> Self {
+        Self { peer, ..Self::default() }
+    }
+
+    /// The access log's line for a request just answered into `out` from `start` on.
+    fn log(&self, ctx: &Context<'_>, record: Record, scratch: &mut Scratch, out: &FixedBuf, start: usize) {
+        if let Some(log) = &ctx.shared.access_log {
+            let key = std::mem::take(&mut scratch.key);
+            log.submit(record.answered(scratch.status, out.len().saturating_sub(start)).with_key(key));
+        }
+    }
+
+    fn record(&self, ctx: &Context<'_>, req: Option<&request::Request<'_>>) -> Record {
+        Record::new(ctx.now.unix_ms, self.peer, req.map(|r| r.method), req.map_or(&b""[..], |r| r.target))
+    }
+
     /// Answers every complete request at the start of `input` into `out`, which must have
     /// room for at least one response (`handler::RESPONSE_BYTES_MAX` of capacity).
     pub fn handle(&mut self, input: &[u8], ctx: &Context<'_>, scratch: &mut Scratch, out: &mut FixedBuf) -> Handled {
@@ -89,7 +111,21 @@ impl Conversation {
                     }
                     consumed += used;
                     answered += 1;
-                    match handler::respond(&req, routed, ctx, scratch, out) {
+                    let start = out.len();
+                    let mut after = handler::respond(&req, routed, ctx, scratch, out);
+                    if ctx.shared.access_log.is_some() {
+                        let record = self.record(ctx, Some(&req));
+                        match &mut after {
+                            After::Defer(deferred) => {
+                                // Its key now: the shard's scratch serves other requests until
+                                // the answer comes.
+                                let key = std::mem::take(&mut scratch.key);
+                                deferred.access = Some(Box::new(record.with_key(key)));
+                            }
+                            _ => self.log(ctx, record, scratch, out, start),
+                        }
+                    }
+                    match after {
                         After::KeepAlive => {}
                         After::Close => {
                             next = Some(Next::Close);
@@ -110,7 +146,9 @@ impl Conversation {
                 Ok(None) => break,
                 Err(error) => {
                     answered += 1;
+                    let start = out.len();
                     handler::respond_unreadable(error, ctx, scratch, out);
+                    self.log(ctx, self.record(ctx, None), scratch, out, start);
                     next = Some(Next::Close);
                     break;
                 }
@@ -149,7 +187,9 @@ impl Conversation {
             return None;
         }
         req.keep_alive = false;
+        let start = out.len();
         handler::respond(&req, routed, ctx, scratch, out);
+        self.log(ctx, self.record(ctx, Some(&req)), scratch, out, start);
         Some(Next::Close)
     }
 
@@ -159,7 +199,9 @@ impl Conversation {
         self.partial_since_ns = None;
         self.continued = false;
         if partial {
+            let start = out.len();
             handler::respond_timeout(ctx, scratch, out);
+            self.log(ctx, self.record(ctx, None), scratch, out, start);
         }
     }
 }

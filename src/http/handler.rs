@@ -53,6 +53,10 @@ pub struct Scratch {
     /// Set when a request was shed by the governor; the connection loop takes it (and then
     /// reads that connection's next request only after `governor.shed_pause_ms`).
     pub shed: bool,
+    /// The status of the last response written, for the access log.
+    pub status: u16,
+    /// The key the last request was authenticated with; kept only when the access log is on.
+    pub key: crate::access_log::KeyName,
 }
 
 impl Scratch {
@@ -62,6 +66,8 @@ impl Scratch {
             body: FixedBuf::with_capacity(BODY_BYTES_MAX),
             decoded: vec![0; head_bytes_max].into_boxed_slice(),
             shed: false,
+            status: 0,
+            key: Default::default(),
         }
     }
 }
@@ -85,6 +91,8 @@ pub struct Deferred {
     pub pending: Pending,
     extra: Extra,
     head_only: bool,
+    /// Its access-log line, waiting for the status (only when the access log is on).
+    pub access: Option<Box<crate::access_log::Record>>,
 }
 
 /// What a deferred request waits for.
@@ -141,6 +149,7 @@ pub fn respond(
         match upgrade::accept(route::param(query, b"session_id"), &req.upgrade, ctx) {
             Ok((grant, key)) => {
                 handshake::write_accept(out, key);
+                scratch.status = 101;
                 ctx.counters.inc(Counter::Responses2xx);
                 return After::Upgrade(grant);
             }
@@ -156,7 +165,8 @@ pub fn respond(
     let mut reply = route(route_kind, query, req, ctx, scratch);
     connection_headers(&mut reply.extra, req, cors, ctx);
     if let Some(pending) = reply.deferred.take() {
-        return After::Defer(Deferred { pending, extra: reply.extra, head_only: req.method == Method::Head });
+        let head_only = req.method == Method::Head;
+        return After::Defer(Deferred { pending, extra: reply.extra, head_only, access: None });
     }
     finish(ctx, &reply, scratch, out, req.method == Method::Head);
     if reply.extra.close {
@@ -268,6 +278,7 @@ pub fn respond_deferred(
                 &deferred.extra,
                 deferred.head_only,
             );
+            scratch.status = 200;
             ctx.counters.inc(Counter::Responses2xx);
             None
         }
@@ -337,6 +348,7 @@ fn finish(ctx: &Context<'_>, reply: &Reply, scratch: &mut Scratch, out: &mut Fix
             false,
         );
     }
+    scratch.status = reply.status.code;
     ctx.counters.inc(match reply.status.code {
         200..=299 => Counter::Responses2xx,
         400..=499 => Counter::Responses4xx,
@@ -380,6 +392,9 @@ fn keyed(route: Route, query: &[u8], req: &Request<'_>, ctx: &Context<'_>, scrat
         Ok(key) => key,
         Err(refusal) => return refused(refusal, ctx, scratch),
     };
+    if ctx.shared.access_log.is_some() {
+        scratch.key.set(&key.name);
+    }
     match route {
         Route::Price => price(query, key, ctx, scratch),
         Route::Prices => prices(query, key, ctx, scratch),
