@@ -7,7 +7,7 @@
 // symbol asked for, frames arrive, and the server never closes the stream first.
 //
 //   k6 run -e PRICEBEAST_KEY="$PARTNER" deploy/k6/ws-spike.js
-//   k6 run -e PRICEBEAST_KEY="$PARTNER" -e PRICEBEAST_SCALE=0.05 deploy/k6/ws-spike.js   # 50 to 75 users, 17 s
+//   k6 run -e PRICEBEAST_KEY="$PARTNER" -e PRICEBEAST_SCALE=0.05 deploy/k6/ws-spike.js   # 50 to 75 users, 18 s
 //
 // Use a partner key: a public key may hold only 10 streams at once (docs/protocol.md).
 //

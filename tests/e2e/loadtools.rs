@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::support::{eventually, pause, Driver, Server, Setup};
+use super::support::{eventually, expect_success, pause, Driver, Server, Setup};
 use super::wire::json;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -151,7 +151,8 @@ fn run_locust(server: &Server, key: &str, seconds: u64, env: &[(&str, &str)]) ->
             command.env_remove(name);
         }
     }
-    command.env("PRICEBEAST_KEY", key).envs(env.iter().copied());
+    // No __pycache__ left beside the Locust file in the source tree.
+    command.env("PYTHONDONTWRITEBYTECODE", "1").env("PRICEBEAST_KEY", key).envs(env.iter().copied());
     let output = run_within(command, Duration::from_secs(seconds + 60));
     let entries = match std::fs::read_to_string(dir.path().join("run.json")) {
         Ok(text) => {
@@ -199,7 +200,9 @@ fn locust_sends_the_mix_and_the_server_counts_every_request() {
     );
     assert!(run.entries.iter().all(|e| e.failures == 0), "{}", run.describe());
     let total = run.total();
-    assert!(total >= 300, "too few requests in 5 s to judge the mix: {}", run.describe());
+    // Enough that five standard deviations are under 5 points for the 10% share (about 6,000 in
+    // 5 s on an idle 2-core machine).
+    assert!(total >= 1000, "too few requests in 5 s to judge the mix: {}", run.describe());
     for (route, share) in [(PRICE, 0.7), (PRICES, 0.2), (USAGE, 0.1)] {
         let got = run.entry(route).requests as f64 / total as f64;
         // Five standard deviations of a share drawn `total` times at random.
@@ -270,6 +273,98 @@ fn k6_scripts_parse_as_es_modules() {
         let broken = format!("{text}\nexport function broken() {{ check(1, ; }}\n");
         assert!(!node_check(&name, &broken).status.success(), "node --check passed a broken {name}");
     }
+}
+
+/// A k6 script's `options` as its init code builds them with `env`: the script run by node as a
+/// module, its k6 imports replaced by stand-ins: metrics that drop what they are given, and
+/// `http`, `ws`, `check` and `sleep` that throw, as the init code must not use them.
+fn k6_options(script: &Path, env: &Value) -> Value {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let module: String = read(script)
+        .lines()
+        .map(|line| if line.starts_with("import ") && line.contains(" from 'k6") { "" } else { line })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(dir.path().join("script.mjs"), module).expect("writing the module");
+    let runner = format!(
+        "globalThis.__ENV = {env};\n\
+         class Metric {{ add() {{}} }}\n\
+         Object.assign(globalThis, {{ Counter: Metric, Trend: Metric, exec: {{ scenario: {{ startTime: 0 }} }} }});\n\
+         for (const name of ['http', 'ws', 'check', 'sleep']) {{\n\
+           Object.defineProperty(globalThis, name, {{ get() {{ throw new Error(name + ' used at init'); }} }});\n\
+         }}\n\
+         const script = await import('./script.mjs');\n\
+         console.log(JSON.stringify(script.options));\n"
+    );
+    std::fs::write(dir.path().join("runner.mjs"), runner).expect("writing the runner");
+    let mut command = Command::new("node");
+    command.arg(dir.path().join("runner.mjs"));
+    let output = run_within(command, Duration::from_secs(30));
+    expect_success(&output, &format!("{}'s init code", script.display()));
+    serde_json::from_slice(&output.stdout).expect("the options as JSON")
+}
+
+/// A k6 stage list as (users, seconds).
+fn k6_stages(stages: &Value) -> Vec<(i64, i64)> {
+    let stages = stages.as_array().expect("stages");
+    stages
+        .iter()
+        .map(|stage| {
+            let duration = stage["duration"].as_str().expect("a duration");
+            let seconds = duration.strip_suffix('s').and_then(|s| s.parse().ok()).expect("a duration in seconds");
+            (stage["target"].as_i64().expect("a target"), seconds)
+        })
+        .collect()
+}
+
+fn plan(name: &str) -> toml::Value {
+    read(&Path::new(ROOT).join("config/plans").join(name)).parse().expect("a plan's TOML")
+}
+
+#[test]
+fn k6_scripts_have_the_shapes_of_the_built_in_plans() {
+    let scripts = k6_scripts();
+    for (script, plan_file, scenario) in
+        [(&scripts[0], "ws-spike.toml", "spike"), (&scripts[1], "ws-capacity.toml", "hold")]
+    {
+        let plan = plan(plan_file);
+        let want: Vec<(i64, i64)> = plan["stages"]
+            .as_array()
+            .expect("a ws plan's stages")
+            .iter()
+            .map(|stage| (stage["users"].as_integer().expect("users"), stage["over_s"].as_integer().expect("over_s")))
+            .collect();
+        let options = k6_options(script, &serde_json::json!({}));
+        assert_eq!(
+            k6_stages(&options["scenarios"][scenario]["stages"]),
+            want,
+            "{} against {plan_file}",
+            script.display()
+        );
+        let push_p99 = plan["thresholds"]["push_p99_ms_max"].as_integer().expect("push_p99_ms_max");
+        assert_eq!(options["thresholds"]["pricebeast_price_age_ms"], serde_json::json!([format!("p(99)<{push_p99}")]));
+
+        // The scale shrinks users and durations alike, and a setting is read.
+        let scaled = k6_options(script, &serde_json::json!({"PRICEBEAST_SCALE": "0.1", "PRICEBEAST_AGE_P99_MS": "77"}));
+        let stages = k6_stages(&scaled["scenarios"][scenario]["stages"]);
+        assert_eq!(stages[0], (want[0].0 / 10, want[0].1 / 10), "{}", script.display());
+        assert_eq!(scaled["thresholds"]["pricebeast_price_age_ms"], serde_json::json!(["p(99)<77"]));
+    }
+
+    // The HTTP ramp holds ramp13's first six concurrencies, one level each after a 5 s ramp.
+    let ramp13 = plan("ramp13.toml");
+    let levels: Vec<i64> = ramp13["levels"].as_array().expect("levels")[..6]
+        .iter()
+        .map(|level| level["concurrency"].as_integer().expect("concurrency"))
+        .collect();
+    let options = k6_options(&scripts[2], &serde_json::json!({}));
+    let stages = k6_stages(&options["scenarios"]["ramp"]["stages"]);
+    let held: Vec<i64> = stages.chunks(2).filter(|pair| pair.len() == 2).map(|pair| pair[1].0).collect();
+    assert_eq!(held, levels, "http-ramp.js's levels against ramp13.toml's first six");
+    assert!(stages.chunks(2).filter(|pair| pair.len() == 2).all(|pair| pair[0].0 == pair[1].0 && pair[1].1 == 30));
+    let thresholds = &options["thresholds"];
+    assert_eq!(thresholds["http_req_duration{name:/v1/price}"], serde_json::json!(["p(95)<100"]), "{options}");
+    assert_eq!(thresholds["http_req_failed"], serde_json::json!(["rate<=0.01"]), "{options}");
 }
 
 /// The names a script reads from its environment (`__ENV.NAME`, `os.environ.get("NAME"`), and
