@@ -28,6 +28,7 @@ mod e2e {
     mod https;
     mod keys;
     mod ledger;
+    mod loadtools;
     mod postgres;
     mod profiles;
     mod shutdown;
