@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the checked-in seed corpora, fuzz/corpus/seed-<target>/, from PROTOCOL.md's examples
+"""Writes the checked-in seed corpora, fuzz/corpus/seed-<target>/, from docs/protocol.md's examples
 plus malformed variants of each. Run it again after changing the protocol or the fixture keys
 (src/lib.rs spells the same keys and symbols) and commit the result.
 
@@ -34,7 +34,7 @@ def keyed(target, key=PARTNER_KEY, **kw):
 def http_seeds():
     session = b'{"symbols":["BTC-USD","ETH-USD"]}'
     seeds = {
-        # PROTOCOL.md's requests, as written.
+        # docs/protocol.md's requests, as written.
         "price": keyed(b"/v1/price?symbol=BTC-USD"),
         "price-sources": keyed(b"/v1/price?symbol=BTC-USD&sources=1"),
         "prices": keyed(b"/v1/prices?symbols=BTC-USD,ETH-USD"),
@@ -48,7 +48,7 @@ def http_seeds():
         .replace(b"\r\n\r\n", b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(session), 1),
         "stream": get(b"/v1/stream?session_id=abc123", b"Upgrade: websocket", b"Connection: Upgrade",
                       b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", b"Sec-WebSocket-Version: 13"),
-        # Each error row of PROTOCOL.md's table.
+        # Each error row of docs/protocol.md's table.
         "public-rate": keyed(b"/v1/price?symbol=BTC-USD", key=PUBLIC_RATE_KEY),
         "public-quota": keyed(b"/v1/price?symbol=BTC-USD", key=PUBLIC_QUOTA_KEY),
         "revoked": keyed(b"/v1/price?symbol=BTC-USD", key=REVOKED_KEY),
@@ -145,7 +145,7 @@ def udp_seeds():
 
 def decimal_seeds():
     texts = [
-        # PROTOCOL.md's and the feeds' spellings.
+        # docs/protocol.md's and the feeds' spellings.
         b"97123.45", b"97123.40", b"-12.340", b"0.000012", b"1.5e-3", b"240.5", b"3000",
         # Edges of the range.
         b"0", b"-0", b"+1", b"0.000000000000000001", b"1e18", b"1e-18", b"9223372036854775807",

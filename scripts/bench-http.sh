@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# pricebeast against nginx under the same load, in the same run (STYLE.md habit 13).
+# pricebeast against nginx under the same load, in the same run: a figure is a ratio against a reference measured beside it.
 #
 # nginx answers /v1/price with a fixed body fetched from the running pricebeast (same bytes, same
 # Content-Type), so the comparison is "our whole request path" against "the cheapest answer a

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# pricebeast's HTTPS against nginx's, under the same load, in the same run (STYLE.md habit 13).
+# pricebeast's HTTPS against nginx's, under the same load, in the same run: a figure is a ratio against a reference measured beside it.
 #
 # Both serve the same ECDSA P-256 certificate (made by `pricebeast tls self-signed`) with TLS 1.3
 # and 1.2, session tickets on. nginx answers /v1/price with a fixed body fetched from the running

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # pricebeast's UDP path against the kernel-path floor, under the same load, in the same run
-# (STYLE.md habit 13).
+# (a figure is a ratio against a reference measured beside it).
 #
 # The floor is scripts/bench-udp/responder.c: one thread, one socket, recvmmsg(2) a batch (as many
 # as pricebeast's udp.batch_max), write each answer pricebeast would write for the query (same

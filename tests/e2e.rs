@@ -1,5 +1,5 @@
 //! End-to-end tests: each drives the real `pricebeast` binary on port-0 listeners in its own
-//! temporary directory, speaking raw HTTP and UDP bytes (STYLE.md habit 11). One test binary;
+//! temporary directory, speaking raw HTTP and UDP bytes. One test binary;
 //! the modules below are its parts, as rustls mounts its tests.
 //!
 //! `support` starts and stops servers, `wire` speaks the protocols, `clock` is an independent

@@ -1,6 +1,6 @@
 //! The JSON of a served price, written field by field into a fixed buffer: one encoding for
 //! every path that serves a price (HTTP bodies, stream frames). Prices are decimal strings
-//! (PROTOCOL.md), never JSON numbers; every name written is plain ASCII already.
+//! (docs/protocol.md), never JSON numbers; every name written is plain ASCII already.
 
 use crate::book::{decimal, Layer, PriceBook, Served, VenueQuote};
 use crate::buf::FixedBuf;

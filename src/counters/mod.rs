@@ -1,11 +1,11 @@
-//! The 24 counters of DESIGN.md, kept per shard in cache-line-padded blocks and summed on read,
+//! The 24 counters operators watch (`/admin/stress-stats`), kept per shard in cache-line-padded blocks and summed on read,
 //! plus the gauges and the request latency histogram that sit beside them.
 
 pub mod stats;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-/// The 24 counters, in DESIGN.md's order. The discriminant is the slot index.
+/// The 24 counters, in the order `/admin/stress-stats` lists them. The discriminant is the slot index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(usize)]
 pub enum Counter {
@@ -37,7 +37,7 @@ pub enum Counter {
 
 pub const COUNTERS: usize = 24;
 
-/// Counter names exactly as DESIGN.md spells them, in slot order.
+/// Counter names as operators' dashboards and scripts spell them, in slot order.
 pub const COUNTER_NAMES: [&str; COUNTERS] = [
     "tcp_requests",
     "udp_requests",
@@ -103,8 +103,8 @@ pub const GAUGE_NAMES: [&str; GAUGES] = [
     "db_wait_count",
 ];
 
-/// Streaming's, HTTPS's, the governor's and UDP batching's own counters, beside the 24 (which
-/// DESIGN.md fixes).
+/// Streaming's, HTTPS's, the governor's and UDP batching's own counters, beside the 24 (whose set
+/// and names stay fixed: dashboards read them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(usize)]
 pub enum StreamCounter {

@@ -6,7 +6,7 @@ use crate::buf::FixedBuf;
 use crate::clock::HTTP_DATE_BYTES;
 use crate::http::cors::{self, Allowed};
 
-/// Every error the public path answers with: PROTOCOL.md's table, plus 408 for a request whose
+/// Every error the public path answers with: docs/protocol.md's table, plus 408 for a request whose
 /// headers did not arrive in time and 500 for a response that could not be built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorCode {

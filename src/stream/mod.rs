@@ -1,4 +1,4 @@
-//! WebSocket streaming (PROTOCOL.md "Streaming", docs/protocol.md): a session made over REST,
+//! WebSocket streaming (docs/protocol.md "Streaming"): a session made over REST,
 //! redeemed by an upgrade on whichever shard accepts the connection, which then owns the stream.
 //!
 //! - [`sessions`]: the node-wide table of pending sessions (lock-free, bounded).

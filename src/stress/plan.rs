@@ -15,7 +15,7 @@ pub use crate::usage::ledger::report::Granularity;
 pub const LEVELS_MAX: usize = 64;
 /// Most symbols in a mix (each becomes a pre-rendered request).
 pub const SYMBOLS_MAX: usize = 1_000;
-/// Most symbols in one `/v1/prices` query (PROTOCOL.md).
+/// Most symbols in one `/v1/prices` query (docs/protocol.md).
 pub const BATCH_SIZE_MAX: usize = 100;
 /// Most connections one level may ask for; higher is a typo, not a test.
 pub const CONCURRENCY_MAX: u32 = 1_000_000;
@@ -23,7 +23,7 @@ pub const CONCURRENCY_MAX: u32 = 1_000_000;
 pub const USERS_MAX: u32 = 1_000_000;
 /// Longest stage, stream or pause of a ws plan, in seconds (a day).
 pub const SPAN_S_MAX: f64 = 86_400.0;
-/// Most symbols in one session (PROTOCOL.md: 1 to 100).
+/// Most symbols in one session (docs/protocol.md: 1 to 100).
 pub const SESSION_SYMBOLS_MAX: usize = 100;
 /// Most `--set` overrides on one command line.
 pub const OVERRIDES_MAX: usize = 64;

@@ -1,4 +1,4 @@
-//! The partner UDP protocol's bytes (PROTOCOL.md): one request per datagram, one response per
+//! The partner UDP protocol's bytes (docs/protocol.md): one request per datagram, one response per
 //! request, big-endian, never a response longer than its request.
 
 use crate::book::{Decimal, SYMBOL_BYTES_MAX};

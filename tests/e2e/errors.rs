@@ -1,4 +1,4 @@
-//! Every row of PROTOCOL.md's error table, plus the extras the server documents (405's `Allow`,
+//! Every row of docs/protocol.md's error table, plus the extras the server documents (405's `Allow`,
 //! 401's `WWW-Authenticate`).
 
 use pricebeast::client::http::HttpResponse;

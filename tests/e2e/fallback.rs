@@ -197,7 +197,7 @@ fn a_udp_miss_is_answered_at_once_and_looked_up_for_the_next_datagram() {
     let lonely = lonely_node(Some(&rest), None, &[("fallback", "hold_ms", "10000")]);
     let peer = lonely.udp_peer();
     let key = lonely.key("partner").as_bytes();
-    // Status 2: stale (PROTOCOL.md), answered without waiting for the lookup.
+    // Status 2: stale (docs/protocol.md), answered without waiting for the lookup.
     assert_eq!(udp_status(&peer.ask(&datagram(1, key, b"BTC-USD")), 1), 2);
     let price = eventually("the looked-up price is served over UDP", || {
         let response = peer.ask(&datagram(2, key, b"BTC-USD"));

@@ -1,4 +1,4 @@
-//! Every example of PROTOCOL.md's HTTP table, answered by the real server.
+//! Every example of docs/protocol.md's HTTP table, answered by the real server.
 
 use serde_json::Value;
 
@@ -18,7 +18,7 @@ on_every_wire!(
     stale_book,
 );
 
-/// The fields of a price object, in PROTOCOL.md's order.
+/// The fields of a price object, in docs/protocol.md's order.
 const PRICE_FIELDS: [&str; 5] = ["symbol", "price", "ts", "age_ms", "sources"];
 
 /// Checks one price object of a body: the exact fields in order (the raw text, since JSON

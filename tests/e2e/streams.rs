@@ -1,6 +1,6 @@
 //! WebSocket streaming end to end: sessions over HTTP, the upgrade, frames as the simulator moves
 //! prices, symbol changes, refusals with their status or close code, slow clients, churn,
-//! limits. The client here is written from RFC 6455 and PROTOCOL.md, not from the server's code.
+//! limits. The client here is written from RFC 6455 and docs/protocol.md, not from the server's code.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -275,7 +275,7 @@ fn a_session_streams_prices_changes_symbols_and_closes(driver: Driver) {
     let created = create(&server, server.key("partner"), &["BTC-USD", "eth-usd"]);
     assert_eq!(created.status, 200, "{}", created.text());
     let body = json(&created);
-    assert_eq!(body["expires_in_s"], 60, "PROTOCOL.md's example: {body}");
+    assert_eq!(body["expires_in_s"], 60, "docs/protocol.md's example: {body}");
     let id = body["session_id"].as_str().expect("a session id").to_owned();
     assert_eq!(id.len(), 48, "slot, generation and 128 random bits, in hex");
     assert_eq!(server.gauge("pending_sessions"), 1);

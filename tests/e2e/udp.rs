@@ -194,7 +194,7 @@ fn udp_counts_for_usage(driver: Driver) {
     for id in 1..=3 {
         assert_eq!(udp_status(&peer.ask(&datagram(id, key.as_bytes(), b"SOL-USD")), id), OK);
     }
-    // Partners are never limited, but every request is counted (PROTOCOL.md).
+    // Partners are never limited, but every request is counted (docs/protocol.md).
     let usage = json(&server.get("/v1/usage", Some(key)));
     assert_eq!(usage["used"], 3, "{usage}");
 }

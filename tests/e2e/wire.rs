@@ -296,7 +296,7 @@ pub fn assert_error(response: &HttpResponse, status: u16, code: &str) {
     assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "a human message: {body}");
 }
 
-/// A decimal as PROTOCOL.md writes prices: digits, optionally a point and more digits.
+/// A decimal as docs/protocol.md writes prices: digits, optionally a point and more digits.
 pub fn is_decimal(text: &str) -> bool {
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     let unsigned = text.strip_prefix('-').unwrap_or(text);

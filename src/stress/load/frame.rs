@@ -1,5 +1,5 @@
 //! What a pushed text frame says: `{"type":"prices","prices":[{..,"ts":..},..],"missing":[..]}`
-//! or `{"type":"error",..}` (PROTOCOL.md, Streaming). A pure function of the frame's bytes; any
+//! or `{"type":"error",..}` (docs/protocol.md, Streaming). A pure function of the frame's bytes; any
 //! other shape is [`Frame::Odd`], never a panic.
 
 use std::borrow::Cow;
