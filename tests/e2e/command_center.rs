@@ -22,6 +22,7 @@ const HEIGHT: u32 = 900;
 const SETTLE: Duration = Duration::from_millis(2500);
 const WAIT: Duration = Duration::from_secs(20);
 /// The counters the sandwich check reads; the load makes each of them move.
+const STREAMS: usize = 3;
 const CHECKED: [&str; 5] = ["tcp_requests", "responses_2xx", "responses_4xx", "auth_failures", "book_hits"];
 
 /// Stops the load when dropped, so a failed assertion never leaves the scope waiting on it.
@@ -45,6 +46,37 @@ fn load(server: &Server, stop: &AtomicBool, sent: &AtomicU64) {
         sent.fetch_add(1, Ordering::Relaxed);
         i += 1;
         pause(Duration::from_millis(2));
+    }
+}
+
+/// Streams held open while the page watches: they show as stream connections, and the frames
+/// pushed to them give push latency. Read as they come, so none is closed as a slow client.
+fn watch_streams(server: &Server, count: usize, stop: &AtomicBool) {
+    let partner = server.key("partner");
+    let body = br#"{"symbols":["BTC-USD"]}"#;
+    let headers = [("X-API-Key", partner), ("Content-Type", "application/json")];
+    let mut streams: Vec<_> = (0..count)
+        .map(|_| {
+            let response = server.request_with_body("POST", "/v1/sessions", &headers, body);
+            assert_eq!(response.status, 200, "a stream session: {}", response.text());
+            let session: Value = serde_json::from_slice(&response.body).expect("a JSON session");
+            let id = session["session_id"].as_str().expect("a session id");
+            let url = format!("ws://{}/v1/stream?session_id={id}", server.http);
+            let tcp = std::net::TcpStream::connect(server.http).expect("connecting a stream");
+            let (socket, _) = tungstenite::client::client(url.as_str(), tcp).expect("the stream's upgrade");
+            socket.get_ref().set_read_timeout(Some(Duration::from_millis(50))).expect("read timeout");
+            socket
+        })
+        .collect();
+    while !stop.load(Ordering::Relaxed) {
+        for socket in &mut streams {
+            match socket.read() {
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e) => panic!("a stream failed: {e}"),
+            }
+        }
     }
 }
 
@@ -106,9 +138,11 @@ fn live_figures_match_the_server_under_load() {
         .set("feed.exchanges.gemini", "url", &format!("\"ws://127.0.0.1:{}/\"", closed_port()))
         .set("feed.exchanges.gemini", "symbols", "{ \"BTC-USD\" = \"BTCUSD\" }")
         .start();
-    eventually("kraken has spoken", || {
+    eventually("both venues have spoken and BTC-USD is priced", || {
         let stats = server.stats();
-        (stats["feeds"]["kraken"]["messages"].as_u64()? > 0).then_some(())
+        let spoke = |venue: &str| stats["feeds"][venue]["messages"].as_u64().is_some_and(|n| n > 0);
+        let priced = server.get("/v1/price?symbol=BTC-USD", Some(server.key("partner"))).status == 200;
+        (spoke("kraken") && spoke("coinbase") && priced).then_some(())
     });
     // Quiet from now on: the page must mark it stale, while coinbase stays live.
     kraken.control().stall(true);
@@ -118,6 +152,7 @@ fn live_figures_match_the_server_under_load() {
     let sent = AtomicU64::new(0);
     std::thread::scope(|scope| {
         let loader = scope.spawn(|| load(&server, &stop, &sent));
+        let watcher = scope.spawn(|| watch_streams(&server, STREAMS, &stop));
         let _stop = StopOnDrop(&stop);
         eventually("the load has begun", || (sent.load(Ordering::Relaxed) > 0).then_some(()));
 
@@ -163,6 +198,11 @@ fn live_figures_match_the_server_under_load() {
         );
         assert!(figure(&shown, "rates", "responses_4xx") > 0.0, "{shown}");
         assert_eq!(figure(&shown, "gauges", "shards"), figure(&after, "gauges", "shards"));
+        let streams = format!(
+            "Number(document.querySelector('[data-gauge=\"open_websocket_sessions\"]').dataset.value) === {STREAMS}"
+        );
+        browser.wait_for(WAIT, "the streams show", &streams);
+        assert_eq!(server.gauge("open_websocket_sessions"), STREAMS as i64);
         assert_eq!(shown["counters"].as_object().map(|c| c.len()), Some(24), "the 24 counters: {shown}");
 
         pause(SETTLE);
@@ -195,6 +235,13 @@ fn live_figures_match_the_server_under_load() {
         let p99 = browser.eval("document.querySelector('[data-latency=\"request_p99\"]').dataset.value");
         assert!(p99.as_str().is_some_and(|v| v.parse::<f64>().is_ok_and(|us| us > 0.0)), "request p99: {p99}");
 
+        let push = "Number(document.querySelector('[data-latency=\"push_p99\"]').dataset.value) > 0";
+        browser.wait_for(WAIT, "push latency shows once frames are pushed", push);
+
+        // The screenshot in the dark scheme, as an operator's screen usually is.
+        let dark = serde_json::json!({"features": [{"name": "prefers-color-scheme", "value": "dark"}]});
+        browser.call("Emulation.setEmulatedMedia", dark);
+        pause(Duration::from_millis(300));
         let dir = artifact_dir();
         std::fs::create_dir_all(&dir).expect("the test-artifacts directory");
         let png = browser.screenshot();
@@ -205,6 +252,7 @@ fn live_figures_match_the_server_under_load() {
         assert!(errors.is_empty(), "the page logged errors: {errors:#?}");
         drop(_stop);
         loader.join().expect("the load ran without a failure");
+        watcher.join().expect("the streams ran without a failure");
     });
 }
 

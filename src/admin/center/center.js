@@ -329,6 +329,9 @@
     const figure = $(`[data-chart="${chart}"]`);
     const svg = $('svg', figure);
     const known = lines.map(([name, cls]) => [series[name].filter((p) => p[1] != null), cls]);
+    // The whole width is the last 5 minutes once the page has watched that long; until then, what it saw.
+    const first = Math.min(...lines.map(([name]) => (series[name].length ? series[name][0][0] : now)));
+    const span = Math.max(10000, Math.min(WINDOW_MS, now - first));
     const top = niceCeiling(Math.max(0, ...known.flatMap(([points]) => points.map((p) => p[1]))));
     const ns = 'http://www.w3.org/2000/svg';
     const children = [0.25, 0.5, 0.75].map((f) => {
@@ -339,13 +342,14 @@
     for (const [points, cls] of known) {
       const line = document.createElementNS(ns, 'polyline');
       if (cls) line.setAttribute('class', cls);
-      const xy = points.map(([t, v]) => `${(300 - ((now - t) / WINDOW_MS) * 300).toFixed(1)},${(59 - (v / top) * 57).toFixed(1)}`);
+      const xy = points.map(([t, v]) => `${(300 - ((now - t) / span) * 300).toFixed(1)},${(59 - (v / top) * 57).toFixed(1)}`);
       line.setAttribute('points', xy.join(' '));
       children.push(line);
     }
     svg.replaceChildren(...children);
     figure.dataset.points = known[known.length - 1][0].length;
     put($(`[data-chart-max="${chart}"]`), 'max ' + format(top), top);
+    put($(`[data-chart-span="${chart}"]`), '−' + duration(span / 1000), span);
   }
 
   function niceCeiling(v) {
