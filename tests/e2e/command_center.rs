@@ -148,12 +148,12 @@ fn live_figures_match_the_server_under_load() {
     kraken.control().stall(true);
     let admin_url = format!("http://{}/admin/", server.admin);
 
-    let stop = AtomicBool::new(false);
+    let (stop, load_stop) = (AtomicBool::new(false), AtomicBool::new(false));
     let sent = AtomicU64::new(0);
     std::thread::scope(|scope| {
-        let loader = scope.spawn(|| load(&server, &stop, &sent));
+        let loader = scope.spawn(|| load(&server, &load_stop, &sent));
         let watcher = scope.spawn(|| watch_streams(&server, STREAMS, &stop));
-        let _stop = StopOnDrop(&stop);
+        let (_stop, _stop_load) = (StopOnDrop(&stop), StopOnDrop(&load_stop));
         eventually("the load has begun", || (sent.load(Ordering::Relaxed) > 0).then_some(()));
 
         let mut browser = Browser::launch(WIDTH, HEIGHT);
@@ -248,10 +248,20 @@ fn live_figures_match_the_server_under_load() {
         assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
         std::fs::write(dir.join("command-center.png"), &png).expect("writing the screenshot");
 
+        // Once the load stops, the request counters hold still: the page's next poll shows exactly
+        // what the server has.
+        load_stop.store(true, Ordering::Relaxed);
+        loader.join().expect("the load ran without a failure");
+        let rest = "Number(document.querySelector('[data-rate=\"tcp_requests\"]').dataset.value) === 0";
+        browser.wait_for(WAIT, "the request rate falls to 0 once the load stops", rest);
+        let (still, stats) = (browser.eval(FIGURES), server.stats());
+        for name in CHECKED {
+            assert_eq!(figure(&still, "counters", name), figure(&stats, "counters", name), "{name}: {still} {stats}");
+        }
+
         let errors: Vec<&String> = browser.errors.iter().filter(|e| !is_expected_refusal(e)).collect();
         assert!(errors.is_empty(), "the page logged errors: {errors:#?}");
         drop(_stop);
-        loader.join().expect("the load ran without a failure");
         watcher.join().expect("the streams ran without a failure");
     });
 }
