@@ -13,6 +13,7 @@ use pricebeast::mock_exchange::{MockExchange, MockOptions};
 use serde_json::Value;
 
 use self::browser::Browser;
+use super::redis::RedisServer;
 use super::support::{eventually, pause, Driver, Server, Setup};
 
 const TOKEN: &str = "cc-t0ken";
@@ -283,6 +284,40 @@ fn without_a_token_the_page_opens_at_once() {
     let mode = browser.wait_for(WAIT, "the figures show without a form", live);
     assert_eq!(mode, server.stats()["mode"]);
     assert_eq!(browser.eval("location.pathname"), "/admin/", "/admin redirects to /admin/");
+    let errors: Vec<&String> = browser.errors.iter().filter(|e| !is_expected_refusal(e)).collect();
+    assert!(errors.is_empty(), "the page logged errors: {errors:#?}");
+}
+
+#[test]
+fn cluster_nodes_and_their_sums_show_in_cluster_mode() {
+    let redis = RedisServer::start();
+    let node = |name: &str| {
+        Setup::new(Driver::IoUring)
+            .set("server", "node_name", &format!("\"{name}\""))
+            .set("cluster", "redis_url", &redis.url())
+            .set("cluster", "stats_publish_ms", "200")
+            .start()
+    };
+    let (east, west) = (node("east"), node("west"));
+    for (server, requests) in [(&east, 3), (&west, 5)] {
+        for _ in 0..requests {
+            assert_eq!(server.get("/v1/price?symbol=BTC-USD", Some(server.key("partner"))).status, 200);
+        }
+    }
+    let mut browser = Browser::launch(WIDTH, HEIGHT);
+    browser.navigate(&format!("http://{}/admin/", east.admin));
+    let shown = |node: &str| {
+        format!("(document.querySelector('#cluster tr[data-cluster-node=\"{node}\"] [data-field=\"tcp_requests\"]') || {{dataset: {{}}}}).dataset.value")
+    };
+    let all = format!(
+        "!document.getElementById('cluster').hidden && {} === '3' && {} === '5' && {} === '8'",
+        shown("east"),
+        shown("west"),
+        shown("sum")
+    );
+    browser.wait_for(WAIT, "both nodes and their sum show, as Redis has them", &all);
+    let doc: Value = serde_json::from_slice(&east.admin("GET", "/admin/cluster-stats").body).expect("cluster stats");
+    assert_eq!(doc["sum"]["counters"]["tcp_requests"], 8, "{doc}");
     let errors: Vec<&String> = browser.errors.iter().filter(|e| !is_expected_refusal(e)).collect();
     assert!(errors.is_empty(), "the page logged errors: {errors:#?}");
 }
