@@ -56,6 +56,16 @@ if ! command -v locust >/dev/null 2>&1 && [ ! -x target/locust/bin/locust ]; the
   fi
 fi
 
+# The command center test (tests/e2e/command_center.rs) drives Debian's headless Chromium over
+# the DevTools protocol against a running server; it needs only the program.
+if ! command -v chromium >/dev/null 2>&1; then
+  say "installing chromium for the command center test"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+fi
+
 say "format"
 cargo fmt --all -- --check
 

@@ -18,6 +18,7 @@ mod e2e {
     mod admin;
     mod cli;
     mod cluster;
+    mod command_center;
     mod connections;
     mod counters;
     mod errors;

@@ -1,8 +1,9 @@
 //! The admin listener, on its own port off the public shards (default 127.0.0.1:9090), behind a
-//! bearer token. Routes:
+//! bearer token (all but the command center's page and assets). Routes:
 //!
 //! | route | what |
 //! |---|---|
+//! | `GET /admin/` | the command center: a live page of all the figures below (no token to load it; its script asks for one) |
 //! | `GET /admin/stress-stats` | the 24 counters, the gauges, rates over the last interval, each feed's state |
 //! | `POST /admin/stress-reset` | zeroes the counters |
 //! | `GET /admin/system-mode` | the tuning profile in force and its settings |
@@ -13,6 +14,7 @@
 //! | `GET /admin/reports/usage?month=2026-11[&key=K][&format=csv]` | every key's usage for a month, from the ledger |
 //! | `GET /metrics` | Prometheus text: counters, gauges, request latency histogram |
 
+mod center;
 pub mod metrics;
 
 use std::net::SocketAddr;
@@ -65,6 +67,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/admin/reports/usage", get(usage_report))
         .route("/metrics", get(metrics_text))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), require_token))
+        // After the token layer, so outside it: the page holds no data.
+        .merge(center::routes())
         .with_state(state)
 }
 
