@@ -42,6 +42,9 @@ fi
 say "format"
 cargo fmt --all -- --check
 
+say "rust-version is the locked dependencies' minimum"
+scripts/check-msrv.sh
+
 say "lints"
 cargo clippy --all-targets --locked -- -D warnings
 

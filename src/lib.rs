@@ -61,6 +61,7 @@ pub mod http;
 pub mod keys;
 pub mod logging;
 pub mod mock_exchange;
+pub mod notify;
 pub mod profile;
 pub mod ratelimit;
 pub mod server;

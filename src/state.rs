@@ -35,6 +35,8 @@ pub struct Shared {
     pub tuning: Arc<crate::profile::live::Tuning>,
     /// Each shard's governor readings, for operators.
     pub governors: crate::governor::Readings,
+    /// Each shard's last heartbeat, which feeds the service manager's watchdog.
+    pub heartbeats: Arc<crate::notify::Heartbeats>,
     /// Unix ms when the process started serving.
     pub started_ms: u64,
     draining: AtomicBool,
@@ -47,6 +49,7 @@ impl Shared {
         Self {
             tuning: Arc::new(crate::profile::live::Tuning::fixed(&config)),
             governors: crate::governor::Readings::new(counters.shards()),
+            heartbeats: Arc::new(crate::notify::Heartbeats::new(counters.shards())),
             sessions,
             feeds: Vec::new(),
             tls: None,

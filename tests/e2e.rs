@@ -27,6 +27,7 @@ mod e2e {
     mod https;
     mod keys;
     mod ledger;
+    mod notify;
     mod postgres;
     mod profiles;
     mod shutdown;
