@@ -20,6 +20,7 @@ mod e2e {
     mod cluster;
     mod connections;
     mod counters;
+    mod doctor;
     mod errors;
     mod fallback;
     mod feeds;
@@ -35,6 +36,7 @@ mod e2e {
     mod streams;
     mod stress;
     mod suite;
+    mod systemd;
     mod tls_certs;
     mod tls_clients;
     mod udp;
