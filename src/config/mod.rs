@@ -932,6 +932,12 @@ mod tests {
     }
 
     #[test]
+    fn the_node_name_is_the_host_name_without_reading_proc_sys() {
+        let proc = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("this machine's host name");
+        assert_eq!(Config::default().node_name(), proc.trim());
+    }
+
+    #[test]
     fn a_missing_file_is_named() {
         let err = Config::load(Some(Path::new("/nonexistent/pb.toml"))).expect_err("missing");
         assert!(err.to_string().starts_with("/nonexistent/pb.toml: "), "{err}");
