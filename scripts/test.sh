@@ -66,8 +66,21 @@ if ! command -v chromium >/dev/null 2>&1; then
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 fi
 
+# The systemd e2e tests (tests/e2e/systemd.rs) run systemd-analyze, systemd-sysusers and
+# systemd-tmpfiles on the shipped unit files; they need the programs, not systemd running.
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+  say "installing systemd's tools for the unit file tests"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd
+fi
+
 say "format"
 cargo fmt --all -- --check
+
+say "rust-version is the locked dependencies' minimum"
+scripts/check-msrv.sh
 
 say "lints"
 cargo clippy --all-targets --locked -- -D warnings

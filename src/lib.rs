@@ -63,6 +63,7 @@ pub mod http;
 pub mod keys;
 pub mod logging;
 pub mod mock_exchange;
+pub mod notify;
 pub mod profile;
 pub mod ratelimit;
 pub mod server;

@@ -22,6 +22,11 @@ fn main() -> ExitCode {
         Command::Query(args) => cli::query::run(args),
         Command::MockExchange(args) => cli::mock::run(args),
         Command::Tls(command) => cli::tls::run(command),
+        Command::Doctor(args) => match cli::doctor::run(&args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
         // Threshold and regression failures are exit codes of their own, after the report.
         Command::Stress(args) => match pricebeast::stress::run(args) {
             Ok(0) => Ok(()),

@@ -311,6 +311,25 @@ async fn control_plane(
         addrs.udp
     );
     control::profile::apply_log_level(&shared.tuning.active());
+    let ready = format!(
+        "READY=1\nSTATUS=serving http={} https={} udp={} admin={admin_addr}",
+        shown(addrs.http),
+        shown(addrs.https),
+        addrs.udp
+    );
+    let notifier = crate::notify::Notifier::from_env().map(Arc::new);
+    if let Some(notifier) = &notifier {
+        notifier.send(&ready);
+        if let Some(every) = notifier.watchdog() {
+            tracing::info!(every_ms = every.as_millis() as u64, "watchdog on: fed while every shard beats");
+            let probe = Duration::from_millis(config.governor.probe_ms);
+            let draining = Arc::clone(&shared);
+            let feeding =
+                Arc::clone(notifier).feed_watchdog(Arc::clone(&shared.heartbeats), probe, move || draining.draining());
+            tokio::spawn(feeding);
+        }
+    }
+    let notify = |message: &str| notifier.iter().for_each(|n| n.send(message));
 
     let mut outcome = Ok(());
     loop {
@@ -318,8 +337,10 @@ async fn control_plane(
             _ = signals.terminate.recv() => { tracing::info!("SIGTERM: draining"); break; }
             _ = signals.interrupt.recv() => { tracing::info!("SIGINT: draining"); break; }
             _ = signals.hangup.recv() => {
+                notify("RELOADING=1\nSTATUS=reloading keys and certificate");
                 let _ = control::keys::reload(&shared, "SIGHUP");
                 let _ = control::tls::reload(&shared, "SIGHUP");
+                notify(&ready);
             }
             Some(shard) = exited.recv() => {
                 tracing::error!(shard, "shard stopped unexpectedly: draining the others and exiting");
@@ -331,6 +352,7 @@ async fn control_plane(
     // The shards first: once they have stopped nothing counts any more, so the services' stop
     // (the ledger's last drain among them) sees every count.
     let started = tokio::time::Instant::now();
+    notify("STOPPING=1\nSTATUS=draining");
     shared.start_draining();
     listeners::shut_down_read(&wake.0, &wake.1);
     let joined = tokio::task::spawn_blocking(move || {

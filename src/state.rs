@@ -39,6 +39,8 @@ pub struct Shared {
     pub access_log: Option<crate::access_log::AccessLog>,
     /// The browser origins `http.cors_origins` allows.
     pub cors: crate::http::cors::Policy,
+    /// Each shard's last heartbeat, which feeds the service manager's watchdog.
+    pub heartbeats: Arc<crate::notify::Heartbeats>,
     /// Unix ms when the process started serving.
     pub started_ms: u64,
     draining: AtomicBool,
@@ -52,6 +54,7 @@ impl Shared {
         Self {
             tuning: Arc::new(crate::profile::live::Tuning::fixed(&config)),
             governors: crate::governor::Readings::new(counters.shards()),
+            heartbeats: Arc::new(crate::notify::Heartbeats::new(counters.shards())),
             sessions,
             feeds: Vec::new(),
             tls: None,

@@ -21,6 +21,7 @@ mod e2e {
     mod command_center;
     mod connections;
     mod counters;
+    mod doctor;
     mod errors;
     mod fallback;
     mod feeds;
@@ -30,6 +31,7 @@ mod e2e {
     mod keys;
     mod ledger;
     mod loadtools;
+    mod notify;
     mod postgres;
     mod profiles;
     mod shutdown;
@@ -37,6 +39,7 @@ mod e2e {
     mod streams;
     mod stress;
     mod suite;
+    mod systemd;
     mod tls_certs;
     mod tls_clients;
     mod udp;

@@ -1,5 +1,6 @@
-//! The command line: `serve`, `keys`, `usage`, `query`, `mock-exchange`, `stress`, `tls`. Parsing here, work in the modules named.
+//! The command line: `serve`, `keys`, `usage`, `query`, `mock-exchange`, `stress`, `tls`, `doctor`. Parsing here, work in the modules named.
 
+pub mod doctor;
 pub mod keys;
 pub mod mock;
 pub mod query;
@@ -39,6 +40,9 @@ pub enum Command {
     /// Certificates for HTTPS: a self-signed pair for a test.
     #[command(subcommand)]
     Tls(tls::TlsCommand),
+    /// Check this machine's limits (open files, backlog, UDP buffers, io_uring, ports) against a
+    /// config, and say what to change; exits 1 when a check fails.
+    Doctor(doctor::DoctorArgs),
 }
 
 /// A listener flag's value: an address, or `None` for `""` (off).

@@ -41,7 +41,7 @@ pub struct ProfilesConfig {
 
 impl Default for ProfilesConfig {
     fn default() -> Self {
-        Self { file: PathBuf::from("config/profiles.toml"), active: "fresh-price".into() }
+        Self { file: PathBuf::from("profiles.toml"), active: "fresh-price".into() }
     }
 }
 
@@ -569,13 +569,29 @@ pub const MESSAGE_BYTES_LIMIT: usize = 1 << 20;
 pub const CONTROL_BYTES_LIMIT: usize = 4 << 20;
 
 impl Config {
-    /// Reads `path`, or the defaults when `None`.
+    /// Reads `path`, or the defaults when `None`. The relative paths of a file are made relative
+    /// to that file's directory, so `keys new --config /etc/pricebeast/pricebeast.toml` run from
+    /// anywhere writes the keys file the service started with that file reads.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let Some(path) = path else { return Ok(Self::default()) };
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: shown.clone(), error })?;
-        let config = Self::parse(&text, &shown)?;
+        let mut config = Self::parse(&text, &shown)?;
+        config.resolve_paths(path.parent().unwrap_or(Path::new("")));
         Ok(config)
+    }
+
+    /// Puts `base` before every relative path: the files this config names and the defaults it
+    /// leaves (a `sqlite:` store and the journal are beside the keys file, so they follow it).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        if base.as_os_str().is_empty() {
+            return;
+        }
+        for path in [&mut self.keys.file, &mut self.tls.cert_file, &mut self.tls.key_file, &mut self.profiles.file] {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
     }
 
     /// Parses TOML text; `origin` names it in errors.
@@ -838,10 +854,24 @@ impl Config {
         if !self.server.node_name.is_empty() {
             return self.server.node_name.clone();
         }
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "pricebeast".into())
+        hostname().unwrap_or_else(|| "pricebeast".into())
     }
+}
+
+/// The host's name from gethostname(2): the installed service sees only its own /proc
+/// (`ProcSubset=pid`), where /proc/sys/kernel/hostname is hidden.
+#[allow(unsafe_code)]
+fn hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`, which we own and which
+    // outlives the call; the result is read only up to the first NUL, within `buf`.
+    let result = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if result != 0 {
+        return None;
+    }
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..len]).trim().to_owned();
+    (!name.is_empty()).then_some(name)
 }
 
 /// The 1-based line that sets `section.key` in TOML `text`, for error messages. Finds the plain
@@ -911,6 +941,32 @@ mod tests {
         let err = Config::parse("[http]\nbuffer_release_ms = 86400001\n", "my.toml").expect_err("too long");
         assert_eq!(err.to_string(), "my.toml: line 2: http.buffer_release_ms: must be 0 to 86400000");
         assert!(Config::parse("[http]\nbuffer_release_ms = 0\n", "my.toml").is_ok(), "0: release at the next sweep");
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let file = dir.path().join("pb.toml");
+        let text = "[keys]\nfile = \"keys.toml\"\n[tls]\ncert_file = \"/abs/cert.pem\"\n";
+        std::fs::write(&file, text).expect("writing the config");
+        let config = Config::load(Some(&file)).expect("loads");
+        assert_eq!(config.keys.file, dir.path().join("keys.toml"), "written in the file");
+        assert_eq!(config.tls.cert_file, Path::new("/abs/cert.pem"), "absolute: kept");
+        assert_eq!(config.tls.key_file, dir.path().join("tls/key.pem"), "a default: beside the file too");
+        assert_eq!(config.profiles.file, dir.path().join("profiles.toml"));
+
+        // No file: the defaults stay relative to the working directory.
+        assert_eq!(Config::load(None).expect("defaults").keys.file, Path::new("keys.toml"));
+        // A file named without a directory is in the working directory: nothing to put before.
+        let mut config = Config::default();
+        config.resolve_paths(Path::new(""));
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn the_node_name_is_the_host_name_without_reading_proc_sys() {
+        let proc = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("this machine's host name");
+        assert_eq!(Config::default().node_name(), proc.trim());
     }
 
     #[test]

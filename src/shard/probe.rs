@@ -1,6 +1,7 @@
 //! The governor's probe on one shard: every `governor.probe_ms` it measures how late the shard
 //! runs its timer (`crate::governor`) and sets whether the shard sheds public requests until the
-//! next reading.
+//! next reading. Each turn also stamps the shard's heartbeat: the timer firing proves the shard's
+//! event loop turns, which is what the service manager's watchdog is fed on (`crate::notify`).
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -17,6 +18,7 @@ pub(super) async fn govern(local: Rc<Local>) {
         let due_ns = mono_ns() + every.as_nanos() as u64;
         monoio::time::sleep(every).await;
         let now_ns = mono_ns();
+        local.shared.heartbeats.beat(local.index, now_ns);
         let delay_us = now_ns.saturating_sub(due_ns) / 1000;
         let shedding = governor.observe(delay_us, now_ns, local.shared.tuning.governor());
         local.shedding.set(shedding);

@@ -1,9 +1,11 @@
 //! The keys lifecycle through the real `keys` command and a running server: made, listed,
 //! revoked, reloaded (by poll, admin call and SIGHUP), and a broken file refused.
 
+use std::path::Path;
+
 use sha2::{Digest, Sha256};
 
-use super::support::{eventually, expect_success, Driver, Setup};
+use super::support::{eventually, expect_success, run, Driver, Launch, Server, Setup, PATIENCE};
 use super::wire::{assert_error, json};
 
 const PRICE: &str = "/v1/price?symbol=BTC-USD";
@@ -131,4 +133,40 @@ fn sighup_reloads_keys() {
     assert_eq!(server.get(PRICE, Some(&late)).status, 401);
     server.signal(libc::SIGHUP);
     eventually("SIGHUP brings the new key in", || (server.get(PRICE, Some(&late)).status == 200).then_some(()));
+}
+
+/// An installed service's steps: keys made with `--config /etc/...` from the operator's own
+/// directory land beside that config (its relative `keys.file`), where `serve --config` started
+/// from anywhere else reads them; so does the SQLite ledger.
+#[test]
+fn a_relative_keys_file_is_beside_the_config_whatever_the_working_directory() {
+    let root = tempfile::tempdir().expect("temporary directory");
+    let (etc, home) = (root.path().join("etc"), root.path().join("home"));
+    std::fs::create_dir_all(&etc).expect("etc");
+    std::fs::create_dir_all(&home).expect("home");
+    let config = etc.join("pricebeast.toml");
+    let text = Setup::new(Driver::IoUring).set("keys", "file", "\"keys.toml\"").config_text(Path::new("unused"));
+    std::fs::write(&config, text).expect("writing the config");
+    let config_arg = config.display().to_string();
+
+    let output =
+        run(&["keys", "new", "--tier", "partner", "--name", "ops", "--config", &config_arg], Some(&home), PATIENCE);
+    expect_success(&output, "keys new --config");
+    let key = String::from_utf8(output.stdout).expect("ASCII").trim_end().to_owned();
+    assert!(etc.join("keys.toml").is_file(), "the keys file is beside the config");
+    assert!(!home.join("keys.toml").exists(), "nothing in the caller's directory");
+    let list = run(&["keys", "list", "--config", &config_arg], Some(root.path()), PATIENCE);
+    expect_success(&list, "keys list --config");
+    assert!(String::from_utf8_lossy(&list.stdout).contains("ops "), "listed from another directory");
+
+    let server = Server::launch(
+        root,
+        config,
+        [("ops".to_owned(), key.clone())].into(),
+        Launch { cwd: Some(home.clone()), env: Vec::new() },
+    );
+    let response = server.get(PRICE, Some(&key));
+    assert_eq!(response.status, 200, "serve --config reads the key: {}", response.text());
+    eventually("the ledger is made beside the keys file", || etc.join("usage.db").is_file().then_some(()));
+    assert!(!home.join("usage.db").exists(), "no ledger in the working directory");
 }

@@ -116,6 +116,8 @@ pub struct Setup {
     same_keys: Option<(PathBuf, BTreeMap<String, String>)>,
     /// Flags after `serve --config FILE`.
     serve_args: Vec<String>,
+    /// Environment variables the server starts with, beside the harness's own.
+    env: Vec<(String, String)>,
 }
 
 #[derive(Clone, Copy)]
@@ -132,6 +134,7 @@ impl Setup {
             tls: None,
             same_keys: None,
             serve_args: Vec::new(),
+            env: Vec::new(),
         };
         let setup = setup
             .set("server", "http", "\"127.0.0.1:0\"")
@@ -193,6 +196,12 @@ impl Setup {
         self
     }
 
+    /// An environment variable for the server (`NOTIFY_SOCKET`, as systemd sets it).
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
     /// A flag for `serve` itself (`--profile NAME`).
     pub fn serve_arg(mut self, arg: &str) -> Self {
         self.serve_args.push(arg.to_owned());
@@ -217,13 +226,14 @@ impl Setup {
         self
     }
 
-    /// The config file's text, with `keys.file` pointing at `keys_file`.
+    /// The config file's text, with `keys.file` pointing at `keys_file` unless the test set it.
     pub fn config_text(&self, keys_file: &Path) -> String {
         let mut settings = self.settings.clone();
         settings
             .entry("keys".into())
             .or_default()
-            .insert("file".into(), format!("{:?}", keys_file.display().to_string()));
+            .entry("file".into())
+            .or_insert_with(|| format!("{:?}", keys_file.display().to_string()));
         let mut text = String::new();
         for (section, values) in &settings {
             text.push_str(&format!("[{section}]\n"));
@@ -269,7 +279,8 @@ impl Setup {
         }
         let config = dir.path().join("pb.toml");
         std::fs::write(&config, setup.config_text(&keys_file)).expect("writing the test's config");
-        let mut server = Server::spawn(dir, config, &setup.serve_args, keys, setup.token);
+        let launch = Launch { cwd: None, env: setup.env.clone() };
+        let mut server = Server::spawn(dir, config, &setup.serve_args, keys, setup.token, launch);
         if let Some((cert, only)) = tls {
             let client = super::wire::tls_client(&cert, None);
             if only {
@@ -304,23 +315,43 @@ pub struct Server {
     keys: BTreeMap<String, String>,
     token: Option<String>,
     serve_args: Vec<String>,
+    launch: Launch,
     log: Log,
 }
 
+/// Where and with what environment the server process starts.
+#[derive(Clone, Default)]
+pub struct Launch {
+    /// The working directory; `None`: the server's own temporary directory.
+    pub cwd: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+}
+
 impl Server {
+    /// Starts `serve --config config` on a config file the test wrote itself in `dir`, whose
+    /// keys (`keys`: name to key) the test made.
+    pub fn launch(dir: tempfile::TempDir, config: PathBuf, keys: BTreeMap<String, String>, launch: Launch) -> Self {
+        Self::spawn(dir, config, &[], keys, None, launch)
+    }
+
     fn spawn(
         dir: tempfile::TempDir,
         config: PathBuf,
         serve_args: &[String],
         keys: BTreeMap<String, String>,
         token: Option<String>,
+        launch: Launch,
     ) -> Self {
         let mut child = Command::new(BIN)
             .arg("serve")
             .arg("--config")
             .arg(&config)
             .args(serve_args)
-            .current_dir(dir.path())
+            .current_dir(launch.cwd.as_deref().unwrap_or(dir.path()))
+            // Under a service manager the test run's own notify socket must not reach the server.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .env_remove("RUST_LOG")
             .env_remove("PRICEBEAST_ADMIN_TOKEN")
             .stdin(Stdio::null())
@@ -360,6 +391,7 @@ impl Server {
             keys,
             token,
             serve_args: serve_args.to_vec(),
+            launch,
             log,
         };
         match addrs {
@@ -532,7 +564,8 @@ impl Server {
         let dir = std::mem::replace(&mut self.dir, placeholder);
         let config = dir.path().join("pb.toml");
         let args = std::mem::take(&mut self.serve_args);
-        let mut server = Server::spawn(dir, config, &args, std::mem::take(&mut self.keys), self.token.take());
+        let launch = std::mem::take(&mut self.launch);
+        let mut server = Server::spawn(dir, config, &args, std::mem::take(&mut self.keys), self.token.take(), launch);
         if let Some(tls) = self.tls.take() {
             server.http = server.https.expect("the server reported its HTTPS listener");
             server.tls = Some(tls);
