@@ -137,7 +137,7 @@ pub fn respond(
         match upgrade::accept(route::param(query, b"session_id"), &req.upgrade, ctx) {
             Ok((grant, key)) => {
                 handshake::write_accept(out, key);
-                ctx.counters.inc(Counter::Responses2xx);
+                ctx.counters.count_response(101);
                 return After::Upgrade(grant);
             }
             Err(refusal) => {
@@ -213,7 +213,7 @@ pub fn respond_deferred(
                 &deferred.extra,
                 deferred.head_only,
             );
-            ctx.counters.inc(Counter::Responses2xx);
+            ctx.counters.count_response(Status::OK.code);
             None
         }
         // The store's own error (paths, hosts) is logged on the control plane, not told to clients.
@@ -282,11 +282,7 @@ fn finish(ctx: &Context<'_>, reply: &Reply, scratch: &mut Scratch, out: &mut Fix
             false,
         );
     }
-    ctx.counters.inc(match reply.status.code {
-        200..=299 => Counter::Responses2xx,
-        400..=499 => Counter::Responses4xx,
-        _ => Counter::Responses5xx,
-    });
+    ctx.counters.count_response(reply.status.code);
 }
 
 fn route(route: Route, query: &[u8], req: &Request<'_>, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply {
