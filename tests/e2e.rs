@@ -29,6 +29,7 @@ mod e2e {
     mod ledger;
     mod postgres;
     mod profiles;
+    mod prometheus;
     mod shutdown;
     mod slow;
     mod streams;

@@ -35,7 +35,7 @@ impl CountersCollector {
             descs.push(Desc::new(format!("{PREFIX}{name}_total"), help(name).into(), vec![], Default::default())?);
         }
         for name in GAUGE_NAMES {
-            descs.push(Desc::new(format!("{PREFIX}{name}"), help(name).into(), vec![], Default::default())?);
+            descs.push(Desc::new(gauge_series(name).0, help(name).into(), vec![], Default::default())?);
         }
         for name in STREAM_COUNTER_NAMES {
             descs.push(Desc::new(format!("{PREFIX}{name}_total"), help(name).into(), vec![], Default::default())?);
@@ -66,11 +66,18 @@ impl Collector for CountersCollector {
             families.push(family(format!("{PREFIX}{name}_total"), help(name), MetricType::COUNTER, metric));
         }
         for (i, name) in GAUGE_NAMES.iter().enumerate() {
-            let mut gauge = ProtoGauge::default();
-            gauge.set_value(snap.gauges[i] as f64);
+            let (series, kind) = gauge_series(name);
             let mut metric = Metric::default();
-            metric.set_gauge(gauge);
-            families.push(family(format!("{PREFIX}{name}"), help(name), MetricType::GAUGE, metric));
+            if kind == MetricType::COUNTER {
+                let mut counter = ProtoCounter::default();
+                counter.set_value(snap.gauges[i].max(0) as f64);
+                metric.set_counter(counter);
+            } else {
+                let mut gauge = ProtoGauge::default();
+                gauge.set_value(snap.gauges[i] as f64);
+                metric.set_gauge(gauge);
+            }
+            families.push(family(series, help(name), kind, metric));
         }
         for (i, name) in STREAM_COUNTER_NAMES.iter().enumerate() {
             let mut counter = ProtoCounter::default();
@@ -93,6 +100,15 @@ impl Collector for CountersCollector {
             families.push(family_of(format!("{PREFIX}{name}"), help, MetricType::COUNTER, metrics));
         }
         families
+    }
+}
+
+/// A gauge's series: its own name, except `db_wait_count`, a running total kept among the gauges,
+/// which Prometheus' naming rules want as a counter ending in `_total` (`promtool check metrics`).
+fn gauge_series(name: &str) -> (String, MetricType) {
+    match name {
+        "db_wait_count" => (format!("{PREFIX}db_waits_total"), MetricType::COUNTER),
+        _ => (format!("{PREFIX}{name}"), MetricType::GAUGE),
     }
 }
 
@@ -486,6 +502,54 @@ impl Collector for ProcessCollector {
     }
 }
 
+/// How much of the book has a price to serve, read at scrape time (a pass over the symbols).
+struct BookCollector {
+    shared: Arc<crate::state::Shared>,
+    descs: Vec<Desc>,
+}
+
+const BOOK_SERIES: [(&str, &str); 2] = [
+    ("book_symbols", "Symbols in the book"),
+    (
+        "book_stale_symbols",
+        "Symbols with no price to serve now: no fresh venue and no recent fallback price (answered 503)",
+    ),
+];
+
+impl BookCollector {
+    fn new(shared: Arc<crate::state::Shared>) -> prometheus::Result<Self> {
+        let descs = BOOK_SERIES
+            .iter()
+            .map(|(name, help)| Desc::new(format!("{PREFIX}{name}"), (*help).into(), vec![], Default::default()))
+            .collect::<prometheus::Result<_>>()?;
+        Ok(Self { shared, descs })
+    }
+}
+
+impl Collector for BookCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let book = &self.shared.book;
+        let now_ms = Now::read().unix_ms;
+        let symbols = book.symbols();
+        let stale = symbols.iter().filter(|(id, _)| book.served(*id, now_ms).is_none()).count();
+        BOOK_SERIES
+            .iter()
+            .zip([symbols.len(), stale])
+            .map(|((name, help), value)| {
+                let mut gauge = ProtoGauge::default();
+                gauge.set_value(value as f64);
+                let mut metric = Metric::default();
+                metric.set_gauge(gauge);
+                family(format!("{PREFIX}{name}"), help, MetricType::GAUGE, metric)
+            })
+            .collect()
+    }
+}
+
 /// The registry `/metrics` renders.
 pub struct Metrics {
     registry: Registry,
@@ -508,8 +572,9 @@ impl Metrics {
         Ok(Self { registry })
     }
 
-    /// Adds the profile in force and the governor's state.
+    /// Adds the profile in force, the governor's state and the book's stale symbols.
     pub fn with_tuning(self, shared: Arc<crate::state::Shared>) -> prometheus::Result<Self> {
+        self.registry.register(Box::new(BookCollector::new(Arc::clone(&shared))?))?;
         self.registry.register(Box::new(TuningCollector::new(shared)?))?;
         Ok(self)
     }
