@@ -50,6 +50,23 @@ if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
 fi
 
+# The load-tool e2e tests (tests/e2e/loadtools.rs) run deploy/locust/locustfile.py with Locust
+# from PyPI; where pip may not install into the system's Python (PEP 668), into a virtual
+# environment under target/, where the tests look for it. (The k6 scripts are only parsed, by node.)
+if ! command -v locust >/dev/null 2>&1 && [ ! -x target/locust/bin/locust ]; then
+  say "installing Locust for the load-tool tests"
+  if ! python3 -m pip install --quiet locust==2.47.0; then
+    if ! python3 -m venv target/locust; then
+      sudo=""
+      [ "$(id -u)" -eq 0 ] || sudo="sudo"
+      $sudo apt-get update -qq
+      $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv
+      python3 -m venv target/locust
+    fi
+    target/locust/bin/python -m pip install --quiet locust==2.47.0
+  fi
+fi
+
 say "format"
 cargo fmt --all -- --check
 

@@ -164,6 +164,13 @@ pub fn rfc3339(unix_s: i64) -> String {
     )
 }
 
+/// `2027-03-01T12:00:00.250Z`: an instant in Unix milliseconds as RFC 3339, UTC.
+pub fn rfc3339_ms(unix_ms: u64) -> String {
+    let seconds = rfc3339(i64::try_from(unix_ms / 1000).unwrap_or(i64::MAX));
+    let (whole, _) = seconds.split_at(seconds.len() - 1);
+    format!("{whole}.{:03}Z", unix_ms % 1000)
+}
+
 /// (year, month 1-12, day 1-31) of a day count since 1970-01-01 (H. Hinnant's algorithm).
 pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;

@@ -31,7 +31,8 @@
 //!   [`usage`]: monthly counts per key, and the durable ledger they are drained into.
 //! - [`counters`]: the 24 counters, the gauges and the latency histogram; derived rates.
 //! - [`faults`]: errors and recovered faults in background work, by component.
-//! - [`admin`]: the admin listener and `/metrics`.
+//! - [`admin`]: the admin listener and `/metrics`; [`access_log`]: a line per HTTP request,
+//!   written off the shards; [`logging`]: the process's own log lines.
 //! - [`control`]: the control plane's background services, started from one list, stopped by one
 //!   signal.
 //! - [`server`]: `serve`, wiring all of the above; [`config`]: the settings, parsed whole first.
@@ -43,6 +44,7 @@
 //!   buffers, shared state and the context of a decision, a seedable generator for repeatable
 //!   choices, giving freed memory back.
 
+pub mod access_log;
 pub mod admin;
 pub mod admission;
 pub mod alloc;

@@ -1,5 +1,5 @@
 //! The process's log output: a tracing subscriber on stderr whose filter a profile switch can
-//! replace at runtime (`log_level`).
+//! replace at runtime (`log_level`), as text or as JSON lines (`log.format`).
 
 use std::io::IsTerminal as _;
 use std::sync::OnceLock;
@@ -8,15 +8,34 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
+use crate::config::LogFormat;
+
 static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 
-/// Installs the subscriber with `level` (`RUST_LOG` wins when set). Once per process.
-pub fn init(level: &str) {
+/// Installs the subscriber with `level` (`RUST_LOG` wins when set), writing `format`. Once per
+/// process.
+pub fn init(level: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let (filter, handle) = reload::Layer::new(filter);
-    let output =
-        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
-    if tracing_subscriber::registry().with(filter).with(output).try_init().is_ok() {
+    let installed = match format {
+        LogFormat::Text => {
+            let output = tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal());
+            tracing_subscriber::registry().with(filter).with(output).try_init()
+        }
+        // One object per line, fields at the top level, for a log shipper (journald's JSON
+        // export, Vector, Loki, CloudWatch).
+        LogFormat::Json => {
+            let output = tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_writer(std::io::stderr);
+            tracing_subscriber::registry().with(filter).with(output).try_init()
+        }
+    };
+    if installed.is_ok() {
         let _ = FILTER.set(handle);
     }
 }

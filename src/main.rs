@@ -14,7 +14,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => args.config().and_then(|config| {
-            pricebeast::logging::init(&config.log.level);
+            pricebeast::logging::init(&config.log.level, config.log.format);
             server::run(config, ServeOptions { danger_admin_without_token: args.danger_admin_without_token })
         }),
         Command::Keys(command) => cli::keys::run(command),

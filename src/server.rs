@@ -102,6 +102,10 @@ pub fn run(config: Config, options: ServeOptions) -> anyhow::Result<()> {
         );
         state.tls = Some(Arc::new(certs));
     }
+    state.access_log = crate::access_log::AccessLog::start(&config.log)?;
+    if !config.log.access.is_empty() {
+        tracing::info!(to = %config.log.access, "access log on");
+    }
     let shared = Arc::new(state);
 
     let server = &config.server;

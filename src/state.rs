@@ -35,6 +35,10 @@ pub struct Shared {
     pub tuning: Arc<crate::profile::live::Tuning>,
     /// Each shard's governor readings, for operators.
     pub governors: crate::governor::Readings,
+    /// Where each HTTP request's line goes when `log.access` is on.
+    pub access_log: Option<crate::access_log::AccessLog>,
+    /// The browser origins `http.cors_origins` allows.
+    pub cors: crate::http::cors::Policy,
     /// Unix ms when the process started serving.
     pub started_ms: u64,
     draining: AtomicBool,
@@ -44,6 +48,7 @@ impl Shared {
     pub fn new(config: Arc<Config>, book: Arc<PriceBook>, keys: KeyStore, counters: Arc<Counters>) -> Self {
         let node = config.node_name();
         let sessions = SessionTable::new(config.stream.sessions_pending_max, config.stream.session_ttl_s * 1000);
+        let cors = crate::http::cors::Policy::new(&config.http.cors_origins);
         Self {
             tuning: Arc::new(crate::profile::live::Tuning::fixed(&config)),
             governors: crate::governor::Readings::new(counters.shards()),
@@ -58,6 +63,8 @@ impl Shared {
             ledger: None,
             reports: None,
             misses: None,
+            cors,
+            access_log: None,
             started_ms: crate::clock::Now::read().unix_ms,
             draining: AtomicBool::new(false),
         }

@@ -24,9 +24,11 @@ mod e2e {
     mod fallback;
     mod feeds;
     mod http;
+    mod http_clients;
     mod https;
     mod keys;
     mod ledger;
+    mod loadtools;
     mod postgres;
     mod profiles;
     mod prometheus;

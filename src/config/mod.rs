@@ -186,6 +186,11 @@ pub struct HttpConfig {
     /// buffer back to the shard's pool, and waits for bytes holding none.
     pub buffer_release_ms: u64,
     pub connections_per_shard_max: usize,
+    /// Origins whose pages may call the API from a browser (docs/protocol.md "CORS"): `["*"]`
+    /// for any, as public market-data APIs do; `[]` sends no CORS header at all.
+    pub cors_origins: Vec<String>,
+    /// How long a browser may cache a preflight's answer (`Access-Control-Max-Age`).
+    pub cors_max_age_s: u32,
 }
 
 /// WebSocket streaming: sessions, the fan-out tick, and the limits that keep one client from
@@ -351,6 +356,23 @@ pub struct SimulatorConfig {
 pub struct LogConfig {
     /// A tracing filter: `info`, `pricebeast=debug`, ... (`RUST_LOG` wins when set).
     pub level: String,
+    /// `text` (one human line per event) or `json` (one JSON object per line, for a log
+    /// shipper). Applies to the access log too.
+    pub format: LogFormat,
+    /// The access log: `""` (off), `"stderr"`, or a file appended to. One line per HTTP request,
+    /// written off the shards (`access_log`).
+    pub access: String,
+    /// Access-log lines waiting for the writer; beyond, lines are dropped and counted
+    /// (`pricebeast_access_log_dropped_total`) rather than slowing a shard down.
+    pub access_queue: usize,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 impl Default for ServerConfig {
@@ -378,6 +400,8 @@ impl Default for HttpConfig {
             idle_timeout_ms: 60_000,
             buffer_release_ms: 1_000,
             connections_per_shard_max: 10_000,
+            cors_origins: vec!["*".into()],
+            cors_max_age_s: 600,
         }
     }
 }
@@ -509,7 +533,7 @@ impl Default for FallbackConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { level: "info".into() }
+        Self { level: "info".into(), format: LogFormat::Text, access: String::new(), access_queue: 8192 }
     }
 }
 
@@ -535,6 +559,8 @@ pub const CONNECTIONS_PER_SHARD_LIMIT: usize = 100_000;
 /// small enough that the shards' nanosecond deadlines never overflow.
 pub const HTTP_TIME_MS_LIMIT: u64 = 86_400_000;
 pub const UDP_BATCH_LIMIT: usize = 1024;
+/// Access-log lines a queue may hold: about 200 bytes each.
+pub const ACCESS_QUEUE_LIMIT: usize = 1 << 20;
 pub const SESSIONS_PENDING_LIMIT: usize = 1_000_000;
 /// A symbol change naming 100 of the longest symbols needs about 3.5 KiB.
 pub const MESSAGE_BYTES_MIN: usize = 128;
@@ -591,6 +617,12 @@ impl Config {
         }
         if !(1..=CONNECTIONS_PER_SHARD_LIMIT).contains(&h.connections_per_shard_max) {
             return fail("http.connections_per_shard_max", format!("must be 1 to {CONNECTIONS_PER_SHARD_LIMIT}"));
+        }
+        if let Err(problem) = crate::http::cors::validate(&h.cors_origins) {
+            return fail("http.cors_origins", problem);
+        }
+        if !(1..=ACCESS_QUEUE_LIMIT).contains(&self.log.access_queue) {
+            return fail("log.access_queue", format!("must be 1 to {ACCESS_QUEUE_LIMIT}"));
         }
         if !(1..=UDP_BATCH_LIMIT).contains(&self.udp.batch_max) {
             return fail("udp.batch_max", format!("must be 1 to {UDP_BATCH_LIMIT}"));

@@ -4,6 +4,9 @@
 //! what to do next: read more (until when), write and come back, upgrade, or close. The shard's
 //! connection loop (`shard::tcp`) keeps only the I/O, so a TLS shell can run the same core.
 
+use std::net::SocketAddr;
+
+use crate::access_log::Record;
 use crate::buf::FixedBuf;
 use crate::http::handler::{self, After, Deferred, Scratch, SINGLE_RESPONSE_BYTES_MAX};
 use crate::http::request::{self, ReadLimits};
@@ -16,7 +19,14 @@ use crate::stream::grant::Grant;
 pub struct Conversation {
     /// When the first byte of the request still incomplete in the input arrived (monotonic ns).
     partial_since_ns: Option<u64>,
+    /// The incomplete request asked for `100 Continue` and was sent it.
+    continued: bool,
+    /// The client's address, kept only for the access log.
+    peer: Option<SocketAddr>,
 }
+
+/// The interim answer to `Expect: 100-continue` (RFC 9110 section 10.1.1).
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// What the shell does once it has written the output buffer (when it is not empty).
 #[derive(Debug)]
@@ -55,6 +65,23 @@ impl Conversation {
         Self::default()
     }
 
+    /// A conversation whose requests the access log names `peer` in.
+    pub fn with_peer(peer: Option<SocketAddr>) -> Self {
+        Self { peer, ..Self::default() }
+    }
+
+    /// The access log's line for a request just answered into `out` from `start` on.
+    fn log(&self, ctx: &Context<'_>, record: Record, scratch: &mut Scratch, out: &FixedBuf, start: usize) {
+        if let Some(log) = &ctx.shared.access_log {
+            let key = std::mem::take(&mut scratch.key);
+            log.submit(record.answered(scratch.status, out.len().saturating_sub(start)).with_key(key));
+        }
+    }
+
+    fn record(&self, ctx: &Context<'_>, req: Option<&request::Request<'_>>) -> Record {
+        Record::new(ctx.now.unix_ms, self.peer, req.map(|r| r.method), req.map_or(&b""[..], |r| r.target))
+    }
+
     /// Answers every complete request at the start of `input` into `out`, which must have
     /// room for at least one response (`handler::RESPONSE_BYTES_MAX` of capacity).
     pub fn handle(&mut self, input: &[u8], ctx: &Context<'_>, scratch: &mut Scratch, out: &mut FixedBuf) -> Handled {
@@ -64,8 +91,18 @@ impl Conversation {
         let mut answered = 0;
         let mut next = None;
         while consumed < input.len() && out.remaining() >= SINGLE_RESPONSE_BYTES_MAX {
-            match request::parse(&input[consumed..], limits) {
-                Ok(Some((req, used))) => {
+            let rest = &input[consumed..];
+            match request::parse_head(rest, limits) {
+                Ok(Some(head)) => {
+                    let Some((req, used)) = head.complete(rest) else {
+                        if head.expect_continue && !head.request.http10 && !self.continued {
+                            self.continued = true;
+                            next = self.answer_expectation(head.request, ctx, scratch, out);
+                            answered += u32::from(next.is_some());
+                        }
+                        break;
+                    };
+                    self.continued = false;
                     let routed = Route::of(req.target);
                     if out.remaining() < handler::response_room(routed.0) {
                         // A batch request waits for the buffer to be written out.
@@ -74,7 +111,21 @@ impl Conversation {
                     }
                     consumed += used;
                     answered += 1;
-                    match handler::respond(&req, routed, ctx, scratch, out) {
+                    let start = out.len();
+                    let mut after = handler::respond(&req, routed, ctx, scratch, out);
+                    if ctx.shared.access_log.is_some() {
+                        let record = self.record(ctx, Some(&req));
+                        match &mut after {
+                            After::Defer(deferred) => {
+                                // Its key now: the shard's scratch serves other requests until
+                                // the answer comes.
+                                let key = std::mem::take(&mut scratch.key);
+                                deferred.access = Some(Box::new(record.with_key(key)));
+                            }
+                            _ => self.log(ctx, record, scratch, out, start),
+                        }
+                    }
+                    match after {
                         After::KeepAlive => {}
                         After::Close => {
                             next = Some(Next::Close);
@@ -95,7 +146,9 @@ impl Conversation {
                 Ok(None) => break,
                 Err(error) => {
                     answered += 1;
+                    let start = out.len();
                     handler::respond_unreadable(error, ctx, scratch, out);
+                    self.log(ctx, self.record(ctx, None), scratch, out, start);
                     next = Some(Next::Close);
                     break;
                 }
@@ -118,12 +171,37 @@ impl Conversation {
         Handled { consumed, answered, next }
     }
 
+    /// A request that waits for `100 Continue` before it sends its body: sent it, or, when its
+    /// head alone is refused, its final status, and the connection closes (the body that may
+    /// still come is not read). `Some(Next::Close)` in the second case.
+    fn answer_expectation(
+        &mut self,
+        mut req: request::Request<'_>,
+        ctx: &Context<'_>,
+        scratch: &mut Scratch,
+        out: &mut FixedBuf,
+    ) -> Option<Next> {
+        let routed = Route::of(req.target);
+        if !handler::refused_before_body(&req, routed, ctx) {
+            out.put(CONTINUE);
+            return None;
+        }
+        req.keep_alive = false;
+        let start = out.len();
+        handler::respond(&req, routed, ctx, scratch, out);
+        self.log(ctx, self.record(ctx, Some(&req)), scratch, out, start);
+        Some(Next::Close)
+    }
+
     /// Nothing arrived by the deadline of the last [`Next::Read`]. A request cut short is told
     /// why (408) in `out`; the connection closes either way.
     pub fn timed_out(&mut self, partial: bool, ctx: &Context<'_>, scratch: &mut Scratch, out: &mut FixedBuf) {
         self.partial_since_ns = None;
+        self.continued = false;
         if partial {
+            let start = out.len();
             handler::respond_timeout(ctx, scratch, out);
+            self.log(ctx, self.record(ctx, None), scratch, out, start);
         }
     }
 }
@@ -272,6 +350,48 @@ mod tests {
         let handled = conn.handle(b"NOT HTTP\r\n\r\n", &ctx, &mut scratch, &mut out);
         assert!(matches!(handled.next, Next::Close));
         assert_eq!(statuses(&out), ["400 Bad Request"]);
+    }
+
+    #[test]
+    fn expect_100_continue_is_answered_once_or_refused_on_its_head() {
+        let fx = Fixture::new();
+        let mut conn = Conversation::new();
+        let (mut scratch, mut out) = fx.buffers();
+        let ctx = fx.context(0);
+        let body = br#"{"symbols":["BTC-USD"]}"#;
+        let head = format!(
+            "POST /v1/sessions HTTP/1.1\r\nX-API-Key: {}\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+            fx.partner_key,
+            body.len()
+        );
+        let handled = conn.handle(head.as_bytes(), &ctx, &mut scratch, &mut out);
+        assert_eq!((handled.consumed, handled.answered), (0, 0));
+        assert!(matches!(handled.next, Next::Read { partial: true, .. }));
+        assert_eq!(out.as_slice(), CONTINUE);
+        // More of the body, not all of it: no second 100.
+        out.clear();
+        let mut input = head.clone().into_bytes();
+        input.extend_from_slice(&body[..3]);
+        conn.handle(&input, &ctx, &mut scratch, &mut out);
+        assert!(out.is_empty());
+        input.extend_from_slice(&body[3..]);
+        let handled = conn.handle(&input, &ctx, &mut scratch, &mut out);
+        assert_eq!((handled.consumed, handled.answered), (input.len(), 1));
+        assert_eq!(statuses(&out), ["200 OK"]);
+
+        // A key that is not valid is refused before the body is sent, and the connection closes.
+        let refused =
+            "POST /v1/sessions HTTP/1.1\r\nX-API-Key: pb_nope\r\nExpect: 100-continue\r\nContent-Length: 9\r\n\r\n";
+        out.clear();
+        let handled = Conversation::new().handle(refused.as_bytes(), &ctx, &mut scratch, &mut out);
+        assert_eq!(handled.answered, 1);
+        assert!(matches!(handled.next, Next::Close));
+        assert_eq!(statuses(&out), ["401 Unauthorized"]);
+        // So is a method the route does not allow.
+        out.clear();
+        let wrong = refused.replacen("/v1/sessions", "/v1/price", 1);
+        Conversation::new().handle(wrong.as_bytes(), &ctx, &mut scratch, &mut out);
+        assert_eq!(statuses(&out), ["405 Method Not Allowed"]);
     }
 
     #[test]

@@ -53,6 +53,10 @@ pub struct Scratch {
     /// Set when a request was shed by the governor; the connection loop takes it (and then
     /// reads that connection's next request only after `governor.shed_pause_ms`).
     pub shed: bool,
+    /// The status of the last response written, for the access log.
+    pub status: u16,
+    /// The key the last request was authenticated with; kept only when the access log is on.
+    pub key: crate::access_log::KeyName,
 }
 
 impl Scratch {
@@ -62,6 +66,8 @@ impl Scratch {
             body: FixedBuf::with_capacity(BODY_BYTES_MAX),
             decoded: vec![0; head_bytes_max].into_boxed_slice(),
             shed: false,
+            status: 0,
+            key: Default::default(),
         }
     }
 }
@@ -85,6 +91,8 @@ pub struct Deferred {
     pub pending: Pending,
     extra: Extra,
     head_only: bool,
+    /// Its access-log line, waiting for the status (only when the access log is on).
+    pub access: Option<Box<crate::access_log::Record>>,
 }
 
 /// What a deferred request waits for.
@@ -133,27 +141,32 @@ pub fn respond(
 ) -> After {
     ctx.counters.inc(Counter::TcpRequests);
     scratch.body.clear();
+    let cors = ctx.shared.cors.allow(req.origin);
+    if req.method == Method::Options && route_kind != Route::NotFound {
+        return options(req, route_kind, cors, ctx, scratch, out);
+    }
     if route_kind == Route::Stream && req.method == Method::Get {
         match upgrade::accept(route::param(query, b"session_id"), &req.upgrade, ctx) {
             Ok((grant, key)) => {
                 handshake::write_accept(out, key);
+                scratch.status = 101;
                 ctx.counters.count_response(101);
                 return After::Upgrade(grant);
             }
             Err(refusal) => {
                 scratch.body.clear();
                 let mut reply = upgrade_refused(refusal, ctx, scratch);
-                reply.extra.close |= !req.keep_alive || ctx.shared.draining();
+                connection_headers(&mut reply.extra, req, cors, ctx);
                 finish(ctx, &reply, scratch, out, false);
                 return if reply.extra.close { After::Close } else { After::KeepAlive };
             }
         }
     }
     let mut reply = route(route_kind, query, req, ctx, scratch);
-    let close = !req.keep_alive || ctx.shared.draining();
-    reply.extra.close |= close;
+    connection_headers(&mut reply.extra, req, cors, ctx);
     if let Some(pending) = reply.deferred.take() {
-        return After::Defer(Deferred { pending, extra: reply.extra, head_only: req.method == Method::Head });
+        let head_only = req.method == Method::Head;
+        return After::Defer(Deferred { pending, extra: reply.extra, head_only, access: None });
     }
     finish(ctx, &reply, scratch, out, req.method == Method::Head);
     if reply.extra.close {
@@ -161,6 +174,58 @@ pub fn respond(
     } else {
         After::KeepAlive
     }
+}
+
+/// What every response to `req` says of its connection and its origin: closed when the client
+/// asked or the node drains, kept alive in words for an HTTP/1.0 client, readable by an allowed
+/// browser origin.
+fn connection_headers(
+    extra: &mut Extra,
+    req: &Request<'_>,
+    cors: Option<crate::http::cors::Allowed>,
+    ctx: &Context<'_>,
+) {
+    extra.close |= !req.keep_alive || ctx.shared.draining();
+    extra.keep_alive = req.http10 && !extra.close;
+    extra.cors = cors;
+}
+
+/// `OPTIONS` on a route: what it allows, and for a browser's CORS preflight what the page may
+/// send. Neither authenticated nor billed: a preflight carries no key (browsers send none).
+fn options(
+    req: &Request<'_>,
+    route: Route,
+    cors: Option<crate::http::cors::Allowed>,
+    ctx: &Context<'_>,
+    scratch: &mut Scratch,
+    out: &mut FixedBuf,
+) -> After {
+    let mut extra = Extra { allow: Some(route.allow_header()), ..Extra::default() };
+    connection_headers(&mut extra, req, cors, ctx);
+    if cors.is_some() {
+        extra.preflight_max_age_s = Some(ctx.shared.config.http.cors_max_age_s);
+    }
+    let reply = Reply::new(Status::NO_CONTENT, ContentType::Empty, extra);
+    finish(ctx, &reply, scratch, out, false);
+    if extra.close {
+        After::Close
+    } else {
+        After::KeepAlive
+    }
+}
+
+/// With `Expect: 100-continue`, whether the request is refused on its head alone (no such path,
+/// a method the route does not allow, a key that is not valid): then its final status is sent at
+/// once rather than a `100 Continue` for a body that would be read only to be refused.
+pub fn refused_before_body(req: &Request<'_>, (route_kind, query): (Route, &[u8]), ctx: &Context<'_>) -> bool {
+    if route_kind == Route::NotFound || !route_kind.allows(req.method) {
+        return true;
+    }
+    if !route_kind.needs_key() {
+        return false;
+    }
+    route::carries_key(query)
+        || admission::authenticate(&ctx.shared.keys.table(), req.api_key.unwrap_or_default()).is_err()
 }
 
 /// Answers a request that could not be read; the connection closes after it.
@@ -213,6 +278,7 @@ pub fn respond_deferred(
                 &deferred.extra,
                 deferred.head_only,
             );
+            scratch.status = 200;
             ctx.counters.count_response(Status::OK.code);
             None
         }
@@ -282,6 +348,7 @@ fn finish(ctx: &Context<'_>, reply: &Reply, scratch: &mut Scratch, out: &mut Fix
             false,
         );
     }
+    scratch.status = reply.status.code;
     ctx.counters.count_response(reply.status.code);
 }
 
@@ -291,7 +358,7 @@ fn route(route: Route, query: &[u8], req: &Request<'_>, ctx: &Context<'_>, scrat
     }
     if !route.allows(req.method) {
         let extra = Extra { allow: Some(route.allow_header()), ..Extra::default() };
-        return error(scratch, ErrorCode::MethodNotAllowed, &[b"use GET"], extra);
+        return error(scratch, ErrorCode::MethodNotAllowed, &[route.method_message()], extra);
     }
     match route {
         Route::Health => text(scratch, Status::OK, b"ok"),
@@ -321,6 +388,9 @@ fn keyed(route: Route, query: &[u8], req: &Request<'_>, ctx: &Context<'_>, scrat
         Ok(key) => key,
         Err(refusal) => return refused(refusal, ctx, scratch),
     };
+    if ctx.shared.access_log.is_some() {
+        scratch.key.set(&key.name);
+    }
     match route {
         Route::Price => price(query, key, ctx, scratch),
         Route::Prices => prices(query, key, ctx, scratch),

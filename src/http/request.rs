@@ -12,6 +12,8 @@ pub enum Method {
     Get,
     Head,
     Post,
+    /// A CORS preflight, or a client asking what a route allows.
+    Options,
     Other,
 }
 
@@ -25,6 +27,11 @@ pub struct Request<'b> {
     pub api_key: Option<&'b [u8]>,
     /// HTTP/1.1 without `Connection: close`, or HTTP/1.0 with `Connection: keep-alive`.
     pub keep_alive: bool,
+    /// An HTTP/1.0 request: it keeps its connection only if the response says
+    /// `Connection: keep-alive` (RFC 9112 section 9.3).
+    pub http10: bool,
+    /// The `Origin` header a browser sends from a page on another origin (CORS).
+    pub origin: Option<&'b [u8]>,
     pub body: &'b [u8],
     /// What a WebSocket upgrade needs (RFC 6455 section 4.2.1); all empty on other requests.
     pub upgrade: Upgrade<'b>,
@@ -50,9 +57,35 @@ pub struct ReadLimits {
     pub body_bytes_max: usize,
 }
 
+/// A request whose head is read, whose body may not be yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head<'b> {
+    /// The request, with `body` empty.
+    pub request: Request<'b>,
+    pub head_len: usize,
+    pub body_len: usize,
+    /// `Expect: 100-continue`: the client waits for a `100 Continue` (or the final status)
+    /// before it sends the body.
+    pub expect_continue: bool,
+}
+
+impl<'b> Head<'b> {
+    /// The whole request, once `buf` (what [`parse_head`] read it from) holds its body too.
+    pub fn complete(self, buf: &'b [u8]) -> Option<(Request<'b>, usize)> {
+        let used = self.head_len + self.body_len;
+        let body = buf.get(self.head_len..used)?;
+        Some((Request { body, ..self.request }, used))
+    }
+}
+
 /// Parses the first request in `buf`. `Ok(None)`: more bytes are needed. On success returns the
 /// request and how many bytes of `buf` it used (the rest may be pipelined requests).
 pub fn parse(buf: &[u8], limits: ReadLimits) -> Result<Option<(Request<'_>, usize)>, RequestError> {
+    Ok(parse_head(buf, limits)?.and_then(|head| head.complete(buf)))
+}
+
+/// Parses the head of the first request in `buf`. `Ok(None)`: the head is not complete yet.
+pub fn parse_head(buf: &[u8], limits: ReadLimits) -> Result<Option<Head<'_>>, RequestError> {
     let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
@@ -70,12 +103,15 @@ pub fn parse(buf: &[u8], limits: ReadLimits) -> Result<Option<(Request<'_>, usiz
         Some("GET") => Method::Get,
         Some("HEAD") => Method::Head,
         Some("POST") => Method::Post,
+        Some("OPTIONS") => Method::Options,
         _ => Method::Other,
     };
     let target = req.path.map(str::as_bytes).ok_or(RequestError::Malformed)?;
     let http11 = req.version == Some(1);
     let mut keep_alive = http11;
     let mut api_key = None;
+    let mut origin = None;
+    let mut expect_continue = false;
     let mut upgrade = Upgrade::default();
     let mut content_length: Option<usize> = None;
     for header in req.headers.iter() {
@@ -112,17 +148,18 @@ pub fn parse(buf: &[u8], limits: ReadLimits) -> Result<Option<(Request<'_>, usiz
             content_length = Some(length);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             return Err(RequestError::TransferEncoding);
+        } else if name.eq_ignore_ascii_case(b"origin") {
+            origin = Some(trim(header.value));
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            expect_continue = trim(header.value).eq_ignore_ascii_case(b"100-continue");
         }
     }
     let body_len = content_length.unwrap_or(0);
     if body_len > limits.body_bytes_max {
         return Err(RequestError::BodyTooLarge);
     }
-    if buf.len() < head_len + body_len {
-        return Ok(None);
-    }
-    let body = &buf[head_len..head_len + body_len];
-    Ok(Some((Request { method, target, api_key, keep_alive, body, upgrade }, head_len + body_len)))
+    let request = Request { method, target, api_key, keep_alive, http10: !http11, origin, body: &[], upgrade };
+    Ok(Some(Head { request, head_len, body_len, expect_continue }))
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {
@@ -173,6 +210,26 @@ mod tests {
         assert!(req.keep_alive);
         let (req, _) = one(b"GET / HTTP/1.1\r\nAuthorization: Basic eA==\r\n\r\n").expect("valid").expect("complete");
         assert_eq!(req.api_key, None);
+    }
+
+    #[test]
+    fn origin_options_http10_and_expect() {
+        let raw = b"OPTIONS /v1/price HTTP/1.1\r\nOrigin: https://a.example \r\n\r\n";
+        let (req, _) = one(raw).expect("valid").expect("complete");
+        assert_eq!((req.method, req.origin, req.http10), (Method::Options, Some(&b"https://a.example"[..]), false));
+        let (req, _) = one(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").expect("valid").expect("complete");
+        assert!(req.http10 && req.keep_alive);
+        // The head of a POST that waits for 100 Continue is read before its body.
+        let head = b"POST /v1/sessions HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 5\r\n\r\n";
+        assert_eq!(one(head).expect("valid"), None);
+        let read = parse_head(head, LIMITS).expect("valid").expect("head complete");
+        assert!(read.expect_continue);
+        assert_eq!((read.head_len, read.body_len), (head.len(), 5));
+        assert_eq!(read.complete(head), None);
+        let whole = [&head[..], b"hello"].concat();
+        assert_eq!(read.complete(&whole).map(|(r, used)| (r.body, used)), Some((&b"hello"[..], whole.len())));
+        let other = parse_head(b"POST / HTTP/1.1\r\nExpect: something\r\n\r\n", LIMITS).expect("valid").expect("head");
+        assert!(!other.expect_continue);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use crate::admission::RateInfo;
 use crate::buf::FixedBuf;
 use crate::clock::HTTP_DATE_BYTES;
+use crate::http::cors::{self, Allowed};
 
 /// Every error the public path answers with: PROTOCOL.md's table, plus 408 for a request whose
 /// headers did not arrive in time and 500 for a response that could not be built.
@@ -75,6 +76,7 @@ pub struct Status {
 
 impl Status {
     pub const OK: Self = Self { code: 200, line: b"HTTP/1.1 200 OK\r\n" };
+    pub const NO_CONTENT: Self = Self { code: 204, line: b"HTTP/1.1 204 No Content\r\n" };
     pub const BAD_REQUEST: Self = Self { code: 400, line: b"HTTP/1.1 400 Bad Request\r\n" };
     pub const UNAUTHORIZED: Self = Self { code: 401, line: b"HTTP/1.1 401 Unauthorized\r\n" };
     pub const NOT_FOUND: Self = Self { code: 404, line: b"HTTP/1.1 404 Not Found\r\n" };
@@ -94,6 +96,8 @@ impl Status {
 pub enum ContentType {
     Json,
     Text,
+    /// No body and no length: a 204 (RFC 9110 section 8.6 forbids its Content-Length).
+    Empty,
 }
 
 /// Optional headers.
@@ -105,11 +109,17 @@ pub struct Extra {
     pub www_authenticate: bool,
     /// `Upgrade: websocket` and `Sec-WebSocket-Version: 13`, for a 426.
     pub websocket_upgrade: bool,
+    /// The request came from a browser origin that may read the answer.
+    pub cors: Option<Allowed>,
+    /// A CORS preflight's answer: the methods and headers allowed, cached this long.
+    pub preflight_max_age_s: Option<u32>,
+    /// `Connection: keep-alive`, which an HTTP/1.0 client needs to keep its connection.
+    pub keep_alive: bool,
     pub close: bool,
 }
 
 /// The longest head [`write`] produces: status line, fixed headers, every optional header.
-pub const HEAD_BYTES_MAX: usize = 512;
+pub const HEAD_BYTES_MAX: usize = 1024;
 
 /// Writes a whole response. With `head_only` (a HEAD request) the body is measured, not sent.
 pub fn write(
@@ -124,14 +134,19 @@ pub fn write(
     out.put(status.line);
     out.put(b"Server: pricebeast\r\nDate: ");
     out.put(date);
-    out.put(match content_type {
-        ContentType::Json => b"\r\nContent-Type: application/json\r\nCache-Control: no-store\r\nContent-Length: ",
-        ContentType::Text => {
-            b"\r\nContent-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\nContent-Length: "
+    match content_type {
+        ContentType::Json => {
+            out.put(b"\r\nContent-Type: application/json\r\nCache-Control: no-store\r\nContent-Length: ");
+            out.put_u64(body.len() as u64);
+            out.put(b"\r\n");
         }
-    });
-    out.put_u64(body.len() as u64);
-    out.put(b"\r\n");
+        ContentType::Text => {
+            out.put(b"\r\nContent-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\nContent-Length: ");
+            out.put_u64(body.len() as u64);
+            out.put(b"\r\n");
+        }
+        ContentType::Empty => out.put(b"\r\n"),
+    }
     if let Some(rate) = extra.rate {
         out.put(b"RateLimit-Limit: ");
         out.put_u64(u64::from(rate.limit));
@@ -157,8 +172,32 @@ pub fn write(
     if extra.websocket_upgrade {
         out.put(b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n");
     }
+    if let Some(allowed) = extra.cors {
+        out.put(b"Access-Control-Allow-Origin: ");
+        out.put(allowed.header_value());
+        if let Allowed::Origin(_) = allowed {
+            out.put(b"\r\nVary: Origin");
+        }
+        match extra.preflight_max_age_s {
+            Some(max_age_s) => {
+                out.put(b"\r\nAccess-Control-Allow-Methods: ");
+                out.put(cors::ALLOW_METHODS);
+                out.put(b"\r\nAccess-Control-Allow-Headers: ");
+                out.put(cors::ALLOW_HEADERS);
+                out.put(b"\r\nAccess-Control-Max-Age: ");
+                out.put_u64(u64::from(max_age_s));
+            }
+            None => {
+                out.put(b"\r\nAccess-Control-Expose-Headers: ");
+                out.put(cors::EXPOSE_HEADERS);
+            }
+        }
+        out.put(b"\r\n");
+    }
     if extra.close {
         out.put(b"Connection: close\r\n");
+    } else if extra.keep_alive {
+        out.put(b"Connection: keep-alive\r\n");
     }
     out.put(b"\r\n");
     if !head_only {
@@ -207,10 +246,58 @@ mod tests {
             allow: Some(b"GET, HEAD"),
             www_authenticate: true,
             websocket_upgrade: true,
+            cors: Some(Allowed::Origin(&[b'x'; cors::ORIGIN_BYTES_MAX])),
+            preflight_max_age_s: None,
+            keep_alive: false,
             close: true,
         };
         write(&mut out, Status::HEADERS_TOO_LARGE, DATE, ContentType::Text, &[], &extra, true);
         assert!(!out.overflowed(), "{} bytes", out.len());
+        // A preflight's headers in place of the exposed ones.
+        out.clear();
+        write(
+            &mut out,
+            Status::HEADERS_TOO_LARGE,
+            DATE,
+            ContentType::Text,
+            &[],
+            &Extra { preflight_max_age_s: Some(u32::MAX), ..extra },
+            true,
+        );
+        assert!(!out.overflowed(), "{} bytes", out.len());
+    }
+
+    #[test]
+    fn cors_and_keep_alive_headers() {
+        let mut out = FixedBuf::with_capacity(1024);
+        let preflight = Extra {
+            cors: Some(Allowed::Any),
+            preflight_max_age_s: Some(600),
+            allow: Some(b"GET, HEAD, OPTIONS"),
+            ..Extra::default()
+        };
+        write(&mut out, Status::NO_CONTENT, DATE, ContentType::Empty, b"", &preflight, false);
+        let text = std::str::from_utf8(out.as_slice()).expect("ascii");
+        assert_eq!(
+            text,
+            "HTTP/1.1 204 No Content\r\nServer: pricebeast\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
+             Allow: GET, HEAD, OPTIONS\r\nAccess-Control-Allow-Origin: *\r\n\
+             Access-Control-Allow-Methods: GET, POST, OPTIONS\r\n\
+             Access-Control-Allow-Headers: X-API-Key, Authorization, Content-Type\r\n\
+             Access-Control-Max-Age: 600\r\n\r\n"
+        );
+        out.clear();
+        let echoed = Extra { cors: Some(Allowed::Origin(b"https://a.example")), keep_alive: true, ..Extra::default() };
+        write(&mut out, Status::OK, DATE, ContentType::Text, b"ok", &echoed, false);
+        let text = std::str::from_utf8(out.as_slice()).expect("ascii");
+        assert!(
+            text.ends_with(
+                "Access-Control-Allow-Origin: https://a.example\r\nVary: Origin\r\n\
+                 Access-Control-Expose-Headers: RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After\r\n\
+                 Connection: keep-alive\r\n\r\nok"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

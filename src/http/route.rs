@@ -51,12 +51,21 @@ impl Route {
         }
     }
 
-    /// The `Allow` header value for a 405.
+    /// The `Allow` header value, for a 405 or an `OPTIONS` (which every route answers).
     pub fn allow_header(self) -> &'static [u8] {
         match self {
-            Route::Sessions => b"POST",
-            Route::Stream => b"GET",
-            _ => b"GET, HEAD",
+            Route::Sessions => b"POST, OPTIONS",
+            Route::Stream => b"GET, OPTIONS",
+            _ => b"GET, HEAD, OPTIONS",
+        }
+    }
+
+    /// A 405's message, naming what `Allow` names.
+    pub fn method_message(self) -> &'static [u8] {
+        match self {
+            Route::Sessions => b"use POST",
+            Route::Stream => b"use GET",
+            _ => b"use GET or HEAD",
         }
     }
 
@@ -132,6 +141,17 @@ mod tests {
         assert!(Route::Stream.allows(Method::Get) && !Route::Stream.allows(Method::Head));
         assert_eq!(Route::of(b"/v1/price/").0, Route::NotFound);
         assert_eq!(Route::of(b"").0, Route::NotFound);
+    }
+
+    #[test]
+    fn a_405_message_names_what_allow_names() {
+        for route in [Route::Price, Route::Prices, Route::Usage, Route::Reports, Route::Sessions, Route::Stream] {
+            let allow = std::str::from_utf8(route.allow_header()).expect("ascii");
+            let message = std::str::from_utf8(route.method_message()).expect("ascii");
+            for method in ["GET", "HEAD", "POST"] {
+                assert_eq!(allow.contains(method), message.contains(method), "{route:?}: {allow} vs {message}");
+            }
+        }
     }
 
     #[test]

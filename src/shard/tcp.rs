@@ -299,7 +299,8 @@ impl Link for Box<TlsLink> {
 /// handshake, and the read buffer the handshake left (opened plaintext, then part of a record).
 async fn serve<L: Link>(mut stream: TcpStream, local: Rc<Local>, registered: Registered, mut link: L) {
     let slot = registered.slot;
-    let mut conversation = Conversation::new();
+    let peer = if local.shared.access_log.is_some() { stream.peer_addr().ok() } else { None };
+    let mut conversation = Conversation::with_peer(peer);
     // The latest clock reading: when the next read begins, for the sweep's release timing.
     let mut last_ns = mono_ns();
     let mut deadline_ns = last_ns + local.shared.config.http.idle_timeout_ms * 1_000_000;
@@ -517,7 +518,13 @@ async fn answer_deferred<L: Link>(
         _ => 0,
     };
     let mut out = FixedBuf::with_capacity(handler::SINGLE_RESPONSE_BYTES_MAX + body_len);
-    let after = local.with_context(|ctx, scratch| handler::respond_deferred(&deferred, answer, ctx, scratch, &mut out));
+    let after = local.with_context(|ctx, scratch| {
+        let after = handler::respond_deferred(&deferred, answer, ctx, scratch, &mut out);
+        if let (Some(log), Some(record)) = (&ctx.shared.access_log, deferred.access.take()) {
+            log.submit(record.answered(scratch.status, out.len()));
+        }
+        after
+    });
     let (result, _) = link.send(stream, local, out.into_vec()).await;
     local.counters().observe_latency_us(mono_ns().saturating_sub(started_ns) / 1000);
     result.is_ok() && matches!(after, handler::After::KeepAlive)

@@ -94,8 +94,16 @@ fn method_not_allowed(driver: Driver) {
     {
         let response = server.request(method, target, &[("X-API-Key", key)]);
         assert_error(&response, 405, "method_not_allowed");
-        assert_eq!(response.header("allow"), Some("GET, HEAD"), "{method} {target}");
+        assert_eq!(response.header("allow"), Some("GET, HEAD, OPTIONS"), "{method} {target}");
+        assert_eq!(json(&response)["message"], "use GET or HEAD", "{method} {target}");
     }
+    // Each message names what its Allow names.
+    let sessions = server.request("GET", "/v1/sessions", &[("X-API-Key", key)]);
+    assert_error(&sessions, 405, "method_not_allowed");
+    assert_eq!(sessions.header("allow"), Some("POST, OPTIONS"));
+    assert_eq!(json(&sessions)["message"], "use POST");
+    let stream = server.request("POST", "/v1/stream", &[("X-API-Key", key)]);
+    assert_eq!((stream.header("allow"), json(&stream)["message"].as_str()), (Some("GET, OPTIONS"), Some("use GET")));
 }
 
 fn body_too_large(driver: Driver) {

@@ -369,7 +369,8 @@ fn refused_sessions_and_upgrades(driver: Driver) {
     assert_error(&not_json, 400, "bad_request");
     let get = server.get("/v1/sessions", Some(&partner));
     assert_error(&get, 405, "method_not_allowed");
-    assert_eq!(get.header("allow"), Some("POST"));
+    assert_eq!(get.header("allow"), Some("POST, OPTIONS"));
+    assert_eq!(json(&get)["message"], "use POST");
 
     // Upgrades that are not version 13 WebSocket upgrades.
     let id = session(&server, &["BTC-USD"]);

@@ -583,7 +583,9 @@ fn listening_addrs(line: &str) -> Option<(Option<SocketAddr>, Option<SocketAddr>
     if !line.contains("listening http=") {
         return None;
     }
-    let text = |name: &str| line.split_whitespace().find_map(|w| w.strip_prefix(name));
+    // In a JSON log line the last address ends the message string.
+    let text =
+        |name: &str| line.split_whitespace().find_map(|w| w.strip_prefix(name)).and_then(|a| a.split('"').next());
     let field = |name: &str| text(name).and_then(|a| a.parse().ok());
     Some((field("http="), field("https="), field("udp=")?, field("admin=")?))
 }
