@@ -244,6 +244,38 @@ fn dashboard_and_alerts_against_a_real_prometheus() {
         })
     };
 
+    // One stream open for the whole test, read as it pushes, for the stream panels.
+    let body = serde_json::json!({ "symbols": ["BTC-USD"] }).to_string();
+    let partner = server.key("partner").to_owned();
+    let headers = [("X-API-Key", partner.as_str()), ("Content-Type", "application/json")];
+    let created = server.request_with_body("POST", "/v1/sessions", &headers, body.as_bytes());
+    assert_eq!(created.status, 200, "{}", created.text());
+    let session: Value = serde_json::from_slice(&created.body).expect("session JSON");
+    let session_id = session["session_id"].as_str().expect("a session id").to_owned();
+    let stream = {
+        let stop = Arc::clone(&stop);
+        let mut ws = TcpStream::connect(server.http).expect("connecting the stream");
+        ws.set_read_timeout(Some(Duration::from_millis(200))).expect("read timeout");
+        write!(
+            ws,
+            "GET /v1/stream?session_id={session_id} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .expect("sending the upgrade");
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 64 * 1024];
+            let mut first = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match ws.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) if first.len() < 12 => first.extend_from_slice(&chunk[..n]),
+                    _ => {}
+                }
+            }
+            first
+        })
+    };
+
     // Rewritten copy of the rules: every `for:` is 0s, so that an alert fires at its first true
     // evaluation instead of minutes later; the expressions are the shipped ones.
     let test_rules: String = rules
@@ -273,6 +305,8 @@ fn dashboard_and_alerts_against_a_real_prometheus() {
     for (panel, expr) in &queries {
         let result = prometheus.query(expr).unwrap_or_else(|e| panic!("panel {panel:?}: {expr}: {e}"));
         assert!(!result.is_empty(), "panel {panel:?} has no data: {expr}");
+        let numbers = result.iter().filter(|r| r["value"][1].as_str().is_some_and(|v| v != "NaN")).count();
+        assert!(numbers > 0, "panel {panel:?} has only NaN: {expr}: {result:?}");
     }
 
     let alerts = alert_exprs(&rules);
@@ -303,5 +337,7 @@ fn dashboard_and_alerts_against_a_real_prometheus() {
 
     stop.store(true, Ordering::Relaxed);
     load.join().expect("load thread");
+    let first = stream.join().expect("stream thread");
+    assert!(first.starts_with(b"HTTP/1.1 101"), "{:?}", String::from_utf8_lossy(&first));
     drop(mock);
 }
