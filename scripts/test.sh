@@ -39,6 +39,17 @@ if ! command -v redis-server >/dev/null 2>&1; then
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server
 fi
 
+# The Prometheus e2e test (tests/e2e/prometheus.rs) starts a prometheus of its own on a free
+# loopback port, with its own config and data directory, and runs promtool; the package's own
+# service (on 9090, with /etc/prometheus) is never what it talks to.
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+  say "installing prometheus and promtool for the Prometheus test"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+fi
+
 # The load-tool e2e tests (tests/e2e/loadtools.rs) run deploy/locust/locustfile.py with Locust
 # from PyPI; where pip may not install into the system's Python (PEP 668), into a virtual
 # environment under target/, where the tests look for it. (The k6 scripts are only parsed, by node.)

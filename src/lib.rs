@@ -30,6 +30,7 @@
 //! - [`keys`]: the keys file and the table the shards read; [`ratelimit`]: GCRA per key;
 //!   [`usage`]: monthly counts per key, and the durable ledger they are drained into.
 //! - [`counters`]: the 24 counters, the gauges and the latency histogram; derived rates.
+//! - [`faults`]: errors and recovered faults in background work, by component.
 //! - [`admin`]: the admin listener and `/metrics`; [`access_log`]: a line per HTTP request,
 //!   written off the shards; [`logging`]: the process's own log lines.
 //! - [`control`]: the control plane's background services, started from one list, stopped by one
@@ -57,6 +58,7 @@ pub mod config;
 pub mod control;
 pub mod counters;
 pub mod fallback;
+pub mod faults;
 pub mod feeds;
 pub mod governor;
 pub mod http;

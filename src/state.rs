@@ -79,6 +79,11 @@ impl Shared {
         self.draining.load(Ordering::Relaxed)
     }
 
+    /// Background faults by component (kept beside the counters, which every service holds).
+    pub fn faults(&self) -> &crate::faults::Faults {
+        self.counters.faults()
+    }
+
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
     }

@@ -34,6 +34,7 @@ mod e2e {
     mod notify;
     mod postgres;
     mod profiles;
+    mod prometheus;
     mod shutdown;
     mod slow;
     mod streams;

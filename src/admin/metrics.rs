@@ -1,5 +1,9 @@
 //! `/metrics`: the counters, gauges and request latency histogram in Prometheus text format,
-//! through a collector that reads the live counters at scrape time.
+//! through a collector that reads the live counters at scrape time; beside them the process's
+//! resources (`process_*`), the build, responses by exact status and background faults by
+//! component.
+
+mod process;
 
 use std::sync::Arc;
 
@@ -11,8 +15,9 @@ use prometheus::{Encoder, Registry, TextEncoder};
 
 use crate::clock::Now;
 use crate::counters::{
-    Counters, HistogramSnapshot, COUNTER_NAMES, GAUGE_NAMES, LATENCY_BOUNDS_US, STREAM_COUNTER_NAMES,
+    Counters, HistogramSnapshot, COUNTER_NAMES, GAUGE_NAMES, LATENCY_BOUNDS_US, STATUS_CODES, STREAM_COUNTER_NAMES,
 };
+use crate::faults::COMPONENT_NAMES;
 use crate::feeds::stats::{VenueReading, VenueStats};
 
 const PREFIX: &str = "pricebeast_";
@@ -30,13 +35,16 @@ impl CountersCollector {
             descs.push(Desc::new(format!("{PREFIX}{name}_total"), help(name).into(), vec![], Default::default())?);
         }
         for name in GAUGE_NAMES {
-            descs.push(Desc::new(format!("{PREFIX}{name}"), help(name).into(), vec![], Default::default())?);
+            descs.push(Desc::new(gauge_series(name).0, help(name).into(), vec![], Default::default())?);
         }
         for name in STREAM_COUNTER_NAMES {
             descs.push(Desc::new(format!("{PREFIX}{name}_total"), help(name).into(), vec![], Default::default())?);
         }
         for (name, help) in HISTOGRAMS {
             descs.push(Desc::new(format!("{PREFIX}{name}"), help.into(), vec![], Default::default())?);
+        }
+        for (name, help, label) in LABELLED {
+            descs.push(Desc::new(format!("{PREFIX}{name}"), help.into(), vec![label.into()], Default::default())?);
         }
         Ok(Self { counters, descs })
     }
@@ -58,11 +66,18 @@ impl Collector for CountersCollector {
             families.push(family(format!("{PREFIX}{name}_total"), help(name), MetricType::COUNTER, metric));
         }
         for (i, name) in GAUGE_NAMES.iter().enumerate() {
-            let mut gauge = ProtoGauge::default();
-            gauge.set_value(snap.gauges[i] as f64);
+            let (series, kind) = gauge_series(name);
             let mut metric = Metric::default();
-            metric.set_gauge(gauge);
-            families.push(family(format!("{PREFIX}{name}"), help(name), MetricType::GAUGE, metric));
+            if kind == MetricType::COUNTER {
+                let mut counter = ProtoCounter::default();
+                counter.set_value(snap.gauges[i].max(0) as f64);
+                metric.set_counter(counter);
+            } else {
+                let mut gauge = ProtoGauge::default();
+                gauge.set_value(snap.gauges[i] as f64);
+                metric.set_gauge(gauge);
+            }
+            families.push(family(series, help(name), kind, metric));
         }
         for (i, name) in STREAM_COUNTER_NAMES.iter().enumerate() {
             let mut counter = ProtoCounter::default();
@@ -76,8 +91,51 @@ impl Collector for CountersCollector {
         for ((name, help), values) in HISTOGRAMS.iter().zip([&requests, &snap.push_latency]) {
             families.push(family(format!("{PREFIX}{name}"), help, MetricType::HISTOGRAM, histogram(values)));
         }
+        let codes = STATUS_CODES.iter().map(|c| c.to_string()).chain(["other".to_owned()]);
+        let by_code = codes.zip(snap.by_status).map(|(code, n)| labelled_counter("code", code, n as f64)).collect();
+        let faults = self.counters.faults().read();
+        let by_component =
+            COMPONENT_NAMES.iter().zip(faults).map(|(c, n)| labelled_counter("component", *c, n as f64)).collect();
+        for ((name, help, _), metrics) in LABELLED.iter().zip([by_code, by_component]) {
+            families.push(family_of(format!("{PREFIX}{name}"), help, MetricType::COUNTER, metrics));
+        }
         families
     }
+}
+
+/// A gauge's series: its own name, except `db_wait_count`, a running total kept among the gauges,
+/// which Prometheus' naming rules want as a counter ending in `_total` (`promtool check metrics`).
+fn gauge_series(name: &str) -> (String, MetricType) {
+    match name {
+        "db_wait_count" => (format!("{PREFIX}db_waits_total"), MetricType::COUNTER),
+        _ => (format!("{PREFIX}{name}"), MetricType::GAUGE),
+    }
+}
+
+/// The counters with a label, in the order `collect` writes them: (name, help, label).
+const LABELLED: [(&str, &str, &str); 2] = [
+    (
+        "responses_total",
+        "HTTP responses on the public path by status code (101 is a WebSocket upgrade; other: any status not listed)",
+        "code",
+    ),
+    (
+        "errors_total",
+        "Errors and recovered faults in background work: feed (failed or silent connections, unreadable frames, venue errors), ledger (store writes and reads), redis, fallback (REST lookups), keys (reloads), panic (caught), access_log (lines dropped)",
+        "component",
+    ),
+];
+
+fn labelled_counter(label: &str, value: impl Into<String>, count: f64) -> Metric {
+    let mut pair = LabelPair::default();
+    pair.set_name(label.into());
+    pair.set_value(value.into());
+    let mut counter = ProtoCounter::default();
+    counter.set_value(count);
+    let mut metric = Metric::default();
+    metric.set_label(vec![pair]);
+    metric.set_counter(counter);
+    metric
 }
 
 /// The histograms' names and help, in the order `collect` writes them.
@@ -121,31 +179,47 @@ fn family_of(name: String, help: &str, kind: MetricType, metrics: Vec<Metric>) -
 /// Each exchange feed's state, one series per venue (`venue` label).
 struct FeedsCollector {
     feeds: Vec<(String, Arc<VenueStats>)>,
+    /// Unix ms when the collector was made (the server's start): the last message time of a
+    /// venue never heard from, so that `time() - timestamp` grows for it as for a silent one.
+    started_ms: u64,
     descs: Vec<Desc>,
 }
 
 /// (name, help, counter or gauge, value) of every per-venue series.
-type FeedSeries = (&'static str, &'static str, MetricType, fn(&VenueReading) -> f64);
+type FeedSeries = (&'static str, &'static str, MetricType, fn(&VenueReading, At) -> f64);
 
-const FEED_SERIES: [FeedSeries; 9] = [
-    ("venue_connected", "1 while the venue has a connection up", MetricType::GAUGE, |r| {
+/// When a scrape reads the venues: now and the server's start, Unix ms.
+#[derive(Clone, Copy)]
+struct At {
+    now_ms: u64,
+    started_ms: u64,
+}
+
+const FEED_SERIES: [FeedSeries; 10] = [
+    ("venue_connected", "1 while the venue has a connection up", MetricType::GAUGE, |r, _| {
         f64::from(u8::from(r.connected))
     }),
-    ("venue_connections", "Connections up to the venue", MetricType::GAUGE, |r| r.connections as f64),
+    ("venue_connections", "Connections up to the venue", MetricType::GAUGE, |r, _| r.connections as f64),
     (
         "venue_last_message_age_seconds",
-        "Seconds since the venue's last frame (-1 before the first)",
+        "Seconds since the venue's last frame (-1 before the first; alert on venue_last_message_timestamp_seconds)",
         MetricType::GAUGE,
-        |r| r.last_message_age_ms.map_or(-1.0, |ms| ms as f64 / 1000.0),
+        |r, _| r.last_message_age_ms.map_or(-1.0, |ms| ms as f64 / 1000.0),
     ),
-    ("venue_messages_total", "Frames received from the venue", MetricType::COUNTER, |r| r.messages as f64),
-    ("venue_prices_total", "Prices written to the book from the venue", MetricType::COUNTER, |r| r.prices as f64),
-    ("venue_reconnects_total", "Reconnects to the venue", MetricType::COUNTER, |r| r.reconnects as f64),
-    ("venue_parse_errors_total", "Frames from the venue that could not be read", MetricType::COUNTER, |r| {
+    (
+        "venue_last_message_timestamp_seconds",
+        "Unix time of the venue's last frame; the server's start before the first",
+        MetricType::GAUGE,
+        |r, at| r.last_message_age_ms.map_or(at.started_ms, |age| at.now_ms.saturating_sub(age)) as f64 / 1000.0,
+    ),
+    ("venue_messages_total", "Frames received from the venue", MetricType::COUNTER, |r, _| r.messages as f64),
+    ("venue_prices_total", "Prices written to the book from the venue", MetricType::COUNTER, |r, _| r.prices as f64),
+    ("venue_reconnects_total", "Reconnects to the venue", MetricType::COUNTER, |r, _| r.reconnects as f64),
+    ("venue_parse_errors_total", "Frames from the venue that could not be read", MetricType::COUNTER, |r, _| {
         r.parse_errors as f64
     }),
-    ("venue_errors_total", "Errors the venue reported", MetricType::COUNTER, |r| r.venue_errors as f64),
-    ("venue_unknown_symbols_total", "Prices for symbols not configured", MetricType::COUNTER, |r| {
+    ("venue_errors_total", "Errors the venue reported", MetricType::COUNTER, |r, _| r.venue_errors as f64),
+    ("venue_unknown_symbols_total", "Prices for symbols not configured", MetricType::COUNTER, |r, _| {
         r.unknown_symbols as f64
     }),
 ];
@@ -158,7 +232,7 @@ impl FeedsCollector {
                 Desc::new(format!("{PREFIX}{name}"), (*help).into(), vec!["venue".into()], Default::default())
             })
             .collect::<prometheus::Result<_>>()?;
-        Ok(Self { feeds, descs })
+        Ok(Self { feeds, started_ms: Now::read().unix_ms, descs })
     }
 }
 
@@ -172,6 +246,7 @@ impl Collector for FeedsCollector {
             return Vec::new();
         }
         let now_ms = Now::read().unix_ms;
+        let at = At { now_ms, started_ms: self.started_ms };
         let readings: Vec<(&str, VenueReading)> =
             self.feeds.iter().map(|(v, s)| (v.as_str(), s.read(now_ms))).collect();
         FEED_SERIES
@@ -187,11 +262,11 @@ impl Collector for FeedsCollector {
                         metric.set_label(vec![label]);
                         if *kind == MetricType::COUNTER {
                             let mut counter = ProtoCounter::default();
-                            counter.set_value(value(reading));
+                            counter.set_value(value(reading, at));
                             metric.set_counter(counter);
                         } else {
                             let mut gauge = ProtoGauge::default();
-                            gauge.set_value(value(reading));
+                            gauge.set_value(value(reading, at));
                             metric.set_gauge(gauge);
                         }
                         metric
@@ -354,6 +429,127 @@ impl Collector for TuningCollector {
     }
 }
 
+/// This process's resources and the build, read at scrape time.
+struct ProcessCollector {
+    descs: Vec<Desc>,
+}
+
+const BUILD_INFO: &str = "build_info";
+const BUILD_INFO_HELP: &str = "1, labelled with the version, the commit and the compiler this binary was built from";
+const BUILD_LABELS: [&str; 3] = ["version", "commit", "rustc"];
+
+/// The build's labels: the commit and compiler come from build.rs ("unknown" without git).
+fn build_labels() -> [&'static str; 3] {
+    [env!("CARGO_PKG_VERSION"), env!("PRICEBEAST_COMMIT"), env!("PRICEBEAST_RUSTC")]
+}
+
+impl ProcessCollector {
+    fn new() -> prometheus::Result<Self> {
+        let mut descs = process::SERIES
+            .iter()
+            .map(|(name, help, _)| Desc::new((*name).into(), (*help).into(), vec![], Default::default()))
+            .collect::<prometheus::Result<Vec<_>>>()?;
+        let labels = BUILD_LABELS.iter().map(|l| (*l).to_owned()).collect();
+        descs.push(Desc::new(format!("{PREFIX}{BUILD_INFO}"), BUILD_INFO_HELP.into(), labels, Default::default())?);
+        Ok(Self { descs })
+    }
+}
+
+impl Collector for ProcessCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let reading = process::read();
+        let mut families: Vec<MetricFamily> = process::SERIES
+            .iter()
+            .filter_map(|(name, help, value)| {
+                let value = value(&reading)?;
+                let mut metric = Metric::default();
+                let kind = if name.ends_with("_total") {
+                    let mut counter = ProtoCounter::default();
+                    counter.set_value(value);
+                    metric.set_counter(counter);
+                    MetricType::COUNTER
+                } else {
+                    let mut gauge = ProtoGauge::default();
+                    gauge.set_value(value);
+                    metric.set_gauge(gauge);
+                    MetricType::GAUGE
+                };
+                Some(family((*name).into(), help, kind, metric))
+            })
+            .collect();
+        let mut gauge = ProtoGauge::default();
+        gauge.set_value(1.0);
+        let mut metric = Metric::default();
+        metric.set_gauge(gauge);
+        metric.set_label(
+            BUILD_LABELS
+                .iter()
+                .zip(build_labels())
+                .map(|(name, value)| {
+                    let mut pair = LabelPair::default();
+                    pair.set_name((*name).into());
+                    pair.set_value(value.into());
+                    pair
+                })
+                .collect(),
+        );
+        families.push(family(format!("{PREFIX}{BUILD_INFO}"), BUILD_INFO_HELP, MetricType::GAUGE, metric));
+        families
+    }
+}
+
+/// How much of the book has a price to serve, read at scrape time (a pass over the symbols).
+struct BookCollector {
+    shared: Arc<crate::state::Shared>,
+    descs: Vec<Desc>,
+}
+
+const BOOK_SERIES: [(&str, &str); 2] = [
+    ("book_symbols", "Symbols in the book"),
+    (
+        "book_stale_symbols",
+        "Symbols with no price to serve now: no fresh venue and no recent fallback price (answered 503)",
+    ),
+];
+
+impl BookCollector {
+    fn new(shared: Arc<crate::state::Shared>) -> prometheus::Result<Self> {
+        let descs = BOOK_SERIES
+            .iter()
+            .map(|(name, help)| Desc::new(format!("{PREFIX}{name}"), (*help).into(), vec![], Default::default()))
+            .collect::<prometheus::Result<_>>()?;
+        Ok(Self { shared, descs })
+    }
+}
+
+impl Collector for BookCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let book = &self.shared.book;
+        let now_ms = Now::read().unix_ms;
+        let symbols = book.symbols();
+        let stale = symbols.iter().filter(|(id, _)| book.served(*id, now_ms).is_none()).count();
+        BOOK_SERIES
+            .iter()
+            .zip([symbols.len(), stale])
+            .map(|((name, help), value)| {
+                let mut gauge = ProtoGauge::default();
+                gauge.set_value(value as f64);
+                let mut metric = Metric::default();
+                metric.set_gauge(gauge);
+                family(format!("{PREFIX}{name}"), help, MetricType::GAUGE, metric)
+            })
+            .collect()
+    }
+}
+
 /// The registry `/metrics` renders.
 pub struct Metrics {
     registry: Registry,
@@ -367,6 +563,7 @@ impl Metrics {
         tls: Option<Arc<crate::tls::certs::Certs>>,
     ) -> prometheus::Result<Self> {
         let registry = Registry::new();
+        registry.register(Box::new(ProcessCollector::new()?))?;
         registry.register(Box::new(CountersCollector::new(counters)?))?;
         registry.register(Box::new(FeedsCollector::new(feeds)?))?;
         if let Some(certs) = tls {
@@ -375,8 +572,9 @@ impl Metrics {
         Ok(Self { registry })
     }
 
-    /// Adds the profile in force and the governor's state.
+    /// Adds the profile in force, the governor's state and the book's stale symbols.
     pub fn with_tuning(self, shared: Arc<crate::state::Shared>) -> prometheus::Result<Self> {
+        self.registry.register(Box::new(BookCollector::new(Arc::clone(&shared))?))?;
         self.registry.register(Box::new(TuningCollector::new(shared)?))?;
         Ok(self)
     }
@@ -422,5 +620,37 @@ mod tests {
         }
         assert!(text.contains("pricebeast_venue_connected{venue=\"coinbase\"} 1"), "{text}");
         assert!(text.contains("pricebeast_venue_messages_total{venue=\"coinbase\"} 1"), "{text}");
+    }
+
+    #[test]
+    fn renders_codes_faults_process_and_build() {
+        let counters = Arc::new(Counters::new(1));
+        counters.shard(0).count_response(404);
+        counters.shard(0).count_response(404);
+        counters.shard(0).count_response(302);
+        counters.faults().count(crate::faults::Component::Redis);
+        let silent = Arc::new(VenueStats::default());
+        let text = Metrics::new(counters, vec![("kraken".into(), silent)], None).expect("registry").render();
+        assert!(text.contains("# TYPE pricebeast_responses_total counter"), "{text}");
+        assert!(text.contains("pricebeast_responses_total{code=\"404\"} 2"), "{text}");
+        assert!(text.contains("pricebeast_responses_total{code=\"200\"} 0"), "{text}");
+        assert!(text.contains("pricebeast_responses_total{code=\"other\"} 1"), "{text}");
+        assert!(text.contains("pricebeast_responses_4xx_total 2"), "{text}");
+        assert!(text.contains("pricebeast_errors_total{component=\"redis\"} 1"), "{text}");
+        for component in COMPONENT_NAMES {
+            assert!(text.contains(&format!("pricebeast_errors_total{{component=\"{component}\"}}")), "{component}");
+        }
+        for (name, ..) in process::SERIES {
+            assert!(text.contains(&format!("\n{name} ")), "{name}: {text}");
+        }
+        assert!(text.contains("# TYPE process_cpu_seconds_total counter"), "{text}");
+        assert!(text.contains("pricebeast_build_info{"), "{text}");
+        assert!(text.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))), "{text}");
+        // Never heard from: the start time, not -1.
+        let line =
+            text.lines().find(|l| l.starts_with("pricebeast_venue_last_message_timestamp_seconds{")).expect("series");
+        let ts: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("value");
+        let now = Now::read().unix_ms as f64 / 1000.0;
+        assert!(ts > now - 60.0 && ts <= now, "{line}");
     }
 }

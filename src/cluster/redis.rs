@@ -102,9 +102,12 @@ impl Redis {
         answer
     }
 
-    /// Logs a change of reachability, once.
+    /// Counts every failure; logs a change of reachability, once.
     fn observe<E: std::fmt::Display>(&self, outcome: Result<(), E>) {
         let up = outcome.is_ok();
+        if !up {
+            self.counters.faults().count(crate::faults::Component::Redis);
+        }
         if self.up.swap(up, Ordering::Relaxed) != up {
             match outcome {
                 Ok(()) => tracing::info!("Redis reachable again"),

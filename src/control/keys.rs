@@ -16,6 +16,7 @@ pub fn reload(shared: &Arc<Shared>, why: &str) -> Result<usize, crate::keys::Key
             Ok(count)
         }
         Err(e) => {
+            shared.faults().count(crate::faults::Component::Keys);
             tracing::warn!("keys reload ({why}) failed, previous keys stay in force: {e}");
             Err(e)
         }

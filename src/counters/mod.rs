@@ -154,6 +154,30 @@ pub const STREAM_COUNTER_NAMES: [&str; STREAM_COUNTERS] = [
     "udp_batches",
 ];
 
+/// The HTTP statuses the public path answers, one slot each, and a last slot for any other:
+/// `responses_total{code}` counts each in one add on a fixed slot, no lookup structure.
+pub const STATUS_CODES: [u16; 15] = [101, 200, 204, 400, 401, 404, 405, 408, 413, 426, 429, 431, 500, 503, 504];
+pub const STATUS_SLOTS: usize = STATUS_CODES.len() + 1;
+
+/// Status code → slot, as a table read with one load (a code past its end is "other").
+const STATUS_SLOT: [u8; 505] = {
+    let mut table = [STATUS_CODES.len() as u8; 505];
+    let mut i = 0;
+    while i < STATUS_CODES.len() {
+        table[STATUS_CODES[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+
+#[inline]
+fn status_slot(code: u16) -> usize {
+    match STATUS_SLOT.get(usize::from(code)) {
+        Some(&slot) => usize::from(slot),
+        None => STATUS_CODES.len(),
+    }
+}
+
 /// A histogram of microsecond latencies in the [`LATENCY_BOUNDS_US`] buckets.
 #[derive(Default)]
 pub struct LatencyHistogram {
@@ -233,6 +257,8 @@ pub struct CounterBlock {
     stream: [AtomicU64; STREAM_COUNTERS],
     /// From a price's write into the book to the write of the frame that carried it.
     push_latency: LatencyHistogram,
+    /// Responses by exact status, in [`STATUS_CODES`] order (last: any other).
+    by_status: [AtomicU64; STATUS_SLOTS],
 }
 
 impl CounterBlock {
@@ -244,6 +270,18 @@ impl CounterBlock {
     #[inline]
     pub fn inc(&self, counter: Counter) {
         self.add(counter, 1);
+    }
+
+    /// Counts one HTTP response: its class among the 24 counters and its exact status. A 101
+    /// (WebSocket upgrade) counts as 2xx, as it always has.
+    #[inline]
+    pub fn count_response(&self, code: u16) {
+        self.inc(match code {
+            101 | 200..=299 => Counter::Responses2xx,
+            400..=499 => Counter::Responses4xx,
+            _ => Counter::Responses5xx,
+        });
+        self.by_status[status_slot(code)].fetch_add(1, Ordering::Relaxed);
     }
 
     #[inline]
@@ -283,6 +321,9 @@ impl CounterBlock {
 /// All the blocks: one per shard and one for the control plane.
 pub struct Counters {
     blocks: Box<[CounterBlock]>,
+    /// Background faults by component: beside the blocks so that every part that holds the
+    /// counters (feeds, ledger, Redis, lookups) can count them. Never reset.
+    faults: crate::faults::Faults,
 }
 
 /// The summed values at one instant.
@@ -295,6 +336,8 @@ pub struct Snapshot {
     pub latency_count: u64,
     pub stream: [u64; STREAM_COUNTERS],
     pub push_latency: HistogramSnapshot,
+    /// Responses by exact status, in [`STATUS_CODES`] order (last: any other).
+    pub by_status: [u64; STATUS_SLOTS],
 }
 
 impl Snapshot {
@@ -315,7 +358,11 @@ impl Counters {
     pub fn new(shards: usize) -> Self {
         let blocks: Box<[CounterBlock]> = (0..=shards).map(|_| CounterBlock::default()).collect();
         blocks[shards].gauge_set(Gauge::Shards, shards as i64);
-        Self { blocks }
+        Self { blocks, faults: Default::default() }
+    }
+
+    pub fn faults(&self) -> &crate::faults::Faults {
+        &self.faults
     }
 
     /// How many shards have a block (the control plane's is beside them).
@@ -351,6 +398,9 @@ impl Counters {
                 *sum += v.load(Ordering::Relaxed);
             }
             block.push_latency.add_into(&mut snap.push_latency);
+            for (sum, v) in snap.by_status.iter_mut().zip(&block.by_status) {
+                *sum += v.load(Ordering::Relaxed);
+            }
         }
         snap
     }
@@ -358,7 +408,7 @@ impl Counters {
     /// Zeroes the counters and the histograms (not the gauges, which are levels).
     pub fn reset(&self) {
         for block in self.blocks.iter() {
-            for v in block.counts.iter().chain(&block.latency_buckets).chain(&block.stream) {
+            for v in block.counts.iter().chain(&block.latency_buckets).chain(&block.stream).chain(&block.by_status) {
                 v.store(0, Ordering::Relaxed);
             }
             block.push_latency.reset();
@@ -406,6 +456,25 @@ mod tests {
         assert_eq!(snap.stream, [0; STREAM_COUNTERS]);
         assert_eq!(snap.push_latency, HistogramSnapshot::default());
         assert_eq!(snap.gauge(Gauge::OpenConnections), 3);
+    }
+
+    #[test]
+    fn responses_count_by_class_and_exact_status() {
+        let counters = Counters::new(1);
+        for code in [200, 200, 404, 101, 503, 302, 999] {
+            counters.shard(0).count_response(code);
+        }
+        let snap = counters.snapshot();
+        let slot = |code| STATUS_CODES.iter().position(|&c| c == code).expect("listed");
+        assert_eq!(snap.by_status[slot(200)], 2);
+        assert_eq!(snap.by_status[slot(404)], 1);
+        assert_eq!(snap.by_status[slot(101)], 1);
+        assert_eq!(snap.by_status[STATUS_CODES.len()], 2, "302 and 999 are other");
+        assert_eq!(snap.get(Counter::Responses2xx), 3);
+        assert_eq!(snap.get(Counter::Responses4xx), 1);
+        assert_eq!(snap.get(Counter::Responses5xx), 3, "as before: anything not 2xx or 4xx is 5xx");
+        counters.reset();
+        assert_eq!(counters.snapshot().by_status, [0; STATUS_SLOTS]);
     }
 
     #[test]

@@ -122,7 +122,10 @@ impl Lookups {
                     }
                     return Looked::Filled(Layer::Rest);
                 }
-                Err(e) => source.warn(&name, &e),
+                Err(e) => {
+                    self.shared.faults().count(crate::faults::Component::Fallback);
+                    source.warn(&name, &e)
+                }
             }
         }
         Looked::Nothing
@@ -167,6 +170,9 @@ pub async fn run(lookups: Arc<Lookups>, mut jobs: mpsc::Receiver<MissJob>, mut s
                 let (id, looked) = match done {
                     Ok((id, looked)) => (id, looked),
                     Err(e) => {
+                        use crate::faults::Component;
+                        let component = if e.is_panic() { Component::Panic } else { Component::Fallback };
+                        lookups.shared.faults().count(component);
                         tracing::warn!("a price lookup failed: {e}");
                         (e.id(), Looked::Nothing)
                     }

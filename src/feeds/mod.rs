@@ -85,6 +85,11 @@ impl BookWriter {
         self.counters.control().inc(Counter::FeedReconnects);
     }
 
+    /// Counts one fault of the feed (`errors_total{component="feed"}`).
+    pub fn count_fault(&self) {
+        self.counters.faults().count(crate::faults::Component::Feed);
+    }
+
     /// Marks the feed connected (+1) or disconnected (-1) in the `feeds_connected` gauge.
     pub fn connected(&self, delta: i64) {
         self.counters.control().gauge_add(Gauge::FeedsConnected, delta);

@@ -129,9 +129,15 @@ async fn run(
         let lived = started.elapsed();
         match &ended {
             Ended::Stopped => return,
-            Ended::Stalled(silence) => tracing::warn!(venue = name, "no message for {silence:?}: reconnecting"),
+            Ended::Stalled(silence) => {
+                writer.count_fault();
+                tracing::warn!(venue = name, "no message for {silence:?}: reconnecting")
+            }
             Ended::Closed => tracing::warn!(venue = name, "connection closed: reconnecting"),
-            Ended::Failed(why) => tracing::warn!(venue = name, "connection failed: {why}"),
+            Ended::Failed(why) => {
+                writer.count_fault();
+                tracing::warn!(venue = name, "connection failed: {why}")
+            }
         }
         if lived >= Duration::from_millis(HEALTHY_SESSION_MS) {
             attempt = 0;
@@ -273,11 +279,13 @@ fn read_frame(
     match result {
         Ok(Frame::VenueError) => {
             stats.venue_error();
+            writer.count_fault();
             tracing::warn!(venue = venue.name(), "venue reported an error: {}", String::from_utf8_lossy(text));
         }
         Ok(_) => {}
         Err(e) => {
             stats.parse_error();
+            writer.count_fault();
             tracing::debug!(venue = venue.name(), "unreadable frame: {e}");
         }
     }

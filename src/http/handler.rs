@@ -150,7 +150,7 @@ pub fn respond(
             Ok((grant, key)) => {
                 handshake::write_accept(out, key);
                 scratch.status = 101;
-                ctx.counters.inc(Counter::Responses2xx);
+                ctx.counters.count_response(101);
                 return After::Upgrade(grant);
             }
             Err(refusal) => {
@@ -279,7 +279,7 @@ pub fn respond_deferred(
                 deferred.head_only,
             );
             scratch.status = 200;
-            ctx.counters.inc(Counter::Responses2xx);
+            ctx.counters.count_response(Status::OK.code);
             None
         }
         // The store's own error (paths, hosts) is logged on the control plane, not told to clients.
@@ -349,11 +349,7 @@ fn finish(ctx: &Context<'_>, reply: &Reply, scratch: &mut Scratch, out: &mut Fix
         );
     }
     scratch.status = reply.status.code;
-    ctx.counters.inc(match reply.status.code {
-        200..=299 => Counter::Responses2xx,
-        400..=499 => Counter::Responses4xx,
-        _ => Counter::Responses5xx,
-    });
+    ctx.counters.count_response(reply.status.code);
 }
 
 fn route(route: Route, query: &[u8], req: &Request<'_>, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply {

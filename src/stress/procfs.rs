@@ -125,8 +125,9 @@ fn socket_inodes(table: &str, port: u16, udp: bool) -> Vec<String> {
     inodes
 }
 
+/// The kernel's clock ticks a second, in which /proc/PID/stat counts times.
 #[allow(unsafe_code)]
-fn clock_ticks_per_s() -> f64 {
+pub fn clock_ticks_per_s() -> f64 {
     // SAFETY: sysconf reads a constant of the system and touches no memory of ours.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if ticks > 0 {

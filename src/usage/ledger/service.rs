@@ -155,12 +155,16 @@ impl Ledger {
                         }
                         Ok(_) => {}
                         Err(e) => {
+                            counters.faults().count(crate::faults::Component::Ledger);
                             tracing::warn!("usage store: reading this node's last batch from PostgreSQL failed ({e})")
                         }
                     },
-                    Err(e) => tracing::warn!(
-                        "usage store: PostgreSQL not ready at start ({e}); batches wait in the journal until it is"
-                    ),
+                    Err(e) => {
+                        counters.faults().count(crate::faults::Component::Ledger);
+                        tracing::warn!(
+                            "usage store: PostgreSQL not ready at start ({e}); batches wait in the journal until it is"
+                        )
+                    }
                 }
                 Some(fleet)
             }
@@ -274,6 +278,7 @@ impl Ledger {
         let totals = match self.totals(from_s, to_s).await {
             Ok(totals) => totals,
             Err(e) if self.fleet.is_some() => {
+                self.counters.faults().count(crate::faults::Component::Ledger);
                 tracing::warn!(
                     "usage store: cannot read the month from PostgreSQL ({e}); caps start from this node's own journal"
                 );
@@ -457,6 +462,7 @@ fn unflushed(table: &KeyTable) -> u64 {
 async fn prune(ledger: &Ledger) {
     let now_ms = Now::read().unix_ms;
     if let Err(e) = ledger.journal(move |j| j.prune_flushes(now_ms)).await {
+        ledger.counters.faults().count(crate::faults::Component::Ledger);
         tracing::warn!("usage journal: pruning old batch ids failed: {e}");
     }
     if let Some(fleet) = &ledger.fleet {
@@ -479,6 +485,7 @@ async fn ship(ledger: Arc<Ledger>, wrote: Arc<Notify>, mut stop: tokio::sync::wa
         let waiting = match ledger.journal(|j| j.outbox(64)).await {
             Ok(waiting) => waiting,
             Err(e) => {
+                counters.faults().count(crate::faults::Component::Ledger);
                 tracing::error!("usage journal: reading the outbox failed: {e}");
                 Vec::new()
             }
@@ -489,6 +496,7 @@ async fn ship(ledger: Arc<Ledger>, wrote: Arc<Notify>, mut stop: tokio::sync::wa
                 Ok(()) => migrated = true,
                 Err(e) => {
                     counters.control().inc(Counter::BatchFlushErrors);
+                    counters.faults().count(crate::faults::Component::Ledger);
                     log_failure(&mut failing_since, &e.to_string());
                     failed = true;
                 }
@@ -502,6 +510,7 @@ async fn ship(ledger: Arc<Ledger>, wrote: Arc<Notify>, mut stop: tokio::sync::wa
                 Ok(_) => {
                     let (node, seq) = (batch.node.to_string(), batch.seq);
                     if let Err(e) = ledger.journal(move |j| j.shipped(&node, seq)).await {
+                        counters.faults().count(crate::faults::Component::Ledger);
                         tracing::error!("usage journal: removing a shipped batch failed: {e}");
                     }
                     if let Some(since) = failing_since.take() {
@@ -514,6 +523,7 @@ async fn ship(ledger: Arc<Ledger>, wrote: Arc<Notify>, mut stop: tokio::sync::wa
                 }
                 Err(e) => {
                     counters.control().inc(Counter::BatchFlushErrors);
+                    counters.faults().count(crate::faults::Component::Ledger);
                     log_failure(&mut failing_since, &e.to_string());
                     failed = true;
                 }
@@ -590,6 +600,7 @@ impl Writer {
                     }
                     Err(e) => {
                         control.inc(Counter::BatchFlushErrors);
+                        self.counters.faults().count(crate::faults::Component::Ledger);
                         if last_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
                             last_log = Some(std::time::Instant::now());
                             tracing::error!(
@@ -636,6 +647,7 @@ pub async fn serve_reports(ledger: Arc<Ledger>, mut jobs: mpsc::Receiver<ReportJ
                     ReportAnswer::Ok(report::key_json(&job.key_id, job.span.granularity, &buckets))
                 }
                 Err(e) => {
+                    counters.faults().count(crate::faults::Component::Ledger);
                     tracing::warn!(key = job.key_id, "usage report failed: {e}");
                     ReportAnswer::Failed(e.to_string())
                 }
