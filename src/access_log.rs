@@ -5,10 +5,12 @@
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::Arc;
 
 use crate::config::{LogConfig, LogFormat};
+use crate::counters::Counters;
+use crate::faults::Component;
 use crate::http::request::Method;
 
 /// Bytes of the request target a line keeps: a price query fits; a batch of 100 symbols is cut
@@ -88,15 +90,15 @@ impl Record {
 }
 
 /// The shards' end of the queue.
-#[derive(Debug)]
 pub struct AccessLog {
     queue: SyncSender<Record>,
-    dropped: AtomicU64,
+    /// Where a dropped line is counted (`pricebeast_errors_total{component="access_log"}`).
+    counters: Arc<Counters>,
 }
 
 impl AccessLog {
     /// Opens the destination and starts the writer; `None` when `log.access` is off.
-    pub fn start(config: &LogConfig) -> io::Result<Option<AccessLog>> {
+    pub fn start(config: &LogConfig, counters: Arc<Counters>) -> io::Result<Option<AccessLog>> {
         let out: Box<dyn Write + Send> = match config.access.as_str() {
             "" => return Ok(None),
             "stderr" => Box::new(io::stderr()),
@@ -114,19 +116,19 @@ impl AccessLog {
         std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || write_lines(&records, io::BufWriter::new(out), format))?;
-        Ok(Some(AccessLog { queue, dropped: AtomicU64::new(0) }))
+        Ok(Some(AccessLog { queue, counters }))
     }
 
     /// Hands a record to the writer, or counts it dropped when the queue is full.
     pub fn submit(&self, record: Record) {
         if self.queue.try_send(record).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.counters.faults().count(Component::AccessLog);
         }
     }
 
-    /// Lines dropped because the writer was behind (`pricebeast_access_log_dropped_total`).
+    /// Lines dropped because the writer was behind.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.counters.faults().get(Component::AccessLog)
     }
 }
 
@@ -277,7 +279,7 @@ mod tests {
     #[test]
     fn a_full_queue_drops_and_counts() {
         let (queue, records) = mpsc::sync_channel(2);
-        let log = AccessLog { queue, dropped: AtomicU64::new(0) };
+        let log = AccessLog { queue, counters: Arc::new(Counters::new(1)) };
         for _ in 0..5 {
             log.submit(record(b"/health"));
         }

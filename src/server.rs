@@ -102,7 +102,7 @@ pub fn run(config: Config, options: ServeOptions) -> anyhow::Result<()> {
         );
         state.tls = Some(Arc::new(certs));
     }
-    state.access_log = crate::access_log::AccessLog::start(&config.log)?;
+    state.access_log = crate::access_log::AccessLog::start(&config.log, Arc::clone(&counters))?;
     if !config.log.access.is_empty() {
         tracing::info!(to = %config.log.access, "access log on");
     }

@@ -363,7 +363,7 @@ pub struct LogConfig {
     /// written off the shards (`access_log`).
     pub access: String,
     /// Access-log lines waiting for the writer; beyond, lines are dropped and counted
-    /// (`pricebeast_access_log_dropped_total`) rather than slowing a shard down.
+    /// (`pricebeast_errors_total{component="access_log"}`) rather than slowing a shard down.
     pub access_queue: usize,
 }
 

@@ -11,7 +11,7 @@ use super::support::{eventually, Driver, Setup};
 use super::wire::{assert_error, json};
 
 on_every_wire!(cors_preflight_and_responses, http10_keep_alive, expect_continue);
-on_both_drivers!(cors_listed_origins_and_off, access_log_lines);
+on_both_drivers!(cors_listed_origins_and_off, access_log_lines, access_log_drops_are_counted);
 
 const ORIGIN: &str = "https://screens.example";
 
@@ -188,4 +188,29 @@ fn access_log_lines(driver: Driver) {
     let listening = log.lines().find(|l| l.contains("listening")).expect("a listening line");
     let doc: Value = serde_json::from_str(listening).unwrap_or_else(|e| panic!("{listening}: {e}"));
     assert_eq!(doc["level"], "INFO");
+}
+
+/// A writer that falls behind loses lines, never requests and never silently: every request is
+/// either a line or a count in `pricebeast_errors_total{component="access_log"}`.
+fn access_log_drops_are_counted(driver: Driver) {
+    let server = Setup::new(driver).set("log", "access", "\"access.log\"").set("log", "access_queue", "1").start();
+    let mut conn = server.connect();
+    let pipelined = "GET /health HTTP/1.1\r\nHost: e2e\r\n\r\n".repeat(2000);
+    conn.send(pipelined.as_bytes());
+    for _ in 0..2000 {
+        assert_eq!(conn.read_response().status, 200);
+    }
+    let path = server.dir().join("access.log");
+    let (lines, dropped) = eventually("every request logged or counted dropped", || {
+        let lines = std::fs::read_to_string(&path).ok()?.lines().count() as u64;
+        let metrics = server.admin("GET", "/metrics").text();
+        let dropped: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("pricebeast_errors_total{component=\"access_log\"} "))?
+            .trim()
+            .parse()
+            .ok()?;
+        (lines + dropped == 2000).then_some((lines, dropped))
+    });
+    assert!(lines >= 1, "the writer wrote what it took ({lines} lines, {dropped} dropped)");
 }
