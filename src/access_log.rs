@@ -258,7 +258,7 @@ mod tests {
         let r = record(b"/v1/price?symbol=BTC-USD");
         assert_eq!(
             text(&r, LogFormat::Text),
-            "2026-11-22T02:00:00.123Z 127.0.0.1:5000 GET /v1/price?symbol=BTC-USD 200 312 key=alice\n"
+            "2026-11-23T06:00:00.123Z 127.0.0.1:5000 GET /v1/price?symbol=BTC-USD 200 312 key=alice\n"
         );
         let doc: serde_json::Value = serde_json::from_str(&text(&r, LogFormat::Json)).expect("one JSON object");
         assert_eq!(doc["target"], "/v1/price?symbol=BTC-USD");
