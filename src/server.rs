@@ -57,7 +57,8 @@ pub fn run(config: Config, options: ServeOptions) -> anyhow::Result<()> {
         )
         .context("building the price book (feed symbols, book.symbols_max)")?
         .with_shards(shards)
-        .with_fallback_hold(config.fallback.hold_ms),
+        .with_fallback_hold(config.fallback.hold_ms)
+        .with_outlier_bound(config.book.outlier_bound()),
     );
     let keys = KeyStore::open(&config.keys.file)?;
     let key_count = keys.table().len();

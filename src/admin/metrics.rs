@@ -516,13 +516,48 @@ const BOOK_SERIES: [(&str, &str); 2] = [
     ),
 ];
 
+const REFUSED_NAME: &str = "venue_prices_refused_total";
+const REFUSED_HELP: &str = "Venue prices not served: reason=\"not_positive\" (zero or negative, never stored), \"outlier\" (further than book.outlier_pct from the median of the other venues)";
+
 impl BookCollector {
     fn new(shared: Arc<crate::state::Shared>) -> prometheus::Result<Self> {
-        let descs = BOOK_SERIES
+        let mut descs = BOOK_SERIES
             .iter()
             .map(|(name, help)| Desc::new(format!("{PREFIX}{name}"), (*help).into(), vec![], Default::default()))
-            .collect::<prometheus::Result<_>>()?;
+            .collect::<prometheus::Result<Vec<_>>>()?;
+        descs.push(Desc::new(
+            format!("{PREFIX}{REFUSED_NAME}"),
+            REFUSED_HELP.into(),
+            vec!["venue".into(), "reason".into()],
+            Default::default(),
+        )?);
         Ok(Self { shared, descs })
+    }
+
+    /// One series per venue column and reason, 0 included, so a rate alert has a series to
+    /// start from before the first refusal.
+    fn refused(&self) -> MetricFamily {
+        let book = &self.shared.book;
+        let mut metrics = Vec::new();
+        for (venue, name) in book.venue_columns() {
+            let quality = book.quality(venue);
+            for (reason, value) in [("not_positive", quality.prices_not_positive), ("outlier", quality.prices_outliers)]
+            {
+                let label = |n: &str, v: &str| {
+                    let mut label = LabelPair::default();
+                    label.set_name(n.into());
+                    label.set_value(v.into());
+                    label
+                };
+                let mut counter = ProtoCounter::default();
+                counter.set_value(value as f64);
+                let mut metric = Metric::default();
+                metric.set_label(vec![label("reason", reason), label("venue", name)]);
+                metric.set_counter(counter);
+                metrics.push(metric);
+            }
+        }
+        family_of(format!("{PREFIX}{REFUSED_NAME}"), REFUSED_HELP, MetricType::COUNTER, metrics)
     }
 }
 
@@ -546,6 +581,7 @@ impl Collector for BookCollector {
                 metric.set_gauge(gauge);
                 family(format!("{PREFIX}{name}"), help, MetricType::GAUGE, metric)
             })
+            .chain(std::iter::once(self.refused()))
             .collect()
     }
 }

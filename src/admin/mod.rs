@@ -123,11 +123,21 @@ async fn cluster_stats(State(state): State<Arc<AdminState>>) -> Response {
 pub fn stress_stats_doc(state: &AdminState) -> serde_json::Value {
     let now_ms = Now::read().unix_ms;
     let uptime_s = now_ms.saturating_sub(state.shared.started_ms) / 1000;
+    let book = &state.shared.book;
     let feeds = state
         .shared
         .feeds
         .iter()
-        .map(|(venue, stats)| (venue.clone(), serde_json::json!(stats.read(now_ms))))
+        .map(|(venue, stats)| {
+            let mut reading = serde_json::json!(stats.read(now_ms));
+            // The book's verdicts on the venue's prices, beside what its connections saw.
+            if let (Some(fields), Some(column)) = (reading.as_object_mut(), book.venue(venue)) {
+                let quality = book.quality(column);
+                fields.insert("prices_not_positive".into(), quality.prices_not_positive.into());
+                fields.insert("prices_outliers".into(), quality.prices_outliers.into());
+            }
+            (venue.clone(), reading)
+        })
         .collect();
     let mut doc = stress_stats_json(
         &state.shared.node,

@@ -35,6 +35,8 @@ pub enum DecimalError {
 }
 
 impl Decimal {
+    pub const ZERO: Self = Self { mantissa: 0, exponent: 0 };
+
     /// A decimal from its parts, or `None` when the exponent is outside the supported range.
     pub const fn new(mantissa: i64, exponent: i8) -> Option<Self> {
         if exponent < EXPONENT_MIN || exponent > EXPONENT_MAX {
@@ -213,6 +215,48 @@ impl Decimal {
         let mantissa = i64::try_from(value).unwrap_or(i64::MAX);
         Self::new(mantissa, exponent.min(EXPONENT_MAX)).unwrap_or(self)
     }
+
+    /// `|self - other|`, exact whenever the difference fits 19 digits (two prices of one symbol
+    /// always do); a wider one keeps its 19 leading digits. The spread between venues.
+    pub fn abs_diff(self, other: Self) -> Self {
+        if self.exponent == other.exponent {
+            if let Some(diff) = self.mantissa.checked_sub(other.mantissa).and_then(i64::checked_abs) {
+                return Self { mantissa: diff, exponent: self.exponent };
+            }
+        }
+        let (Some(a), Some(b), mut exponent) = align(self, other) else {
+            // One side is more than 10^19 times the other: the difference is the larger one.
+            let abs = |d: Self| Self { mantissa: d.mantissa.saturating_abs(), exponent: d.exponent };
+            let (a, b) = (abs(self), abs(other));
+            return if a.cmp_value(b) == Ordering::Greater { a } else { b };
+        };
+        let mut diff = (a - b).unsigned_abs();
+        while diff > i64::MAX as u128 && exponent < EXPONENT_MAX {
+            diff /= 10;
+            exponent += 1;
+        }
+        Self { mantissa: i64::try_from(diff).unwrap_or(i64::MAX), exponent }
+    }
+
+    /// True when `self` lies within `bps` basis points (1/100 of a percent) of `reference`, a
+    /// positive price: `|self - reference| <= reference * bps / 10000`, decided exactly.
+    pub fn within_bps(self, reference: Self, bps: u32) -> bool {
+        let (Some(value), Some(reference), _) = align(self, reference) else {
+            // Scaling overflowed: the two are more than 10^19 apart in magnitude, far outside
+            // any bound under 100%.
+            return false;
+        };
+        if reference <= 0 {
+            return false;
+        }
+        let diff = (value - reference).unsigned_abs();
+        let reference = reference.unsigned_abs();
+        let bps = u128::from(bps);
+        // reference * bps / 10000, floored, without the product (which could overflow).
+        let limit = bps * (reference / 10_000) + bps * (reference % 10_000) / 10_000;
+        // The floor is exact for the comparison: diff is an integer, so diff <= x iff diff <= floor(x).
+        diff <= limit
+    }
 }
 
 impl fmt::Display for Decimal {
@@ -320,6 +364,28 @@ mod tests {
         assert_eq!(text(dec("1.1").midpoint(dec("1.15"))), "1.125");
     }
 
+    #[test]
+    fn abs_diff_is_exact() {
+        assert_eq!(text(dec("97123.45").abs_diff(dec("97120.4"))), "3.05");
+        assert_eq!(text(dec("100").abs_diff(dec("100.00"))), "0.00");
+        assert_eq!(text(dec("1.5").abs_diff(dec("2"))), "0.5");
+        let huge = Decimal::new(i64::MAX, 18).expect("in range");
+        let tiny = Decimal::new(1, -18).expect("in range");
+        assert_eq!(tiny.abs_diff(huge), huge);
+    }
+
+    #[test]
+    fn within_bps_is_exact_at_the_bound() {
+        assert!(dec("105").within_bps(dec("100"), 500));
+        assert!(!dec("105.000000001").within_bps(dec("100"), 500));
+        assert!(dec("95").within_bps(dec("100"), 500));
+        assert!(!dec("94.99").within_bps(dec("100"), 500));
+        assert!(dec("0.000105").within_bps(dec("0.0001"), 500));
+        let huge = Decimal::new(i64::MAX, 18).expect("in range");
+        assert!(!huge.within_bps(dec("1"), 5000));
+        assert!(!dec("1").within_bps(huge, 5000));
+    }
+
     proptest! {
         #[test]
         fn write_then_parse_round_trips(mantissa in any::<i64>(), exponent in EXPONENT_MIN..=0i8) {
@@ -343,6 +409,19 @@ mod tests {
                 let back = Decimal::parse(&out[..len]).expect("written text parses");
                 prop_assert_eq!(back.cmp_value(d), Ordering::Equal);
             }
+        }
+
+        #[test]
+        fn within_bps_agrees_with_exact_rational_arithmetic(a in 1i64..1_000_000_000, b in 1i64..1_000_000_000,
+                                                           ea in -8i8..=0, eb in -8i8..=0, bps in 0u32..5000) {
+            let x = Decimal::new(a, ea).expect("in range");
+            let r = Decimal::new(b, eb).expect("in range");
+            // Both scaled to 10^-16: |x - r| * 10000 <= r * bps, in i128 (no overflow at these sizes).
+            let xs = i128::from(a) * 10i128.pow((ea + 16) as u32);
+            let rs = i128::from(b) * 10i128.pow((eb + 16) as u32);
+            prop_assert_eq!(x.within_bps(r, bps), (xs - rs).abs() * 10_000 <= rs * i128::from(bps));
+            let d = x.abs_diff(r);
+            prop_assert_eq!(i128::from(d.mantissa()) * 10i128.pow((d.exponent() + 16) as u32), (xs - rs).abs());
         }
 
         #[test]

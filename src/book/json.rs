@@ -6,6 +6,8 @@ use crate::book::{decimal, Layer, PriceBook, Served, VenueQuote};
 use crate::buf::FixedBuf;
 /// The longest `{"symbol":..}` object: 32-byte symbol, 40-byte price, three 20-digit numbers.
 pub const PRICE_OBJECT_BYTES_MAX: usize = 11 + 32 + 11 + decimal::TEXT_BYTES_MAX + 7 + 20 + 10 + 20 + 11 + 3 + 1;
+/// What [`put_spread`] adds at most.
+pub const SPREAD_BYTES_MAX: usize = 11 + decimal::TEXT_BYTES_MAX + 1;
 
 /// `{"symbol":"BTC-USD","price":"97123.45","ts":1732280000123,"age_ms":12,"sources":3` (open:
 /// the caller may add fields, then closes it).
@@ -43,6 +45,16 @@ pub fn put_venues(body: &mut FixedBuf, book: &PriceBook, quotes: &[VenueQuote], 
     body.put(b"\"");
 }
 
+/// `,"spread":"0.05"`: the highest minus the lowest venue price used; nothing when unknown (a
+/// fallback price from a node that did not say).
+pub fn put_spread(body: &mut FixedBuf, served: &Served) {
+    if let Some(spread) = served.spread {
+        body.put(b",\"spread\":\"");
+        put_decimal(body, spread);
+        body.put(b"\"");
+    }
+}
+
 fn put_decimal(body: &mut FixedBuf, price: decimal::Decimal) {
     let mut text = [0u8; decimal::TEXT_BYTES_MAX];
     let len = price.write(&mut text);
@@ -63,6 +75,7 @@ mod tests {
             sources: 3,
             recv_ms: 0,
             layer: Default::default(),
+            spread: None,
         };
         open_price(&mut body, "BTC-USD", &served, 1_732_280_000_135);
         body.put(b"}");
@@ -81,6 +94,7 @@ mod tests {
             sources: 255,
             recv_ms: 0,
             layer: Default::default(),
+            spread: None,
         };
         open_price(&mut body, &"X".repeat(32), &served, 0);
         body.put(b"}");

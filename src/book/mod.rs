@@ -1,15 +1,15 @@
 //! The price book: a fixed table of cells, one per (symbol, venue), written by the feeds and read
-//! lock-free by every shard. The served price is the median of the venues that are fresh; with
-//! none fresh, the price a fallback lookup (Redis, an exchange's REST API) left in the symbol's
-//! fallback cell, while it is recent.
+//! lock-free by every shard. The served price is the median of the venues that are fresh and in
+//! line with each other ([`quality`]); with none fresh, the price a fallback lookup (Redis, an
+//! exchange's REST API) left in the symbol's fallback cell, while it is recent.
 
 pub mod cell;
 pub mod decimal;
 pub mod json;
 pub mod moves;
+pub mod quality;
 pub mod symbols;
 
-use std::cmp::Ordering;
 use std::sync::atomic::{AtomicU16, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
@@ -18,6 +18,7 @@ use arc_swap::{ArcSwap, Guard};
 pub use cell::{Cell, Quote};
 pub use decimal::Decimal;
 pub use moves::{Moves, Rings};
+pub use quality::{OutlierBound, QualityReading, Verdict};
 pub use symbols::{SymbolError, SymbolId, SymbolIndex, SymbolName, SYMBOL_BYTES_MAX};
 
 /// The most venues one symbol can have: six exchanges plus the simulator's or fallback slots.
@@ -76,6 +77,9 @@ pub struct Served {
     /// the venue's): where a stream's push latency starts.
     pub recv_ms: u64,
     pub layer: Layer,
+    /// The highest minus the lowest venue price used (`"0"` with one); `None` when unknown (a
+    /// fallback price from a node that did not say).
+    pub spread: Option<Decimal>,
 }
 
 /// One venue's fresh price, for `sources=1` responses.
@@ -85,6 +89,11 @@ pub struct VenueQuote {
     pub price: Decimal,
     pub ts_ms: u64,
     pub recv_ms: u64,
+}
+
+impl VenueQuote {
+    /// A placeholder to fill an array with before [`PriceBook::fresh_quotes`].
+    pub const EMPTY: Self = Self { venue: VenueId(0), price: Decimal::ZERO, ts_ms: 0, recv_ms: 0 };
 }
 
 /// Why a book is refused at start.
@@ -108,10 +117,16 @@ pub struct PriceBook {
     /// (how many venues it stood for: the other node's count, or 1 from REST).
     fallback_cells: Box<[Cell]>,
     fallback_origins: Box<[AtomicU16]>,
+    /// One per symbol: the spread that came with the fallback price (mantissa 0 with one
+    /// source), never written when the lookup did not say.
+    fallback_spreads: Box<[Cell]>,
     /// How long a fallback price is served before the symbol is looked up again.
     fallback_hold_ms: u64,
     symbols_max: usize,
     stale_after_ms: u64,
+    outliers: OutlierBound,
+    /// One per venue column: the prices it sent that were refused or left out.
+    quality: Box<[quality::VenueQuality]>,
     /// Who watches which symbol; a write of a watched symbol wakes its shards.
     moves: Moves,
 }
@@ -124,11 +139,22 @@ pub struct Batch<'a> {
 }
 
 impl Batch<'_> {
-    /// Records a venue's price. `recv_ms` is this process's clock at receipt.
+    /// Records a venue's price (`recv_ms`: this process's clock at receipt), unless it is not
+    /// positive, and says whether the served price uses it. A refused or left-out price is
+    /// counted for its venue and logged (one line per venue and kind a minute).
     #[inline]
-    pub fn write(&mut self, symbol: SymbolId, venue: VenueId, price: Decimal, ts_ms: u64, recv_ms: u64) {
-        self.book.cell(symbol, venue).write(price, ts_ms, recv_ms);
-        self.book.moves.moved(symbol, &mut self.rings);
+    pub fn write(&mut self, symbol: SymbolId, venue: VenueId, price: Decimal, ts_ms: u64, recv_ms: u64) -> Verdict {
+        let verdict = if price.mantissa() <= 0 {
+            Verdict::NotPositive
+        } else {
+            self.book.cell(symbol, venue).write(price, ts_ms, recv_ms);
+            self.book.moves.moved(symbol, &mut self.rings);
+            self.book.judge(symbol, venue, recv_ms)
+        };
+        if verdict != Verdict::Used {
+            self.book.refused(symbol, venue, price, verdict, recv_ms);
+        }
+        verdict
     }
 }
 
@@ -156,11 +182,20 @@ impl PriceBook {
             cells,
             fallback_cells: (0..symbols_max).map(|_| Cell::default()).collect(),
             fallback_origins: (0..symbols_max).map(|_| AtomicU16::new(0)).collect(),
+            fallback_spreads: (0..symbols_max).map(|_| Cell::default()).collect(),
             fallback_hold_ms: stale_after_ms,
             symbols_max,
             stale_after_ms,
+            outliers: OutlierBound::DEFAULT,
+            quality: (0..venues.len()).map(|_| quality::VenueQuality::default()).collect(),
             moves: Moves::new(symbols_max, 1),
         })
+    }
+
+    /// Leaves out a venue further than `bound` from the median of the others (5% until set).
+    pub fn with_outlier_bound(mut self, bound: OutlierBound) -> Self {
+        self.outliers = bound;
+        self
     }
 
     /// Serves a fallback price for `hold_ms` after its lookup (`stale_after_ms` until set).
@@ -170,9 +205,29 @@ impl PriceBook {
     }
 
     /// Records a fallback lookup's price for `symbol` (`recv_ms`: when it was looked up) and wakes
-    /// the shards watching it: every shard serves it from the book from now on.
-    pub fn fill(&self, symbol: SymbolId, layer: Layer, sources: u8, price: Decimal, ts_ms: u64, recv_ms: u64) {
+    /// the shards watching it: every shard serves it from the book from now on. A price that is
+    /// not positive is not recorded (false).
+    pub fn fill(
+        &self,
+        symbol: SymbolId,
+        layer: Layer,
+        origin: FillOrigin,
+        price: Decimal,
+        ts_ms: u64,
+        recv_ms: u64,
+    ) -> bool {
         let i = symbol.index();
+        if price.mantissa() <= 0 || i >= self.fallback_cells.len() {
+            return false;
+        }
+        let FillOrigin { sources, spread } = origin;
+        // The spread before the price, as the origin: a reader racing the write sees the
+        // previous fill's, as true a moment ago. With one source it is 0 by definition.
+        let spread = if sources <= 1 { Some(Decimal::default()) } else { spread.filter(|s| s.mantissa() >= 0) };
+        match spread {
+            Some(spread) => self.fallback_spreads[i].write(spread, 1, recv_ms),
+            None => self.fallback_spreads[i].write(Decimal::default(), 0, recv_ms),
+        }
         // The origin first: a reader that sees the new price sees it too, or (racing the write)
         // the previous fill's, which is as true of the symbol a moment ago.
         self.fallback_origins[i]
@@ -180,6 +235,7 @@ impl PriceBook {
         self.fallback_cells[i].write(price, ts_ms, recv_ms);
         let mut batch = self.batch();
         self.moves.moved(symbol, &mut batch.rings);
+        true
     }
 
     /// The fallback price of `symbol` if a lookup left one within the hold time.
@@ -190,12 +246,15 @@ impl PriceBook {
             return None;
         }
         let origin = self.fallback_origins[i].load(AtomicOrdering::Relaxed);
+        // A spread cell's ts is 1 when the lookup gave one, 0 when it did not.
+        let spread = self.fallback_spreads[i].read().filter(|s| s.ts_ms == 1).map(|s| s.price);
         Some(Served {
             price: quote.price,
             ts_ms: quote.ts_ms,
             sources: (origin as u8).max(1),
             recv_ms: quote.recv_ms,
             layer: Layer::from_u8((origin >> 8) as u8),
+            spread,
         })
     }
 
@@ -246,6 +305,11 @@ impl PriceBook {
         self.venues.get(venue.index()).map_or("", |v| v)
     }
 
+    /// Every venue column with its name, in column order.
+    pub fn venue_columns(&self) -> impl Iterator<Item = (VenueId, &str)> {
+        self.venues.iter().enumerate().map(|(i, name)| (VenueId(i as u8), &**name))
+    }
+
     pub fn venue_count(&self) -> usize {
         self.venues.len()
     }
@@ -258,10 +322,64 @@ impl PriceBook {
         &self.cells[symbol.index() * VENUES_MAX + venue.index()]
     }
 
-    /// Records a venue's price and wakes the shards watching it. `recv_ms` is this process's
-    /// clock at receipt.
-    pub fn write(&self, symbol: SymbolId, venue: VenueId, price: Decimal, ts_ms: u64, recv_ms: u64) {
-        self.batch().write(symbol, venue, price, ts_ms, recv_ms);
+    /// Records a venue's price and wakes the shards watching it (see [`Batch::write`]).
+    /// `recv_ms` is this process's clock at receipt.
+    pub fn write(&self, symbol: SymbolId, venue: VenueId, price: Decimal, ts_ms: u64, recv_ms: u64) -> Verdict {
+        self.batch().write(symbol, venue, price, ts_ms, recv_ms)
+    }
+
+    /// The outlier rule in force.
+    pub fn outlier_bound(&self) -> OutlierBound {
+        self.outliers
+    }
+
+    /// The prices `venue` sent that were refused or left out.
+    pub fn quality(&self, venue: VenueId) -> QualityReading {
+        self.quality.get(venue.index()).map(quality::VenueQuality::read).unwrap_or_default()
+    }
+
+    /// Whether the served price of `symbol` uses `venue`'s price just written at `now_ms`.
+    fn judge(&self, symbol: SymbolId, venue: VenueId, now_ms: u64) -> Verdict {
+        if self.outliers.is_off() || self.venues.len() < 3 {
+            return Verdict::Used;
+        }
+        let mut quotes = [VenueQuote::EMPTY; VENUES_MAX];
+        let fresh = self.fresh_quotes(symbol, now_ms, &mut quotes);
+        let kept = quality::keep(&mut quotes[..fresh], self.outliers);
+        if kept == fresh || quotes[..kept].iter().any(|q| q.venue == venue) {
+            return Verdict::Used;
+        }
+        match median(&mut quotes[..kept]) {
+            Some(served) => Verdict::Outlier { median: served.price },
+            None => Verdict::Used,
+        }
+    }
+
+    fn refused(&self, symbol: SymbolId, venue: VenueId, price: Decimal, verdict: Verdict, now_ms: u64) {
+        let Some(quality) = self.quality.get(venue.index()) else { return };
+        if !quality.count(verdict, now_ms) {
+            return;
+        }
+        let symbols = self.symbols();
+        let name = if symbol.index() < symbols.len() { symbols.name(symbol) } else { "?" };
+        let venue = self.venue_name(venue);
+        match verdict {
+            Verdict::NotPositive => tracing::warn!(
+                venue,
+                symbol = name,
+                price = %price,
+                "venue price refused: not positive (logged once a minute per venue; counted in prices_not_positive)"
+            ),
+            Verdict::Outlier { median } => tracing::warn!(
+                venue,
+                symbol = name,
+                price = %price,
+                median = %median,
+                outlier_pct = %Decimal::new(i64::from(self.outliers.bps()), -2).unwrap_or_default(),
+                "venue price left out: further than book.outlier_pct from the median of the other venues (logged once a minute per venue; counted in prices_outliers)"
+            ),
+            Verdict::Used => {}
+        }
     }
 
     /// Writes to be woken for together (see [`Batch`]).
@@ -290,12 +408,18 @@ impl PriceBook {
         self.venues_served(symbol, now_ms).or_else(|| self.fallback(symbol, now_ms))
     }
 
+    /// The fresh venue quotes of `symbol` that the served price uses, sorted by price, into the
+    /// front of `out`; returns how many. Never allocates.
+    pub fn used_quotes(&self, symbol: SymbolId, now_ms: u64, out: &mut [VenueQuote; VENUES_MAX]) -> usize {
+        let fresh = self.fresh_quotes(symbol, now_ms, out);
+        quality::keep(&mut out[..fresh], self.outliers)
+    }
+
     /// The median over this node's fresh venues only (what it publishes for the other nodes: a
     /// price it looked up itself is never passed on as its own).
     pub fn venues_served(&self, symbol: SymbolId, now_ms: u64) -> Option<Served> {
-        let mut quotes =
-            [VenueQuote { venue: VenueId(0), price: Decimal::default(), ts_ms: 0, recv_ms: 0 }; VENUES_MAX];
-        let count = self.fresh_quotes(symbol, now_ms, &mut quotes);
+        let mut quotes = [VenueQuote::EMPTY; VENUES_MAX];
+        let count = self.used_quotes(symbol, now_ms, &mut quotes);
         median(&mut quotes[..count])
     }
 
@@ -309,25 +433,28 @@ impl PriceBook {
 }
 
 /// Median of the quotes' prices (the exact mean of the middle two for an even count) with the
-/// newest event time. Sorts `quotes` in place.
+/// newest event time and the spread. Sorts `quotes` in place (a no-op pass when they come sorted
+/// from [`PriceBook::used_quotes`]).
 pub fn median(quotes: &mut [VenueQuote]) -> Option<Served> {
     if quotes.is_empty() {
         return None;
     }
-    // At most VENUES_MAX elements: insertion sort beats anything fancier and never allocates.
-    for i in 1..quotes.len() {
-        let mut j = i;
-        while j > 0 && quotes[j - 1].price.cmp_value(quotes[j].price) == Ordering::Greater {
-            quotes.swap(j - 1, j);
-            j -= 1;
-        }
-    }
+    quality::keep(quotes, OutlierBound::OFF);
     let mid = quotes.len() / 2;
     let price =
         if quotes.len() % 2 == 1 { quotes[mid].price } else { quotes[mid - 1].price.midpoint(quotes[mid].price) };
     let ts_ms = quotes.iter().map(|q| q.ts_ms).max().unwrap_or(0);
     let recv_ms = quotes.iter().map(|q| q.recv_ms).max().unwrap_or(0);
-    Some(Served { price, ts_ms, sources: quotes.len() as u8, recv_ms, layer: Layer::Book })
+    let spread = quotes[quotes.len() - 1].price.abs_diff(quotes[0].price);
+    Some(Served { price, ts_ms, sources: quotes.len() as u8, recv_ms, layer: Layer::Book, spread: Some(spread) })
+}
+
+/// What a fallback lookup says about its price besides the price: how many venues it stood for,
+/// and their spread if it knows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FillOrigin {
+    pub sources: u8,
+    pub spread: Option<Decimal>,
 }
 
 #[cfg(test)]
@@ -384,6 +511,70 @@ mod tests {
         book.write(sol, VenueId(1), dec("240.5"), 9, 9);
         assert_eq!(book.served(sol, 10).map(|s| s.price), Some(dec("240.5")));
         assert_eq!(book.symbols().name(sol), "SOL-USD");
+    }
+
+    #[test]
+    fn non_positive_prices_are_never_stored() {
+        let book = book();
+        let btc = book.symbols().lookup(b"BTC-USD").expect("interned");
+        let [cb, kr, _] = ["coinbase", "kraken", "okx"].map(|v| book.venue(v).expect("venue"));
+        assert_eq!(book.write(btc, cb, dec("100"), 1, 1_000), Verdict::Used);
+        assert_eq!(book.write(btc, kr, dec("0.00"), 2, 1_000), Verdict::NotPositive);
+        assert_eq!(book.write(btc, kr, dec("-64000.5"), 3, 1_000), Verdict::NotPositive);
+        assert_eq!(
+            book.write(btc, cb, dec("0"), 4, 1_100),
+            Verdict::NotPositive,
+            "the old price ages out, not replaced"
+        );
+        let served = book.served(btc, 1_100).expect("coinbase's last good price");
+        assert_eq!((served.price, served.sources, served.spread), (dec("100"), 1, Some(Decimal::ZERO)));
+        assert_eq!(book.served(btc, 2_001), None, "stale by stale_after_ms, as if the venue were silent");
+        assert_eq!(book.quality(kr), QualityReading { prices_not_positive: 2, prices_outliers: 0 });
+        assert_eq!(book.quality(cb).prices_not_positive, 1);
+    }
+
+    #[test]
+    fn an_outlier_is_counted_at_write_and_never_served() {
+        let book = book();
+        let btc = book.symbols().lookup(b"BTC-USD").expect("interned");
+        let [cb, kr, okx] = ["coinbase", "kraken", "okx"].map(|v| book.venue(v).expect("venue"));
+        book.write(btc, cb, dec("64202.10"), 1, 1_000);
+        book.write(btc, kr, dec("64202.56"), 2, 1_000);
+        assert_eq!(
+            book.write(btc, okx, dec("70000"), 3, 1_000),
+            Verdict::Outlier { median: dec("64202.33") },
+            "held against the median of the others"
+        );
+        let served = book.served(btc, 1_000).expect("fresh");
+        assert_eq!((served.price, served.sources, served.spread), (dec("64202.33"), 2, Some(dec("0.46"))));
+        assert_eq!(book.quality(okx).prices_outliers, 1);
+        // Back in line: used again at once, and not counted.
+        assert_eq!(book.write(btc, okx, dec("64203"), 4, 1_001), Verdict::Used);
+        let served = book.served(btc, 1_001).expect("fresh");
+        assert_eq!((served.price, served.sources, served.spread), (dec("64202.56"), 3, Some(dec("0.90"))));
+        assert_eq!(book.quality(okx).prices_outliers, 1);
+        // With the rule off, everything fresh and positive is used.
+        let open =
+            PriceBook::new(&["X"], &["a", "b", "c"], 4, 1_000).expect("book").with_outlier_bound(OutlierBound::OFF);
+        let x = open.symbols().lookup(b"X").expect("interned");
+        for (i, p) in ["1", "1", "100"].iter().enumerate() {
+            assert_eq!(open.write(x, VenueId(i as u8), dec(p), 1, 1), Verdict::Used);
+        }
+        assert_eq!(open.served(x, 1).map(|s| s.sources), Some(3));
+    }
+
+    #[test]
+    fn a_fallback_price_keeps_its_origin_and_refuses_non_positive() {
+        let book = book();
+        let eth = book.symbols().lookup(b"ETH-USD").expect("interned");
+        assert!(!book.fill(eth, Layer::Rest, FillOrigin { sources: 1, spread: None }, dec("0"), 1, 1));
+        assert_eq!(book.fallback(eth, 1), None);
+        let origin = FillOrigin { sources: 4, spread: Some(dec("1.5")) };
+        assert!(book.fill(eth, Layer::Cache, origin, dec("3000"), 1, 1));
+        let served = book.fallback(eth, 1).expect("filled");
+        assert_eq!((served.layer, served.sources, served.spread), (Layer::Cache, 4, Some(dec("1.5"))));
+        assert!(book.fill(eth, Layer::Cache, FillOrigin { sources: 2, spread: None }, dec("3001"), 2, 2));
+        assert_eq!(book.fallback(eth, 2).expect("filled").spread, None, "an older node that did not say");
     }
 
     #[test]

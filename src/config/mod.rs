@@ -294,6 +294,31 @@ pub struct BookConfig {
     pub stale_after_ms: u64,
     /// Rows the book is sized for at start.
     pub symbols_max: usize,
+    /// With three or more fresh venues, a venue further than this many percent from the median
+    /// of the others is left out of the served price; 0 turns the rule off. Up to two decimals.
+    #[serde(deserialize_with = "percent")]
+    pub outlier_pct: f64,
+}
+
+/// A percentage written as an integer (`5`) or a decimal (`2.5`): TOML keeps the two apart.
+fn percent<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Number {
+        Integer(i64),
+        Float(f64),
+    }
+    Ok(match Number::deserialize(deserializer)? {
+        Number::Integer(n) => n as f64,
+        Number::Float(x) => x,
+    })
+}
+
+impl BookConfig {
+    /// The outlier rule, in the book's exact terms (basis points).
+    pub fn outlier_bound(&self) -> crate::book::OutlierBound {
+        crate::book::OutlierBound::from_bps((self.outlier_pct * 100.0).round() as u32)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -468,7 +493,7 @@ impl Default for UsageConfig {
 
 impl Default for BookConfig {
     fn default() -> Self {
-        Self { stale_after_ms: 5000, symbols_max: 4096 }
+        Self { stale_after_ms: 5000, symbols_max: 4096, outlier_pct: 5.0 }
     }
 }
 
@@ -749,6 +774,10 @@ impl Config {
         if !(1..=1_000_000).contains(&self.book.symbols_max) {
             return fail("book.symbols_max", "must be 1 to 1000000".into());
         }
+        let pct = self.book.outlier_pct;
+        if !(0.0..=50.0).contains(&pct) || ((pct * 100.0).round() - pct * 100.0).abs() > 1e-6 {
+            return fail("book.outlier_pct", format!("must be 0 (off) to 50, with at most two decimals (got {pct})"));
+        }
         let sim = &self.feed.simulator;
         if !(1..=crate::book::VENUES_MAX).contains(&sim.venues) {
             return fail("feed.simulator.venues", format!("must be 1 to {}", crate::book::VENUES_MAX));
@@ -932,6 +961,18 @@ mod tests {
         assert_eq!(err.to_string(), "my.toml: line 3: http.head_bytes_max: must be 1024 to 65536");
         let err = Config::parse("[feed.simulator]\nvenues = 0\n", "my.toml").expect_err("no venues");
         assert_eq!(err.to_string(), "my.toml: line 2: feed.simulator.venues: must be 1 to 8");
+    }
+
+    #[test]
+    fn outlier_pct_takes_integers_and_two_decimals() {
+        let bound = |text: &str| Config::parse(text, "my.toml").map(|c| c.book.outlier_bound().bps());
+        assert_eq!(bound("[book]\noutlier_pct = 5\n").expect("integer"), 500);
+        assert_eq!(bound("[book]\noutlier_pct = 2.5\n").expect("decimal"), 250);
+        assert_eq!(bound("[book]\noutlier_pct = 0\n").expect("off"), 0);
+        let err = bound("[book]\noutlier_pct = 80\n").expect_err("too wide");
+        assert!(err.to_string().contains("book.outlier_pct: must be 0 (off) to 50"), "{err}");
+        assert!(bound("[book]\noutlier_pct = 1.005\n").is_err(), "three decimals");
+        assert!(bound("[book]\noutlier_pct = \"5\"\n").is_err(), "a string");
     }
 
     #[test]

@@ -26,12 +26,20 @@ pub struct CachedPrice {
     pub sources: u8,
     /// The node that wrote it.
     pub node: String,
+    /// The highest minus the lowest venue price used (absent from older nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread: Option<String>,
 }
 
 impl CachedPrice {
     /// The price, if it is a positive decimal (anything else in Redis is not ours to serve).
     pub fn decimal(&self) -> Option<Decimal> {
         Decimal::parse(self.price.as_bytes()).ok().filter(|d| d.mantissa() > 0)
+    }
+
+    /// The spread, if the node that wrote it gave a well-formed one.
+    pub fn spread_decimal(&self) -> Option<Decimal> {
+        Decimal::parse(self.spread.as_deref()?.as_bytes()).ok().filter(|d| d.mantissa() >= 0)
     }
 }
 
@@ -66,7 +74,9 @@ pub fn snapshot(shared: &Shared, now_ms: u64) -> Vec<(String, CachedPrice)> {
     for (id, name) in index.iter() {
         if let Some(served) = book.venues_served(id, now_ms) {
             let price = served.price.to_string();
-            let cached = CachedPrice { price, ts: served.ts_ms, sources: served.sources, node: shared.node.clone() };
+            let spread = served.spread.map(|s| s.to_string());
+            let cached =
+                CachedPrice { price, ts: served.ts_ms, sources: served.sources, node: shared.node.clone(), spread };
             prices.push((name.to_owned(), cached));
         }
     }

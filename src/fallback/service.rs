@@ -10,7 +10,7 @@ use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use crate::book::{Layer, SymbolId};
+use crate::book::{FillOrigin, Layer, SymbolId};
 use crate::clock::Now;
 use crate::cluster::redis::Redis;
 use crate::config::Config;
@@ -96,8 +96,10 @@ impl Lookups {
         if let Some(redis) = &self.redis {
             if let Ok(Some(cached)) = cache::read(redis, &name).await {
                 if let Some(price) = cached.decimal() {
-                    book.fill(symbol, Layer::Cache, cached.sources, price, cached.ts, Now::read().unix_ms);
-                    return Looked::Filled(Layer::Cache);
+                    let origin = FillOrigin { sources: cached.sources, spread: cached.spread_decimal() };
+                    if book.fill(symbol, Layer::Cache, origin, price, cached.ts, Now::read().unix_ms) {
+                        return Looked::Filled(Layer::Cache);
+                    }
                 }
             }
         }
@@ -108,13 +110,18 @@ impl Lookups {
             match rest::fetch(source.venue, &source.base_url, theirs, &self.tls).await {
                 Ok(price) => {
                     let now = Now::read().unix_ms;
-                    book.fill(symbol, Layer::Rest, 1, price, now, now);
+                    if !book.fill(symbol, Layer::Rest, FillOrigin { sources: 1, spread: None }, price, now, now) {
+                        // A zero or negative "last" (a pair that has not traded): not a price.
+                        tracing::warn!(venue = source.venue.name(), symbol = %name, price = %price, "REST fallback price refused: not positive");
+                        continue;
+                    }
                     if let Some(redis) = &self.redis {
                         let cached = CachedPrice {
                             price: price.to_string(),
                             ts: now,
                             sources: 1,
                             node: self.shared.node.clone(),
+                            spread: Some("0".into()),
                         };
                         let _ =
                             cache::write(redis, &name, &cached, self.shared.tuning.settings().settings.cache_ttl_ms)

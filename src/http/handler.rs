@@ -428,11 +428,9 @@ fn price(query: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch)
     let Some(id) = book.symbols().lookup(name.as_bytes()) else {
         return error(scratch, ErrorCode::UnknownSymbol, &[b"unknown symbol ", name.as_bytes()], extra);
     };
-    let mut quotes =
-        [VenueQuote { venue: crate::book::VenueId::default(), price: Default::default(), ts_ms: 0, recv_ms: 0 };
-            VENUES_MAX];
-    let fresh = book.fresh_quotes(id, ctx.now.unix_ms, &mut quotes);
-    let quotes = &mut quotes[..fresh];
+    let mut quotes = [VenueQuote::EMPTY; VENUES_MAX];
+    let used = book.used_quotes(id, ctx.now.unix_ms, &mut quotes);
+    let quotes = &mut quotes[..used];
     let Some(served) = crate::book::median(quotes).or_else(|| book.fallback(id, ctx.now.unix_ms)) else {
         return missed(id, name, with_venues, extra, ctx, scratch);
     };
@@ -452,6 +450,7 @@ fn price_body(
     price_json::open_price(&mut scratch.body, name.as_str(), served, ctx.now.unix_ms);
     if let Some(quotes) = venues {
         price_json::put_venues(&mut scratch.body, &ctx.shared.book, quotes, served.layer);
+        price_json::put_spread(&mut scratch.body, served);
     }
     scratch.body.put(b"}");
 }

@@ -115,6 +115,7 @@ mod tests {
             sources: 2,
             recv_ms,
             layer: Default::default(),
+            spread: None,
         }
     }
 

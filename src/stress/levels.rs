@@ -69,6 +69,7 @@ fn run_one(
     summary: &mut LevelResult,
 ) -> anyhow::Result<()> {
     let before = admin.map(Admin::snapshot).transpose().context("reading /admin/stress-stats before the level")?;
+    let drops_before = procfs::udp_receive_drops();
     let cpu_before = procfs::cpu_time();
     let started = Instant::now();
     let job = Arc::new(load::job(plan, level, target, key, Arc::clone(progress)));
@@ -79,7 +80,13 @@ fn run_one(
         let after = admin.snapshot().context("reading /admin/stress-stats after the level")?;
         let delta = before.delta(&after);
         let reports = recorder.kinds.as_ref().map(|kinds| &kinds[Kind::Report as usize].counts);
-        summary.reconciliation = Some(server_stats::reconcile(&recorder.counts, &delta, reports));
+        // Only a local server's drops are this kernel's to count.
+        let drops = match (drops_before, procfs::udp_receive_drops(), target.addr.ip().is_loopback()) {
+            (Some(before), Some(after), true) => after.saturating_sub(before),
+            _ => 0,
+        };
+        summary.udp_kernel_drops = drops;
+        summary.reconciliation = Some(server_stats::reconcile(&recorder.counts, &delta, reports, drops));
         // Answers the server sent that never reached the load loop were dropped on this side
         // (our socket buffer): the client's limit, not the server's.
         let unreceived =

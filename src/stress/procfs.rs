@@ -125,6 +125,20 @@ fn socket_inodes(table: &str, port: u16, udp: bool) -> Vec<String> {
     inodes
 }
 
+/// UDP datagrams this host's kernel dropped on receive so far (full socket buffers and other
+/// receive errors: `InErrors` of the `Udp:` lines of /proc/net/snmp). Host-wide: on loopback,
+/// both the server's drops and the client's.
+pub fn udp_receive_drops() -> Option<u64> {
+    udp_receive_drops_in(&std::fs::read_to_string("/proc/net/snmp").ok()?)
+}
+
+fn udp_receive_drops_in(snmp: &str) -> Option<u64> {
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let (names, values) = (udp.next()?, udp.next()?);
+    let at = names.split_whitespace().position(|n| n == "InErrors")?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
+
 /// The kernel's clock ticks a second, in which /proc/PID/stat counts times.
 #[allow(unsafe_code)]
 pub fn clock_ticks_per_s() -> f64 {
@@ -140,6 +154,16 @@ pub fn clock_ticks_per_s() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_udp_receive_errors_from_snmp() {
+        let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\nUdp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors\nUdp: 500 3 120 480 117\nUdpLite: InDatagrams NoPorts InErrors\nUdpLite: 0 0 0\n";
+        assert_eq!(udp_receive_drops_in(snmp), Some(120));
+        assert_eq!(udp_receive_drops_in("Udp: InDatagrams\n"), None);
+        if std::path::Path::new("/proc/net/snmp").exists() {
+            assert!(udp_receive_drops().is_some(), "this kernel's /proc/net/snmp has a Udp: InErrors column");
+        }
+    }
 
     #[test]
     fn reads_cpu_time_past_a_command_name_with_parens_and_spaces() {

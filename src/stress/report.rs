@@ -66,6 +66,10 @@ pub struct LevelResult {
     pub success_pct: f64,
     /// UDP: lost / sent, in %.
     pub udp_loss_pct: f64,
+    /// UDP datagrams this host's kernel dropped on receive during the level (a local server's
+    /// and this client's sockets both): what the UDP rows of the reconciliation allow for.
+    #[serde(default)]
+    pub udp_kernel_drops: u64,
     /// From the intended send time (open loop: corrected for coordinated omission).
     pub latency: Percentiles,
     /// From the actual send time.
@@ -191,6 +195,7 @@ impl LevelResult {
             rps: 0.0,
             success_pct: 0.0,
             udp_loss_pct: 0.0,
+            udp_kernel_drops: 0,
             latency: Default::default(),
             service: Default::default(),
             kinds: None,
