@@ -33,6 +33,7 @@ mod e2e {
     mod loadtools;
     mod notify;
     mod postgres;
+    mod price_quality;
     mod profiles;
     mod prometheus;
     mod shutdown;
