@@ -282,8 +282,9 @@ fn measure(driver: IoDriver) -> Measured {
     let updates = ALLOCATIONS.load(Ordering::Relaxed) - before;
     drop(ws);
 
-    // The same stream over wss://: each frame sealed through the shard's pool.
-    let id = create_session(http_addr);
+    // The same stream over wss://: each frame sealed through the shard's pool, each price with
+    // its spread (encoded once per pass beside the plain object).
+    let id = create_session_with(http_addr, br#"{"symbols":["BTC-USD"],"fields":["spread"]}"#);
     let mut wss = tls_connect(https_addr, &tls_client);
     let upgrade = format!(
         "GET /v1/stream?session_id={id} HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -336,7 +337,11 @@ fn measure(driver: IoDriver) -> Measured {
 
 /// `POST /v1/sessions` for BTC-USD; the session id.
 fn create_session(addr: std::net::SocketAddr) -> String {
-    let body = br#"{"symbols":["BTC-USD"]}"#;
+    create_session_with(addr, br#"{"symbols":["BTC-USD"]}"#)
+}
+
+/// `POST /v1/sessions` with `body`; the session id.
+fn create_session_with(addr: std::net::SocketAddr, body: &[u8]) -> String {
     let request = format!(
         "POST /v1/sessions HTTP/1.1\r\nX-API-Key: {PARTNER_KEY}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()

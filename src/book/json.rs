@@ -47,8 +47,8 @@ pub fn put_venues(body: &mut FixedBuf, book: &PriceBook, quotes: &[VenueQuote], 
 
 /// `,"spread":"0.05"`: the highest minus the lowest venue price used; nothing when unknown (a
 /// fallback price from a node that did not say).
-pub fn put_spread(body: &mut FixedBuf, served: &Served) {
-    if let Some(spread) = served.spread {
+pub fn put_spread(body: &mut FixedBuf, spread: Option<decimal::Decimal>) {
+    if let Some(spread) = spread {
         body.put(b",\"spread\":\"");
         put_decimal(body, spread);
         body.put(b"\"");

@@ -450,7 +450,7 @@ fn price_body(
     price_json::open_price(&mut scratch.body, name.as_str(), served, ctx.now.unix_ms);
     if let Some(quotes) = venues {
         price_json::put_venues(&mut scratch.body, &ctx.shared.book, quotes, served.layer);
-        price_json::put_spread(&mut scratch.body, served);
+        price_json::put_spread(&mut scratch.body, served.spread);
     }
     scratch.body.put(b"}");
 }
@@ -647,7 +647,14 @@ fn reports(query: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratc
 /// must all be known.
 fn sessions(body: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch) -> Reply {
     let parsed = symbols::parse(body, Expect::Session, &ctx.shared.book);
-    if let Err(e @ (SymbolsError::Malformed { .. } | SymbolsError::Count | SymbolsError::Invalid(_))) = &parsed {
+    if let Err(
+        e @ (SymbolsError::Malformed { .. }
+        | SymbolsError::Count
+        | SymbolsError::Invalid(_)
+        | SymbolsError::Field
+        | SymbolsError::FieldsInChange),
+    ) = &parsed
+    {
         return error(scratch, ErrorCode::BadRequest, &[e.to_string().as_bytes()], Extra::default());
     }
     let admitted = match admission::admit_on(key, ctx, Charge::Billable(Channel::Sessions)) {
@@ -665,7 +672,7 @@ fn sessions(body: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratc
         return error(scratch, ErrorCode::RateLimited, &[b"the key holds its maximum of open streams"], extra);
     }
     let sessions = &ctx.shared.sessions;
-    match sessions.create(&key.hash, &set.ids, ctx.now.unix_ms, ctx.counters) {
+    match sessions.create(&key.hash, &set.ids, set.fields, ctx.now.unix_ms, ctx.counters) {
         Ok(id) => {
             let body = &mut scratch.body;
             body.put(b"{\"session_id\":\"");

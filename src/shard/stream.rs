@@ -79,8 +79,10 @@ pub(super) fn start(
         super::set_send_buffer(fd, config.send_buffer_bytes);
     }
     let now = Now::read();
-    let symbols = opened.session.take().map(|s| s.symbols().to_vec()).unwrap_or_default();
-    let state = Rc::new(StreamState::new(&symbols, now.unix_ms));
+    let session = opened.session.take();
+    let symbols = session.as_ref().map(|s| s.symbols().to_vec()).unwrap_or_default();
+    let fields = session.map(|s| s.fields).unwrap_or_default();
+    let state = Rc::new(StreamState::new(&symbols, now.unix_ms).with_fields(fields));
     state.socket.set(fd);
     let slot = local.fanout.add(&state, &local.shared.book, now, local.counters());
     let leftover = leftover.to_vec();

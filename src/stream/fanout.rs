@@ -24,13 +24,14 @@ use std::task::{Poll, Waker};
 
 use tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::book::json::PRICE_OBJECT_BYTES_MAX;
+use crate::book::json::{PRICE_OBJECT_BYTES_MAX, SPREAD_BYTES_MAX};
 use crate::book::{PriceBook, SymbolId, SymbolIndex};
 use crate::buf::FixedBuf;
 use crate::clock::Now;
 use crate::config::StreamConfig;
 use crate::counters::{CounterBlock, Gauge, StreamCounter};
 use crate::stream::frames::{self, PriceFrame};
+use crate::stream::symbols::Fields;
 
 // A stream's watches fit the missing mask of `build`: sessions and changes hold at most 100.
 const _: () = assert!(crate::stream::sessions::SESSION_SYMBOLS_MAX <= 128);
@@ -127,6 +128,8 @@ pub struct StreamState {
     last_frame_ns: Cell<u64>,
     /// The next frame carries prices asked for (a first frame, a symbol change), not moves.
     asked: Cell<bool>,
+    /// Its price objects carry the spread (the session asked for it).
+    spread: Cell<bool>,
 }
 
 impl StreamState {
@@ -146,10 +149,21 @@ impl StreamState {
             slot: Cell::new(u32::MAX),
             last_frame_ns: Cell::new(0),
             asked: Cell::new(true),
+            spread: Cell::new(false),
         };
         state.set_watches(symbols);
-        state.frame.set(Some(Vec::with_capacity(frames::capacity_for(symbols.len()))));
+        state.frame.set(Some(Vec::with_capacity(frames::capacity_for(symbols.len(), false))));
         state
+    }
+
+    /// The optional fields its session asked for; before the stream is added.
+    pub fn with_fields(self, fields: Fields) -> Self {
+        if fields.spread {
+            self.spread.set(true);
+            let symbols = self.watches.borrow().len();
+            self.frame.set(Some(Vec::with_capacity(frames::capacity_for(symbols, true))));
+        }
+        self
     }
 
     fn set_watches(&self, symbols: &[SymbolId]) {
@@ -256,7 +270,8 @@ impl StreamState {
     fn build(&self, owed: u128, book: &PriceBook, index: &SymbolIndex, now: Now, cache: &mut Encoded) {
         let Some(mut buf) = self.frame.take() else { return };
         let watches = self.watches.borrow();
-        let needed = frames::capacity_for(watches.len());
+        let spread = self.spread.get();
+        let needed = frames::capacity_for(watches.len(), spread);
         if buf.capacity() < needed {
             // Only after a symbol change to a larger set: once per change, never per update.
             buf = Vec::with_capacity(needed);
@@ -266,7 +281,7 @@ impl StreamState {
         let mut missing: u128 = 0;
         let mut oldest_ns = u64::MAX;
         for (i, watch) in watches.iter().enumerate().filter(|(i, _)| owed & (1 << i) != 0) {
-            match cache.get(book, index, watch.id, now) {
+            match cache.get(book, index, watch.id, now, spread) {
                 Some((object, moved_ns)) => {
                     frame.price(object);
                     oldest_ns = oldest_ns.min(moved_ns);
@@ -359,6 +374,11 @@ struct Entry {
     /// 0: the symbol had no fresh price in this pass.
     len: u32,
     moved_ns: u64,
+    /// The same object with its spread, encoded the first time a stream that asked for spreads
+    /// needs it in this pass (`spread_len` 0 until then).
+    spread_start: u32,
+    spread_len: u32,
+    spread: Option<crate::book::Decimal>,
 }
 
 /// The price objects of one pass, each encoded the first time a frame needs it.
@@ -380,7 +400,7 @@ impl Default for Encoded {
             count: 0,
             bytes: Vec::new(),
             at: Vec::new(),
-            scratch: FixedBuf::with_capacity(PRICE_OBJECT_BYTES_MAX),
+            scratch: FixedBuf::with_capacity(PRICE_OBJECT_BYTES_MAX + SPREAD_BYTES_MAX),
         }
     }
 }
@@ -397,20 +417,29 @@ impl Encoded {
         if self.at.len() < rows {
             self.at.resize(rows, Entry::default());
         }
-        let bytes = symbols * PRICE_OBJECT_BYTES_MAX;
+        // Each symbol at most twice: without and with its spread.
+        let bytes = symbols * (2 * PRICE_OBJECT_BYTES_MAX + SPREAD_BYTES_MAX);
         if self.bytes.capacity() < bytes {
             self.bytes.reserve(bytes - self.bytes.len());
         }
     }
 
-    /// `id`'s price object and when it moved, `None` when no venue is fresh.
-    fn get(&mut self, book: &PriceBook, index: &SymbolIndex, id: SymbolId, now: Now) -> Option<(&[u8], u64)> {
+    /// `id`'s price object (`spread`: with its spread) and when it moved, `None` when no venue
+    /// is fresh.
+    fn get(
+        &mut self,
+        book: &PriceBook,
+        index: &SymbolIndex,
+        id: SymbolId,
+        now: Now,
+        spread: bool,
+    ) -> Option<(&[u8], u64)> {
         let row = id.index();
         if row >= self.at.len() {
             self.at.resize(row + 1, Entry::default());
         }
         if self.at[row].pass != self.pass {
-            let mut entry = Entry { pass: self.pass, start: self.bytes.len() as u32, len: 0, moved_ns: 0 };
+            let mut entry = Entry { pass: self.pass, start: self.bytes.len() as u32, ..Entry::default() };
             self.count += 1;
             if let Some(served) = book.served(id, now.unix_ms) {
                 self.scratch.clear();
@@ -419,16 +448,32 @@ impl Encoded {
                     self.bytes.extend_from_slice(self.scratch.as_slice());
                     entry.len = self.scratch.len() as u32;
                     entry.moved_ns = book.moves().moved_ns(id);
+                    entry.spread = served.spread;
                 }
             }
             self.at[row] = entry;
         }
-        let entry = self.at[row];
+        let mut entry = self.at[row];
         if entry.len == 0 {
             return None;
         }
-        let start = entry.start as usize;
-        Some((&self.bytes[start..start + entry.len as usize], entry.moved_ns))
+        let (start, len) = (entry.start as usize, entry.len as usize);
+        if !spread {
+            return Some((&self.bytes[start..start + len], entry.moved_ns));
+        }
+        if entry.spread_len == 0 {
+            self.scratch.clear();
+            frames::with_spread(&mut self.scratch, &self.bytes[start..start + len], entry.spread);
+            if self.scratch.overflowed() {
+                return None;
+            }
+            entry.spread_start = self.bytes.len() as u32;
+            entry.spread_len = self.scratch.len() as u32;
+            self.bytes.extend_from_slice(self.scratch.as_slice());
+            self.at[row] = entry;
+        }
+        let start = entry.spread_start as usize;
+        Some((&self.bytes[start..start + entry.spread_len as usize], entry.moved_ns))
     }
 }
 

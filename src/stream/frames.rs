@@ -5,23 +5,33 @@
 use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tungstenite::protocol::frame::{CloseFrame, Frame, FrameHeader};
 
-use crate::book::json::{self, PRICE_OBJECT_BYTES_MAX};
-use crate::book::{Served, SYMBOL_BYTES_MAX};
+use crate::book::json::{self, PRICE_OBJECT_BYTES_MAX, SPREAD_BYTES_MAX};
+use crate::book::{Decimal, Served, SYMBOL_BYTES_MAX};
 use crate::buf::FixedBuf;
 
 /// The longest header of an unmasked server frame: 2 bytes and a 64-bit length.
 pub const HEADER_ROOM: usize = 10;
 const OPEN: &[u8] = b"{\"type\":\"prices\",\"prices\":[";
 
-/// Buffer bytes a price frame over `symbols` symbols may need: every symbol priced, or missing.
-pub const fn capacity_for(symbols: usize) -> usize {
-    HEADER_ROOM + OPEN.len() + 16 + symbols * (PRICE_OBJECT_BYTES_MAX + 1) + symbols * (SYMBOL_BYTES_MAX + 3)
+/// Buffer bytes a price frame over `symbols` symbols may need: every symbol priced (with its
+/// spread when the stream asked for it), or missing.
+pub const fn capacity_for(symbols: usize, spread: bool) -> usize {
+    let object = PRICE_OBJECT_BYTES_MAX + if spread { SPREAD_BYTES_MAX } else { 0 };
+    HEADER_ROOM + OPEN.len() + 16 + symbols * (object + 1) + symbols * (SYMBOL_BYTES_MAX + 3)
 }
 
 /// One price object as frames carry it, `{"symbol":..,"price":..,"ts":..,"age_ms":..,"sources":..}`,
 /// appended to `out`: encoded once per symbol and wake-up, copied into every frame that carries it.
 pub fn price_object(out: &mut FixedBuf, symbol: &str, served: &Served, now_ms: u64) {
     json::open_price(out, symbol, served, now_ms);
+    out.put(b"}");
+}
+
+/// `object` (from [`price_object`]) with `,"spread":".."` before its closing brace, appended to
+/// `out`, for streams whose session asked for `"fields":["spread"]`.
+pub fn with_spread(out: &mut FixedBuf, object: &[u8], spread: Option<Decimal>) {
+    out.put(object.strip_suffix(b"}").unwrap_or(object));
+    json::put_spread(out, spread);
     out.put(b"}");
 }
 
@@ -137,7 +147,7 @@ mod tests {
 
     #[test]
     fn a_price_frame_is_one_text_frame_of_the_documented_json() {
-        let mut frame = PriceFrame::begin(Vec::with_capacity(capacity_for(2)));
+        let mut frame = PriceFrame::begin(Vec::with_capacity(capacity_for(2, false)));
         frame.price(&object("BTC-USD", &served(b"97123.45", 990), 1_012));
         frame.price(&object("ETH-USD", &served(b"3000.1", 995), 1_012));
         let (bytes, start) = frame.finish().expect("fits");
@@ -154,7 +164,7 @@ mod tests {
 
     #[test]
     fn missing_symbols_and_long_frames() {
-        let mut frame = PriceFrame::begin(Vec::with_capacity(capacity_for(100)));
+        let mut frame = PriceFrame::begin(Vec::with_capacity(capacity_for(100, true)));
         for i in 0..99 {
             frame.price(&object(
                 &format!("SYMBOL-NUMBER-{i:03}-WITH-A-LONG-NAM"),

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use crate::book::SymbolId;
 use crate::counters::{CounterBlock, Gauge, StreamCounter};
 use crate::keys::KeyHash;
+use crate::stream::symbols::Fields;
 
 /// Most symbols one session (and so one stream) watches.
 pub const SESSION_SYMBOLS_MAX: usize = 100;
@@ -34,6 +35,8 @@ struct Slot {
     secret: [AtomicU64; 2],
     key: [AtomicU64; 4],
     len: AtomicU32,
+    /// [`Fields::bits`].
+    fields: AtomicU32,
     symbols: [AtomicU32; SESSION_SYMBOLS_MAX],
 }
 
@@ -45,6 +48,7 @@ impl Default for Slot {
             secret: Default::default(),
             key: Default::default(),
             len: AtomicU32::new(0),
+            fields: AtomicU32::new(0),
             symbols: std::array::from_fn(|_| AtomicU32::new(0)),
         }
     }
@@ -93,6 +97,8 @@ impl SessionId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Redeemed {
     pub key: KeyHash,
+    /// What the stream's price objects carry besides the price.
+    pub fields: Fields,
     len: usize,
     symbols: [SymbolId; SESSION_SYMBOLS_MAX],
 }
@@ -146,6 +152,7 @@ impl SessionTable {
         &self,
         key: &KeyHash,
         symbols: &[SymbolId],
+        fields: Fields,
         now_ms: u64,
         counters: &CounterBlock,
     ) -> Result<SessionId, CreateError> {
@@ -186,6 +193,7 @@ impl SessionTable {
                 cell.store(id.raw(), Ordering::Relaxed);
             }
             slot.len.store(symbols.len() as u32, Ordering::Relaxed);
+            slot.fields.store(fields.bits(), Ordering::Relaxed);
             // Release: a redeemer that sees PENDING sees every field above.
             slot.word.store(word(generation, PENDING), Ordering::Release);
             counters.stream_add(StreamCounter::SessionsCreated, 1);
@@ -218,7 +226,12 @@ impl SessionTable {
             return Err(RedeemError::Unknown);
         }
         let expired = now_ms > slot.expires_ms.load(Ordering::Relaxed);
-        let mut redeemed = Redeemed { key: [0; 32], len: 0, symbols: [SymbolId::from_raw(0); SESSION_SYMBOLS_MAX] };
+        let mut redeemed = Redeemed {
+            key: [0; 32],
+            fields: Fields::from_bits(slot.fields.load(Ordering::Relaxed)),
+            len: 0,
+            symbols: [SymbolId::from_raw(0); SESSION_SYMBOLS_MAX],
+        };
         for (chunk, word) in redeemed.key.chunks_exact_mut(8).zip(&slot.key) {
             chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
         }
@@ -283,12 +296,12 @@ mod tests {
         let counters = Counters::new(2);
         let table = SessionTable::new(4, 60_000);
         let key = [7u8; 32];
-        let id = table.create(&key, &ids(&[3, 1, 4]), 1_000, counters.shard(0)).expect("room");
+        let id = table.create(&key, &ids(&[3, 1, 4]), Fields { spread: true }, 1_000, counters.shard(0)).expect("room");
         assert_eq!(counters.snapshot().gauge(Gauge::PendingSessions), 1);
         let text = id.text();
         // Redeemed on another shard.
         let got = table.redeem(&text, 2_000, counters.shard(1)).expect("pending");
-        assert_eq!((got.key, got.symbols()), (key, &ids(&[3, 1, 4])[..]));
+        assert_eq!((got.key, got.symbols(), got.fields), (key, &ids(&[3, 1, 4])[..], Fields { spread: true }));
         assert_eq!(table.redeem(&text, 2_000, counters.shard(1)), Err(RedeemError::Unknown));
         let snap = counters.snapshot();
         assert_eq!(snap.gauge(Gauge::PendingSessions), 0);
@@ -300,7 +313,7 @@ mod tests {
     fn forged_and_malformed_ids_do_not_consume_the_session() {
         let counters = Counters::new(1);
         let table = SessionTable::new(2, 60_000);
-        let id = table.create(&[1; 32], &ids(&[0]), 0, counters.shard(0)).expect("room");
+        let id = table.create(&[1; 32], &ids(&[0]), Fields::default(), 0, counters.shard(0)).expect("room");
         let mut forged = id;
         forged.secret ^= 1;
         assert_eq!(table.redeem(&forged.text(), 0, counters.shard(0)), Err(RedeemError::Unknown));
@@ -315,11 +328,11 @@ mod tests {
         let counters = Counters::new(1);
         let block = counters.shard(0);
         let table = SessionTable::new(2, 1_000);
-        let a = table.create(&[0; 32], &ids(&[0]), 0, block).expect("room");
+        let a = table.create(&[0; 32], &ids(&[0]), Fields::default(), 0, block).expect("room");
         assert_eq!(table.redeem(&a.text(), 1_001, block), Err(RedeemError::Expired));
-        table.create(&[0; 32], &ids(&[0]), 0, block).expect("room");
-        table.create(&[0; 32], &ids(&[0]), 0, block).expect("room");
-        assert_eq!(table.create(&[0; 32], &ids(&[0]), 500, block), Err(CreateError::Full));
+        table.create(&[0; 32], &ids(&[0]), Fields::default(), 0, block).expect("room");
+        table.create(&[0; 32], &ids(&[0]), Fields::default(), 0, block).expect("room");
+        assert_eq!(table.create(&[0; 32], &ids(&[0]), Fields::default(), 500, block), Err(CreateError::Full));
         assert_eq!(table.sweep(999, block), 0);
         assert_eq!(table.sweep(1_001, block), 2);
         let snap = counters.snapshot();
@@ -331,8 +344,8 @@ mod tests {
     fn a_full_table_reclaims_expired_sessions_on_create() {
         let counters = Counters::new(1);
         let table = SessionTable::new(1, 10);
-        table.create(&[0; 32], &ids(&[0]), 0, counters.shard(0)).expect("room");
-        table.create(&[0; 32], &ids(&[1]), 11, counters.shard(0)).expect("expired slot reused");
+        table.create(&[0; 32], &ids(&[0]), Fields::default(), 0, counters.shard(0)).expect("room");
+        table.create(&[0; 32], &ids(&[1]), Fields::default(), 11, counters.shard(0)).expect("expired slot reused");
         assert_eq!(counters.snapshot().gauge(Gauge::PendingSessions), 1);
     }
 
@@ -340,8 +353,9 @@ mod tests {
     fn concurrent_redeems_succeed_exactly_once() {
         let counters = Counters::new(8);
         let table = SessionTable::new(64, 60_000);
-        let texts: Vec<_> =
-            (0..64).map(|_| table.create(&[0; 32], &ids(&[0]), 0, counters.control()).expect("room").text()).collect();
+        let texts: Vec<_> = (0..64)
+            .map(|_| table.create(&[0; 32], &ids(&[0]), Fields::default(), 0, counters.control()).expect("room").text())
+            .collect();
         let wins = AtomicUsize::new(0);
         std::thread::scope(|s| {
             for shard in 0..8 {

@@ -7,10 +7,30 @@ use serde::Deserialize;
 use crate::book::{PriceBook, SymbolId, SymbolName};
 use crate::stream::sessions::SESSION_SYMBOLS_MAX;
 
-/// A checked symbol set: 1 to 100 known symbols, each once, in the order first asked.
+/// A checked symbol set: 1 to 100 known symbols, each once, in the order first asked, and the
+/// optional fields the stream's frames carry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SymbolSet {
     pub ids: Vec<SymbolId>,
+    pub fields: Fields,
+}
+
+/// Optional fields of a stream's price objects, asked for in the session
+/// (`{"symbols":[...],"fields":["spread"]}`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fields {
+    /// `"spread"`: the highest minus the lowest venue price used.
+    pub spread: bool,
+}
+
+impl Fields {
+    pub const fn bits(self) -> u32 {
+        self.spread as u32
+    }
+
+    pub const fn from_bits(bits: u32) -> Self {
+        Self { spread: bits & 1 != 0 }
+    }
 }
 
 /// Why a symbol list was refused; `Display` is the message clients see, and needs no JSON
@@ -25,6 +45,10 @@ pub enum SymbolsError {
     Invalid(String),
     #[error("unknown symbol {0}")]
     Unknown(String),
+    #[error("fields may list only spread")]
+    Field,
+    #[error("fields are chosen when the session is created, not in a symbol change")]
+    FieldsInChange,
 }
 
 #[derive(Deserialize)]
@@ -32,6 +56,7 @@ struct Body {
     #[serde(rename = "type")]
     kind: Option<String>,
     symbols: Vec<String>,
+    fields: Option<Vec<String>>,
 }
 
 /// What a message is for.
@@ -60,6 +85,18 @@ pub fn parse(json: &[u8], expect: Expect, book: &PriceBook) -> Result<SymbolSet,
     if body.symbols.is_empty() || body.symbols.len() > SESSION_SYMBOLS_MAX {
         return Err(SymbolsError::Count);
     }
+    let mut fields = Fields::default();
+    if let Some(asked) = &body.fields {
+        if expect == Expect::Change {
+            return Err(SymbolsError::FieldsInChange);
+        }
+        for field in asked {
+            match field.as_str() {
+                "spread" => fields.spread = true,
+                _ => return Err(SymbolsError::Field),
+            }
+        }
+    }
     let index = book.symbols();
     let mut ids = Vec::with_capacity(body.symbols.len());
     for raw in &body.symbols {
@@ -69,7 +106,7 @@ pub fn parse(json: &[u8], expect: Expect, book: &PriceBook) -> Result<SymbolSet,
             ids.push(id);
         }
     }
-    Ok(SymbolSet { ids })
+    Ok(SymbolSet { ids, fields })
 }
 
 #[cfg(test)]
@@ -106,6 +143,26 @@ mod tests {
             parse(br#"{"symbols":["BTC-USD"]}"#, Expect::Change, &book),
             Err(SymbolsError::Malformed { .. })
         ));
+    }
+
+    #[test]
+    fn a_session_may_ask_for_the_spread() {
+        let book = book();
+        let session = |j: &[u8]| parse(j, Expect::Session, &book);
+        assert_eq!(session(br#"{"symbols":["BTC-USD"]}"#).expect("ok").fields, Fields::default());
+        let set = session(br#"{"symbols":["BTC-USD"],"fields":["spread"]}"#).expect("ok");
+        assert_eq!(set.fields, Fields { spread: true });
+        assert_eq!(Fields::from_bits(set.fields.bits()), set.fields);
+        assert_eq!(session(br#"{"symbols":["BTC-USD"],"fields":[]}"#).expect("ok").fields, Fields::default());
+        assert_eq!(session(br#"{"symbols":["BTC-USD"],"fields":["spred"]}"#), Err(SymbolsError::Field));
+        assert!(matches!(
+            session(br#"{"symbols":["BTC-USD"],"fields":"spread"}"#),
+            Err(SymbolsError::Malformed { .. })
+        ));
+        assert_eq!(
+            parse(br#"{"type":"symbols","symbols":["BTC-USD"],"fields":["spread"]}"#, Expect::Change, &book),
+            Err(SymbolsError::FieldsInChange)
+        );
     }
 
     proptest! {

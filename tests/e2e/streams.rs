@@ -268,6 +268,7 @@ on_every_wire!(
     a_price_is_pushed_within_milliseconds_of_its_write,
     the_frame_interval_holds_under_a_symbol_moving_every_millisecond,
     a_client_that_does_not_read_its_replies_is_closed_at_the_control_bound,
+    a_session_that_asks_for_spreads_gets_them_in_every_price,
 );
 
 fn a_session_streams_prices_changes_symbols_and_closes(driver: Driver) {
@@ -731,5 +732,58 @@ fn a_client_that_does_not_read_its_replies_is_closed_at_the_control_bound(driver
     drop(flood);
     quick.send_frame(true, CLOSE, &1000u16.to_be_bytes(), true);
     assert_eq!(quick.close_code(), 1000);
+    gauges_return_to_zero(&server);
+}
+
+fn a_session_that_asks_for_spreads_gets_them_in_every_price(driver: Driver) {
+    let server = setup(driver).start();
+    let partner = server.key("partner").to_owned();
+    let ask = |body: &str| {
+        server.request_with_body(
+            "POST",
+            "/v1/sessions",
+            &[("X-API-Key", &partner), ("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+    };
+    let refused = ask(r#"{"symbols":["BTC-USD"],"fields":["spred"]}"#);
+    assert_error(&refused, 400, "bad_request");
+    assert!(refused.text().contains("fields may list only"), "{}", refused.text());
+
+    let created = ask(r#"{"symbols":["BTC-USD","ETH-USD"],"fields":["spread"]}"#);
+    assert_eq!(created.status, 200, "{}", created.text());
+    let with = json(&created)["session_id"].as_str().expect("a session id").to_owned();
+    let mut spreads = Ws::open(&server, &with);
+    let mut plain = Ws::open(&server, &session(&server, &["BTC-USD", "ETH-USD"]));
+    for _ in 0..5 {
+        let frame = spreads.next_prices();
+        for price in frame["prices"].as_array().expect("prices") {
+            let spread = price["spread"].as_str().unwrap_or_else(|| panic!("a spread in {price}"));
+            assert!(super::wire::is_decimal(spread) && !spread.starts_with('-'), "{price}");
+            // The simulator's three venues quote within 0.05% of their walk: the spread is small.
+            let p: f64 = price["price"].as_str().and_then(|p| p.parse().ok()).expect("a price");
+            let s: f64 = spread.parse().expect("a number");
+            assert!(s <= p * 0.002, "{price}");
+        }
+        let frame = plain.next_prices();
+        for price in frame["prices"].as_array().expect("prices") {
+            assert!(price.get("spread").is_none(), "not asked for: {price}");
+        }
+    }
+    // A symbol change keeps the session's fields, and may not change them.
+    spreads.send_text(r#"{"type":"symbols","symbols":["ETH-USD"],"fields":[]}"#);
+    let error = eventually("the change refused", || {
+        let (opcode, payload) = spreads.next_frame()?;
+        let text = String::from_utf8(payload).ok()?;
+        (opcode == TEXT && text.contains("\"error\"")).then_some(text)
+    });
+    assert!(error.contains("fields are chosen when the session is created"), "{error}");
+    spreads.send_text(r#"{"type":"symbols","symbols":["ETH-USD"]}"#);
+    let changed = eventually("prices for the new set", || {
+        let frame = spreads.next_prices();
+        (symbols_of(&frame) == ["ETH-USD"]).then_some(frame)
+    });
+    assert!(changed["prices"][0]["spread"].is_string(), "{changed}");
+    drop((spreads, plain));
     gauges_return_to_zero(&server);
 }
