@@ -249,13 +249,20 @@ impl Decimal {
         if reference <= 0 {
             return false;
         }
+        // A bound over 100% counts as 100% (book.outlier_pct allows 50 at most): beyond it the
+        // products below could overflow.
+        let bps = bps.min(10_000);
         let diff = (value - reference).unsigned_abs();
         let reference = reference.unsigned_abs();
+        // reference * bps / 10000, floored, without the product (which could overflow). The
+        // floor is exact for the comparison: diff is an integer, so diff <= x iff diff <= floor(x).
+        // In u64 when it fits (every read's common case: u128 division is a libcall).
+        if let (Ok(diff), Ok(reference)) = (u64::try_from(diff), u64::try_from(reference)) {
+            let bps = u64::from(bps);
+            return diff <= bps * (reference / 10_000) + bps * (reference % 10_000) / 10_000;
+        }
         let bps = u128::from(bps);
-        // reference * bps / 10000, floored, without the product (which could overflow).
-        let limit = bps * (reference / 10_000) + bps * (reference % 10_000) / 10_000;
-        // The floor is exact for the comparison: diff is an integer, so diff <= x iff diff <= floor(x).
-        diff <= limit
+        diff <= bps * (reference / 10_000) + bps * (reference % 10_000) / 10_000
     }
 }
 
