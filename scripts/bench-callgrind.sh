@@ -146,10 +146,16 @@ after="$(requests_served)"
 requests=$((after - before))
 [ "$requests" -gt 0 ] || { echo "no request counted" >&2; exit 1; }
 
-# The dump writes one file per thread; the shard's is the one with the most instructions.
+# The dump writes one file per thread; the shard's is the busiest of those that ran the shard's
+# code, its request handling (at a low request rate the simulator's thread is busier).
+shard_files=()
+for file in "$work"/cg.out*; do
+    [ -f "$file" ] && grep -qE 'pricebeast::(admission|keys|udp|http)::' "$file" && shard_files+=("$file")
+done
+[ "${#shard_files[@]}" -gt 0 ] || shard_files=("$work"/cg.out*)
 busiest=0
 busiest_file=""
-for file in "$work"/cg.out*; do
+for file in "${shard_files[@]}"; do
     [ -f "$file" ] || continue
     ir="$(awk '/^summary:/ { print $2 }' "$file")"
     if [ -n "$ir" ] && [ "$ir" -gt "$busiest" ]; then

@@ -240,7 +240,14 @@ impl Decimal {
 
     /// True when `self` lies within `bps` basis points (1/100 of a percent) of `reference`, a
     /// positive price: `|self - reference| <= reference * bps / 10000`, decided exactly.
+    #[inline]
     pub fn within_bps(self, reference: Self, bps: u32) -> bool {
+        // The venues of one symbol almost always quote with the same number of decimals.
+        if self.exponent == reference.exponent && reference.mantissa > 0 && self.mantissa >= 0 {
+            let diff = self.mantissa.abs_diff(reference.mantissa);
+            let (reference, bps) = (reference.mantissa as u64, u64::from(bps.min(10_000)));
+            return diff <= bps * (reference / 10_000) + bps * (reference % 10_000) / 10_000;
+        }
         let (Some(value), Some(reference), _) = align(self, reference) else {
             // Scaling overflowed: the two are more than 10^19 apart in magnitude, far outside
             // any bound under 100%.

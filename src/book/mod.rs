@@ -136,30 +136,54 @@ pub struct PriceBook {
 pub struct Batch<'a> {
     book: &'a PriceBook,
     rings: Rings,
+    /// Venues written since the last judgement, all of one symbol: judged together when the batch
+    /// moves on to another symbol or ends (a simulator tick writes each symbol's venues in a row,
+    /// so the symbol's fresh venues are read once, not once per venue).
+    unjudged: Option<Unjudged>,
+}
+
+#[derive(Clone, Copy)]
+struct Unjudged {
+    symbol: SymbolId,
+    /// One bit per venue column.
+    venues: u16,
+    recv_ms: u64,
 }
 
 impl Batch<'_> {
-    /// Records a venue's price (`recv_ms`: this process's clock at receipt), unless it is not
-    /// positive, and says whether the served price uses it. A refused or left-out price is
-    /// counted for its venue and logged (one line per venue and kind a minute).
+    /// Records a venue's price (`recv_ms`: this process's clock at receipt) unless it is not
+    /// positive (false). A refused price, or one left out of the median as an outlier, is
+    /// counted for its venue and logged (one line per venue and kind a minute); outliers are
+    /// judged once the batch moves on from the symbol.
     #[inline]
-    pub fn write(&mut self, symbol: SymbolId, venue: VenueId, price: Decimal, ts_ms: u64, recv_ms: u64) -> Verdict {
-        let verdict = if price.mantissa() <= 0 {
-            Verdict::NotPositive
-        } else {
-            self.book.cell(symbol, venue).write(price, ts_ms, recv_ms);
-            self.book.moves.moved(symbol, &mut self.rings);
-            self.book.judge(symbol, venue, recv_ms)
-        };
-        if verdict != Verdict::Used {
-            self.book.refused(symbol, venue, price, verdict, recv_ms);
+    pub fn write(&mut self, symbol: SymbolId, venue: VenueId, price: Decimal, ts_ms: u64, recv_ms: u64) -> bool {
+        if price.mantissa() <= 0 {
+            self.book.refused(symbol, venue, price, Verdict::NotPositive, recv_ms);
+            return false;
         }
-        verdict
+        self.book.cell(symbol, venue).write(price, ts_ms, recv_ms);
+        self.book.moves.moved(symbol, &mut self.rings);
+        match &mut self.unjudged {
+            Some(u) if u.symbol == symbol => {
+                u.venues |= 1 << venue.index();
+                u.recv_ms = u.recv_ms.max(recv_ms);
+            }
+            other => {
+                if let Some(previous) = other.take() {
+                    self.book.judge(previous);
+                }
+                self.unjudged = Some(Unjudged { symbol, venues: 1 << venue.index(), recv_ms });
+            }
+        }
+        true
     }
 }
 
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
+        if let Some(unjudged) = self.unjudged.take() {
+            self.book.judge(unjudged);
+        }
         self.book.moves.ring(&self.rings);
     }
 }
@@ -322,10 +346,13 @@ impl PriceBook {
         &self.cells[symbol.index() * VENUES_MAX + venue.index()]
     }
 
-    /// Records a venue's price and wakes the shards watching it (see [`Batch::write`]).
-    /// `recv_ms` is this process's clock at receipt.
+    /// Records a venue's price and wakes the shards watching it (see [`Batch::write`]), and says
+    /// whether the served price uses it. `recv_ms` is this process's clock at receipt.
     pub fn write(&self, symbol: SymbolId, venue: VenueId, price: Decimal, ts_ms: u64, recv_ms: u64) -> Verdict {
-        self.batch().write(symbol, venue, price, ts_ms, recv_ms)
+        if !self.batch().write(symbol, venue, price, ts_ms, recv_ms) {
+            return Verdict::NotPositive;
+        }
+        self.verdict(symbol, venue, recv_ms)
     }
 
     /// The outlier rule in force.
@@ -338,21 +365,62 @@ impl PriceBook {
         self.quality.get(venue.index()).map(quality::VenueQuality::read).unwrap_or_default()
     }
 
-    /// Whether the served price of `symbol` uses `venue`'s price just written at `now_ms`.
-    fn judge(&self, symbol: SymbolId, venue: VenueId, now_ms: u64) -> Verdict {
-        if self.outliers.is_off() || self.venues.len() < 3 {
-            return Verdict::Used;
+    /// Whether the served price of `symbol` uses `venue`'s price at `now_ms`.
+    pub fn verdict(&self, symbol: SymbolId, venue: VenueId, now_ms: u64) -> Verdict {
+        let mut verdict = Verdict::Used;
+        self.outliers_among(symbol, 1 << venue.index(), now_ms, |_, _, v| verdict = v);
+        verdict
+    }
+
+    /// Counts and logs the venues of a batch's writes that the served price leaves out.
+    fn judge(&self, written: Unjudged) {
+        let Unjudged { symbol, venues, recv_ms } = written;
+        self.outliers_among(symbol, venues, recv_ms, |venue, price, verdict| {
+            self.refused(symbol, venue, price, verdict, recv_ms);
+        });
+    }
+
+    /// Calls `out` with (venue, its price, the verdict) for each venue of `venues` (a bit mask)
+    /// that is fresh and left out of the served price of `symbol` at `now_ms`.
+    fn outliers_among(
+        &self,
+        symbol: SymbolId,
+        venues: u16,
+        now_ms: u64,
+        mut out: impl FnMut(VenueId, Decimal, Verdict),
+    ) {
+        if self.outliers.is_off() || self.venues.len() < 3 || self.all_in_line(symbol, now_ms) {
+            return;
         }
         let mut quotes = [VenueQuote::EMPTY; VENUES_MAX];
         let fresh = self.fresh_quotes(symbol, now_ms, &mut quotes);
         let kept = quality::keep(&mut quotes[..fresh], self.outliers);
-        if kept == fresh || quotes[..kept].iter().any(|q| q.venue == venue) {
-            return Verdict::Used;
+        let Some(median) = median_of_sorted(&quotes[..kept]).map(|s| s.price) else { return };
+        for quote in &quotes[kept..fresh] {
+            if venues & (1 << quote.venue.index()) != 0 {
+                out(quote.venue, quote.price, Verdict::Outlier { median });
+            }
         }
-        match median(&mut quotes[..kept]) {
-            Some(served) => Verdict::Outlier { median: served.price },
-            None => Verdict::Used,
+    }
+
+    /// Fewer than three fresh venues, or the highest fresh price within the bound of the lowest:
+    /// every venue is used. The feeds' common case, without sorting anything.
+    fn all_in_line(&self, symbol: SymbolId, now_ms: u64) -> bool {
+        let (mut fresh, mut low, mut high) = (0, Decimal::ZERO, Decimal::ZERO);
+        for v in 0..self.venues.len() {
+            let Some(quote) = self.cell(symbol, VenueId(v as u8)).read() else { continue };
+            if now_ms.saturating_sub(quote.recv_ms) > self.stale_after_ms {
+                continue;
+            }
+            if fresh == 0 || quote.price.cmp_value(low) == std::cmp::Ordering::Less {
+                low = quote.price;
+            }
+            if fresh == 0 || quote.price.cmp_value(high) == std::cmp::Ordering::Greater {
+                high = quote.price;
+            }
+            fresh += 1;
         }
+        fresh < 3 || high.within_bps(low, self.outliers.bps())
     }
 
     fn refused(&self, symbol: SymbolId, venue: VenueId, price: Decimal, verdict: Verdict, now_ms: u64) {
@@ -384,7 +452,7 @@ impl PriceBook {
 
     /// Writes to be woken for together (see [`Batch`]).
     pub fn batch(&self) -> Batch<'_> {
-        Batch { book: self, rings: Rings::new() }
+        Batch { book: self, rings: Rings::new(), unjudged: None }
     }
 
     /// Every fresh venue quote of `symbol` into `out`; returns how many. Never allocates.
@@ -420,7 +488,7 @@ impl PriceBook {
     pub fn venues_served(&self, symbol: SymbolId, now_ms: u64) -> Option<Served> {
         let mut quotes = [VenueQuote::EMPTY; VENUES_MAX];
         let count = self.used_quotes(symbol, now_ms, &mut quotes);
-        median(&mut quotes[..count])
+        median_of_sorted(&quotes[..count])
     }
 
     /// True when every symbol has a fresh price from at least one venue: the node can serve its
@@ -436,10 +504,16 @@ impl PriceBook {
 /// newest event time and the spread. Sorts `quotes` in place (a no-op pass when they come sorted
 /// from [`PriceBook::used_quotes`]).
 pub fn median(quotes: &mut [VenueQuote]) -> Option<Served> {
+    quality::keep(quotes, OutlierBound::OFF);
+    median_of_sorted(quotes)
+}
+
+/// [`median`] of quotes already sorted by price, as [`PriceBook::used_quotes`] leaves them.
+#[inline]
+pub fn median_of_sorted(quotes: &[VenueQuote]) -> Option<Served> {
     if quotes.is_empty() {
         return None;
     }
-    quality::keep(quotes, OutlierBound::OFF);
     let mid = quotes.len() / 2;
     let price =
         if quotes.len() % 2 == 1 { quotes[mid].price } else { quotes[mid - 1].price.midpoint(quotes[mid].price) };

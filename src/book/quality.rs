@@ -43,22 +43,30 @@ impl OutlierBound {
 
 /// Sorts `quotes` by price and moves the ones a served price may use to the front, still sorted;
 /// returns how many. Never allocates; at most [`crate::book::VENUES_MAX`] quotes.
+#[inline]
 pub fn keep(quotes: &mut [VenueQuote], bound: OutlierBound) -> usize {
     sort_by_price(quotes);
-    let mut kept = quotes.len();
-    if bound.is_off() {
-        return kept;
+    let n = quotes.len();
+    // The common case, decided in one comparison: every price lies within (max - min) of any
+    // median of the others, which is at least min.
+    if bound.is_off() || n < 3 || quotes[n - 1].price.within_bps(quotes[0].price, bound.bps) {
+        return n;
     }
+    drop_outliers(quotes, bound)
+}
+
+/// Some venue strays: drop the furthest outside the bound, judge the others again without it (an
+/// outlier pulls the median of the others toward itself), until all agree or two are left.
+#[cold]
+#[inline(never)]
+fn drop_outliers(quotes: &mut [VenueQuote], bound: OutlierBound) -> usize {
+    let mut kept = quotes.len();
     while kept >= 3 {
         let used = &quotes[..kept];
-        // The common case, decided in one comparison: every price lies within (max - min) of any
-        // median of the others, which is at least min.
         if used[kept - 1].price.within_bps(used[0].price, bound.bps) {
             break;
         }
         let Some(worst) = worst_outside(used, bound) else { break };
-        // Drop it, keeping the rest sorted, and judge the others again without it: an outlier
-        // pulls the median of the others toward itself.
         quotes[worst..kept].rotate_left(1);
         kept -= 1;
     }
@@ -104,6 +112,7 @@ fn log_distance(price: Decimal, median: Decimal) -> f64 {
     (price / median).ln().abs()
 }
 
+#[inline]
 fn sort_by_price(quotes: &mut [VenueQuote]) {
     // At most VENUES_MAX elements: insertion sort beats anything fancier and never allocates.
     for i in 1..quotes.len() {

@@ -431,7 +431,7 @@ fn price(query: &[u8], key: &KeyEntry, ctx: &Context<'_>, scratch: &mut Scratch)
     let mut quotes = [VenueQuote::EMPTY; VENUES_MAX];
     let used = book.used_quotes(id, ctx.now.unix_ms, &mut quotes);
     let quotes = &mut quotes[..used];
-    let Some(served) = crate::book::median(quotes).or_else(|| book.fallback(id, ctx.now.unix_ms)) else {
+    let Some(served) = crate::book::median_of_sorted(quotes).or_else(|| book.fallback(id, ctx.now.unix_ms)) else {
         return missed(id, name, with_venues, extra, ctx, scratch);
     };
     ctx.counters.inc(Counter::BookHits);
