@@ -195,7 +195,7 @@ struct At {
     started_ms: u64,
 }
 
-const FEED_SERIES: [FeedSeries; 10] = [
+const FEED_SERIES: [FeedSeries; 13] = [
     ("venue_connected", "1 while the venue has a connection up", MetricType::GAUGE, |r, _| {
         f64::from(u8::from(r.connected))
     }),
@@ -221,6 +221,18 @@ const FEED_SERIES: [FeedSeries; 10] = [
     ("venue_errors_total", "Errors the venue reported", MetricType::COUNTER, |r, _| r.venue_errors as f64),
     ("venue_unknown_symbols_total", "Prices for symbols not configured", MetricType::COUNTER, |r, _| {
         r.unknown_symbols as f64
+    }),
+    ("venue_symbols_subscribed", "Symbols the venue acked on the connections up now", MetricType::GAUGE, |r, _| {
+        r.symbols_subscribed as f64
+    }),
+    (
+        "venue_symbols_refused",
+        "Symbols the venue refused, waiting to be asked for again (feed.refused_retry_ms)",
+        MetricType::GAUGE,
+        |r, _| r.refused.len() as f64,
+    ),
+    ("venue_refusals_total", "Subscriptions the venue refused, retries included", MetricType::COUNTER, |r, _| {
+        r.refusals as f64
     }),
 ];
 

@@ -20,6 +20,9 @@ pub struct MockArgs {
     /// Re-send the recorded tickers this often, so the prices stay fresh.
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     pub repeat_ms: u64,
+    /// Venue symbols to refuse, comma-separated, each in the venue's own refusal (`XBT/EUR`).
+    #[arg(long, value_delimiter = ',', value_name = "SYMBOLS")]
+    pub refuse: Vec<String>,
 }
 
 pub fn run(args: MockArgs) -> anyhow::Result<()> {
@@ -42,6 +45,8 @@ pub fn run(args: MockArgs) -> anyhow::Result<()> {
             let options = MockOptions { repeat_ms: Some(args.repeat_ms.max(1)), heartbeat_ms: None };
             let mock =
                 MockExchange::start(script, options, addr).await.with_context(|| format!("{name}: binding {addr}"))?;
+            let refuse: Vec<&str> = args.refuse.iter().map(String::as_str).collect();
+            mock.control().refuse(&refuse);
             println!("{name} {}", mock.url());
             running.push(mock);
         }

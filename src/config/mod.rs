@@ -328,6 +328,8 @@ pub struct FeedConfig {
     /// First reconnect delay after a feed connection fails; doubles up to `reconnect_max_ms`.
     pub reconnect_initial_ms: u64,
     pub reconnect_max_ms: u64,
+    /// How long a symbol a venue refused waits before it is asked for again.
+    pub refused_retry_ms: u64,
     pub simulator: SimulatorConfig,
     /// Exchange feeds by venue name (`coinbase`, `gemini`, `kraken`, `gateio`, `bybit`, `okx`).
     pub exchanges: BTreeMap<String, ExchangeConfig>,
@@ -351,13 +353,22 @@ pub struct ExchangeConfig {
     pub symbols: BTreeMap<String, String>,
     /// No message for this long means a dead connection; 0: the venue's own rule.
     pub silence_ms: u64,
+    /// How long a subscribe may wait for the venue's ack; 0: the venue's own rule.
+    pub ack_deadline_ms: u64,
     /// The REST API's base URL, for `fallback.rest`; empty: the venue's production URL.
     pub rest_url: String,
 }
 
 impl Default for ExchangeConfig {
     fn default() -> Self {
-        Self { enabled: true, url: String::new(), symbols: BTreeMap::new(), silence_ms: 0, rest_url: String::new() }
+        Self {
+            enabled: true,
+            url: String::new(),
+            symbols: BTreeMap::new(),
+            silence_ms: 0,
+            ack_deadline_ms: 0,
+            rest_url: String::new(),
+        }
     }
 }
 
@@ -503,6 +514,7 @@ impl Default for FeedConfig {
             kind: FeedKind::Simulator,
             reconnect_initial_ms: 250,
             reconnect_max_ms: 30_000,
+            refused_retry_ms: crate::feeds::supervisor::REFUSED_RETRY_MS,
             simulator: SimulatorConfig::default(),
             exchanges: BTreeMap::new(),
         }
@@ -791,6 +803,12 @@ impl Config {
         let feed = &self.feed;
         if feed.reconnect_initial_ms == 0 || feed.reconnect_max_ms < feed.reconnect_initial_ms {
             return fail("feed.reconnect_max_ms", "need 0 < reconnect_initial_ms <= reconnect_max_ms".into());
+        }
+        if feed.refused_retry_ms < 1_000 {
+            return fail(
+                "feed.refused_retry_ms",
+                "must be at least 1000 (a refused symbol is never asked for in a loop)".into(),
+            );
         }
         for (name, exchange) in &feed.exchanges {
             if crate::feeds::venue(name).is_none() {

@@ -3,7 +3,10 @@
 //! - Subscribe: `{"op":"subscribe","args":["tickers.BTCUSDT",…]}` (`req_id` is optional; we send
 //!   none). Spot takes at most 10 args per subscribe request, so more symbols go out as several
 //!   requests on the same connection. Each is acked with `{"success":true,"ret_msg":"subscribe",
-//!   …,"op":"subscribe"}`; a refusal has `"success":false` and the reason in `ret_msg`.
+//!   …,"op":"subscribe"}` (one ack per request, naming no topic); a refusal has `"success":false`
+//!   and the reason in `ret_msg`, which names the topic (`Invalid topic: invalid.topic.BTCUSDT`,
+//!   nautilus's recorded refusal): the symbol is the topic's last part. The docs give no ack
+//!   deadline; we wait 10 s.
 //! - Prices: `data.lastPrice`, the last traded price (a decimal string; the spot ticker carries no
 //!   best bid/ask). The event time is the top-level `ts`, a number of Unix ms. Spot tickers are
 //!   `snapshot` only, pushed every 50 ms (the docs' push frequency), one symbol per frame.
@@ -29,8 +32,8 @@ use std::borrow::Cow;
 use serde::Deserialize;
 
 use crate::feeds::lenient::IfObject;
-use crate::feeds::venue::{decode, decode_plain, price, Frame, Keepalive, ParseError, Tick, Venue};
-use crate::mock_exchange::{MockScript, Role};
+use crate::feeds::venue::{decode, decode_plain, price, symbol_after, Frame, Keepalive, ParseError, Tick, Venue};
+use crate::mock_exchange::{recorded, recorded_for, strings_at, MockScript, Role};
 
 pub struct Bybit;
 
@@ -51,6 +54,8 @@ struct Envelope<'a> {
     op: Option<Cow<'a, str>>,
     #[serde(default)]
     success: Option<bool>,
+    #[serde(borrow, default)]
+    ret_msg: Option<Cow<'a, str>>,
     /// An object for tickers, an array for trades: only the object is ever read.
     #[serde(borrow, default)]
     data: IfObject<Ticker<'a>>,
@@ -99,6 +104,10 @@ impl Venue for Bybit {
         30_000
     }
 
+    fn ack_deadline_ms(&self) -> u64 {
+        10_000
+    }
+
     fn parse(
         &self,
         frame: &mut [u8],
@@ -114,7 +123,11 @@ impl Venue for Bybit {
 fn read(envelope: Envelope<'_>, sink: &mut dyn FnMut(Tick<'_>)) -> Result<Frame, ParseError> {
     // A refused subscribe (or any refused op) says so only through `success`.
     if envelope.success == Some(false) {
-        return Ok(Frame::VenueError);
+        if envelope.op.as_deref() != Some("subscribe") {
+            return Ok(Frame::VenueError);
+        }
+        let message = envelope.ret_msg.as_deref().unwrap_or("subscribe refused");
+        return Ok(Frame::refused(refused_symbol(message), message));
     }
     if let Some(topic) = envelope.topic.as_deref() {
         if !topic.starts_with("tickers.") {
@@ -135,12 +148,23 @@ fn read(envelope: Envelope<'_>, sink: &mut dyn FnMut(Tick<'_>)) -> Result<Frame,
     match envelope.op.as_deref() {
         // Spot's pong keeps `"op":"ping"` and says `pong` in `ret_msg`; options say `"op":"pong"`.
         Some("ping" | "pong") => Ok(Frame::Heartbeat),
-        Some("subscribe") => Ok(Frame::Ack),
+        Some("subscribe") => Ok(Frame::ack()),
         Some(_) => Ok(Frame::Ignored),
         // Options and spreads ack without an `op`.
-        None if envelope.kind.as_deref() == Some("COMMAND_RESP") => Ok(Frame::Ack),
+        None if envelope.kind.as_deref() == Some("COMMAND_RESP") => Ok(Frame::ack()),
         None => Err(ParseError::Field("op")),
     }
+}
+
+/// The symbol a refusal's message names: the last part of the topic it quotes
+/// (`tickers.BTCUSDT`, `invalid.topic.BTCUSDT`).
+fn refused_symbol(message: &str) -> Option<&str> {
+    if let Some(symbol) = symbol_after(message, "tickers.") {
+        return Some(symbol);
+    }
+    let topic = message.split([' ', ',', '[', ']', '"', ':']).find(|word| word.contains('.'))?;
+    let symbol = topic.rsplit('.').next()?;
+    (!symbol.is_empty() && symbol.bytes().all(|b| b.is_ascii_alphanumeric())).then_some(symbol)
 }
 
 /// The same parse through serde_json, for the benchmark that compares the two.
@@ -155,23 +179,31 @@ fn client_op(text: &str) -> Option<String> {
     request.get("op")?.as_str().map(str::to_owned)
 }
 
-/// How the mock exchange plays Bybit. It pushes no heartbeat: liveness is the tickers and the
-/// recorded pong, which answers every ping (and, as `Other`, is played once after the tickers).
+/// The symbol of the recorded refusal.
+const REFUSED: &str = "GIBBERISHUSDT";
+
+fn role(line: &str) -> Role {
+    if line.contains(r#""success":false"#) {
+        Role::Refusal
+    } else if line.contains(r#""op":"subscribe""#) {
+        Role::Ack
+    } else if line.contains(r#""topic":"tickers."#) {
+        Role::Ticker
+    } else if line.contains(r#""ret_msg":"pong""#) {
+        Role::Reply
+    } else {
+        Role::Other
+    }
+}
+
+/// How the mock exchange plays Bybit: one ack per subscribe request. It pushes no heartbeat:
+/// liveness is the tickers and the recorded pong, which answers every ping (and, as `Reply`, is
+/// never sent unasked).
 pub fn mock_script() -> MockScript {
     MockScript {
         venue: "bybit",
         recording: RECORDING,
-        role: |line| {
-            if line.contains(r#""op":"subscribe""#) {
-                Role::Ack
-            } else if line.contains(r#""topic":"tickers."#) {
-                Role::Ticker
-            } else if line.contains(r#""ret_msg":"pong""#) {
-                Role::Reply
-            } else {
-                Role::Other
-            }
-        },
+        role,
         is_subscribe: |text| client_op(text).as_deref() == Some("subscribe"),
         ping_reply: |text| {
             if client_op(text).as_deref() != Some("ping") {
@@ -180,6 +212,11 @@ pub fn mock_script() -> MockScript {
             RECORDING.lines().find(|line| line.contains(r#""ret_msg":"pong""#)).map(str::to_owned)
         },
         heartbeat_ms: None,
+        subscribe_symbols: |request| {
+            strings_at(request, "/args").iter().filter_map(|t| t.strip_prefix("tickers.")).map(str::to_owned).collect()
+        },
+        acks: |recording, _, _| recorded(recording, role, Role::Ack).map(str::to_owned).into_iter().collect(),
+        refusal: |recording, symbol| recorded_for(recording, role, Role::Refusal, REFUSED, symbol),
     }
 }
 
@@ -197,8 +234,8 @@ mod tests {
     #[test]
     fn every_recorded_line_parses() {
         let lines: Vec<&str> = mock_script().recording.lines().collect();
-        assert_eq!(lines.len(), 4);
-        assert_eq!(parse(lines[0]).0, Ok(Frame::Ack));
+        assert_eq!(lines.len(), 5);
+        assert_eq!(parse(lines[0]).0, Ok(Frame::ack()));
         let (frame, ticks) = parse(lines[1]);
         assert_eq!(frame, Ok(Frame::Prices(1)));
         assert_eq!(ticks, vec![("BTCUSDT".into(), "21109.77".into(), 1_673_853_746_003)]);
@@ -206,6 +243,10 @@ mod tests {
         assert_eq!(frame, Ok(Frame::Prices(1)));
         assert_eq!(ticks, vec![("BTCUSDT".into(), "16363.78".into(), 1_672_305_380_595)]);
         assert_eq!(parse(lines[3]).0, Ok(Frame::Heartbeat));
+        assert_eq!(
+            parse(lines[4]).0,
+            Ok(Frame::refused(Some("GIBBERISHUSDT"), "Invalid topic: tickers.GIBBERISHUSDT"))
+        );
     }
 
     #[test]
@@ -223,11 +264,17 @@ mod tests {
         // The refusal nautilus recorded, and the acks and pongs of the other markets.
         let refused =
             r#"{"success":false,"ret_msg":"Invalid topic: invalid.topic.BTCUSDT","conn_id":"cejr","op":"subscribe"}"#;
-        assert_eq!(parse(refused).0, Ok(Frame::VenueError));
+        assert_eq!(parse(refused).0, Ok(Frame::refused(Some("BTCUSDT"), "Invalid topic: invalid.topic.BTCUSDT")));
+        let vague = r#"{"success":false,"ret_msg":"error:handler not found","op":"subscribe"}"#;
+        assert_eq!(parse(vague).0, Ok(Frame::refused(None, "error:handler not found")));
+        let many = r#"{"success":false,"ret_msg":"Invalid topic: [tickers.AUSDT,tickers.BUSDT]","op":"subscribe"}"#;
+        assert_eq!(parse(many).0, Ok(Frame::refused(Some("AUSDT"), "Invalid topic: [tickers.AUSDT,tickers.BUSDT]")));
+        let ping_refused = r#"{"success":false,"ret_msg":"too fast","op":"ping"}"#;
+        assert_eq!(parse(ping_refused).0, Ok(Frame::VenueError));
         let linear_ack = r#"{"success":true,"ret_msg":"","conn_id":"c","req_id":"","op":"subscribe"}"#;
-        assert_eq!(parse(linear_ack).0, Ok(Frame::Ack));
+        assert_eq!(parse(linear_ack).0, Ok(Frame::ack()));
         let option_ack = r#"{"success":true,"conn_id":"c","data":{"failTopics":[],"successTopics":["tickers.X"]},"type":"COMMAND_RESP"}"#;
-        assert_eq!(parse(option_ack).0, Ok(Frame::Ack));
+        assert_eq!(parse(option_ack).0, Ok(Frame::ack()));
         assert_eq!(parse(r#"{"args":["1672916271846"],"op":"pong"}"#).0, Ok(Frame::Heartbeat));
         assert_eq!(parse(r#"{"success":true,"ret_msg":"","op":"unsubscribe"}"#).0, Ok(Frame::Ignored));
         // Other topics, whatever the shape of their data.
@@ -275,6 +322,12 @@ mod tests {
         assert_eq!(args, want);
         assert_eq!(Bybit.subscribe_messages(&["BTCUSDT"], 0), vec![r#"{"args":["tickers.BTCUSDT"],"op":"subscribe"}"#]);
         assert!(Bybit.subscribe_messages(&[], 0).is_empty());
+        let script = mock_script();
+        assert_eq!((script.subscribe_symbols)(&messages[2]), vec!["S20USDT", "S21USDT", "S22USDT"]);
+        let acks = (script.acks)(script.recording, &messages[2], &["S20USDT".into()]);
+        assert_eq!(acks.iter().map(|a| parse(a).0).collect::<Vec<_>>(), vec![Ok(Frame::ack())]);
+        let refusal = (script.refusal)(script.recording, "S21USDT").expect("a refusal");
+        assert_eq!(parse(&refusal).0, Ok(Frame::refused(Some("S21USDT"), "Invalid topic: tickers.S21USDT")));
     }
 
     #[test]
@@ -298,7 +351,7 @@ mod tests {
         }
 
         #[test]
-        fn mutated_recordings_never_panic(line in 0usize..4, at in 0usize..400, byte in any::<u8>()) {
+        fn mutated_recordings_never_panic(line in 0usize..5, at in 0usize..400, byte in any::<u8>()) {
             testing::mutated_never_panics(&Bybit, mock_script().recording, line, at, byte);
         }
     }

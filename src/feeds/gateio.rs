@@ -5,7 +5,10 @@
 //! - Subscribe: `{"time":<s>,"channel":"spot.tickers","event":"subscribe","payload":[...]}`, one
 //!   message for all pairs. `time` is in seconds and must be within 60 s of the server's clock: it is taken from the supervisor's clock at send time.
 //! - Ack: the reply repeats `channel` and `event`, with `result` `{"status":"success"}`; success
-//!   means `error` is empty, and a refusal carries `error` `{"code","message"}`.
+//!   means `error` is empty, and a refusal carries `error` `{"code","message"}`, as in the docs'
+//!   `{"channel":"spot.trades","event":"subscribe","error":{"code":2,"message":"unknown currency
+//!   pair GIBBERISH_USD"},"result":null}`, whose message names the pair. One ack answers the
+//!   whole request. The docs give no ack deadline; we wait 10 s.
 //! - Prices: `result.last`, the last trade price, a decimal string. A ticker has no
 //!   event time of its own, so the event time is the push's `time_ms` (on every push since
 //!   2022-11-22), or its `time` in seconds when `time_ms` is absent, as in the 2021 recording. Tickers come at most once every 1000 ms.
@@ -25,12 +28,11 @@
 
 use std::borrow::Cow;
 
-use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use crate::feeds::timefmt::unix_any_to_ms;
-use crate::feeds::venue::{decode, decode_plain, price, Frame, Keepalive, ParseError, Tick, Venue};
-use crate::mock_exchange::{MockScript, Role};
+use crate::feeds::venue::{decode, decode_plain, price, symbol_after, Frame, Keepalive, ParseError, Tick, Venue};
+use crate::mock_exchange::{recorded, recorded_for, strings_at, MockScript, Role};
 
 pub struct Gateio;
 
@@ -46,9 +48,10 @@ struct Envelope<'a> {
     channel: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     event: Option<Cow<'a, str>>,
-    /// `null` on success, an object on failure: only whether it is there matters.
+    /// `null` on success, an object on failure. Read whole, whatever its shape: any error counts,
+    /// and it is rare enough that its allocation does not matter.
     #[serde(default)]
-    error: Option<IgnoredAny>,
+    error: Option<serde_json::Value>,
     #[serde(borrow, default)]
     result: Option<Payload<'a>>,
     /// Only the service-upgrade notice has a `type`.
@@ -100,6 +103,10 @@ impl Venue for Gateio {
         30_000
     }
 
+    fn ack_deadline_ms(&self) -> u64 {
+        10_000
+    }
+
     fn parse(
         &self,
         frame: &mut [u8],
@@ -113,7 +120,15 @@ impl Venue for Gateio {
 
 /// The envelope's meaning; shared by the simd-json path and the serde_json one benches compare.
 fn read(envelope: Envelope<'_>, sink: &mut dyn FnMut(Tick<'_>)) -> Result<Frame, ParseError> {
-    if envelope.error.is_some() || envelope.kind.as_deref() == Some("upgrade") {
+    let error = envelope.error.filter(|e| !e.is_null());
+    if let (Some(error), Some("subscribe")) = (&error, envelope.event.as_deref()) {
+        let message = match error.get("message").and_then(|m| m.as_str()) {
+            Some(message) => message.to_owned(),
+            None => error.to_string(),
+        };
+        return Ok(Frame::Refused { symbol: symbol_after(&message, PAIR_REFUSED).map(str::to_owned), message });
+    }
+    if error.is_some() || envelope.kind.as_deref() == Some("upgrade") {
         return Ok(Frame::VenueError);
     }
     match (envelope.channel.as_deref(), envelope.event.as_deref()) {
@@ -129,7 +144,7 @@ fn read(envelope: Envelope<'_>, sink: &mut dyn FnMut(Tick<'_>)) -> Result<Frame,
             sink(Tick { venue_symbol: &pair, price: price(&last)?, ts_ms });
             Ok(Frame::Prices(1))
         }
-        (Some("spot.tickers"), Some("subscribe")) => Ok(Frame::Ack),
+        (Some("spot.tickers"), Some("subscribe")) => Ok(Frame::ack()),
         (Some("spot.pong"), _) => Ok(Frame::Heartbeat),
         (Some(_), _) => Ok(Frame::Ignored),
         (None, _) => Err(ParseError::Field("channel")),
@@ -142,22 +157,31 @@ pub fn parse_with_serde_json(frame: &[u8], sink: &mut dyn FnMut(Tick<'_>)) -> Re
     read(envelope, sink)
 }
 
-/// How the mock exchange plays Gate.
+/// How a refusal's message names the pair before it.
+const PAIR_REFUSED: &str = "unknown currency pair ";
+/// The pair of the recorded refusal.
+const REFUSED: &str = "GIBBERISH_USD";
+
+fn role(line: &str) -> Role {
+    if line.contains(r#""event":"subscribe""#) && line.contains(r#""error":{"#) {
+        Role::Refusal
+    } else if line.contains(r#""event":"subscribe""#) {
+        Role::Ack
+    } else if line.contains(r#""channel":"spot.tickers""#) && line.contains(r#""event":"update""#) {
+        Role::Ticker
+    } else if line.contains(r#""channel":"spot.pong""#) {
+        Role::Reply
+    } else {
+        Role::Other
+    }
+}
+
+/// How the mock exchange plays Gate: one ack per request.
 pub fn mock_script() -> MockScript {
     MockScript {
         venue: "gateio",
         recording: RECORDING,
-        role: |line| {
-            if line.contains(r#""event":"subscribe""#) {
-                Role::Ack
-            } else if line.contains(r#""channel":"spot.tickers""#) && line.contains(r#""event":"update""#) {
-                Role::Ticker
-            } else if line.contains(r#""channel":"spot.pong""#) {
-                Role::Reply
-            } else {
-                Role::Other
-            }
-        },
+        role,
         is_subscribe: |text| text.contains(r#""event":"subscribe""#),
         ping_reply: |text| {
             if !text.contains(r#""channel":"spot.ping""#) {
@@ -166,6 +190,9 @@ pub fn mock_script() -> MockScript {
             RECORDING.lines().find(|l| l.contains(r#""channel":"spot.pong""#)).map(str::to_owned)
         },
         heartbeat_ms: None,
+        subscribe_symbols: |request| strings_at(request, "/payload"),
+        acks: |recording, _, _| recorded(recording, role, Role::Ack).map(str::to_owned).into_iter().collect(),
+        refusal: |recording, symbol| recorded_for(recording, role, Role::Refusal, REFUSED, symbol),
     }
 }
 
@@ -187,13 +214,14 @@ mod tests {
     #[test]
     fn every_recorded_line_parses() {
         let lines: Vec<&str> = mock_script().recording.lines().collect();
-        assert_eq!(lines.len(), 6);
-        assert_eq!(parse(lines[0]), (Ok(Frame::Ack), vec![]));
+        assert_eq!(lines.len(), 7);
+        assert_eq!(parse(lines[0]), (Ok(Frame::ack()), vec![]));
         assert_eq!(parse(lines[1]), prices("BTC_USDT", "19106.55", 1_606_291_803_000));
         assert_eq!(parse(lines[2]), prices("NEO_BTC", "0.0018716", 1_619_093_533_000));
         assert_eq!(parse(lines[3]), prices("DIS_USDT", "120.92", 1_619_093_536_000));
         assert_eq!(parse(lines[4]), prices("DIS_USDT", "121.58", 1_619_093_544_000));
         assert_eq!(parse(lines[5]), (Ok(Frame::Heartbeat), vec![]));
+        assert_eq!(parse(lines[6]).0, Ok(Frame::refused(Some("GIBBERISH_USD"), "unknown currency pair GIBBERISH_USD")));
     }
 
     #[test]
@@ -210,12 +238,17 @@ mod tests {
     #[test]
     fn unexpected_messages_are_told_apart() {
         let refused = r#"{"time":1606292218,"time_ms":1606292218231,"channel":"spot.trades","event":"subscribe","error":{"code":2,"message":"unknown currency pair GIBBERISH_USD"},"result":null}"#;
-        assert_eq!(parse(refused).0, Ok(Frame::VenueError));
+        assert_eq!(parse(refused).0, Ok(Frame::refused(Some("GIBBERISH_USD"), "unknown currency pair GIBBERISH_USD")));
+        let odd = r#"{"time":1,"channel":"spot.tickers","event":"subscribe","error":"no"}"#;
+        assert_eq!(parse(odd).0, Ok(Frame::refused(None, "\"no\"")));
+        let other =
+            r#"{"time":1,"channel":"spot.ping","event":"","error":{"code":3,"message":"Server side error happened"}}"#;
+        assert_eq!(parse(other).0, Ok(Frame::VenueError));
         let upgrade =
             r#"{"type":"upgrade","msg":"The connection will soon be closed for a service upgrade. Please reconnect."}"#;
         assert_eq!(parse(upgrade).0, Ok(Frame::VenueError));
         let acked = r#"{"time":1611541000,"channel":"spot.tickers","event":"subscribe","error":null,"result":{"status":"success"}}"#;
-        assert_eq!(parse(acked).0, Ok(Frame::Ack));
+        assert_eq!(parse(acked).0, Ok(Frame::ack()));
         let book = r#"{"time":1606293275,"channel":"spot.book_ticker","event":"update","result":{"t":1606293275123,"u":48733182,"s":"BTC_USDT","b":"19177.79","B":"0.0003341504","a":"19179.38","A":"0.09"}}"#;
         assert_eq!(parse(book).0, Ok(Frame::Ignored));
         let unsubscribed = r#"{"time":1,"channel":"spot.tickers","event":"unsubscribe","result":{"status":"success"}}"#;
@@ -248,6 +281,11 @@ mod tests {
         let pong = (script.ping_reply)(&ping).expect("the mock answers our ping");
         assert_eq!(parse(&pong).0, Ok(Frame::Heartbeat));
         assert_eq!((script.ping_reply)(&messages[0]), None);
+        assert_eq!((script.subscribe_symbols)(&messages[0]), vec!["BTC_USDT", "ETH_USDT"]);
+        let acks = (script.acks)(script.recording, &messages[0], &["BTC_USDT".into()]);
+        assert_eq!(acks.iter().map(|a| parse(a).0).collect::<Vec<_>>(), vec![Ok(Frame::ack())]);
+        let refusal = (script.refusal)(script.recording, "DOGE_EUR").expect("a refusal");
+        assert_eq!(parse(&refusal).0, Ok(Frame::refused(Some("DOGE_EUR"), "unknown currency pair DOGE_EUR")));
     }
 
     proptest! {
@@ -257,7 +295,7 @@ mod tests {
         }
 
         #[test]
-        fn mutated_recordings_never_panic(line in 0usize..6, at in 0usize..400, byte in any::<u8>()) {
+        fn mutated_recordings_never_panic(line in 0usize..7, at in 0usize..400, byte in any::<u8>()) {
             testing::mutated_never_panics(&Gateio, mock_script().recording, line, at, byte);
         }
     }

@@ -7,8 +7,13 @@
 //! - Subscribe: one message, `{"type":"subscribe","subscriptions":[{"name":"l2","symbols":[...]}]}`
 //!   (as sent in a real 2021 session). v2 has no ticker feed, and `l2` is
 //!   the feed that carries `trade` events.
-//! - Ack: none exists: the first reply is the initial `l2_updates` snapshot, which
-//!   stands in for it, so this parser never returns [`Frame::Ack`].
+//! - Ack: none exists: the first reply for each symbol is its initial `l2_updates` snapshot (the
+//!   one carrying `trades`; later book changes carry none), which stands in for the symbol's ack.
+//!   We wait 10 s for it, the timeout the venue notes suggest.
+//! - Refusal: no v2 refusal is documented (**not confirmed**). We read Gemini's documented REST
+//!   error shape, `{"result":"error","reason":...,"message":...}`, as the refusal of a subscribe,
+//!   naming the symbol where the message quotes one (`'GIBBERISHUSD'`). A symbol Gemini refuses
+//!   silently is left unacked, and the supervisor counts it refused when its ack deadline passes.
 //! - Prices: the last trade is the live price. A `trade` message gives `price`
 //!   (decimal string) and `timestamp` (Unix ms, our event time). The initial snapshot
 //!   carries the last 50 trades in `trades`; their order is not documented, so we take the one with
@@ -18,8 +23,6 @@
 //!   recording; the documented interval and any server idle timeout are **not confirmed**. 15 s
 //!   of silence (three heartbeat periods) means the connection is dead. No client ping is documented; we send WebSocket ping frames every 10 s, cryptofeed's
 //!   interval.
-//! - Errors: no v2 error message is documented. We count `{"result":"error",...}`, Gemini's
-//!   REST error shape, as a venue error; that it is used on v2 is **not confirmed**.
 //! - Symbols: upper case, no separator: `BTCUSD`, `ETHUSD`. Splitting one by hand is
 //!   unsafe (`BTCGUSD`, `1INCHUSD`), so the spelling comes from the config, never from a rule here.
 //! - Limits: at most 1 subscribe request per symbol per minute (secondary source), so a
@@ -32,8 +35,8 @@ use std::borrow::Cow;
 use serde::Deserialize;
 
 use crate::feeds::timefmt::unix_any_to_ms;
-use crate::feeds::venue::{decode, decode_plain, price, Frame, Keepalive, ParseError, Tick, Venue};
-use crate::mock_exchange::{MockScript, Role};
+use crate::feeds::venue::{decode, decode_plain, price, symbol_after, Frame, Keepalive, ParseError, Tick, Venue};
+use crate::mock_exchange::{recorded, recorded_for, strings_at, MockScript, Role};
 
 pub struct Gemini;
 
@@ -47,10 +50,15 @@ struct Envelope<'a> {
     price: Option<Cow<'a, str>>,
     #[serde(default)]
     timestamp: Option<u64>,
+    /// Only a symbol's initial snapshot has it, possibly empty.
     #[serde(borrow, default)]
-    trades: Vec<Trade<'a>>,
+    trades: Option<Vec<Trade<'a>>>,
     #[serde(borrow, default)]
     result: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    message: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    reason: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -93,6 +101,10 @@ impl Venue for Gemini {
         15_000
     }
 
+    fn ack_deadline_ms(&self) -> u64 {
+        10_000
+    }
+
     fn resubscribe_interval_ms(&self) -> u64 {
         60_000
     }
@@ -120,19 +132,23 @@ fn read(envelope: Envelope<'_>, sink: &mut dyn FnMut(Tick<'_>)) -> Result<Frame,
         }
         Some("l2_updates") => {
             // Only the initial snapshot carries trades; later book changes hold no price we serve.
-            let Some(latest) = envelope.trades.iter().max_by_key(|t| (t.timestamp, t.event_id)) else {
-                return Ok(Frame::Ignored);
-            };
-            sink(Tick {
-                venue_symbol: &latest.symbol,
-                price: price(&latest.price)?,
-                ts_ms: unix_any_to_ms(latest.timestamp),
-            });
-            Ok(Frame::Prices(1))
+            let Some(trades) = envelope.trades else { return Ok(Frame::Ignored) };
+            let symbol = envelope.symbol.ok_or(ParseError::Field("symbol"))?;
+            if let Some(latest) = trades.iter().max_by_key(|t| (t.timestamp, t.event_id)) {
+                sink(Tick {
+                    venue_symbol: &latest.symbol,
+                    price: price(&latest.price)?,
+                    ts_ms: unix_any_to_ms(latest.timestamp),
+                });
+            }
+            Ok(Frame::ack_of(&symbol))
         }
         Some("heartbeat") => Ok(Frame::Heartbeat),
         Some(_) => Ok(Frame::Ignored),
-        None if envelope.result.as_deref() == Some("error") => Ok(Frame::VenueError),
+        None if envelope.result.as_deref() == Some("error") => {
+            let message = envelope.message.as_deref().or(envelope.reason.as_deref()).unwrap_or("error");
+            Ok(Frame::refused(symbol_after(message, "'"), message))
+        }
         None => Err(ParseError::Field("type")),
     }
 }
@@ -143,26 +159,50 @@ pub fn parse_with_serde_json(frame: &[u8], sink: &mut dyn FnMut(Tick<'_>)) -> Re
     read(envelope, sink)
 }
 
-/// How the mock exchange plays Gemini.
+/// The symbol of the recorded snapshot and of the recorded refusal.
+const ACKED: &str = "BTCUSD";
+const REFUSED: &str = "GIBBERISHUSD";
+
+fn role(line: &str) -> Role {
+    if line.starts_with(r#"{"type":"heartbeat""#) {
+        Role::Heartbeat
+    } else if line.starts_with(r#"{"type":"trade""#) {
+        Role::Ticker
+    } else if line.starts_with(r#"{"type":"l2_updates""#) && line.contains(r#""trades":["#) {
+        // Gemini sends no ack: the initial snapshot is the reply to a subscribe.
+        Role::Ack
+    } else if line.contains(r#""result":"error""#) {
+        Role::Refusal
+    } else {
+        Role::Other
+    }
+}
+
+/// The snapshot that acks `symbol`: the recorded one for its own symbol; for another, the same
+/// with that symbol and no trades, so the mock invents no prices.
+fn snapshot(recording: &str, symbol: &str) -> Option<String> {
+    let line = recorded(recording, role, Role::Ack)?;
+    if symbol == ACKED {
+        return Some(line.to_owned());
+    }
+    let mut snapshot: serde_json::Value = serde_json::from_str(line).ok()?;
+    snapshot["symbol"] = symbol.into();
+    snapshot["trades"] = serde_json::json!([]);
+    Some(snapshot.to_string())
+}
+
+/// How the mock exchange plays Gemini: an initial snapshot per symbol.
 pub fn mock_script() -> MockScript {
     MockScript {
         venue: "gemini",
         recording: include_str!("../mock_exchange/fixtures/gemini.jsonl"),
-        role: |line| {
-            if line.starts_with(r#"{"type":"heartbeat""#) {
-                Role::Heartbeat
-            } else if line.starts_with(r#"{"type":"trade""#) {
-                Role::Ticker
-            } else if line.starts_with(r#"{"type":"l2_updates""#) && line.contains(r#""trades":["#) {
-                // Gemini sends no ack: the initial snapshot is the reply to a subscribe.
-                Role::Ack
-            } else {
-                Role::Other
-            }
-        },
+        role,
         is_subscribe: |text| text.contains(r#""type":"subscribe""#),
         ping_reply: |_| None,
         heartbeat_ms: Some(5_000),
+        subscribe_symbols: |request| strings_at(request, "/subscriptions/0/symbols"),
+        acks: |recording, _, accepted| accepted.iter().filter_map(|s| snapshot(recording, s)).collect(),
+        refusal: |recording, symbol| recorded_for(recording, role, Role::Refusal, REFUSED, symbol),
     }
 }
 
@@ -180,9 +220,9 @@ mod tests {
     #[test]
     fn every_recorded_line_parses() {
         let lines: Vec<&str> = mock_script().recording.lines().collect();
-        assert_eq!(lines.len(), 8);
+        assert_eq!(lines.len(), 9);
         let (frame, ticks) = parse(lines[0]);
-        assert_eq!(frame, Ok(Frame::Prices(1)));
+        assert_eq!(frame, Ok(Frame::ack_of("BTCUSD")));
         assert_eq!(ticks, vec![("BTCUSD".into(), "9122.04".into(), 1_560_976_400_428)]);
         assert_eq!(parse(lines[1]), (Ok(Frame::Ignored), vec![]));
         assert_eq!(parse(lines[2]), (Ok(Frame::Heartbeat), vec![]));
@@ -197,6 +237,10 @@ mod tests {
             parse(lines[7]),
             (Ok(Frame::Prices(1)), vec![("FILUSD".into(), "58.4998".into(), 1_624_493_681_030)])
         );
+        assert_eq!(
+            parse(lines[8]).0,
+            Ok(Frame::refused(Some("GIBBERISHUSD"), "Supplied value 'GIBBERISHUSD' is not a valid symbol"))
+        );
     }
 
     #[test]
@@ -205,7 +249,14 @@ mod tests {
             {"type":"trade","symbol":"ETHUSD","event_id":7,"timestamp":1624493670000,"price":"1.10","quantity":"1","side":"buy"},
             {"type":"trade","symbol":"ETHUSD","event_id":9,"timestamp":1624493671000,"price":"1.30","quantity":"1","side":"buy"},
             {"type":"trade","symbol":"ETHUSD","event_id":8,"timestamp":1624493671000,"price":"1.20","quantity":"1","side":"sell"}]}"#;
-        assert_eq!(parse(snapshot), (Ok(Frame::Prices(1)), vec![("ETHUSD".into(), "1.30".into(), 1_624_493_671_000)]));
+        assert_eq!(
+            parse(snapshot),
+            (Ok(Frame::ack_of("ETHUSD")), vec![("ETHUSD".into(), "1.30".into(), 1_624_493_671_000)])
+        );
+        // A snapshot without trades still acks its symbol; a book change acks nothing.
+        let empty = r#"{"type":"l2_updates","symbol":"ETHUSD","changes":[],"trades":[]}"#;
+        assert_eq!(parse(empty), (Ok(Frame::ack_of("ETHUSD")), vec![]));
+        assert_eq!(parse(r#"{"type":"l2_updates","trades":[]}"#).0, Err(ParseError::Field("symbol")));
     }
 
     #[test]
@@ -215,7 +266,11 @@ mod tests {
 
     #[test]
     fn unexpected_messages_are_told_apart() {
-        assert_eq!(parse(r#"{"result":"error","reason":"InvalidJson","message":"bad"}"#).0, Ok(Frame::VenueError));
+        assert_eq!(
+            parse(r#"{"result":"error","reason":"InvalidJson","message":"bad"}"#).0,
+            Ok(Frame::refused(None, "bad"))
+        );
+        assert_eq!(parse(r#"{"result":"error","reason":"RateLimited"}"#).0, Ok(Frame::refused(None, "RateLimited")));
         assert_eq!(parse(r#"{"type":"candles_1m_updates","symbol":"BTCUSD","changes":[]}"#).0, Ok(Frame::Ignored));
         assert!(matches!(parse(r#"{"type":"trade","symbol":"BTCUSD","pri"#).0, Err(ParseError::Json(_))));
         assert_eq!(parse(r#"{"type":"trade","symbol":"BTCUSD","timestamp":1}"#).0, Err(ParseError::Field("price")));
@@ -242,7 +297,19 @@ mod tests {
         let script = mock_script();
         let roles: Vec<Role> = script.recording.lines().map(script.role).collect();
         use Role::*;
-        assert_eq!(roles, vec![Ack, Other, Heartbeat, Ticker, Heartbeat, Other, Heartbeat, Ticker]);
+        assert_eq!(roles, vec![Ack, Other, Heartbeat, Ticker, Heartbeat, Other, Heartbeat, Ticker, Refusal]);
+        let request = &Gemini.subscribe_messages(&["BTCUSD", "ETHUSD"], 0)[0];
+        assert_eq!((script.subscribe_symbols)(request), vec!["BTCUSD", "ETHUSD"]);
+        let acks = (script.acks)(script.recording, request, &["BTCUSD".into(), "ETHUSD".into()]);
+        let parsed: Vec<_> = acks.iter().map(|a| parse(a)).collect();
+        assert_eq!(parsed[0].0, Ok(Frame::ack_of("BTCUSD")));
+        assert_eq!(parsed[0].1.len(), 1, "the recorded snapshot keeps its trade");
+        assert_eq!(parsed[1], (Ok(Frame::ack_of("ETHUSD")), vec![]), "no invented price");
+        let refusal = (script.refusal)(script.recording, "DOGEEUR").expect("a refusal");
+        assert_eq!(
+            parse(&refusal).0,
+            Ok(Frame::refused(Some("DOGEEUR"), "Supplied value 'DOGEEUR' is not a valid symbol"))
+        );
     }
 
     proptest! {
@@ -252,7 +319,7 @@ mod tests {
         }
 
         #[test]
-        fn mutated_recordings_never_panic(line in 0usize..8, at in 0usize..1200, byte in any::<u8>()) {
+        fn mutated_recordings_never_panic(line in 0usize..9, at in 0usize..1200, byte in any::<u8>()) {
             testing::mutated_never_panics(&Gemini, mock_script().recording, line, at, byte);
         }
     }

@@ -5,9 +5,12 @@
 //! - Subscribe: one message for all symbols,
 //!   `{"method":"subscribe","params":{"channel":"ticker","symbol":[...],"event_trigger":"trades","snapshot":true}}`. `trades` (the default, spelled out) updates on every trade, which is when the
 //!   last price changes; `snapshot` gives the current price right after subscribing.
-//! - Ack: one per symbol, `{"method":"subscribe","success":true,...}`; a refusal has
-//!   `success:false` and an `error` string. A rate-limit breach is answered with
-//!   `{"Error":"Exceeded msg rate"}`. Both count as venue errors.
+//! - Ack: one per symbol, `{"method":"subscribe","result":{"symbol":...},"success":true,...}`; a
+//!   refusal has `success:false`, an `error` string and the refused `symbol` at the top level
+//!   (`{"error":"Currency pair not supported XBT/EUR","method":"subscribe","success":false,
+//!   "symbol":"XBT/EUR"}`, a real one quoted by nautilus). The connection stays open for the other
+//!   symbols. Acks come within milliseconds (`time_in` to `time_out`); we wait 10 s for them. A
+//!   rate-limit breach is answered with `{"Error":"Exceeded msg rate"}`: a venue error, no refusal.
 //! - Prices: `data[].last`, the last trade price, and `data[].timestamp` (RFC 3339) as the event
 //!   time. Kraken sends prices as JSON **numbers**, which must never
 //!   round-trip through f64: simd-json keeps no number text, so the exact spelling of every `last` is
@@ -33,9 +36,10 @@ use std::borrow::Cow;
 use serde::Deserialize;
 
 use crate::book::Decimal;
+use crate::feeds::lenient::IfObject;
 use crate::feeds::timefmt::rfc3339_ms;
 use crate::feeds::venue::{decode, decode_plain, price, Frame, Keepalive, ParseError, Tick, Venue};
-use crate::mock_exchange::{MockScript, Role};
+use crate::mock_exchange::{recorded_for, strings_at, MockScript, Role};
 
 pub struct Kraken;
 
@@ -54,8 +58,20 @@ struct Envelope<'a> {
     /// The rate-limit refusal spells its key with a capital letter.
     #[serde(borrow, default, rename = "Error")]
     rate_error: Option<Cow<'a, str>>,
+    /// The symbol a subscribe refusal names.
+    #[serde(borrow, default)]
+    symbol: Option<Cow<'a, str>>,
+    /// What an ack acknowledges; absent from other replies.
+    #[serde(borrow, default)]
+    result: IfObject<AckResult<'a>>,
     #[serde(borrow, default)]
     data: Vec<Ticker<'a>>,
+}
+
+#[derive(Deserialize)]
+struct AckResult<'a> {
+    #[serde(borrow, default)]
+    symbol: Option<Cow<'a, str>>,
 }
 
 /// A `data` entry. Every field is optional because other channels (status) share the envelope.
@@ -103,6 +119,10 @@ impl Venue for Kraken {
         10_000
     }
 
+    fn ack_deadline_ms(&self) -> u64 {
+        10_000
+    }
+
     fn parse(
         &self,
         frame: &mut [u8],
@@ -118,12 +138,25 @@ impl Venue for Kraken {
 
 /// The envelope's meaning; shared by the simd-json path and the serde_json one benches compare.
 fn read(envelope: Envelope<'_>, lasts: &[Spelled], sink: &mut dyn FnMut(Tick<'_>)) -> Result<Frame, ParseError> {
-    if envelope.success == Some(false) || envelope.error.is_some() || envelope.rate_error.is_some() {
+    if envelope.rate_error.is_some() {
+        return Ok(Frame::VenueError);
+    }
+    let failed = envelope.success == Some(false) || envelope.error.is_some();
+    if envelope.method.as_deref() == Some("subscribe") {
+        let acked = envelope.result.0.and_then(|r| r.symbol);
+        let symbol = envelope.symbol.or(acked);
+        return Ok(match (failed, symbol) {
+            (true, symbol) => {
+                Frame::refused(symbol.as_deref(), envelope.error.as_deref().unwrap_or("subscribe refused"))
+            }
+            (false, symbol) => Frame::Ack { symbol: symbol.map(Cow::into_owned) },
+        });
+    }
+    if failed {
         return Ok(Frame::VenueError);
     }
     if let Some(method) = envelope.method.as_deref() {
         return Ok(match method {
-            "subscribe" => Frame::Ack,
             "pong" => Frame::Heartbeat,
             _ => Frame::Ignored,
         });
@@ -220,24 +253,32 @@ fn skip_space(frame: &[u8], mut at: usize) -> usize {
     at
 }
 
-/// How the mock exchange plays Kraken.
+/// The symbol of the recorded ack and of the recorded refusal.
+const ACKED: &str = "ALGO/USD";
+const REFUSED: &str = "XBT/EUR";
+
+fn role(line: &str) -> Role {
+    if line.contains(r#""success":false"#) {
+        Role::Refusal
+    } else if line.contains(r#""method":"subscribe""#) {
+        Role::Ack
+    } else if line.contains(r#""channel":"ticker""#) {
+        Role::Ticker
+    } else if line.contains(r#""channel":"heartbeat""#) {
+        Role::Heartbeat
+    } else if line.contains(r#""method":"pong""#) {
+        Role::Reply
+    } else {
+        Role::Other
+    }
+}
+
+/// How the mock exchange plays Kraken: an ack per symbol, a refusal per refused one.
 pub fn mock_script() -> MockScript {
     MockScript {
         venue: "kraken",
         recording: RECORDING,
-        role: |line| {
-            if line.contains(r#""method":"subscribe""#) {
-                Role::Ack
-            } else if line.contains(r#""channel":"ticker""#) {
-                Role::Ticker
-            } else if line.contains(r#""channel":"heartbeat""#) {
-                Role::Heartbeat
-            } else if line.contains(r#""method":"pong""#) {
-                Role::Reply
-            } else {
-                Role::Other
-            }
-        },
+        role,
         is_subscribe: |text| text.contains(r#""method":"subscribe""#),
         ping_reply: |text| {
             if !text.contains(r#""method":"ping""#) {
@@ -246,6 +287,11 @@ pub fn mock_script() -> MockScript {
             RECORDING.lines().find(|l| l.contains(r#""method":"pong""#)).map(str::to_owned)
         },
         heartbeat_ms: Some(1_000),
+        subscribe_symbols: |request| strings_at(request, "/params/symbol"),
+        acks: |recording, _, accepted| {
+            accepted.iter().filter_map(|s| recorded_for(recording, role, Role::Ack, ACKED, s)).collect()
+        },
+        refusal: |recording, symbol| recorded_for(recording, role, Role::Refusal, REFUSED, symbol),
     }
 }
 
@@ -265,9 +311,9 @@ mod tests {
     #[test]
     fn every_recorded_line_parses() {
         let lines: Vec<&str> = mock_script().recording.lines().collect();
-        assert_eq!(lines.len(), 8);
+        assert_eq!(lines.len(), 9);
         assert_eq!(parse(lines[0]), (Ok(Frame::Ignored), vec![]));
-        assert_eq!(parse(lines[1]), (Ok(Frame::Ack), vec![]));
+        assert_eq!(parse(lines[1]), (Ok(Frame::ack_of("ALGO/USD")), vec![]));
         assert_eq!(parse(lines[2]), (Ok(Frame::Prices(1)), vec![("ALGO/USD".into(), "0.10035".into(), ALGO_TS)]));
         assert_eq!(parse(lines[3]), (Ok(Frame::Prices(1)), vec![("ALGO/USD".into(), "0.10035".into(), ALGO_TS)]));
         assert_eq!(parse(lines[4]), (Ok(Frame::Heartbeat), vec![]));
@@ -278,6 +324,10 @@ mod tests {
         );
         assert_eq!(parse(lines[6]), (Ok(Frame::Heartbeat), vec![]));
         assert_eq!(parse(lines[7]), (Ok(Frame::Heartbeat), vec![]));
+        assert_eq!(
+            parse(lines[8]),
+            (Ok(Frame::refused(Some("XBT/EUR"), "Currency pair not supported XBT/EUR")), vec![])
+        );
     }
 
     #[test]
@@ -311,8 +361,12 @@ mod tests {
 
     #[test]
     fn unexpected_messages_are_told_apart() {
-        let refused = r#"{"error":"Currency pair not supported XBT/EUR","method":"subscribe","success":false,"symbol":"XBT/EUR"}"#;
-        assert_eq!(parse(refused).0, Ok(Frame::VenueError));
+        // A refusal without the symbol still refuses; a bare ack acks the request.
+        let anonymous = r#"{"error":"Subscription depth not supported","method":"subscribe","success":false}"#;
+        assert_eq!(parse(anonymous).0, Ok(Frame::refused(None, "Subscription depth not supported")));
+        assert_eq!(parse(r#"{"method":"subscribe","success":true}"#).0, Ok(Frame::ack()));
+        assert_eq!(parse(r#"{"method":"subscribe","success":false}"#).0, Ok(Frame::refused(None, "subscribe refused")));
+        assert_eq!(parse(r#"{"method":"ping","success":false,"error":"x"}"#).0, Ok(Frame::VenueError));
         assert_eq!(parse(r#"{"Error": "Exceeded msg rate"}"#).0, Ok(Frame::VenueError));
         assert_eq!(parse(r#"{"method":"unsubscribe","success":true,"result":{}}"#).0, Ok(Frame::Ignored));
         assert_eq!(
@@ -346,6 +400,19 @@ mod tests {
         assert_eq!((script.ping_reply)(&messages[0]), None);
     }
 
+    #[test]
+    fn the_mock_acks_each_symbol_and_refuses_in_the_recorded_format() {
+        let script = mock_script();
+        let request = &Kraken.subscribe_messages(&["BTC/USD", "ETH/USD"], 0)[0];
+        assert_eq!((script.subscribe_symbols)(request), vec!["BTC/USD", "ETH/USD"]);
+        let acks = (script.acks)(script.recording, request, &["BTC/USD".into(), "ETH/USD".into()]);
+        let parsed: Vec<Frame> = acks.iter().map(|a| parse(a).0.expect("an ack parses")).collect();
+        assert_eq!(parsed, vec![Frame::ack_of("BTC/USD"), Frame::ack_of("ETH/USD")]);
+        let refusal = (script.refusal)(script.recording, "DOGE/EUR").expect("a refusal");
+        assert_eq!(parse(&refusal).0, Ok(Frame::refused(Some("DOGE/EUR"), "Currency pair not supported DOGE/EUR")));
+        assert_eq!((script.role)(&refusal), Role::Refusal);
+    }
+
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
@@ -359,7 +426,7 @@ mod tests {
         }
 
         #[test]
-        fn mutated_recordings_never_panic(line in 0usize..8, at in 0usize..400, byte in any::<u8>()) {
+        fn mutated_recordings_never_panic(line in 0usize..9, at in 0usize..400, byte in any::<u8>()) {
             testing::mutated_never_panics(&Kraken, mock_script().recording, line, at, byte);
         }
     }

@@ -13,6 +13,7 @@ pub mod rest;
 pub mod simulator;
 pub mod start;
 pub mod stats;
+pub mod subscriptions;
 pub mod supervisor;
 #[cfg(test)]
 pub(crate) mod testing;

@@ -84,6 +84,8 @@ pub fn exchanges(
         let overrides = supervisor::Overrides {
             silence_ms: (exchange.silence_ms > 0).then_some(exchange.silence_ms),
             resubscribe_interval_ms: None,
+            ack_deadline_ms: (exchange.ack_deadline_ms > 0).then_some(exchange.ack_deadline_ms),
+            refused_retry_ms: Some(config.refused_retry_ms),
         };
         let plans = supervisor::plan(venue, &url, symbols, overrides);
         tracing::info!(venue = %name, %url, connections = plans.len(), "exchange feed starting");

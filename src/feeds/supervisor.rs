@@ -1,20 +1,25 @@
-//! Runs a venue's connections on the control plane: connect, subscribe, read, keep alive, notice
-//! silence, and reconnect with jittered exponential backoff (resubscribing every time). A venue
-//! that is down costs the others nothing: each connection is its own task.
+//! Runs a venue's connections on the control plane: connect, subscribe and wait for the venue's
+//! acks, read, keep alive, notice silence, and reconnect with jittered exponential backoff
+//! (resubscribing every time). A symbol the venue refuses is left out and asked for again on a
+//! slow schedule while the others flow. A connection we give up on gets a close frame before its
+//! TCP close. A venue that is down costs the others nothing: each connection is its own task.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use rustc_hash::FxHashMap;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Utf8Bytes};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::book::SymbolId;
 use crate::clock::Now;
 use crate::feeds::stats::VenueStats;
+use crate::feeds::subscriptions::{Expired, Subscriptions};
 use crate::feeds::venue::{Frame, Keepalive, Venue};
 use crate::feeds::BookWriter;
 
@@ -24,6 +29,14 @@ pub const FRAME_BYTES_MAX: usize = 1 << 20;
 pub const CONNECT_TIMEOUT_MS: u64 = 10_000;
 /// A connection that lived this long resets the backoff: the venue was healthy.
 const HEALTHY_SESSION_MS: u64 = 30_000;
+/// How long a refused symbol waits before it is asked for again, unless configured: minutes, so
+/// a venue that does not list a symbol is asked about it a dozen times an hour, not in a loop.
+pub const REFUSED_RETRY_MS: u64 = 300_000;
+/// How long a close handshake may take when we leave a connection: the venue's close frame
+/// back, or its TCP close, before we close ours regardless.
+pub const CLOSE_WAIT_MS: u64 = 1_000;
+/// How much of an unreadable frame the log shows.
+pub const PREVIEW_BYTES: usize = 120;
 
 /// Reconnect delays: doubling from `initial_ms` up to `max_ms`, each drawn between half and all of
 /// the current step so that many nodes do not reconnect in lockstep.
@@ -58,6 +71,10 @@ pub struct Overrides {
     pub silence_ms: Option<u64>,
     /// Least time between two subscribes on one connection plan.
     pub resubscribe_interval_ms: Option<u64>,
+    /// How long a subscribe may wait for its ack.
+    pub ack_deadline_ms: Option<u64>,
+    /// How long a refused symbol waits before it is asked for again ([`REFUSED_RETRY_MS`]).
+    pub refused_retry_ms: Option<u64>,
 }
 
 /// How long to wait before reconnecting: the backoff's delay, stretched when needed so that the
@@ -74,6 +91,11 @@ enum Ended {
     Stalled(Duration),
     Closed,
     Failed(String),
+    /// The venue acked nothing within the deadline.
+    Unacked {
+        unanswered: usize,
+        deadline: Duration,
+    },
 }
 
 /// Splits `symbols` into as many connections as the venue's per-connection limit needs.
@@ -118,14 +140,28 @@ async fn run(
 ) {
     let name = plan.venue.name();
     let by_venue_symbol: FxHashMap<String, SymbolId> = plan.symbols.iter().cloned().collect();
+    let ack_deadline =
+        Duration::from_millis(plan.overrides.ack_deadline_ms.unwrap_or_else(|| plan.venue.ack_deadline_ms()).max(1));
+    let retry_every = Duration::from_millis(plan.overrides.refused_retry_ms.unwrap_or(REFUSED_RETRY_MS).max(1));
+    let mut subscriptions =
+        Subscriptions::new(plan.symbols.iter().map(|(s, _)| s.clone()).collect(), ack_deadline, retry_every);
     let mut attempt = 0u32;
     let mut random = Now::read().mono_ns ^ 0x9e37_79b9_7f4a_7c15;
     loop {
         if *stop.borrow() {
             return;
         }
+        // Every symbol refused: a connection now would ask for nothing.
+        if let Some(at) = subscriptions.nothing_to_ask_until(tokio::time::Instant::now()) {
+            tokio::select! {
+                _ = tokio::time::sleep_until(at) => {}
+                _ = stop.changed() => return,
+            }
+        }
         let started = Instant::now();
-        let ended = session(&plan, &by_venue_symbol, &writer, &stats, &mut stop).await;
+        let link = Link { plan: &plan, by_venue_symbol: &by_venue_symbol, writer: &writer, stats: &stats };
+        let ended = session(link, &mut subscriptions, &mut stop).await;
+        subscriptions.end();
         let lived = started.elapsed();
         match &ended {
             Ended::Stopped => return,
@@ -137,6 +173,13 @@ async fn run(
             Ended::Failed(why) => {
                 writer.count_fault();
                 tracing::warn!(venue = name, "connection failed: {why}")
+            }
+            Ended::Unacked { unanswered, deadline } => {
+                writer.count_fault();
+                tracing::warn!(
+                    venue = name,
+                    "connection failed: no subscription ack within {deadline:?} ({unanswered} symbols unanswered)"
+                )
             }
         }
         if lived >= Duration::from_millis(HEALTHY_SESSION_MS) {
@@ -160,14 +203,18 @@ async fn run(
     }
 }
 
+/// What a session reads and reports to, beside its subscriptions.
+#[derive(Clone, Copy)]
+struct Link<'a> {
+    plan: &'a ConnectionPlan,
+    by_venue_symbol: &'a FxHashMap<String, SymbolId>,
+    writer: &'a BookWriter,
+    stats: &'a VenueStats,
+}
+
 /// One connection from connect to its end.
-async fn session(
-    plan: &ConnectionPlan,
-    by_venue_symbol: &FxHashMap<String, SymbolId>,
-    writer: &BookWriter,
-    stats: &VenueStats,
-    stop: &mut watch::Receiver<bool>,
-) -> Ended {
+async fn session(link: Link<'_>, subscriptions: &mut Subscriptions, stop: &mut watch::Receiver<bool>) -> Ended {
+    let Link { plan, writer, stats, .. } = link;
     let venue = &*plan.venue;
     let config =
         WebSocketConfig::default().max_message_size(Some(FRAME_BYTES_MAX)).max_frame_size(Some(FRAME_BYTES_MAX));
@@ -181,19 +228,12 @@ async fn session(
         _ = stop.changed() => return Ended::Stopped,
     };
     let (mut sink, mut stream) = ws.split();
-    let symbols: Vec<&str> = plan.symbols.iter().map(|(s, _)| s.as_str()).collect();
-    for text in venue.subscribe_messages(&symbols, Now::read().unix_ms) {
-        if let Err(e) = sink.send(Message::text(text)).await {
-            return Ended::Failed(format!("subscribing: {e}"));
-        }
+    let asked = subscriptions.begin(tokio::time::Instant::now());
+    if let Err(e) = subscribe(&mut sink, venue, &asked).await {
+        return Ended::Failed(format!("subscribing: {e}"));
     }
-    stats.connection_up();
-    writer.connected(1);
-    let _down = Defer(|| {
-        stats.connection_down();
-        writer.connected(-1);
-    });
-    tracing::info!(venue = venue.name(), url = %plan.url, symbols = symbols.len(), "connected and subscribed");
+    tracing::debug!(venue = venue.name(), url = %plan.url, symbols = asked.len(), "connected, subscribing");
+    let mut up = Up { stats, writer, counted: false, subscribed: 0 };
 
     let silence = Duration::from_millis(plan.overrides.silence_ms.unwrap_or_else(|| venue.silence_ms()));
     let keepalive_every = match venue.keepalive() {
@@ -209,11 +249,18 @@ async fn session(
     // would restart whenever our own keepalive fires, and a venue pinged more often than its
     // silence window (Bybit, OKX) would never be found dead.
     let mut quiet_until = tokio::time::Instant::now() + silence;
+    // Far enough never to fire: the branches it stands in for are disabled.
+    let never = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
     loop {
+        let ack_due = subscriptions.next_deadline();
+        let retry_due = subscriptions.next_retry();
         tokio::select! {
             next = tokio::time::timeout_at(quiet_until, stream.next()) => {
                 let message = match next {
-                    Err(_) => return Ended::Stalled(silence),
+                    Err(_) => {
+                        leave(&mut sink, &mut stream, "no message in time").await;
+                        return Ended::Stalled(silence);
+                    }
                     Ok(None) => return Ended::Closed,
                     Ok(Some(Err(e))) => return Ended::Failed(e.to_string()),
                     Ok(Some(Ok(message))) => message,
@@ -224,9 +271,15 @@ async fn session(
                 match message {
                     Message::Text(frame) => {
                         writer.count_message();
-                        text.clear();
-                        text.extend_from_slice(frame.as_bytes());
-                        read_frame(venue, &mut text, &mut buffers, by_venue_symbol, writer, stats, now_ms);
+                        let answer = read_frame(link, frame.as_bytes(), &mut text, &mut buffers, now_ms);
+                        match answer {
+                            Some(Frame::Ack { symbol }) => acked(link, subscriptions, symbol.as_deref()),
+                            Some(Frame::Refused { symbol, message }) => {
+                                refused(link, subscriptions, symbol.as_deref(), &message)
+                            }
+                            _ => {}
+                        }
+                        up.settle(venue, &plan.url, subscriptions);
                     }
                     // The pong is queued by the protocol layer; flushing sends it now.
                     Message::Ping(_) => {
@@ -236,6 +289,39 @@ async fn session(
                     }
                     Message::Close(_) => return Ended::Closed,
                     Message::Binary(_) | Message::Pong(_) | Message::Frame(_) => {}
+                }
+            }
+            _ = tokio::time::sleep_until(ack_due.unwrap_or(never)), if ack_due.is_some() => {
+                match subscriptions.expire(tokio::time::Instant::now()) {
+                    Expired::Nothing => {}
+                    Expired::Failed { unanswered } => {
+                        leave(&mut sink, &mut stream, "no subscription ack").await;
+                        let deadline = Duration::from_millis(
+                            plan.overrides.ack_deadline_ms.unwrap_or_else(|| venue.ack_deadline_ms()),
+                        );
+                        return Ended::Unacked { unanswered, deadline };
+                    }
+                    Expired::Refused(symbols) => {
+                        for symbol in &symbols {
+                            stats.refused(symbol);
+                            writer.count_fault();
+                            tracing::warn!(
+                                venue = venue.name(),
+                                symbol = %symbol,
+                                "subscription unanswered while others were acked: counted refused, asking again later"
+                            );
+                        }
+                    }
+                }
+                up.settle(venue, &plan.url, subscriptions);
+            }
+            _ = tokio::time::sleep_until(retry_due.unwrap_or(never)), if retry_due.is_some() => {
+                let again = subscriptions.retry_due(tokio::time::Instant::now());
+                if !again.is_empty() {
+                    tracing::info!(venue = venue.name(), symbols = ?again, "asking again for refused symbols");
+                    if let Err(e) = subscribe(&mut sink, venue, &again).await {
+                        return Ended::Failed(format!("subscribing again: {e}"));
+                    }
                 }
             }
             _ = keepalive.tick(), if keepalive_every.is_some() => {
@@ -248,22 +334,89 @@ async fn session(
                 }
             }
             _ = stop.changed() => {
-                let _ = sink.send(Message::Close(None)).await;
+                leave(&mut sink, &mut stream, "shutting down").await;
                 return Ended::Stopped;
             }
         }
     }
 }
 
+/// Sends the venue's subscribe messages for `symbols` (none for none).
+async fn subscribe<S>(sink: &mut S, venue: &dyn Venue, symbols: &[String]) -> Result<(), WsError>
+where
+    S: Sink<Message, Error = WsError> + Unpin,
+{
+    if symbols.is_empty() {
+        return Ok(());
+    }
+    let symbols: Vec<&str> = symbols.iter().map(String::as_str).collect();
+    for text in venue.subscribe_messages(&symbols, Now::read().unix_ms) {
+        sink.send(Message::text(text)).await?;
+    }
+    Ok(())
+}
+
+/// An ack: the symbols it subscribes, and any that were refused until now.
+fn acked(link: Link<'_>, subscriptions: &mut Subscriptions, symbol: Option<&str>) {
+    for symbol in subscriptions.ack(symbol) {
+        if link.stats.accepted(&symbol) {
+            tracing::info!(venue = link.plan.venue.name(), symbol = %symbol, "subscribed after a refusal");
+        }
+    }
+}
+
+/// A refusal: the symbol it names (or the only one awaiting an answer) is refused; one that
+/// cannot be told is a venue error.
+fn refused(link: Link<'_>, subscriptions: &mut Subscriptions, symbol: Option<&str>, message: &str) {
+    let venue = link.plan.venue.name();
+    link.writer.count_fault();
+    match subscriptions.refuse(symbol, tokio::time::Instant::now()) {
+        Some(symbol) => {
+            link.stats.refused(&symbol);
+            let retry = link.plan.overrides.refused_retry_ms.unwrap_or(REFUSED_RETRY_MS);
+            tracing::warn!(venue, symbol = %symbol, "subscription refused: {message} (asking again in {retry} ms)");
+        }
+        None => {
+            link.stats.venue_error();
+            tracing::warn!(venue, "the venue refused a subscription: {message}");
+        }
+    }
+}
+
+/// Sends a close frame (1001, going away) and waits, briefly, for the venue's: then the caller
+/// drops the socket. A venue that reads nothing any more costs [`CLOSE_WAIT_MS`] at most.
+async fn leave<S, R>(sink: &mut S, stream: &mut R, why: &'static str)
+where
+    S: Sink<Message, Error = WsError> + Unpin,
+    R: Stream<Item = Result<Message, WsError>> + Unpin,
+{
+    let goodbye = async {
+        let frame = CloseFrame { code: CloseCode::Away, reason: Utf8Bytes::from_static(why) };
+        if sink.send(Message::Close(Some(frame))).await.is_err() {
+            return;
+        }
+        while let Some(Ok(message)) = stream.next().await {
+            if matches!(message, Message::Close(_)) {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(CLOSE_WAIT_MS), goodbye).await;
+}
+
+/// Parses one text frame (`raw`, copied into `text` because the parse rewrites it), writes its
+/// prices, counts what it was, and hands back an ack or refusal for the session to act on.
 fn read_frame(
-    venue: &dyn Venue,
-    text: &mut [u8],
+    link: Link<'_>,
+    raw: &[u8],
+    text: &mut Vec<u8>,
     buffers: &mut simd_json::Buffers,
-    by_venue_symbol: &FxHashMap<String, SymbolId>,
-    writer: &BookWriter,
-    stats: &VenueStats,
     now_ms: u64,
-) {
+) -> Option<Frame> {
+    let Link { plan, by_venue_symbol, writer, stats } = link;
+    let venue = &*plan.venue;
+    text.clear();
+    text.extend_from_slice(raw);
     let mut prices = 0u64;
     // Every price in the frame, then one wake-up for the shards watching them.
     let mut batch = writer.book().batch();
@@ -280,23 +433,76 @@ fn read_frame(
         Ok(Frame::VenueError) => {
             stats.venue_error();
             writer.count_fault();
-            tracing::warn!(venue = venue.name(), "venue reported an error: {}", String::from_utf8_lossy(text));
+            tracing::warn!(venue = venue.name(), "venue reported an error: {}", preview(raw));
+            None
         }
-        Ok(_) => {}
+        Ok(answer @ (Frame::Ack { .. } | Frame::Refused { .. })) => Some(answer),
+        Ok(_) => None,
         Err(e) => {
             stats.parse_error();
             writer.count_fault();
-            tracing::debug!(venue = venue.name(), "unreadable frame: {e}");
+            if stats.unreadable_log_due(now_ms) {
+                let count = stats.read(now_ms).parse_errors;
+                tracing::warn!(
+                    venue = venue.name(),
+                    "unreadable frame ({e}; {count} so far, logged at most once a minute): {}",
+                    preview(raw)
+                );
+            } else {
+                tracing::debug!(venue = venue.name(), "unreadable frame: {e}");
+            }
+            None
         }
     }
 }
 
-/// Runs a closure when dropped: the connection gauge goes down on every way out of a session.
-struct Defer<F: FnMut()>(F);
+/// The first [`PREVIEW_BYTES`] of a frame as printable ASCII: anything else shows as `.`, so a
+/// venue's bytes can never forge a log line.
+pub fn preview(frame: &[u8]) -> String {
+    let mut shown: String =
+        frame.iter().take(PREVIEW_BYTES).map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '.' }).collect();
+    if frame.len() > PREVIEW_BYTES {
+        shown.push_str(&format!("... ({} bytes)", frame.len()));
+    }
+    shown
+}
 
-impl<F: FnMut()> Drop for Defer<F> {
+/// A connection's part in the venue's gauges: up once its subscribe is settled (every symbol
+/// acked or refused), and its subscribed symbols; both given back on every way out of a session.
+struct Up<'a> {
+    stats: &'a VenueStats,
+    writer: &'a BookWriter,
+    counted: bool,
+    subscribed: usize,
+}
+
+impl Up<'_> {
+    /// Brings the gauges up to date; the first time the subscribe is settled, the connection is
+    /// up, and says so.
+    fn settle(&mut self, venue: &dyn Venue, url: &str, subscriptions: &Subscriptions) {
+        let now = subscriptions.subscribed();
+        if now != self.subscribed {
+            self.stats.symbols_subscribed(now as i64 - self.subscribed as i64);
+            self.subscribed = now;
+        }
+        if self.counted || !subscriptions.settled() {
+            return;
+        }
+        self.counted = true;
+        self.stats.connection_up();
+        self.writer.connected(1);
+        let refused = subscriptions.refused().count();
+        tracing::info!(venue = venue.name(), url, subscribed = now, refused, "connected and subscribed");
+    }
+}
+
+impl Drop for Up<'_> {
     fn drop(&mut self) {
-        (self.0)()
+        if self.counted {
+            self.stats.connection_down();
+            self.writer.connected(-1);
+        }
+        self.stats.symbols_subscribed(-(self.subscribed as i64));
     }
 }
 
@@ -338,6 +544,10 @@ mod tests {
 
         fn silence_ms(&self) -> u64 {
             300
+        }
+
+        fn ack_deadline_ms(&self) -> u64 {
+            60_000
         }
 
         fn parse(

@@ -33,19 +33,40 @@ pub struct Tick<'a> {
 }
 
 /// What one text frame from a venue was.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
     /// Prices: this many ticks were handed to the sink.
     Prices(usize),
-    /// The venue confirmed a subscription.
-    Ack,
+    /// The venue confirmed a subscription: of `symbol` (its spelling) where it acks each symbol,
+    /// of the whole request where it acks once (`None`).
+    Ack { symbol: Option<String> },
+    /// The venue refused a subscription, in its own words; `symbol` where the refusal names one
+    /// (its spelling).
+    Refused { symbol: Option<String>, message: String },
     /// A heartbeat, or the answer to our keepalive: proof of life, nothing else.
     Heartbeat,
     /// A valid message of a kind we do not use (another channel, a status update).
     Ignored,
-    /// The venue reported an error (a bad symbol, a rate limit): counted and logged, the
-    /// connection stays unless the venue closes it.
+    /// The venue reported an error that refuses no subscription (a rate limit, a service
+    /// notice): counted and logged, the connection stays unless the venue closes it.
     VenueError,
+}
+
+impl Frame {
+    /// The ack of the whole request.
+    pub fn ack() -> Self {
+        Frame::Ack { symbol: None }
+    }
+
+    /// The ack of one symbol.
+    pub fn ack_of(symbol: &str) -> Self {
+        Frame::Ack { symbol: Some(symbol.to_owned()) }
+    }
+
+    /// A refusal, naming `symbol` where the venue did.
+    pub fn refused(symbol: Option<&str>, message: &str) -> Self {
+        Frame::Refused { symbol: symbol.map(str::to_owned), message: message.to_owned() }
+    }
 }
 
 /// Why a frame could not be read. Counted as a parse error; the connection carries on.
@@ -97,6 +118,10 @@ pub trait Venue: Send + Sync + 'static {
     /// No frame at all for this long means the connection is dead: reconnect.
     fn silence_ms(&self) -> u64;
 
+    /// How long a subscribe may wait for its ack (or refusal). A connection that has had no ack
+    /// at all by then has failed; on one that has, a symbol still unanswered counts as refused.
+    fn ack_deadline_ms(&self) -> u64;
+
     /// The least time between two subscribes of the same symbols, for venues that limit how often
     /// a symbol may be subscribed; reconnects wait for it on top of the backoff.
     fn resubscribe_interval_ms(&self) -> u64 {
@@ -110,6 +135,16 @@ pub trait Venue: Send + Sync + 'static {
         buffers: &mut simd_json::Buffers,
         sink: &mut dyn FnMut(Tick<'_>),
     ) -> Result<Frame, ParseError>;
+}
+
+/// The first run of symbol characters (letters, digits, `-`, `_`, `/`, `.`) in `text` after
+/// `marker`: how a refusal's message names the symbol it refuses.
+pub fn symbol_after<'a>(text: &'a str, marker: &str) -> Option<&'a str> {
+    let rest = &text[text.find(marker)? + marker.len()..];
+    let len = rest.bytes().take_while(|b| b.is_ascii_alphanumeric() || b"-_/.".contains(b)).count();
+    // A sentence's full stop is no part of a symbol.
+    let symbol = rest[..len].trim_end_matches('.');
+    (!symbol.is_empty()).then_some(symbol)
 }
 
 /// A decimal price field, or the error naming it.

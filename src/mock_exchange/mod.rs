@@ -1,7 +1,9 @@
 //! A local stand-in for an exchange's public WebSocket feed, for tests and offline demos
 //! (`pricebeast mock-exchange`). It speaks one venue's protocol from that venue's recorded
-//! messages: it waits for the subscribe, answers with the venue's ack, streams its tickers and
-//! heartbeats, answers its pings, and on command stalls, drops every connection, or sends garbage.
+//! messages: it waits for the subscribe, answers with the venue's ack (per symbol where the venue
+//! acks per symbol) or, for a symbol on its refuse list, the venue's refusal, streams its tickers
+//! and heartbeats, answers its pings, and on command stalls, drops every connection, or sends
+//! garbage. It keeps the close codes clients send, so a test can see how a client left.
 //!
 //! What differs between venues (which recorded line is an ack, what a subscribe or a ping looks
 //! like) is a [`MockScript`] that each venue's module provides beside its parser.
@@ -29,6 +31,9 @@ pub enum Role {
     Heartbeat,
     /// Sent only in answer to a client's ping (a recorded pong), never unasked.
     Reply,
+    /// The venue's refusal of a subscription: the template of the mock's refusals, never sent
+    /// as recorded.
+    Refusal,
     /// Anything else: sent once after the tickers (status messages, other channels).
     Other,
 }
@@ -46,6 +51,34 @@ pub struct MockScript {
     pub ping_reply: fn(&str) -> Option<String>,
     /// How often the venue sends a heartbeat; `None` for venues that send none.
     pub heartbeat_ms: Option<u64>,
+    /// The venue symbols a client's subscribe request names.
+    pub subscribe_symbols: fn(&str) -> Vec<String>,
+    /// The venue's acks of a subscribe request (`request`) whose `accepted` symbols it takes,
+    /// made from `recording`'s ack line: one per symbol, or one for the request.
+    pub acks: fn(recording: &str, request: &str, accepted: &[String]) -> Vec<String>,
+    /// The venue's refusal of `symbol`, made from `recording`'s refusal line.
+    pub refusal: fn(recording: &str, symbol: &str) -> Option<String>,
+}
+
+/// The first line of `recording` that `role` calls `want`.
+pub fn recorded(recording: &str, role: fn(&str) -> Role, want: Role) -> Option<&str> {
+    recording.lines().map(str::trim).find(|line| role(line) == want)
+}
+
+/// `recording`'s line of role `want` with its symbol `from` made `to`: an ack or refusal of
+/// another symbol, in the recorded format.
+pub fn recorded_for(recording: &str, role: fn(&str) -> Role, want: Role, from: &str, to: &str) -> Option<String> {
+    recorded(recording, role, want).map(|line| line.replace(from, to))
+}
+
+/// The strings of the JSON array at `pointer` in `request`; nothing for anything else.
+pub fn strings_at(request: &str, pointer: &str) -> Vec<String> {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(request) else { return Vec::new() };
+    value
+        .pointer(pointer)
+        .and_then(|v| v.as_array())
+        .map(|items| items.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
 }
 
 /// How a mock runs.
@@ -62,6 +95,8 @@ pub struct MockOptions {
 #[allow(clippy::disallowed_types)] // The received-frames log is test-support state, never on a shard.
 pub struct MockControl {
     stalled: AtomicBool,
+    /// Subscribes go unanswered: no ack, no refusal.
+    acks_withheld: AtomicBool,
     /// Bumped to make every open connection drop without a close frame.
     drops: AtomicU64,
     /// Garbage frames still to send.
@@ -72,6 +107,10 @@ pub struct MockControl {
     pings_answered: AtomicU64,
     /// Every text frame received from clients, in order (bounded).
     received: std::sync::Mutex<Vec<String>>,
+    /// Venue symbols refused from now on.
+    refuse: std::sync::Mutex<Vec<String>>,
+    /// The code of every close frame clients sent (bounded); 1005 for one without a code.
+    closes: std::sync::Mutex<Vec<u16>>,
 }
 
 /// Text frames kept for inspection; older ones are dropped first.
@@ -83,6 +122,12 @@ impl MockControl {
         self.stalled.store(stalled, Ordering::Relaxed);
     }
 
+    /// Answers no subscribe from now on (`true`): neither ack nor refusal, as a venue that has
+    /// lost a request does.
+    pub fn withhold_acks(&self, withheld: bool) {
+        self.acks_withheld.store(withheld, Ordering::Relaxed);
+    }
+
     /// Drops every open connection at once, without a close frame, as a network failure does.
     pub fn drop_connections(&self) {
         self.drops.fetch_add(1, Ordering::Relaxed);
@@ -91,6 +136,32 @@ impl MockControl {
     /// Sends `n` frames that are not valid JSON on every connection.
     pub fn send_garbage(&self, n: u64) {
         self.garbage.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Refuses these venue symbols in every subscribe from now on (an empty list refuses none).
+    #[allow(clippy::disallowed_types)] // Test-support state, never on a shard.
+    pub fn refuse(&self, venue_symbols: &[&str]) {
+        if let Ok(mut refuse) = self.refuse.lock() {
+            *refuse = venue_symbols.iter().map(|s| (*s).to_owned()).collect();
+        }
+    }
+
+    fn refuses(&self, venue_symbol: &str) -> bool {
+        self.refuse.lock().is_ok_and(|r| r.iter().any(|s| s == venue_symbol))
+    }
+
+    /// The close codes clients sent, oldest first.
+    pub fn close_codes(&self) -> Vec<u16> {
+        self.closes.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    fn closed_with(&self, code: u16) {
+        if let Ok(mut closes) = self.closes.lock() {
+            if closes.len() == RECEIVED_MAX {
+                closes.remove(0);
+            }
+            closes.push(code);
+        }
     }
 
     pub fn connections_open(&self) -> usize {
@@ -197,54 +268,104 @@ async fn serve(
     let of = |role: Role| lines.iter().copied().filter(move |l| (script.role)(l) == role);
     let drops_at_start = control.drops.load(Ordering::Relaxed);
     let mut subscribed = false;
+    // Symbols refused on this connection: their tickers are not sent.
+    let mut refused_here: Vec<String> = Vec::new();
     let mut heartbeat =
         tokio::time::interval(Duration::from_millis(options.heartbeat_ms.or(script.heartbeat_ms).unwrap_or(3_600_000)));
     let mut repeat = tokio::time::interval(Duration::from_millis(options.repeat_ms.unwrap_or(3_600_000)));
     let mut poll = tokio::time::interval(Duration::from_millis(10));
     heartbeat.tick().await;
     repeat.tick().await;
-    loop {
+    // Whether to wait, on the way out, for a close frame the client may have sent.
+    let mut hear_close = true;
+    let quoted = |line: &str, symbols: &[String]| symbols.iter().any(|s| line.contains(&format!("\"{s}\"")));
+    'serve: loop {
         let stalled = control.stalled.load(Ordering::Relaxed);
         tokio::select! {
             frame = source.next(), if !stalled => {
-                let Some(Ok(frame)) = frame else { break };
-                let Message::Text(text) = frame else { continue };
+                let Some(Ok(frame)) = frame else { break 'serve };
+                let text = match frame {
+                    Message::Text(text) => text,
+                    Message::Close(close) => {
+                        control.closed_with(close.map_or(1005, |c| u16::from(c.code)));
+                        continue;
+                    }
+                    _ => continue,
+                };
                 control.record(text.as_str());
                 if let Some(reply) = (script.ping_reply)(text.as_str()) {
                     control.pings_answered.fetch_add(1, Ordering::Relaxed);
-                    if sink.send(Message::text(reply)).await.is_err() { break }
+                    if sink.send(Message::text(reply)).await.is_err() { break 'serve }
                 } else if (script.is_subscribe)(text.as_str()) {
                     control.subscribes.fetch_add(1, Ordering::Relaxed);
+                    if control.acks_withheld.load(Ordering::Relaxed) {
+                        subscribed = true;
+                        continue;
+                    }
                     let first = !subscribed;
                     subscribed = true;
-                    let burst = of(Role::Ack).chain(if first { of(Role::Ticker).chain(of(Role::Other)).collect::<Vec<_>>() } else { Vec::new() });
+                    let asked = (script.subscribe_symbols)(text.as_str());
+                    let (refused, accepted): (Vec<String>, Vec<String>) =
+                        asked.iter().cloned().partition(|s| control.refuses(s));
+                    refused_here.retain(|s| !accepted.contains(s));
+                    refused_here.extend(refused.iter().cloned());
+                    let mut burst: Vec<String> =
+                        refused.iter().filter_map(|s| (script.refusal)(script.recording, s)).collect();
+                    // A request naming no symbol (Coinbase's heartbeats) is acked all the same.
+                    if !accepted.is_empty() || asked.is_empty() {
+                        burst.extend((script.acks)(script.recording, text.as_str(), &accepted));
+                    }
+                    // The first subscribe gets the whole recording; a later one the tickers of
+                    // what it newly asked for.
+                    let tickers = of(Role::Ticker).filter(|l| !quoted(l, &refused_here));
+                    if first {
+                        burst.extend(tickers.chain(of(Role::Other)).map(str::to_owned));
+                    } else {
+                        burst.extend(tickers.filter(|l| quoted(l, &accepted)).map(str::to_owned));
+                    }
                     for line in burst {
-                        if sink.send(Message::text(line.to_owned())).await.is_err() { return closed(&control) }
+                        if sink.send(Message::text(line)).await.is_err() { break 'serve }
                     }
                 }
             }
             _ = heartbeat.tick(), if subscribed && !stalled => {
                 for line in of(Role::Heartbeat) {
-                    if sink.send(Message::text(line.to_owned())).await.is_err() { return closed(&control) }
+                    if sink.send(Message::text(line.to_owned())).await.is_err() { break 'serve }
                 }
             }
             _ = repeat.tick(), if subscribed && !stalled && options.repeat_ms.is_some() => {
-                for line in of(Role::Ticker) {
-                    if sink.send(Message::text(line.to_owned())).await.is_err() { return closed(&control) }
+                for line in of(Role::Ticker).filter(|l| !quoted(l, &refused_here)) {
+                    if sink.send(Message::text(line.to_owned())).await.is_err() { break 'serve }
                 }
             }
             _ = poll.tick() => {
                 if control.drops.load(Ordering::Relaxed) != drops_at_start {
                     // Dropping both halves closes the TCP connection with no close frame.
+                    hear_close = false;
                     break;
                 }
                 if !stalled && control.garbage.load(Ordering::Relaxed) > 0 {
                     control.garbage.fetch_sub(1, Ordering::Relaxed);
-                    if sink.send(Message::text("{\"channel\":\"ticker\",\"events\":[{\"tick")).await.is_err() { break }
+                    if sink.send(Message::text("{\"channel\":\"ticker\",\"events\":[{\"tick")).await.is_err() { break 'serve }
                 }
             }
-            _ = stop.changed() => break,
+            _ = stop.changed() => {
+                hear_close = false;
+                break;
+            }
         }
+    }
+    // A client that left may have said why just before its TCP close: keep its close code.
+    let drain = async {
+        while let Some(Ok(frame)) = source.next().await {
+            if let Message::Close(close) = frame {
+                control.closed_with(close.map_or(1005, |c| u16::from(c.code)));
+                return;
+            }
+        }
+    };
+    if hear_close {
+        let _ = tokio::time::timeout(Duration::from_millis(100), drain).await;
     }
     closed(&control)
 }

@@ -101,3 +101,48 @@ fn median_staleness_and_recovery_over_http() {
     eventually("fresh again once the venues speak", || (price().status == 200).then_some(()));
     assert_eq!(server.get("/ready", None).status, 200);
 }
+
+/// A symbol Kraken refuses, in its own refusal format: the binary lists it under the venue in
+/// `/admin/stress-stats` and counts it in `/metrics`, while the venue's other symbol is served,
+/// on one connection.
+#[test]
+fn a_refused_symbol_is_visible_in_stats_and_metrics() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let localhost: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+    let options = MockOptions { repeat_ms: Some(100), heartbeat_ms: Some(100) };
+    let script = pricebeast::feeds::mock_script("kraken").expect("mock script");
+    let mock = runtime.block_on(MockExchange::start(script, options, localhost)).expect("mock starts");
+    mock.control().refuse(&["XBT/EUR"]);
+    let server = Setup::new(Driver::IoUring)
+        .set("feed", "kind", "\"exchanges\"")
+        .set("feed", "refused_retry_ms", "60000")
+        .set("book", "outlier_pct", "0")
+        .set("fallback", "rest", "[]")
+        .set("feed.exchanges.kraken", "url", &format!("{:?}", mock.url()))
+        .set("feed.exchanges.kraken", "symbols", r#"{ "BTC-USD" = "BTC/USD", "BTC-EUR" = "XBT/EUR" }"#)
+        .start();
+    let partner = server.key("partner").to_owned();
+    let stats = eventually("the refusal listed", || {
+        let stats = server.stats();
+        (stats["feeds"]["kraken"]["refused"] == serde_json::json!(["XBT/EUR"])).then_some(stats)
+    });
+    let kraken = &stats["feeds"]["kraken"];
+    assert_eq!(kraken["refusals"], 1, "{kraken}");
+    eventually("the other symbol served", || {
+        (server.get("/v1/price?symbol=BTC-USD", Some(&partner)).status == 200).then_some(())
+    });
+    eventually("connected, one symbol subscribed", || {
+        let kraken = &server.stats()["feeds"]["kraken"];
+        (kraken["connected"] == true && kraken["symbols_subscribed"] == 1).then_some(())
+    });
+    let scrape = server.admin("GET", "/metrics").text();
+    for series in [
+        "pricebeast_venue_symbols_refused{venue=\"kraken\"} 1",
+        "pricebeast_venue_refusals_total{venue=\"kraken\"} 1",
+        "pricebeast_venue_symbols_subscribed{venue=\"kraken\"} 1",
+    ] {
+        assert!(scrape.lines().any(|l| l == series), "{series} in:\n{scrape}");
+    }
+    assert_eq!(mock.control().connections_total(), 1, "a refusal must not cost the connection");
+    assert_eq!(server.stats()["feeds"]["kraken"]["reconnects"], 0);
+}

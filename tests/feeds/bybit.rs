@@ -2,7 +2,10 @@
 
 use pricebeast::mock_exchange::MockOptions;
 
-use super::support::{eventually, survives_drop_stall_and_garbage, Rig};
+use super::support::{
+    a_missing_ack_fails_the_connection, eventually, refused_symbol_costs_only_itself, survives_drop_stall_and_garbage,
+    Rig,
+};
 
 const SYMBOLS: &[(&str, &str)] = &[("BTC-USDT", "BTCUSDT"), ("ETH-USDT", "ETHUSDT")];
 
@@ -50,4 +53,18 @@ async fn recorded_prices_land_in_the_book_exactly() {
 #[tokio::test]
 async fn survives_drops_stalls_and_garbage() {
     survives_drop_stall_and_garbage("bybit", SYMBOLS, ("BTC-USDT", "16363.78", 1_672_305_380_595)).await;
+}
+
+/// One symbol bybit does not list, refused in the recorded refusal.
+const WITH_REFUSED: &[(&str, &str)] = &[("BTC-USDT", "BTCUSDT"), ("ETH-USDT", "ETHUSDT"), ("DOGE-EUR", "DOGEEUR")];
+
+#[tokio::test]
+async fn a_refused_symbol_is_listed_retried_and_costs_nothing_else() {
+    refused_symbol_costs_only_itself("bybit", WITH_REFUSED, "DOGEEUR", ("BTC-USDT", "16363.78", 1_672_305_380_595))
+        .await;
+}
+
+#[tokio::test]
+async fn a_missing_ack_fails_the_connection_with_a_close_frame() {
+    a_missing_ack_fails_the_connection("bybit", SYMBOLS).await;
 }

@@ -2,7 +2,9 @@
 
 use pricebeast::mock_exchange::MockOptions;
 
-use super::support::{survives_drop_stall_and_garbage, Rig};
+use super::support::{
+    a_missing_ack_fails_the_connection, refused_symbol_costs_only_itself, survives_drop_stall_and_garbage, Rig,
+};
 
 const SYMBOLS: &[(&str, &str)] = &[("BTC-USD", "BTC-USD"), ("ETH-USD", "ETH-USD")];
 
@@ -22,4 +24,18 @@ async fn recorded_prices_land_in_the_book_exactly() {
 #[tokio::test]
 async fn survives_drops_stalls_and_garbage() {
     survives_drop_stall_and_garbage("coinbase", SYMBOLS, ("BTC-USD", "68900.50", 1_775_572_203_000)).await;
+}
+
+/// One symbol coinbase does not list, refused in the documented Exchange-feed refusal.
+const WITH_REFUSED: &[(&str, &str)] = &[("BTC-USD", "BTC-USD"), ("ETH-USD", "ETH-USD"), ("DOGE-EUR", "DOGE-EUR")];
+
+#[tokio::test]
+async fn a_refused_symbol_is_listed_retried_and_costs_nothing_else() {
+    refused_symbol_costs_only_itself("coinbase", WITH_REFUSED, "DOGE-EUR", ("BTC-USD", "68900.50", 1_775_572_203_000))
+        .await;
+}
+
+#[tokio::test]
+async fn a_missing_ack_fails_the_connection_with_a_close_frame() {
+    a_missing_ack_fails_the_connection("coinbase", SYMBOLS).await;
 }

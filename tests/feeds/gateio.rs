@@ -2,7 +2,9 @@
 
 use pricebeast::mock_exchange::MockOptions;
 
-use super::support::{survives_drop_stall_and_garbage, Rig};
+use super::support::{
+    a_missing_ack_fails_the_connection, refused_symbol_costs_only_itself, survives_drop_stall_and_garbage, Rig,
+};
 
 const SYMBOLS: &[(&str, &str)] = &[("BTC-USDT", "BTC_USDT"), ("NEO-BTC", "NEO_BTC"), ("DIS-USDT", "DIS_USDT")];
 
@@ -30,4 +32,18 @@ async fn recorded_prices_land_in_the_book_exactly() {
 #[tokio::test]
 async fn survives_drops_stalls_and_garbage() {
     survives_drop_stall_and_garbage("gateio", SYMBOLS, ("DIS-USDT", "121.58", 1_619_093_544_000)).await;
+}
+
+/// One symbol gateio does not list, refused in the documented refusal.
+const WITH_REFUSED: &[(&str, &str)] = &[("BTC-USDT", "BTC_USDT"), ("DIS-USDT", "DIS_USDT"), ("DOGE-EUR", "DOGE_EUR")];
+
+#[tokio::test]
+async fn a_refused_symbol_is_listed_retried_and_costs_nothing_else() {
+    refused_symbol_costs_only_itself("gateio", WITH_REFUSED, "DOGE_EUR", ("DIS-USDT", "121.58", 1_619_093_544_000))
+        .await;
+}
+
+#[tokio::test]
+async fn a_missing_ack_fails_the_connection_with_a_close_frame() {
+    a_missing_ack_fails_the_connection("gateio", SYMBOLS).await;
 }

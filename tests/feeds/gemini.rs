@@ -2,7 +2,9 @@
 
 use pricebeast::mock_exchange::MockOptions;
 
-use super::support::{survives_drop_stall_and_garbage, Rig};
+use super::support::{
+    a_missing_ack_fails_the_connection, refused_symbol_costs_only_itself, survives_drop_stall_and_garbage, Rig,
+};
 
 const SYMBOLS: &[(&str, &str)] = &[("BTC-USD", "BTCUSD"), ("ANKR-USD", "ANKRUSD"), ("FIL-USD", "FILUSD")];
 
@@ -28,4 +30,18 @@ async fn recorded_prices_land_in_the_book_exactly() {
 #[tokio::test]
 async fn survives_drops_stalls_and_garbage() {
     survives_drop_stall_and_garbage("gemini", SYMBOLS, ("FIL-USD", "58.4998", 1_624_493_681_030)).await;
+}
+
+/// One symbol gemini does not list, refused in the REST error shape.
+const WITH_REFUSED: &[(&str, &str)] = &[("BTC-USD", "BTCUSD"), ("FIL-USD", "FILUSD"), ("DOGE-EUR", "DOGEEUR")];
+
+#[tokio::test]
+async fn a_refused_symbol_is_listed_retried_and_costs_nothing_else() {
+    refused_symbol_costs_only_itself("gemini", WITH_REFUSED, "DOGEEUR", ("FIL-USD", "58.4998", 1_624_493_681_030))
+        .await;
+}
+
+#[tokio::test]
+async fn a_missing_ack_fails_the_connection_with_a_close_frame() {
+    a_missing_ack_fails_the_connection("gemini", SYMBOLS).await;
 }

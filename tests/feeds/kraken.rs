@@ -2,7 +2,9 @@
 
 use pricebeast::mock_exchange::MockOptions;
 
-use super::support::{survives_drop_stall_and_garbage, Rig};
+use super::support::{
+    a_missing_ack_fails_the_connection, refused_symbol_costs_only_itself, survives_drop_stall_and_garbage, Rig,
+};
 
 const SYMBOLS: &[(&str, &str)] = &[("BTC-USD", "BTC/USD"), ("ALGO-USD", "ALGO/USD")];
 
@@ -26,4 +28,18 @@ async fn recorded_prices_land_in_the_book_exactly() {
 #[tokio::test]
 async fn survives_drops_stalls_and_garbage() {
     survives_drop_stall_and_garbage("kraken", SYMBOLS, ("BTC-USD", "105899.40", 1_671_960_659_123)).await;
+}
+
+/// One symbol kraken does not list, refused in the real v2 refusal.
+const WITH_REFUSED: &[(&str, &str)] = &[("BTC-USD", "BTC/USD"), ("ALGO-USD", "ALGO/USD"), ("XBT-EUR", "XBT/EUR")];
+
+#[tokio::test]
+async fn a_refused_symbol_is_listed_retried_and_costs_nothing_else() {
+    refused_symbol_costs_only_itself("kraken", WITH_REFUSED, "XBT/EUR", ("BTC-USD", "105899.40", 1_671_960_659_123))
+        .await;
+}
+
+#[tokio::test]
+async fn a_missing_ack_fails_the_connection_with_a_close_frame() {
+    a_missing_ack_fails_the_connection("kraken", SYMBOLS).await;
 }

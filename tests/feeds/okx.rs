@@ -2,7 +2,9 @@
 
 use pricebeast::mock_exchange::MockOptions;
 
-use super::support::{survives_drop_stall_and_garbage, Rig};
+use super::support::{
+    a_missing_ack_fails_the_connection, refused_symbol_costs_only_itself, survives_drop_stall_and_garbage, Rig,
+};
 
 const SYMBOLS: &[(&str, &str)] = &[("BTC-USDT", "BTC-USDT"), ("ETH-USDT", "ETH-USDT")];
 
@@ -29,4 +31,17 @@ async fn recorded_prices_land_in_the_book_exactly() {
 #[tokio::test]
 async fn survives_drops_stalls_and_garbage() {
     survives_drop_stall_and_garbage("okx", SYMBOLS, ("BTC-USDT", "30243.5", 1_652_459_226_240)).await;
+}
+
+/// One symbol okx does not list, refused in the 60018 refusal.
+const WITH_REFUSED: &[(&str, &str)] = &[("BTC-USDT", "BTC-USDT"), ("ETH-USDT", "ETH-USDT"), ("DOGE-EUR", "DOGE-EUR")];
+
+#[tokio::test]
+async fn a_refused_symbol_is_listed_retried_and_costs_nothing_else() {
+    refused_symbol_costs_only_itself("okx", WITH_REFUSED, "DOGE-EUR", ("BTC-USDT", "30243.5", 1_652_459_226_240)).await;
+}
+
+#[tokio::test]
+async fn a_missing_ack_fails_the_connection_with_a_close_frame() {
+    a_missing_ack_fails_the_connection("okx", SYMBOLS).await;
 }

@@ -38,9 +38,33 @@ impl Rig {
         options: MockOptions,
         silence_ms: Option<u64>,
     ) -> Self {
+        let overrides = supervisor::Overrides { silence_ms, ..Default::default() };
+        Self::start_with(venue, symbols, options, overrides, &[]).await
+    }
+
+    /// [`Rig::start`] with the client's rules overridden and the mock refusing `refuse` (venue
+    /// spellings) from the first subscribe.
+    pub async fn start_with(
+        venue: &'static str,
+        symbols: &[(&str, &str)],
+        options: MockOptions,
+        overrides: supervisor::Overrides,
+        refuse: &[&str],
+    ) -> Self {
         let script = feeds::mock_script(venue).expect("the venue has a mock script");
         let localhost: SocketAddr = "127.0.0.1:0".parse().expect("literal");
         let mock = MockExchange::start(script, options, localhost).await.expect("mock exchange starts");
+        mock.control().refuse(refuse);
+        Self::attach(venue, symbols, mock, overrides)
+    }
+
+    /// The real client for `venue`, subscribed to `symbols`, against a running `mock`.
+    pub fn attach(
+        venue: &'static str,
+        symbols: &[(&str, &str)],
+        mock: MockExchange,
+        overrides: supervisor::Overrides,
+    ) -> Self {
         let ours: Vec<&str> = symbols.iter().map(|(o, _)| *o).collect();
         let book = Arc::new(PriceBook::new(&ours, &[venue], 64, 3_600_000).expect("book"));
         let counters = Arc::new(Counters::new(1));
@@ -53,7 +77,7 @@ impl Rig {
         let client = feeds::venue(venue).expect("known venue");
         // Resubscribe limits (Gemini's minute) are the venue's rule for production; a drop test
         // that waited a minute would test nothing more.
-        let overrides = supervisor::Overrides { silence_ms, resubscribe_interval_ms: Some(0) };
+        let overrides = supervisor::Overrides { resubscribe_interval_ms: Some(0), ..overrides };
         let plans = supervisor::plan(client, &mock.url(), plan_symbols, overrides);
         let (stop, stopped) = watch::channel(false);
         supervisor::spawn(plans, writer, Arc::clone(&stats), BACKOFF, stopped);
@@ -141,6 +165,12 @@ pub async fn survives_drop_stall_and_garbage(venue: &'static str, symbols: &[(&s
         .await;
     rig.mock.control().stall(false);
     eventually("resubscribed after a stall", || (rig.mock.control().subscribes() > subscribes).then_some(())).await;
+    // The connection given up on was left with a close frame, 1001 going away, which the mock
+    // reads once it reads again.
+    eventually("a close frame 1001 from the client it stalled", || {
+        rig.mock.control().close_codes().contains(&1001).then_some(())
+    })
+    .await;
     let after_stall = stalled_at.elapsed();
     assert!(after_stall >= Duration::from_millis(900), "reconnected before the silence window: {after_stall:?}");
     rig.expect_price(probe.0, probe.1, probe.2).await;
@@ -154,4 +184,81 @@ pub async fn survives_drop_stall_and_garbage(venue: &'static str, symbols: &[(&s
     assert!(rig.counter(Counter::FeedReconnects) >= 2);
     assert!(rig.counter(Counter::FeedMessages) > 0);
     eprintln!("{venue}: reconnect after drop {after_drop:?}, after a 1 s stall window {after_stall:?}");
+}
+
+/// A refused symbol, in the venue's own refusal: listed as refused within the ack deadline while
+/// the others flow, on the one connection (no reconnect loop), asked for again only on the slow
+/// schedule, and subscribed once the venue takes it.
+pub async fn refused_symbol_costs_only_itself(
+    venue: &'static str,
+    symbols: &[(&str, &str)],
+    refused: &str,
+    probe: (&str, &str, u64),
+) {
+    const ACK_DEADLINE_MS: u64 = 3_000;
+    const RETRY_MS: u64 = 1_500;
+    let overrides = supervisor::Overrides {
+        ack_deadline_ms: Some(ACK_DEADLINE_MS),
+        refused_retry_ms: Some(RETRY_MS),
+        ..Default::default()
+    };
+    let options = MockOptions { repeat_ms: Some(50), heartbeat_ms: Some(100) };
+    let started = Instant::now();
+    let rig = Rig::start_with(venue, symbols, options, overrides, &[refused]).await;
+    eventually("the refusal listed", || (rig.reading().refused == [refused]).then_some(())).await;
+    let listed_after = started.elapsed();
+    assert!(listed_after < Duration::from_millis(ACK_DEADLINE_MS), "{venue}: refused seen after {listed_after:?}");
+    rig.connected().await;
+    rig.expect_price(probe.0, probe.1, probe.2).await;
+    assert_eq!(rig.reading().symbols_subscribed, symbols.len() as u64 - 1);
+
+    // A few retry periods: the refused symbol is asked for again on the schedule, on the same
+    // connection, and nothing else happens to it.
+    tokio::time::sleep(Duration::from_millis(RETRY_MS * 2 + 700)).await;
+    let asked: Vec<String> = rig.mock.control().received().into_iter().filter(|m| m.contains(refused)).collect();
+    let elapsed = started.elapsed();
+    let most = elapsed.as_millis() as usize / RETRY_MS as usize + 1;
+    assert!((2..=most).contains(&asked.len()), "{venue}: {} asks in {elapsed:?}: {asked:?}", asked.len());
+    assert!(asked.iter().skip(1).all(|m| !m.contains(probe_theirs(symbols, probe.0))));
+    assert_eq!(rig.mock.control().connections_total(), 1, "{venue}: a refusal must not cost the connection");
+    let reading = rig.reading();
+    assert_eq!((reading.reconnects, reading.refused.len()), (0, 1), "{venue}: {reading:?}");
+    assert!(reading.refusals >= 2, "{venue}: every refused retry counts: {reading:?}");
+
+    // The venue lists it now: the next retry subscribes it, still on the same connection.
+    rig.mock.control().refuse(&[]);
+    eventually("subscribed after the retry", || {
+        let reading = rig.reading();
+        (reading.refused.is_empty() && reading.symbols_subscribed == symbols.len() as u64).then_some(())
+    })
+    .await;
+    assert_eq!(rig.mock.control().connections_total(), 1);
+    eprintln!("{venue}: refusal listed after {listed_after:?}, {} asks in {elapsed:?}", asked.len());
+}
+
+fn probe_theirs<'a>(symbols: &[(&str, &'a str)], ours: &str) -> &'a str {
+    symbols.iter().find(|(o, _)| *o == ours).map(|(_, t)| *t).expect("the probe is configured")
+}
+
+/// A venue that answers no subscribe: the connection fails at the ack deadline, is left with a
+/// close frame, counted, and retried with backoff; it never counts as connected.
+pub async fn a_missing_ack_fails_the_connection(venue: &'static str, symbols: &[(&str, &str)]) {
+    let overrides = supervisor::Overrides { ack_deadline_ms: Some(400), ..Default::default() };
+    let options = MockOptions { repeat_ms: None, heartbeat_ms: Some(100) };
+    let script = feeds::mock_script(venue).expect("the venue has a mock script");
+    let localhost: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+    let mock = MockExchange::start(script, options, localhost).await.expect("mock exchange starts");
+    mock.control().withhold_acks(true);
+    let started = Instant::now();
+    let rig = Rig::attach(venue, symbols, mock, overrides);
+    eventually("a second connection after the ack deadline", || {
+        (rig.mock.control().connections_total() >= 2).then_some(())
+    })
+    .await;
+    assert!(started.elapsed() >= Duration::from_millis(400), "{venue}: left before the deadline");
+    eventually("a close frame 1001", || rig.mock.control().close_codes().contains(&1001).then_some(())).await;
+    let reading = rig.reading();
+    assert!(!reading.connected && reading.symbols_subscribed == 0, "{venue}: {reading:?}");
+    assert!(reading.reconnects >= 1);
+    assert!(rig.counters.faults().get(pricebeast::faults::Component::Feed) >= 1);
 }
