@@ -297,10 +297,23 @@ mod tests {
         assert_eq!(req.upgrade, Upgrade::default());
         let (plain, _) = one(b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n").expect("valid").expect("complete");
         assert!(!plain.event_stream);
-        for yes in [&b"text/event-stream"[..], b"TEXT/Event-Stream", b"text/html, text/event-stream;q=0.5", b" text/event-stream ; q=1"] {
+        for yes in [
+            &b"text/event-stream"[..],
+            b"TEXT/Event-Stream",
+            b"text/html, text/event-stream;q=0.5",
+            b" text/event-stream ; q=1",
+        ] {
             assert!(accepts_event_stream(yes), "{}", String::from_utf8_lossy(yes));
         }
-        for no in [&b""[..], b"*/*", b"text/*", b"text/event-streams", b"text/event-stream;q=0", b"text/event-stream; Q=0.000", b"application/json"] {
+        for no in [
+            &b""[..],
+            b"*/*",
+            b"text/*",
+            b"text/event-streams",
+            b"text/event-stream;q=0",
+            b"text/event-stream; Q=0.000",
+            b"application/json",
+        ] {
             assert!(!accepts_event_stream(no), "{}", String::from_utf8_lossy(no));
         }
         assert!(accepts_event_stream(b"text/event-stream;q=0.001"));

@@ -25,11 +25,8 @@ const EVENT_CLOSE: &[u8] = b"\n\n";
 /// see the connection alive (and a client gone is found by the write).
 pub const EVENT_PING: &[u8] = b": ping\n\n";
 /// Bytes around the JSON, the larger of the two framings'.
-const FRAMING_ROOM: usize = if HEADER_ROOM > EVENT_OPEN.len() + EVENT_CLOSE.len() {
-    HEADER_ROOM
-} else {
-    EVENT_OPEN.len() + EVENT_CLOSE.len()
-};
+const FRAMING_ROOM: usize =
+    if HEADER_ROOM > EVENT_OPEN.len() + EVENT_CLOSE.len() { HEADER_ROOM } else { EVENT_OPEN.len() + EVENT_CLOSE.len() };
 
 /// How a stream's frames go on the wire.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
