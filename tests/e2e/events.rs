@@ -449,3 +449,42 @@ fn a_slow_event_reader_is_conflated_then_closed_without_slowing_others(driver: D
     drop(quick);
     gauges_return_to_zero(&server);
 }
+
+/// `pricebeast query --sse` prints each event's JSON on a line, over HTTP and over HTTPS, and
+/// names the status of a refusal.
+#[test]
+fn query_sse_prints_each_events_json() {
+    use super::support::run;
+    for driver in [Driver::IoUring, Driver::Tls] {
+        let server = setup(driver).start();
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let key = server.key("partner").to_owned();
+        let mut args: Vec<String> = match driver {
+            Driver::Tls => {
+                let ca = dir.path().join("ca.pem");
+                std::fs::write(&ca, server.cert_pem.as_deref().expect("the test certificate")).expect("ca file");
+                let https = server.https.expect("an HTTPS listener").to_string();
+                vec!["--https".into(), https, "--ca-file".into(), ca.to_string_lossy().into_owned()]
+            }
+            _ => vec!["--http".into(), server.http.to_string()],
+        };
+        args.extend(["--key".into(), key, "--sse".into(), "--frames".into(), "3".into()]);
+        args.extend(["BTC-USD".into(), "ETH-USD".into()]);
+        let all: Vec<&str> = std::iter::once("query").chain(args.iter().map(String::as_str)).collect();
+        let output = run(&all, None, Duration::from_secs(20));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+        let frames: Vec<Value> =
+            stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("a JSON frame: {l}"))).collect();
+        assert_eq!(frames.len(), 3, "{stdout}");
+        assert_eq!(symbols_of(&frames[0]), ["BTC-USD", "ETH-USD"], "{}", frames[0]);
+        assert!(frames.iter().all(|f| f["type"] == "prices"), "{stdout}");
+        assert_eq!(streams_stat(&server, "sessions_redeemed"), 1);
+
+        let refused: Vec<&str> = all.iter().map(|a| if *a == server.key("partner") { "pb_nope" } else { a }).collect();
+        let output = run(&refused, None, Duration::from_secs(20));
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("401"), "{stderr}");
+    }
+}
