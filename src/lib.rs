@@ -11,7 +11,7 @@
 //!    own SO_REUSEPORT listener + UDP socket + preallocated buffers
 //!    bytes → http::request / udp::codec → admission (keys → ratelimit → usage)
 //!          → book → http::response / udp::codec → bytes
-//!    streams: moved symbols wake the shard → one frame per writable WebSocket (stream::fanout)
+//!    streams: moved symbols wake the shard → one frame per writable stream (stream::fanout)
 //!    │ counters: one padded block per shard, summed on read
 //!    │ usage: per-key atomic counts, drained by the ledger every usage.flush_ms
 //! ```
@@ -24,8 +24,9 @@
 //! - [`shard`]: the per-core threads that own the sockets: the only code that touches them.
 //! - [`http`]: the public HTTP path as a pure function from request bytes to response bytes.
 //! - [`udp`]: the partner datagram protocol, likewise pure.
-//! - [`stream`]: WebSocket streaming: sessions, the handshake, the per-shard fan-out tick that
-//!   pushes changed prices to each stream (conflating for slow clients), frames.
+//! - [`stream`]: streaming over WebSocket or server-sent events: sessions, the handshake, the
+//!   per-shard fan-out that pushes changed prices to each stream (conflating for slow clients),
+//!   frames in either framing.
 //! - [`admission`]: the key → rate limit → monthly cap decision shared by HTTP and UDP.
 //! - [`keys`]: the keys file and the table the shards read; [`ratelimit`]: GCRA per key;
 //!   [`usage`]: monthly counts per key, and the durable ledger they are drained into.
@@ -37,7 +38,7 @@
 //!   signal.
 //! - [`server`]: `serve`, wiring all of the above; [`config`]: the settings, parsed whole first.
 //! - [`client`]: clients of our own protocols; [`cli`]: the command line.
-//! - [`stress`]: the load generator (`pricebeast stress`): plans, HTTP/UDP/WebSocket load loops, HDR
+//! - [`stress`]: the load generator (`pricebeast stress`): plans, HTTP/UDP/WebSocket/SSE load loops, HDR
 //!   latency, client saturation, reconciliation with the server's counters, reports.
 //! - [`mock_exchange`]: a local stand-in for the exchanges' feeds, for tests and offline demos.
 //! - [`clock`], [`buf`], [`state`], [`splitmix`], [`alloc`]: time as the hot path sees it, fixed

@@ -5,7 +5,8 @@
 //! close op); per idle buffer release, at most the runtime's cancel handle.
 //!
 //! HTTPS is measured the same way after its handshake: a TLS keep-alive connection's requests
-//! and a `wss://` stream's updates add nothing.
+//! and a `wss://` stream's updates add nothing. So are server-sent events: an event stream's
+//! updates, plain and over TLS, add nothing.
 //!
 //! A counting global allocator wraps the system one. It counts every thread but the test's own,
 //! which is the client (its TLS client allocates per record); no feed or control plane runs, so
@@ -85,6 +86,12 @@ fn hot_path_allocates_nothing_after_warm_up() {
         assert_eq!(m.wss_updates, 0, "{driver:?}: {STREAM_UPDATES} wss updates allocated {} times", m.wss_updates);
         assert_eq!(m.udp, 0, "{driver:?}: {MEASURED} UDP requests allocated {} times", m.udp);
         assert_eq!(m.updates, 0, "{driver:?}: {STREAM_UPDATES} stream updates allocated {} times", m.updates);
+        assert_eq!(m.events, 0, "{driver:?}: {STREAM_UPDATES} event-stream updates allocated {} times", m.events);
+        assert_eq!(
+            m.tls_events, 0,
+            "{driver:?}: {STREAM_UPDATES} event-stream updates over TLS allocated {} times",
+            m.tls_events
+        );
         // monoio allocates four things per connection (below); the server itself (buffers,
         // connection slot, conversation state) nothing.
         assert!(
@@ -120,6 +127,8 @@ struct Measured {
     wss_updates: u64,
     udp: u64,
     updates: u64,
+    events: u64,
+    tls_events: u64,
     churn: u64,
     releases: u64,
 }
@@ -308,6 +317,42 @@ fn measure(driver: IoDriver) -> Measured {
     let wss_updates = ALLOCATIONS.load(Ordering::Relaxed) - before;
     drop(wss);
 
+    // The same stream as server-sent events, plain and over TLS.
+    let request = |id: &str| {
+        format!(
+            "GET /v1/stream?session_id={id} HTTP/1.1\r\nAccept: text/event-stream\r\nOrigin: https://a.example\r\n\r\n"
+        )
+    };
+    let mut event_update = |n: usize, stream: &mut dyn Read, reader: &mut EventReader| {
+        for _ in 0..n {
+            price += 1;
+            let now = Now::read().unix_ms;
+            shared.book.write(btc, venue, Decimal::new(price, -2).expect("in range"), now, now);
+            reader.next(stream);
+        }
+    };
+    let mut sse = TcpStream::connect(http_addr).expect("connect");
+    sse.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    sse.write_all(request(&create_session(http_addr)).as_bytes()).expect("request");
+    let mut reader = EventReader { buf: [0; 8192], len: 0 };
+    reader.skip_head(&mut sse);
+    reader.next(&mut sse);
+    event_update(20, &mut sse, &mut reader);
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    event_update(STREAM_UPDATES, &mut sse, &mut reader);
+    let events = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    drop(sse);
+    let mut secure_events = tls_connect(https_addr, &tls_client);
+    secure_events.write_all(request(&create_session(http_addr)).as_bytes()).expect("request");
+    let mut reader = EventReader { buf: [0; 8192], len: 0 };
+    reader.skip_head(&mut secure_events);
+    reader.next(&mut secure_events);
+    event_update(20, &mut secure_events, &mut reader);
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    event_update(STREAM_UPDATES, &mut secure_events, &mut reader);
+    let tls_events = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    drop(secure_events);
+
     // One keep-alive connection, quiet past the release time between requests: each quiet spell
     // gives its read buffer back and each request takes one from the pool again.
     let mut quiet = TcpStream::connect(http_addr).expect("connect");
@@ -332,7 +377,7 @@ fn measure(driver: IoDriver) -> Measured {
     for handle in handles {
         handle.thread.join().expect("shard thread");
     }
-    Measured { http, https, wss_updates, udp, updates, churn, releases }
+    Measured { http, https, wss_updates, udp, updates, events, tls_events, churn, releases }
 }
 
 /// `POST /v1/sessions` for BTC-USD; the session id.
@@ -399,6 +444,49 @@ impl FrameReader {
                     self.consume(at + len);
                     return;
                 }
+            }
+            self.fill(stream);
+        }
+    }
+}
+
+/// Reads server-sent events from a fixed buffer: no allocation on the client side.
+struct EventReader {
+    buf: [u8; 8192],
+    len: usize,
+}
+
+impl EventReader {
+    fn fill(&mut self, stream: &mut dyn Read) {
+        let n = stream.read(&mut self.buf[self.len..]).expect("read");
+        assert!(n > 0, "server closed the stream");
+        self.len += n;
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.buf.copy_within(n..self.len, 0);
+        self.len -= n;
+    }
+
+    /// Reads past the 200's head.
+    fn skip_head(&mut self, stream: &mut dyn Read) {
+        loop {
+            if let Some(end) = self.buf[..self.len].windows(4).position(|w| w == b"\r\n\r\n") {
+                assert!(self.buf.starts_with(b"HTTP/1.1 200 "), "not a 200");
+                self.consume(end + 4);
+                return;
+            }
+            self.fill(stream);
+        }
+    }
+
+    /// Reads one whole `prices` event (up to the blank line that ends it).
+    fn next(&mut self, stream: &mut dyn Read) {
+        loop {
+            if let Some(end) = self.buf[..self.len].windows(2).position(|w| w == b"\n\n") {
+                assert!(self.buf.starts_with(b"event: prices\ndata: {"), "a prices event");
+                self.consume(end + 2);
+                return;
             }
             self.fill(stream);
         }

@@ -23,6 +23,7 @@ mod e2e {
     mod counters;
     mod doctor;
     mod errors;
+    mod events;
     mod fallback;
     mod feeds;
     mod http;

@@ -327,7 +327,7 @@ fn help(name: &str) -> &'static str {
         "db_in_use" => "Usage store connections running a statement",
         "db_wait_count" => "Times a usage store statement waited for a free connection",
         "sessions_created" => "Streaming sessions created (POST /v1/sessions)",
-        "sessions_redeemed" => "Streaming sessions redeemed by a WebSocket upgrade",
+        "sessions_redeemed" => "Streaming sessions redeemed by a WebSocket upgrade or an event stream",
         "sessions_expired" => "Streaming sessions that expired unredeemed",
         "frames_pushed" => "Price frames written to streams",
         "updates_conflated" => {
@@ -335,6 +335,9 @@ fn help(name: &str) -> &'static str {
         }
         "slow_client_closes" => "Streams closed because their socket stayed full past stream.send_stall_ms",
         "control_queue_closes" => "Streams closed (1008) because their unsent control frames reached stream.control_bytes_max",
+        "event_stream_input_closes" => {
+            "Event streams closed because their client sent more than stream.message_bytes_max bytes after its request"
+        }
         "fanout_wakeups" => "Fan-out passes run because watched symbols moved (one per burst of book writes, per shard)",
         "tls_handshakes" => "TLS handshakes completed on the HTTPS listener",
         "tls_handshake_failures" => {

@@ -19,7 +19,8 @@ pub struct QueryArgs {
     /// Server HTTP address.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
     pub http: String,
-    /// Ask over HTTPS (and stream over wss://) at this address instead of plain HTTP.
+    /// Ask over HTTPS (and stream over wss://, or events over HTTPS) at this address instead of
+    /// plain HTTP.
     #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["http", "udp"])]
     pub https: Option<String>,
     /// With --https: trust only the certificates in this PEM file (default: the webpki roots).
@@ -38,10 +39,14 @@ pub struct QueryArgs {
     #[arg(long)]
     pub usage: bool,
     /// Stream the symbols over WebSocket (a session, then /v1/stream), one frame per line.
-    #[arg(long, conflicts_with_all = ["udp", "usage", "sources"])]
+    #[arg(long, conflicts_with_all = ["udp", "usage", "sources", "sse"])]
     pub stream: bool,
-    /// With --stream: stop after this many frames (default: until interrupted).
-    #[arg(long, value_name = "N", requires = "stream")]
+    /// Stream the symbols as server-sent events, as a browser's EventSource reads them (a session,
+    /// then /v1/stream with Accept: text/event-stream), each event's JSON on its own line.
+    #[arg(long, conflicts_with_all = ["udp", "usage", "sources"])]
+    pub sse: bool,
+    /// With --stream or --sse: stop after this many frames (default: until interrupted).
+    #[arg(long, value_name = "N")]
     pub frames: Option<u64>,
     /// How long to wait for an answer.
     #[arg(long, value_name = "MS", default_value_t = 2000)]
@@ -58,12 +63,15 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
         None => (args.http.as_str(), None),
     };
     let scheme = if tls.is_some() { "HTTPS" } else { "HTTP" };
-    if args.stream {
+    if args.frames.is_some() && !args.stream && !args.sse {
+        bail!("--frames counts the frames of --stream or --sse");
+    }
+    if args.stream || args.sse {
         if args.symbols.is_empty() {
             bail!("name at least one symbol to stream");
         }
         let mut left = args.frames;
-        return crate::client::stream::stream(addr, tls.as_ref(), &args.key, &args.symbols, timeout, |frame| {
+        let on_frame = |frame: &str| {
             println!("{frame}");
             match left.as_mut() {
                 Some(n) => {
@@ -72,7 +80,9 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
                 }
                 None => true,
             }
-        });
+        };
+        let open = if args.sse { crate::client::stream::events } else { crate::client::stream::stream };
+        return open(addr, tls.as_ref(), &args.key, &args.symbols, timeout, on_frame);
     }
     if let Some(addr) = &args.udp {
         if args.symbols.is_empty() {

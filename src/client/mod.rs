@@ -1,5 +1,6 @@
 //! Clients of pricebeast's own protocols, for `pricebeast query`, the stress client and tests.
 
+pub mod events;
 pub mod http;
 pub mod response;
 pub mod stream;

@@ -117,6 +117,9 @@ pub enum StreamCounter {
     SlowClientCloses,
     /// Streams closed (1008) because their control queue reached `stream.control_bytes_max`.
     ControlQueueCloses,
+    /// Event streams closed because their client sent more than `stream.message_bytes_max`
+    /// bytes after its request (an event stream's client has nothing to send).
+    EventStreamInputCloses,
     /// Fan-out passes a shard ran because watched symbols moved (one per burst of writes).
     FanoutWakeups,
     /// TLS handshakes completed.
@@ -136,7 +139,7 @@ pub enum StreamCounter {
     UdpBatches,
 }
 
-pub const STREAM_COUNTERS: usize = 14;
+pub const STREAM_COUNTERS: usize = 15;
 pub const STREAM_COUNTER_NAMES: [&str; STREAM_COUNTERS] = [
     "sessions_created",
     "sessions_redeemed",
@@ -145,6 +148,7 @@ pub const STREAM_COUNTER_NAMES: [&str; STREAM_COUNTERS] = [
     "updates_conflated",
     "slow_client_closes",
     "control_queue_closes",
+    "event_stream_input_closes",
     "fanout_wakeups",
     "tls_handshakes",
     "tls_handshake_failures",

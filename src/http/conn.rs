@@ -41,8 +41,8 @@ pub enum Next {
     /// Complete requests are left for want of room in the output: write it, then `handle` the
     /// rest of the input again before reading.
     Drain,
-    /// The connection is a WebSocket stream from here on; what is left of the input is the
-    /// stream's first client bytes.
+    /// The connection is a stream (WebSocket, or server-sent events) from here on; what is left
+    /// of the input is the stream's first client bytes.
     Upgrade(Grant),
     /// The last request's answer comes from the control plane: write the output, wait for the
     /// answer, write it with `handler::respond_deferred`, then `handle` the rest of the input.

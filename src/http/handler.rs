@@ -77,8 +77,8 @@ impl Scratch {
 pub enum After {
     KeepAlive,
     Close,
-    /// A 101 was written: the connection is a WebSocket stream from the next byte on, with what
-    /// the upgrade was granted.
+    /// A 101 (or an event stream's 200 head) was written: the connection is a stream from the
+    /// next byte on, with what it was granted (its framing among it).
     Upgrade(Grant),
     /// The answer comes from the control plane (a usage report, a price lookup): wait for it,
     /// then write it with [`respond_deferred`] before answering anything after it.
@@ -145,6 +145,9 @@ pub fn respond(
     if req.method == Method::Options && route_kind != Route::NotFound {
         return options(req, route_kind, cors, ctx, scratch, out);
     }
+    if route_kind == Route::Stream && req.method == Method::Get && req.event_stream && !req.upgrade.websocket {
+        return event_stream(req, query, cors, ctx, scratch, out);
+    }
     if route_kind == Route::Stream && req.method == Method::Get {
         match upgrade::accept(route::param(query, b"session_id"), &req.upgrade, ctx) {
             Ok((grant, key)) => {
@@ -173,6 +176,38 @@ pub fn respond(
         After::Close
     } else {
         After::KeepAlive
+    }
+}
+
+/// `GET /v1/stream` asking for `text/event-stream` (and no WebSocket upgrade): the session redeemed
+/// as for an upgrade, then a `200` head with no length, after which the connection is the stream.
+/// Refused with the very statuses of the WebSocket path.
+fn event_stream(
+    req: &Request<'_>,
+    query: &[u8],
+    cors: Option<crate::http::cors::Allowed>,
+    ctx: &Context<'_>,
+    scratch: &mut Scratch,
+    out: &mut FixedBuf,
+) -> After {
+    match upgrade::accept_events(route::param(query, b"session_id"), ctx) {
+        Ok(grant) => {
+            // Neither kept alive nor closed in words: the body runs until the connection ends.
+            let extra = Extra { cors, ..Extra::default() };
+            let reply = Reply::new(Status::OK, ContentType::EventStream, extra);
+            finish(ctx, &reply, scratch, out, false);
+            After::Upgrade(grant)
+        }
+        Err(refusal) => {
+            let mut reply = upgrade_refused(refusal, ctx, scratch);
+            connection_headers(&mut reply.extra, req, cors, ctx);
+            finish(ctx, &reply, scratch, out, false);
+            if reply.extra.close {
+                After::Close
+            } else {
+                After::KeepAlive
+            }
+        }
     }
 }
 
@@ -369,7 +404,8 @@ fn route(route: Route, query: &[u8], req: &Request<'_>, ctx: &Context<'_>, scrat
         Route::Price | Route::Prices | Route::Usage | Route::Reports | Route::Sessions => {
             keyed(route, query, req, ctx, scratch)
         }
-        // Reached only by methods `allows` refused above; GET is answered by `upgrade`.
+        // Reached only by methods `allows` refused above; GET is answered by `upgrade` or
+        // `event_stream`.
         Route::Stream | Route::NotFound => error(scratch, ErrorCode::NotFound, &[b"no such path"], Extra::default()),
     }
 }

@@ -35,6 +35,9 @@ pub struct Request<'b> {
     pub body: &'b [u8],
     /// What a WebSocket upgrade needs (RFC 6455 section 4.2.1); all empty on other requests.
     pub upgrade: Upgrade<'b>,
+    /// `Accept` lists `text/event-stream` (not at `q=0`): a browser's `EventSource`, which
+    /// `/v1/stream` answers with server-sent events.
+    pub event_stream: bool,
 }
 
 /// A request that cannot be served; the connection is answered and then closed.
@@ -113,6 +116,7 @@ pub fn parse_head(buf: &[u8], limits: ReadLimits) -> Result<Option<Head<'_>>, Re
     let mut origin = None;
     let mut expect_continue = false;
     let mut upgrade = Upgrade::default();
+    let mut event_stream = false;
     let mut content_length: Option<usize> = None;
     for header in req.headers.iter() {
         let name = header.name.as_bytes();
@@ -148,6 +152,8 @@ pub fn parse_head(buf: &[u8], limits: ReadLimits) -> Result<Option<Head<'_>>, Re
             content_length = Some(length);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             return Err(RequestError::TransferEncoding);
+        } else if name.eq_ignore_ascii_case(b"accept") {
+            event_stream |= accepts_event_stream(header.value);
         } else if name.eq_ignore_ascii_case(b"origin") {
             origin = Some(trim(header.value));
         } else if name.eq_ignore_ascii_case(b"expect") {
@@ -158,8 +164,30 @@ pub fn parse_head(buf: &[u8], limits: ReadLimits) -> Result<Option<Head<'_>>, Re
     if body_len > limits.body_bytes_max {
         return Err(RequestError::BodyTooLarge);
     }
-    let request = Request { method, target, api_key, keep_alive, http10: !http11, origin, body: &[], upgrade };
+    let request =
+        Request { method, target, api_key, keep_alive, http10: !http11, origin, body: &[], upgrade, event_stream };
     Ok(Some(Head { request, head_len, body_len, expect_continue }))
+}
+
+/// Whether an `Accept` value (RFC 9110 section 12.5.1) lists `text/event-stream` with a weight
+/// above zero. Wildcards do not count: only a client that names the media type gets events.
+pub fn accepts_event_stream(value: &[u8]) -> bool {
+    value.split(|&b| b == b',').any(|range| {
+        let mut parts = range.split(|&b| b == b';').map(trim);
+        let named = parts.next().is_some_and(|media| media.eq_ignore_ascii_case(b"text/event-stream"));
+        named && !parts.any(is_zero_weight)
+    })
+}
+
+/// `q=0`, `q=0.`, `q=0.0` … `q=0.000`: "not acceptable".
+fn is_zero_weight(param: &[u8]) -> bool {
+    let Some((name, weight)) = param.split_at_checked(1) else { return false };
+    let Some(weight) = weight.strip_prefix(b"=") else { return false };
+    let weight = trim(weight);
+    name.eq_ignore_ascii_case(b"q")
+        && weight.first() == Some(&b'0')
+        && weight.len() <= 5
+        && weight[1..].strip_prefix(b".").unwrap_or(&weight[1..]).iter().all(|&b| b == b'0')
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {
@@ -262,6 +290,36 @@ mod tests {
     }
 
     #[test]
+    fn reads_an_event_stream_accept() {
+        let raw = b"GET /v1/stream?session_id=ab HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n";
+        let (req, _) = one(raw).expect("valid").expect("complete");
+        assert!(req.event_stream);
+        assert_eq!(req.upgrade, Upgrade::default());
+        let (plain, _) = one(b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n").expect("valid").expect("complete");
+        assert!(!plain.event_stream);
+        for yes in [
+            &b"text/event-stream"[..],
+            b"TEXT/Event-Stream",
+            b"text/html, text/event-stream;q=0.5",
+            b" text/event-stream ; q=1",
+        ] {
+            assert!(accepts_event_stream(yes), "{}", String::from_utf8_lossy(yes));
+        }
+        for no in [
+            &b""[..],
+            b"*/*",
+            b"text/*",
+            b"text/event-streams",
+            b"text/event-stream;q=0",
+            b"text/event-stream; Q=0.000",
+            b"application/json",
+        ] {
+            assert!(!accepts_event_stream(no), "{}", String::from_utf8_lossy(no));
+        }
+        assert!(accepts_event_stream(b"text/event-stream;q=0.001"));
+    }
+
+    #[test]
     fn bodies_are_sized_and_bounded() {
         let raw = b"POST /v1/sessions HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello";
         let (req, used) = one(raw).expect("valid").expect("complete");
@@ -304,6 +362,13 @@ mod tests {
                 prop_assert!(used <= LIMITS.head_bytes_max + LIMITS.body_bytes_max);
                 prop_assert!(req.body.len() <= LIMITS.body_bytes_max);
             }
+        }
+
+        #[test]
+        fn any_accept_value_is_answered(value in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let named = value.windows(17).any(|w| w.eq_ignore_ascii_case(b"text/event-stream"));
+            // Only a value that names the type can be read as asking for it.
+            prop_assert!(!accepts_event_stream(&value) || named);
         }
 
         #[test]

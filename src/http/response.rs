@@ -98,6 +98,9 @@ pub enum ContentType {
     Text,
     /// No body and no length: a 204 (RFC 9110 section 8.6 forbids its Content-Length).
     Empty,
+    /// Server-sent events: no length, the body runs until the connection closes (RFC 9112
+    /// section 6.3), and nothing may cache it.
+    EventStream,
 }
 
 /// Optional headers.
@@ -146,6 +149,7 @@ pub fn write(
             out.put(b"\r\n");
         }
         ContentType::Empty => out.put(b"\r\n"),
+        ContentType::EventStream => out.put(b"\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"),
     }
     if let Some(rate) = extra.rate {
         out.put(b"RateLimit-Limit: ");
@@ -298,6 +302,22 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn an_event_stream_head_has_no_length() {
+        let mut out = FixedBuf::with_capacity(1024);
+        let extra = Extra { cors: Some(Allowed::Any), ..Extra::default() };
+        write(&mut out, Status::OK, DATE, ContentType::EventStream, b"", &extra, false);
+        let text = std::str::from_utf8(out.as_slice()).expect("ascii");
+        assert!(
+            text.starts_with(
+                "HTTP/1.1 200 OK\r\nServer: pricebeast\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
+                 Content-Type: text/event-stream\r\nCache-Control: no-cache\r\nAccess-Control-Allow-Origin: *\r\n"
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with("\r\n\r\n") && !text.contains("Content-Length"), "{text}");
     }
 
     #[test]

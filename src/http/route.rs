@@ -12,7 +12,7 @@ pub enum Route {
     Reports,
     /// `POST /v1/sessions`: a streaming session.
     Sessions,
-    /// `GET /v1/stream`: the WebSocket upgrade.
+    /// `GET /v1/stream`: the WebSocket upgrade, or server-sent events.
     Stream,
     Health,
     Ready,

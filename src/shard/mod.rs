@@ -265,6 +265,25 @@ fn set_send_buffer(fd: i32, bytes: usize) {
     }
 }
 
+/// `setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, ms)`: bytes sent and not acknowledged for `ms`
+/// end the connection (RFC 5482). Best effort: without it a vanished peer is found by the
+/// kernel's retransmission limit, later.
+#[allow(unsafe_code)]
+fn set_user_timeout(fd: i32, ms: u64) {
+    let value = libc::c_uint::try_from(ms).unwrap_or(libc::c_uint::MAX);
+    // SAFETY: `fd` is the caller's open socket; the option value is a c_uint that outlives the
+    // call, and its size is passed with it.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            (&value as *const libc::c_uint).cast(),
+            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+        );
+    }
+}
+
 /// `shutdown(fd, SHUT_RDWR)`: fails a write blocked on a full socket (a stalled stream).
 #[allow(unsafe_code)]
 fn shut_down(fd: i32) {

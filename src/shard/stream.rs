@@ -1,7 +1,9 @@
-//! A shard's WebSocket streams on the wire. After the 101 the connection splits in two tasks:
-//! the reader feeds client bytes to tungstenite (masking, control frames, fragments, size
-//! limits, close codes) and acts on what comes out; the writer sends what the fan-out built
-//! (`stream::fanout`), control frames first. Neither ever queues more than one price frame.
+//! A shard's streams on the wire, WebSocket or server-sent events. After the 101 (or the event
+//! stream's 200 head) the connection splits in two tasks: the reader feeds a WebSocket's client
+//! bytes to tungstenite (masking, control frames, fragments, size limits, close codes) and acts on
+//! what comes out, or reads an event stream's client only to notice it leave; the writer sends
+//! what the fan-out built (`stream::fanout`), control frames first. Neither ever queues more than
+//! one price frame. Both framings share everything else: fan-out, limits, deadlines, counters.
 //!
 //! Three tasks per shard drive the fan-out: the bell (a watched symbol moved: push), the kick
 //! (a writer finished with more owed, or a frame interval passed: push those), and the deadline
@@ -23,6 +25,7 @@ use crate::shard::tcp::Registered;
 use crate::shard::Local;
 use crate::stream::client::{ClientReader, Next};
 use crate::stream::fanout::{Ending, StreamState};
+use crate::stream::frames::Framing;
 use crate::stream::grant::{Grant, KeySlot};
 use crate::stream::sessions::Redeemed;
 use crate::stream::symbols::{self, Expect, SymbolsError};
@@ -43,6 +46,7 @@ pub(super) struct Opened {
     _slot: KeySlot,
     /// The symbols to stream; taken when the stream starts.
     session: Option<Box<Redeemed>>,
+    framing: Framing,
 }
 
 impl Opened {
@@ -50,7 +54,7 @@ impl Opened {
     /// check, so a burst of upgrades cannot overshoot `streams_per_shard_max`.
     pub fn new(local: &Rc<Local>, grant: Grant) -> Self {
         local.counters().gauge_add(Gauge::OpenStreams, 1);
-        Self { local: Rc::clone(local), _slot: grant.slot, session: Some(grant.session) }
+        Self { local: Rc::clone(local), _slot: grant.slot, session: Some(grant.session), framing: grant.framing }
     }
 }
 
@@ -78,11 +82,17 @@ pub(super) fn start(
     if config.send_buffer_bytes > 0 {
         super::set_send_buffer(fd, config.send_buffer_bytes);
     }
+    if opened.framing == Framing::EventStream {
+        // An event stream's client never answers a ping, so the idle timeout is the kernel's:
+        // bytes sent (a comment every `ping_interval_ms` at least) and not acknowledged for
+        // `idle_timeout_ms` end the connection, as a WebSocket client silent that long is closed.
+        super::set_user_timeout(fd, config.idle_timeout_ms);
+    }
     let now = Now::read();
     let session = opened.session.take();
     let symbols = session.as_ref().map(|s| s.symbols().to_vec()).unwrap_or_default();
     let fields = session.map(|s| s.fields).unwrap_or_default();
-    let state = Rc::new(StreamState::new(&symbols, now.unix_ms).with_fields(fields));
+    let state = Rc::new(StreamState::with_framing(&symbols, now.unix_ms, opened.framing).with_fields(fields));
     state.socket.set(fd);
     let slot = local.fanout.add(&state, &local.shared.book, now, local.counters());
     let leftover = leftover.to_vec();
@@ -345,10 +355,28 @@ async fn read_loop_tls(
     }
 }
 
-/// A reader's protocol state, after the bytes the client sent behind its upgrade request (its
+/// What a stream's reader makes of its client's bytes.
+// The WebSocket variant stays inline in the reader task, as it was before event streams: boxing it
+// would cost every WebSocket stream an allocation and save it nothing. An event stream's task
+// carries the unused room (a few hundred bytes), and is still smaller than a WebSocket stream.
+#[allow(clippy::large_enum_variant)]
+enum Client {
+    /// WebSocket frames, through tungstenite.
+    WebSocket(ClientReader),
+    /// An event stream's client has nothing to say after its request: what it sends anyway is
+    /// read and dropped, up to this many bytes more (`stream.message_bytes_max` in all), past
+    /// which the stream is closed. Reading goes on so that its leaving is noticed at once.
+    EventStream { bytes_left: usize },
+}
+
+/// A reader's protocol state, after the bytes the client sent behind its request (its
 /// plaintext, over TLS); `None` if those ended the stream.
-fn begin(state: &StreamState, local: &Local, leftover: Vec<u8>) -> Option<(ClientReader, Vec<u8>)> {
-    let mut client = ClientReader::new(local.shared.config.stream.message_bytes_max);
+fn begin(state: &StreamState, local: &Local, leftover: Vec<u8>) -> Option<(Client, Vec<u8>)> {
+    let bytes_max = local.shared.config.stream.message_bytes_max;
+    let mut client = match state.framing() {
+        Framing::WebSocket => Client::WebSocket(ClientReader::new(bytes_max)),
+        Framing::EventStream => Client::EventStream { bytes_left: bytes_max },
+    };
     let mut replies = Vec::new();
     if !leftover.is_empty() && !take_in(&mut client, &leftover, &mut replies, state, local) {
         return None;
@@ -357,7 +385,19 @@ fn begin(state: &StreamState, local: &Local, leftover: Vec<u8>) -> Option<(Clien
 }
 
 /// Feeds client bytes through the protocol and acts on the outcome. False once the stream ends.
-fn take_in(client: &mut ClientReader, bytes: &[u8], replies: &mut Vec<u8>, state: &StreamState, local: &Local) -> bool {
+fn take_in(client: &mut Client, bytes: &[u8], replies: &mut Vec<u8>, state: &StreamState, local: &Local) -> bool {
+    let client = match client {
+        Client::WebSocket(reader) => reader,
+        Client::EventStream { bytes_left } => {
+            let Some(left) = bytes_left.checked_sub(bytes.len()) else {
+                local.counters().stream_add(StreamCounter::EventStreamInputCloses, 1);
+                state.end(Ending::Flooded);
+                return false;
+            };
+            *bytes_left = left;
+            return true;
+        }
+    };
     let next = client.take_in(bytes, replies, |text| change_symbols(text, state, local));
     let queued = state.send_control(replies, local.shared.config.stream.control_bytes_max);
     replies.clear();

@@ -30,7 +30,7 @@ use crate::buf::FixedBuf;
 use crate::clock::Now;
 use crate::config::StreamConfig;
 use crate::counters::{CounterBlock, Gauge, StreamCounter};
-use crate::stream::frames::{self, PriceFrame};
+use crate::stream::frames::{self, Framing, PriceFrame};
 use crate::stream::symbols::Fields;
 
 // A stream's watches fit the missing mask of `build`: sessions and changes hold at most 100.
@@ -107,6 +107,8 @@ pub enum Ending {
 /// One stream's state on its shard, shared by the shard's fan-out, the stream's reader and its
 /// writer (all on one thread).
 pub struct StreamState {
+    /// WebSocket frames or server-sent events: the wire, nothing else about the stream.
+    framing: Framing,
     watches: RefCell<Vec<Watch>>,
     /// The frame buffer while nobody writes from it; `None` while the writer has it.
     frame: Cell<Option<Vec<u8>>>,
@@ -116,6 +118,9 @@ pub struct StreamState {
     pub signal: Signal,
     ending: Cell<Option<Ending>>,
     last_heard_ms: Cell<u64>,
+    /// When the writer last started a write: an event stream (whose client never speaks) is
+    /// pinged once it has been sent nothing for `ping_interval_ms`.
+    last_sent_ms: Cell<u64>,
     pinged: Cell<bool>,
     /// When the writer started the write it is still in, if it is in one.
     writing_since_ms: Cell<Option<u64>>,
@@ -133,9 +138,15 @@ pub struct StreamState {
 }
 
 impl StreamState {
-    /// A new stream watching `symbols`, all owed in its first frame.
+    /// A new WebSocket stream watching `symbols`, all owed in its first frame.
     pub fn new(symbols: &[SymbolId], now_ms: u64) -> Self {
+        Self::with_framing(symbols, now_ms, Framing::WebSocket)
+    }
+
+    /// A new stream in `framing` watching `symbols`, all owed in its first frame.
+    pub fn with_framing(symbols: &[SymbolId], now_ms: u64, framing: Framing) -> Self {
         let state = Self {
+            framing,
             watches: RefCell::new(Vec::new()),
             frame: Cell::new(None),
             ready: Cell::new(None),
@@ -143,6 +154,7 @@ impl StreamState {
             signal: Signal::default(),
             ending: Cell::new(None),
             last_heard_ms: Cell::new(now_ms),
+            last_sent_ms: Cell::new(now_ms),
             pinged: Cell::new(false),
             writing_since_ms: Cell::new(None),
             socket: Cell::new(-1),
@@ -173,6 +185,10 @@ impl StreamState {
         self.asked.set(true);
     }
 
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
     pub fn symbols(&self) -> Vec<SymbolId> {
         self.watches.borrow().iter().map(|w| w.id).collect()
     }
@@ -187,13 +203,22 @@ impl StreamState {
         self.ending.get()
     }
 
-    /// Ends the stream (the first reason wins), queueing the close frame it calls for.
+    /// Ends the stream (the first reason wins), queueing the close frame it calls for. An event
+    /// stream has no close frame: closing the connection is how it ends.
     pub fn end(&self, why: Ending) {
         if self.ending.get().is_some() {
             return;
         }
         self.ending.set(Some(why));
         let mut control = self.control.borrow_mut();
+        if self.framing == Framing::EventStream {
+            if why == Ending::Flooded {
+                control.clear();
+            }
+            drop(control);
+            self.signal.notify();
+            return;
+        }
         match why {
             Ending::Client | Ending::Slow => {}
             Ending::Idle => frames::close(&mut control, CloseCode::Away, "idle timeout"),
@@ -241,6 +266,7 @@ impl StreamState {
     /// The writer starts writing (a frame or control bytes) at `now_ms`.
     pub fn writing(&self, now_ms: u64) {
         self.writing_since_ms.set(Some(now_ms));
+        self.last_sent_ms.set(now_ms);
     }
 
     /// The writer's write completed.
@@ -276,7 +302,7 @@ impl StreamState {
             // Only after a symbol change to a larger set: once per change, never per update.
             buf = Vec::with_capacity(needed);
         }
-        let mut frame = PriceFrame::begin(buf);
+        let mut frame = PriceFrame::begin(buf, self.framing);
         // Which owed watches had no fresh price, by position (a stream watches at most 100).
         let mut missing: u128 = 0;
         let mut oldest_ns = u64::MAX;
@@ -816,6 +842,19 @@ impl Fanout {
             if state.ending.get().is_some() {
                 continue;
             }
+            if state.framing == Framing::EventStream {
+                // Its client never speaks, so silence says nothing: an idle event stream is sent a
+                // comment, and a client gone is found by the kernel (the stream's socket gives up
+                // on bytes unacknowledged for `idle_timeout_ms`, `shard::stream`) or by the stall
+                // check above.
+                let quiet_ms = now_ms.saturating_sub(state.last_sent_ms.get());
+                if quiet_ms >= config.ping_interval_ms && state.writing_since_ms.get().is_none() {
+                    state.last_sent_ms.set(now_ms);
+                    frames::ping(&mut state.control.borrow_mut(), Framing::EventStream);
+                    state.signal.notify();
+                }
+                continue;
+            }
             let silent_ms = now_ms.saturating_sub(state.last_heard_ms.get());
             if silent_ms >= config.idle_timeout_ms {
                 state.end(Ending::Idle);
@@ -823,7 +862,7 @@ impl Fanout {
             }
             if silent_ms >= config.ping_interval_ms && !state.pinged.get() {
                 state.pinged.set(true);
-                frames::ping(&mut state.control.borrow_mut());
+                frames::ping(&mut state.control.borrow_mut(), Framing::WebSocket);
                 state.signal.notify();
             }
         }
@@ -1125,6 +1164,58 @@ mod tests {
         f.fanout.check(now + 500, &config, f.block(), |_| {});
         assert_eq!(state.ending(), Some(Ending::Idle));
         assert_eq!(state.take_control(Vec::new())[0], 0x88, "a close");
+    }
+
+    /// The JSON of the ready event of an event stream, handed to and given back by a pretend writer.
+    fn event(state: &StreamState) -> Option<serde_json::Value> {
+        let (buf, ready) = state.take_frame()?;
+        let text = std::str::from_utf8(&buf[ready.start..]).ok().map(str::to_owned);
+        state.give_frame(buf);
+        let data = text?.strip_prefix("event: prices\ndata: ")?.strip_suffix("\n\n")?.to_owned();
+        serde_json::from_str(&data).ok()
+    }
+
+    #[test]
+    fn an_event_stream_gets_the_same_frames_as_events() {
+        let config = StreamConfig { frame_interval_ms_min: 0, ..StreamConfig::default() };
+        let f = fixture(&config);
+        f.write(f.ids[0], b"1", 0);
+        let events = Rc::new(StreamState::with_framing(&f.ids[..2], 1_000_000, Framing::EventStream));
+        f.fanout.add(&events, &f.book, at(0), f.block());
+        let (websocket, _) = f.open(&f.ids[..2], 0);
+        let first = event(&events).expect("a first event at once");
+        assert_eq!(first, frame(&websocket).expect("a first frame"), "the same JSON as the WebSocket frame");
+        assert_eq!(symbols(&first), ["AAA"]);
+        assert_eq!(first["missing"][0], "BBB");
+        f.write(f.ids[1], b"2", 10);
+        assert_eq!(f.wake(10), 2);
+        assert_eq!(symbols(&event(&events).expect("a move")), ["BBB"]);
+    }
+
+    #[test]
+    fn an_idle_event_stream_is_sent_comments_and_never_idle_closed() {
+        let config = StreamConfig { ping_interval_ms: 100, idle_timeout_ms: 300, ..StreamConfig::default() };
+        let f = fixture(&config);
+        let now = 1_000_000;
+        let state = Rc::new(StreamState::with_framing(&f.ids[..1], now, Framing::EventStream));
+        f.fanout.add(&state, &f.book, at(0), f.block());
+        f.fanout.check(now + 50, &config, f.block(), |_| {});
+        assert!(state.take_control(Vec::new()).is_empty(), "sent to recently");
+        f.fanout.check(now + 150, &config, f.block(), |_| {});
+        assert_eq!(state.take_control(Vec::new()), b": ping\n\n");
+        f.fanout.check(now + 200, &config, f.block(), |_| {});
+        assert!(state.take_control(Vec::new()).is_empty(), "one comment per quiet interval");
+        // A frame written resets the quiet time.
+        state.writing(now + 240);
+        state.written();
+        f.fanout.check(now + 300, &config, f.block(), |_| {});
+        assert!(state.take_control(Vec::new()).is_empty());
+        f.fanout.check(now + 5_000, &config, f.block(), |_| {});
+        assert_eq!(state.take_control(Vec::new()), b": ping\n\n");
+        assert_eq!(state.ending(), None, "a client that never speaks is not idle for it");
+        // Ending queues no close frame: closing the connection is the end of an event stream.
+        state.end(Ending::Shutdown);
+        assert!(state.take_control(Vec::new()).is_empty());
     }
 
     #[test]

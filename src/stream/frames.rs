@@ -1,6 +1,10 @@
-//! Server-to-client frames. Price frames are written straight into a stream's own buffer: the
-//! JSON first, after room for the header, then tungstenite's header in front of it, so an update
-//! costs no allocation. Close and ping frames go through tungstenite's `Frame`.
+//! Server-to-client frames, in either framing a stream speaks: WebSocket text frames, or
+//! server-sent events (`event: prices` / `data: <JSON>`). The JSON is the same bytes either way,
+//! built by the same code; only what goes around it differs. Price frames are written straight
+//! into a stream's own buffer: for WebSocket the JSON first, after room for the header, then
+//! tungstenite's header in front of it; for events the fixed `event:`/`data:` lines before it and
+//! the blank line after. An update costs no allocation. WebSocket close and ping frames go through
+//! tungstenite's `Frame`.
 
 use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tungstenite::protocol::frame::{CloseFrame, Frame, FrameHeader};
@@ -12,12 +16,34 @@ use crate::buf::FixedBuf;
 /// The longest header of an unmasked server frame: 2 bytes and a 64-bit length.
 pub const HEADER_ROOM: usize = 10;
 const OPEN: &[u8] = b"{\"type\":\"prices\",\"prices\":[";
+/// What an event carrying a price frame starts with (the JSON is its one `data:` line: it holds no
+/// line break, as every string in it is a checked symbol or a decimal).
+const EVENT_OPEN: &[u8] = b"event: prices\ndata: ";
+/// What ends an event: the `data:` line, then the blank line that dispatches it.
+const EVENT_CLOSE: &[u8] = b"\n\n";
+/// An event-stream comment: what an idle event stream is sent, so that proxies and the client
+/// see the connection alive (and a client gone is found by the write).
+pub const EVENT_PING: &[u8] = b": ping\n\n";
+/// Bytes around the JSON, the larger of the two framings'.
+const FRAMING_ROOM: usize =
+    if HEADER_ROOM > EVENT_OPEN.len() + EVENT_CLOSE.len() { HEADER_ROOM } else { EVENT_OPEN.len() + EVENT_CLOSE.len() };
 
-/// Buffer bytes a price frame over `symbols` symbols may need: every symbol priced (with its
-/// spread when the stream asked for it), or missing.
+/// How a stream's frames go on the wire.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Framing {
+    /// RFC 6455 text frames, after a 101 (`GET /v1/stream` with a WebSocket upgrade).
+    #[default]
+    WebSocket,
+    /// Server-sent events in a `200 text/event-stream` body (`GET /v1/stream` with
+    /// `Accept: text/event-stream`): what a browser's `EventSource` reads.
+    EventStream,
+}
+
+/// Buffer bytes a price frame over `symbols` symbols may need, in either framing: every symbol
+/// priced (with its spread when the stream asked for it), or missing.
 pub const fn capacity_for(symbols: usize, spread: bool) -> usize {
     let object = PRICE_OBJECT_BYTES_MAX + if spread { SPREAD_BYTES_MAX } else { 0 };
-    HEADER_ROOM + OPEN.len() + 16 + symbols * (object + 1) + symbols * (SYMBOL_BYTES_MAX + 3)
+    FRAMING_ROOM + OPEN.len() + 16 + symbols * (object + 1) + symbols * (SYMBOL_BYTES_MAX + 3)
 }
 
 /// One price object as frames carry it, `{"symbol":..,"price":..,"ts":..,"age_ms":..,"sources":..}`,
@@ -38,17 +64,21 @@ pub fn with_spread(out: &mut FixedBuf, object: &[u8], spread: Option<Decimal>) {
 /// A price frame being written: `{"type":"prices","prices":[...],"missing":[...]}`.
 pub struct PriceFrame {
     buf: FixedBuf,
+    framing: Framing,
     prices: usize,
     missing: usize,
 }
 
 impl PriceFrame {
     /// Starts a frame in `buf` (cleared; its capacity is the limit).
-    pub fn begin(buf: Vec<u8>) -> Self {
+    pub fn begin(buf: Vec<u8>, framing: Framing) -> Self {
         let mut buf = FixedBuf::from_vec(buf);
-        buf.put(&[0; HEADER_ROOM]);
+        match framing {
+            Framing::WebSocket => buf.put(&[0; HEADER_ROOM]),
+            Framing::EventStream => buf.put(EVENT_OPEN),
+        }
         buf.put(OPEN);
-        Self { buf, prices: 0, missing: 0 }
+        Self { buf, framing, prices: 0, missing: 0 }
     }
 
     /// A price, as [`price_object`] encoded it.
@@ -72,14 +102,20 @@ impl PriceFrame {
         self.prices == 0 && self.missing == 0
     }
 
-    /// Closes the JSON and puts the header in front. Returns the buffer and where the frame
-    /// starts in it, or `Err` with the buffer if the frame did not fit (never, by
-    /// [`capacity_for`]; answered by skipping the frame, never by a panic).
+    /// Closes the JSON and frames it: the header in front, or the event's end after it. Returns
+    /// the buffer and where the frame starts in it, or `Err` with the buffer if the frame did not
+    /// fit (never, by [`capacity_for`]; answered by skipping the frame, never by a panic).
     pub fn finish(mut self) -> Result<(Vec<u8>, usize), Vec<u8>> {
         // Closes the last list (prices, or missing) and the object.
         self.buf.put(b"]}");
+        if self.framing == Framing::EventStream {
+            self.buf.put(EVENT_CLOSE);
+        }
         if self.buf.overflowed() {
             return Err(self.buf.into_vec());
+        }
+        if self.framing == Framing::EventStream {
+            return Ok((self.buf.into_vec(), 0));
         }
         let mut bytes = self.buf.into_vec();
         let payload = (bytes.len() - HEADER_ROOM) as u64;
@@ -103,9 +139,15 @@ pub fn close(out: &mut Vec<u8>, code: CloseCode, reason: &'static str) {
     let _ = frame.format(out);
 }
 
-/// Appends a ping to `out`; the client's pong proves it is still there.
-pub fn ping(out: &mut Vec<u8>) {
-    let _ = Frame::ping(&b"pb"[..]).format(out);
+/// Appends a ping to `out`: a WebSocket ping, whose pong proves the client is still there, or an
+/// event-stream comment, which the client ignores.
+pub fn ping(out: &mut Vec<u8>, framing: Framing) {
+    match framing {
+        Framing::WebSocket => {
+            let _ = Frame::ping(&b"pb"[..]).format(out);
+        }
+        Framing::EventStream => out.extend_from_slice(EVENT_PING),
+    }
 }
 
 /// Appends a text frame (an error report) to `out`.
@@ -145,9 +187,62 @@ mod tests {
         (header, String::from_utf8(bytes[at..].to_vec()).expect("utf-8"))
     }
 
+    /// Reads an event back as the event-stream format defines it (WHATWG HTML, "Server-sent
+    /// events"): lines of `field: value`, dispatched at a blank line.
+    fn read_event(bytes: &[u8]) -> (String, String) {
+        let text = std::str::from_utf8(bytes).expect("utf-8");
+        let block = text.strip_suffix("\n\n").expect("ends with a blank line");
+        assert!(!block.contains("\n\n"), "exactly one event: {text:?}");
+        let (mut event, mut data) = (String::new(), Vec::new());
+        for line in block.split('\n') {
+            match line.split_once(": ") {
+                Some(("event", value)) => event = value.to_owned(),
+                Some(("data", value)) => data.push(value),
+                _ => panic!("unexpected line {line:?}"),
+            }
+        }
+        (event, data.join("\n"))
+    }
+
+    fn two_prices(framing: Framing) -> Vec<u8> {
+        let mut frame = PriceFrame::begin(Vec::with_capacity(capacity_for(2, false)), framing);
+        frame.price(&object("BTC-USD", &served(b"97123.45", 990), 1_012));
+        frame.price(&object("ETH-USD", &served(b"3000.1", 995), 1_012));
+        let (bytes, start) = frame.finish().expect("fits");
+        bytes[start..].to_vec()
+    }
+
+    #[test]
+    fn an_event_carries_the_very_json_of_the_websocket_frame() {
+        let (_, websocket) = read_back(&two_prices(Framing::WebSocket));
+        let event = two_prices(Framing::EventStream);
+        assert!(event.starts_with(b"event: prices\ndata: {"), "{:?}", String::from_utf8_lossy(&event));
+        let (name, data) = read_event(&event);
+        assert_eq!(name, "prices");
+        assert_eq!(data, websocket, "byte for byte the same JSON");
+        let mut frame = PriceFrame::begin(Vec::with_capacity(capacity_for(100, false)), Framing::EventStream);
+        for i in 0..100 {
+            frame.missing(&format!("SYMBOL-NUMBER-{i:03}-WITH-A-LONG-NA"));
+        }
+        let (bytes, start) = frame.finish().expect("the longest frame fits");
+        let (_, data) = read_event(&bytes[start..]);
+        let value: serde_json::Value = serde_json::from_str(&data).expect("json");
+        assert_eq!(value["missing"].as_array().map(Vec::len), Some(100));
+    }
+
+    #[test]
+    fn pings_in_either_framing() {
+        let mut out = Vec::new();
+        ping(&mut out, Framing::EventStream);
+        assert_eq!(out, b": ping\n\n", "a comment line and the blank line");
+        out.clear();
+        ping(&mut out, Framing::WebSocket);
+        assert_eq!(out[0], 0x89);
+    }
+
     #[test]
     fn a_price_frame_is_one_text_frame_of_the_documented_json() {
-        let mut frame = PriceFrame::begin(Vec::with_capacity(capacity_for(2, false)));
+        let mut frame = PriceFrame::begin(Vec::with_capacity(capacity_for(2, false)), Framing::WebSocket);
         frame.price(&object("BTC-USD", &served(b"97123.45", 990), 1_012));
         frame.price(&object("ETH-USD", &served(b"3000.1", 995), 1_012));
         let (bytes, start) = frame.finish().expect("fits");
@@ -164,7 +259,7 @@ mod tests {
 
     #[test]
     fn missing_symbols_and_long_frames() {
-        let mut frame = PriceFrame::begin(Vec::with_capacity(capacity_for(100, true)));
+        let mut frame = PriceFrame::begin(Vec::with_capacity(capacity_for(100, true)), Framing::WebSocket);
         for i in 0..99 {
             frame.price(&object(
                 &format!("SYMBOL-NUMBER-{i:03}-WITH-A-LONG-NAM"),
@@ -183,7 +278,7 @@ mod tests {
 
     #[test]
     fn a_frame_that_does_not_fit_is_refused_not_truncated() {
-        let mut frame = PriceFrame::begin(Vec::with_capacity(40));
+        let mut frame = PriceFrame::begin(Vec::with_capacity(40), Framing::WebSocket);
         frame.price(&object("BTC-USD", &served(b"1", 1), 1));
         assert!(frame.finish().is_err());
     }
@@ -192,7 +287,7 @@ mod tests {
     fn control_frames_parse_back() {
         let mut out = Vec::new();
         close(&mut out, CloseCode::Away, "idle timeout");
-        ping(&mut out);
+        ping(&mut out, Framing::WebSocket);
         let mut cursor = std::io::Cursor::new(&out[..]);
         let (header, len) = FrameHeader::parse(&mut cursor).expect("header").expect("complete");
         assert_eq!(header.opcode, OpCode::Control(tungstenite::protocol::frame::coding::Control::Close));

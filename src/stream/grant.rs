@@ -1,9 +1,10 @@
-//! What an accepted upgrade hands the shard.
+//! What an accepted stream (a WebSocket upgrade, or an event stream) hands the shard.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::keys::KeyState;
+use crate::stream::frames::Framing;
 use crate::stream::sessions::Redeemed;
 
 /// One of a key's open streams. Taken at the upgrade, given back when dropped, so no path out of
@@ -30,13 +31,14 @@ impl Drop for KeySlot {
     }
 }
 
-/// An accepted upgrade: the symbols to stream and the key's slot.
+/// An accepted stream: the symbols to stream, the key's slot, and the wire it speaks.
 #[derive(Debug)]
 pub struct Grant {
     /// Boxed: a grant travels through return values (up to 100 symbols of it), and the stream
     /// frees it at start.
     pub session: Box<Redeemed>,
     pub slot: KeySlot,
+    pub framing: Framing,
 }
 
 #[cfg(test)]

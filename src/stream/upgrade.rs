@@ -1,16 +1,19 @@
-//! Whether a request to open a stream is accepted: the handshake checked, the session redeemed,
-//! the shard's and the key's stream limits applied. The answer is a grant, or a refusal that the
-//! HTTP path turns into a status on the still-HTTP connection.
+//! Whether a request to open a stream is accepted: for a WebSocket the handshake checked, then for
+//! either framing the session redeemed and the shard's and the key's stream limits applied. The
+//! answer is a grant, or a refusal that the HTTP path turns into a status on the still-HTTP
+//! connection.
 
 use crate::config::StreamConfig;
 use crate::counters::Gauge;
 use crate::keys::{KeyEntry, Tier};
 use crate::state::Context;
+use crate::stream::frames::Framing;
 use crate::stream::grant::{Grant, KeySlot};
 use crate::stream::handshake::{self, Upgrade};
 use crate::stream::sessions::{RedeemError, SESSION_ID_CHARS};
 
-/// Why a stream was not opened. Each maps to one HTTP status (`http::handler`).
+/// Why a stream was not opened. Each maps to one HTTP status (`http::handler`), the same for
+/// both framings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
     /// The handshake headers are not an acceptable WebSocket upgrade (426 or 400).
@@ -39,6 +42,18 @@ pub fn accept<'r>(
     ctx: &Context<'_>,
 ) -> Result<(Grant, &'r [u8]), Refusal> {
     let client_key = handshake::check(headers).map_err(Refusal::Handshake)?;
+    Ok((redeem(session_id, Framing::WebSocket, ctx)?, client_key))
+}
+
+/// Accepts `GET /v1/stream?session_id=` with `Accept: text/event-stream`: the same session and
+/// limits as an upgrade, with no handshake to check.
+pub fn accept_events(session_id: Option<&[u8]>, ctx: &Context<'_>) -> Result<Grant, Refusal> {
+    redeem(session_id, Framing::EventStream, ctx)
+}
+
+/// Redeems the session named by `session_id` for a stream in `framing`, once the shard and the
+/// key have room for it.
+fn redeem(session_id: Option<&[u8]>, framing: Framing, ctx: &Context<'_>) -> Result<Grant, Refusal> {
     let id = session_id.filter(|v| !v.is_empty() && v.len() <= SESSION_ID_CHARS).ok_or(Refusal::SessionIdMalformed)?;
     let config = &ctx.shared.config.stream;
     if ctx.shared.draining() || ctx.counters.gauge(Gauge::OpenStreams) >= config.streams_per_shard_max as i64 {
@@ -51,7 +66,7 @@ pub fn accept<'r>(
     let table = ctx.shared.keys.table();
     let entry = table.entry(&session.key).filter(|e| !e.revoked).ok_or(Refusal::KeyRevoked)?;
     let slot = KeySlot::take(&entry.state, streams_per_key(entry, config)).ok_or(Refusal::KeyStreamsFull)?;
-    Ok((Grant { session: Box::new(session), slot }, client_key))
+    Ok(Grant { session: Box::new(session), slot, framing })
 }
 
 /// The streams one key may hold open across the node.

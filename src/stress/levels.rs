@@ -30,7 +30,7 @@ pub fn run(
         let mut summary = LevelResult::planned(level);
         let fds_needed = match plan.protocol {
             Protocol::Udp => workers as u64 + files_spare,
-            Protocol::Http | Protocol::Ws => u64::from(level.concurrency) + files_spare,
+            Protocol::Http | Protocol::Ws | Protocol::Sse => u64::from(level.concurrency) + files_spare,
         };
         if let Some(reason) = &stop_reason {
             summary.status = LevelStatus::Skipped;

@@ -1,8 +1,9 @@
 //! Load plans: a TOML file parsed whole into types that cannot be invalid; every error names the
 //! file, the level or stage (1-based) and the field.
 //!
-//! HTTP and UDP plans are levels of requests; WebSocket (`ws`) plans are users over time: stages
-//! that move the user count linearly, and what each user does (see [`UserShape`]).
+//! HTTP and UDP plans are levels of requests; streaming plans (`ws`, or `sse` for the same users
+//! over server-sent events) are users over time: stages that move the user count linearly, and
+//! what each user does (see [`UserShape`]).
 
 use std::path::Path;
 
@@ -36,6 +37,8 @@ pub enum Protocol {
     Udp,
     /// WebSocket streaming: users open sessions and hold streams (plans with stages).
     Ws,
+    /// The same streaming users, their streams server-sent events (`Accept: text/event-stream`).
+    Sse,
 }
 
 impl Protocol {
@@ -45,7 +48,13 @@ impl Protocol {
             Protocol::Http => "http",
             Protocol::Udp => "udp",
             Protocol::Ws => "ws",
+            Protocol::Sse => "sse",
         }
+    }
+
+    /// A streaming plan (users over stages), whichever framing its streams use.
+    pub fn is_stream(self) -> bool {
+        matches!(self, Protocol::Ws | Protocol::Sse)
     }
 }
 
@@ -468,10 +477,13 @@ impl RawPlan {
             "http" => Protocol::Http,
             "udp" => Protocol::Udp,
             "websocket" | "ws" => Protocol::Ws,
-            other => return Err(plan_err("protocol", format!("{other:?}: expected \"http\", \"udp\" or \"ws\""))),
+            "sse" | "event-stream" => Protocol::Sse,
+            other => {
+                return Err(plan_err("protocol", format!("{other:?}: expected \"http\", \"udp\", \"ws\" or \"sse\"")))
+            }
         };
         // Each protocol's own fields, refused in the other's plans rather than ignored.
-        if protocol == Protocol::Ws {
+        if protocol.is_stream() {
             let levels_only = [
                 ("levels", self.levels.is_some()),
                 ("warmup_pct", self.warmup_pct.is_some()),
@@ -487,7 +499,7 @@ impl RawPlan {
         {
             return Err(plan_err(field, "only in a ws plan (protocol = \"ws\")".into()));
         }
-        let warmup_pct = self.warmup_pct.unwrap_or(if protocol == Protocol::Ws { 0 } else { 10 });
+        let warmup_pct = self.warmup_pct.unwrap_or(if protocol.is_stream() { 0 } else { 10 });
         if warmup_pct >= 100 {
             return Err(plan_err("warmup_pct", format!("{warmup_pct}: must be below 100")));
         }
@@ -505,7 +517,7 @@ impl RawPlan {
             }
         }
         let mix = self.mix.into_mix(protocol).map_err(|(field, message)| plan_err(&format!("mix.{field}"), message))?;
-        let run = if protocol == Protocol::Ws {
+        let run = if protocol.is_stream() {
             let raw_user =
                 self.user.ok_or_else(|| plan_err("user", "missing: a ws plan says what its users do".into()))?;
             let user = raw_user
@@ -682,7 +694,7 @@ impl RawMix {
         if protocol == Protocol::Udp && batch_pct > 0 {
             return Err(("batch_pct", "UDP has no batch query: must be 0".into()));
         }
-        if protocol == Protocol::Ws {
+        if protocol.is_stream() {
             if batch_pct > 0 {
                 return Err(("batch_pct", "ws sessions are not queries: must be 0".into()));
             }
@@ -725,7 +737,7 @@ impl RawMix {
 impl RawThresholds {
     fn into_thresholds(self, levels: usize, protocol: Protocol) -> Result<Thresholds, FieldError> {
         // A ws plan measures push latency and failed attempts; the request figures are not there.
-        let (theirs, mine): (Vec<(&'static str, bool)>, &str) = if protocol == Protocol::Ws {
+        let (theirs, mine): (Vec<(&'static str, bool)>, &str) = if protocol.is_stream() {
             let theirs = vec![
                 ("success_pct_min", self.success_pct_min.is_some()),
                 ("success_through_level", self.success_through_level.is_some()),
@@ -1039,6 +1051,10 @@ over_s = 0.5
         assert_eq!(plan.thresholds.push_p99_ms_max, Some(300.0));
         assert_eq!(plan.thresholds.error_pct_max, Some(1.0));
         assert_eq!(plan.thresholds.latency_levels, (2, 3));
+        // The same users over server-sent events.
+        let sse = Plan::parse("plans/s.toml", &WS.replace("protocol = \"ws\"", "protocol = \"sse\"")).expect("valid");
+        assert_eq!((sse.protocol, sse.protocol.as_str()), (Protocol::Sse, "sse"));
+        assert_eq!(users_of(&sse).user, users.user);
         // Streams held to the end: no stream time, no pause.
         let held = WS.replace("stream_s_min = 5\nstream_s_max = 20\npause_s_min = 1\npause_s_max = 2.5\n", "");
         let plan = Plan::parse("w.toml", &held).expect("valid");

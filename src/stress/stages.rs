@@ -76,6 +76,7 @@ pub fn run(plan: &Plan, users: &Users, cx: &RunContext) -> Result<(Vec<StageResu
     }
     let before = cx.admin.map(Admin::snapshot).transpose().context("reading /admin/stress-stats before the run")?;
     let job = Arc::new(WsJob {
+        protocol: plan.protocol,
         target: cx.target.addr,
         tls: cx.target.tls.clone(),
         key: cx.key.to_owned(),

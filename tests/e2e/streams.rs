@@ -21,13 +21,13 @@ const CLOSE: u8 = 0x8;
 const PING: u8 = 0x9;
 const PONG: u8 = 0xA;
 
-fn setup(driver: Driver) -> Setup {
+pub(super) fn setup(driver: Driver) -> Setup {
     // Prices move every 20 ms, streams tick every 50 ms: a test sees many frames quickly.
     Setup::new(driver).set("feed.simulator", "tick_ms", "20").set("stream", "tick_ms", "50")
 }
 
 /// `POST /v1/sessions` with `symbols`.
-fn create(server: &Server, key: &str, symbols: &[&str]) -> pricebeast::client::http::HttpResponse {
+pub(super) fn create(server: &Server, key: &str, symbols: &[&str]) -> pricebeast::client::http::HttpResponse {
     let body = serde_json::json!({ "symbols": symbols }).to_string();
     server.request_with_body(
         "POST",
@@ -37,7 +37,7 @@ fn create(server: &Server, key: &str, symbols: &[&str]) -> pricebeast::client::h
     )
 }
 
-fn session(server: &Server, symbols: &[&str]) -> String {
+pub(super) fn session(server: &Server, symbols: &[&str]) -> String {
     let response = create(server, server.key("partner"), symbols);
     assert_eq!(response.status, 200, "{}", response.text());
     let body = json(&response);
@@ -46,7 +46,7 @@ fn session(server: &Server, symbols: &[&str]) -> String {
 }
 
 /// A WebSocket client connection, after or before its handshake.
-struct Ws {
+pub(super) struct Ws {
     stream: Transport,
     buf: Vec<u8>,
 }
@@ -115,7 +115,7 @@ impl Ws {
         )
     }
 
-    fn open(server: &Server, session_id: &str) -> Self {
+    pub(super) fn open(server: &Server, session_id: &str) -> Self {
         let mut ws = Self::connect(server);
         let answer = ws.upgrade(session_id);
         assert_eq!(answer.status, 101, "{}\n{}", answer.head, String::from_utf8_lossy(&answer.body));
@@ -194,7 +194,7 @@ impl Ws {
     }
 
     /// The next prices frame (answering pings on the way), parsed.
-    fn next_prices(&mut self) -> Value {
+    pub(super) fn next_prices(&mut self) -> Value {
         loop {
             let (opcode, payload) = self.next_frame().expect("a frame before the stream closed");
             match opcode {
@@ -230,24 +230,24 @@ impl Ws {
     }
 }
 
-fn header(head: &str, name: &str) -> Option<String> {
+pub(super) fn header(head: &str, name: &str) -> Option<String> {
     head.lines().find_map(|line| {
         let (n, v) = line.split_once(':')?;
         n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
     })
 }
 
-fn symbols_of(frame: &Value) -> Vec<String> {
+pub(super) fn symbols_of(frame: &Value) -> Vec<String> {
     frame["prices"].as_array().into_iter().flatten().filter_map(|p| p["symbol"].as_str().map(String::from)).collect()
 }
 
-fn streams_stat(server: &Server, name: &str) -> u64 {
+pub(super) fn streams_stat(server: &Server, name: &str) -> u64 {
     let stats = server.stats();
     stats["streams"][name].as_u64().unwrap_or_else(|| panic!("no streams.{name} in {stats}"))
 }
 
 /// Every streaming gauge back to zero, as dashboards check after a test.
-fn gauges_return_to_zero(server: &Server) {
+pub(super) fn gauges_return_to_zero(server: &Server) {
     eventually("every streaming gauge back to zero", || {
         let stats = server.stats();
         let gauges = &stats["gauges"];

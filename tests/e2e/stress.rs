@@ -332,10 +332,22 @@ fn stream_figure(stats: &Value, name: &str) -> u64 {
 
 #[test]
 fn ws_users_reconcile_with_the_stream_counters_and_leave_nothing_open() {
+    streaming_users_reconcile_with_the_stream_counters("ws");
+}
+
+#[test]
+fn sse_users_reconcile_with_the_stream_counters_and_leave_nothing_open() {
+    streaming_users_reconcile_with_the_stream_counters("sse");
+}
+
+/// The users of [`WS_PLAN`], their streams WebSocket (`ws`) or server-sent events (`sse`),
+/// measured and reconciled the same way.
+fn streaming_users_reconcile_with_the_stream_counters(protocol: &str) {
     let server = start_server();
     let scratch = tempfile::tempdir().expect("temporary directory");
     let dir = scratch.path().to_owned();
-    let path = plan(&dir, "ws.toml", WS_PLAN);
+    let text_of_plan = WS_PLAN.replace("protocol = \"ws\"", &format!("protocol = {protocol:?}"));
+    let path = plan(&dir, "streams.toml", &text_of_plan);
     let out = dir.join("out");
     let before = server.stats();
     let output = stress_plan(
@@ -349,7 +361,7 @@ fn ws_users_reconcile_with_the_stream_counters_and_leave_nothing_open() {
     assert!(stdout.contains("back to 0 within"), "{}", text(&output));
     let after = server.stats();
     let s = summary(&out);
-    assert_eq!(s["protocol"], "ws", "{s}");
+    assert_eq!(s["protocol"], protocol, "{s}");
     // Sessions and upgrades reconcile at every stage. A stage's frames may not: the server counts
     // a frame once its write has completed, which on a busy shard can come after the client has
     // read it and the stage's boundary has passed. The whole run has no boundary inside it.
@@ -372,7 +384,8 @@ fn ws_users_reconcile_with_the_stream_counters_and_leave_nothing_open() {
     assert!(ws("frames") <= delta("frames_pushed"), "{s}");
     assert_eq!(ws("first_frames"), ws("handshakes"), "{s}");
     assert!(ws("push_samples") > 0, "{s}");
-    // Every stream ended by this side, with the server's close frame in answer; nothing failed.
+    // Every stream ended by this side, with the server's close frame (or, for an event stream, the
+    // end of the connection) in answer; nothing failed.
     assert_eq!(ws("attempts"), ws("ok"), "{s}");
     assert_eq!(ws("streams_closed"), ws("handshakes"), "{s}");
     let p99 = s["ws"]["push"]["p99_ms"].as_f64().expect("push p99");

@@ -1,6 +1,7 @@
 //! Runs one level: a few worker threads, each a single-threaded tokio runtime carrying many
-//! connections (HTTP) or one socket (UDP), started together on one clock. WebSocket users run
-//! the whole plan at once instead ([`ws`]), on the same kind of threads.
+//! connections (HTTP) or one socket (UDP), started together on one clock. Streaming users run
+//! the whole plan at once instead ([`ws`], their event streams in [`sse`]), on the same kind of
+//! threads.
 //!
 //! HTTP and ws loops are generic over how they connect ([`connect`]: plain TCP, or TLS for an
 //! `https://` target); the choice is made once per worker thread, not per connection.
@@ -11,6 +12,7 @@
 pub mod connect;
 pub mod frame;
 pub mod http;
+pub mod sse;
 pub mod udp;
 pub mod ws;
 
@@ -236,7 +238,7 @@ pub fn run_level(job: Arc<Job>, workers: usize) -> anyhow::Result<(Recorder, Ins
         Protocol::Http => job.level.concurrency as usize,
         // One socket per worker: more would only share the same cores.
         Protocol::Udp => (job.level.concurrency as usize).min(workers),
-        Protocol::Ws => anyhow::bail!("ws plans have stages, not levels: run by stress::ws"),
+        Protocol::Ws | Protocol::Sse => anyhow::bail!("streaming plans have stages, not levels: run by stress::stages"),
     };
     let workers = workers.clamp(1, units.max(1));
     let (start_tx, start_rx) = watch::channel(None::<Instant>);
@@ -256,7 +258,7 @@ pub fn run_level(job: Arc<Job>, workers: usize) -> anyhow::Result<(Recorder, Ins
                         (Protocol::Http, None) => http::run_worker(job, Plain, mine, units, start).await,
                         (Protocol::Http, Some(tls)) => http::run_worker(job, tls, mine, units, start).await,
                         (Protocol::Udp, _) => udp::run_worker(job, mine, units, start).await,
-                        (Protocol::Ws, _) => Recorder::new(),
+                        (Protocol::Ws | Protocol::Sse, _) => Recorder::new(),
                     }
                 }))
             })

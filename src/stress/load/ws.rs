@@ -1,8 +1,10 @@
-//! The WebSocket load loop: users spread over a few worker threads (each a current-thread tokio
+//! The streaming load loop: users spread over a few worker threads (each a current-thread tokio
 //! runtime carrying thousands of them), each following its windows of the [`Schedule`]. One
 //! attempt is `POST /v1/sessions` on a connection of its own, the upgrade on a new connection (as
 //! a browser does), the stream read until the user's stream time is up, a close frame, a pause.
-//! Over TLS (`https://` target, `wss://` streams) both connections are full handshakes.
+//! Over TLS (`https://` target, `wss://` streams) both connections are full handshakes. A plan
+//! with `protocol = "sse"` has the same users read server-sent events instead (`super::sse`):
+//! the same session, a `GET` with `Accept: text/event-stream`, the same frames, counted alike.
 //!
 //! Everything is recorded in the stage the orchestrator has open at that moment ([`Live::stage`]),
 //! so that each stage's figures can be set against the server snapshot taken at its boundaries.
@@ -25,26 +27,29 @@ use tokio_tungstenite::WebSocketStream;
 use crate::splitmix::SplitMix64;
 use crate::stress::load::connect::{Connect, Plain, Tls};
 use crate::stress::load::frame::{self, Frame};
+use crate::stress::load::sse;
 use crate::stress::load::Progress;
 use crate::stress::measure::{record_us, WsOutcome, WsRecorder};
-use crate::stress::plan::UserShape;
+use crate::stress::plan::{Protocol, UserShape};
 use crate::stress::schedule::Schedule;
 
 /// A failed attempt waits at least this long before the next one, whatever the plan's pause, so
 /// a server that refuses is not hammered by a tight loop (a browser backs off likewise).
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// The longest session answer read (a JSON error or `{"session_id":..}` is far smaller).
-const RESPONSE_BYTES_MAX: usize = 16 * 1024;
+pub(super) const RESPONSE_BYTES_MAX: usize = 16 * 1024;
 /// Response headers parsed at most.
-const HEADERS_MAX: usize = 32;
+pub(super) const HEADERS_MAX: usize = 32;
 /// A stream's read buffer: a frame of 100 prices is about 10 KiB and simply takes a few reads.
 /// tungstenite's default (128 KiB, allocated up front) would cost 1.3 GiB at 10,000 streams.
 const WS_READ_BYTES: usize = 4 * 1024;
 /// The largest frame accepted; a bigger one ends the stream as an I/O error.
-const WS_FRAME_BYTES_MAX: usize = 1 << 20;
+pub(super) const WS_FRAME_BYTES_MAX: usize = 1 << 20;
 
 /// Everything the run's users share, read-only but for the atomics.
 pub struct WsJob {
+    /// `Ws` or `Sse`: how the users' streams are framed.
+    pub protocol: Protocol,
     pub target: SocketAddr,
     /// TLS on every connection (an `https://` target; the streams are `wss://`).
     pub tls: Option<Tls>,
@@ -141,12 +146,12 @@ impl Running {
 /// One worker's figures, a recorder per stage made on first use (most workers of a long plan
 /// would otherwise carry dozens of empty histograms).
 #[derive(Default)]
-struct Books {
+pub(super) struct Books {
     stages: Vec<Option<WsRecorder>>,
 }
 
 impl Books {
-    fn at(&mut self, stage: usize) -> &mut WsRecorder {
+    pub(super) fn at(&mut self, stage: usize) -> &mut WsRecorder {
         let last = self.stages.len().saturating_sub(1);
         self.stages[stage.min(last)].get_or_insert_with(WsRecorder::new)
     }
@@ -205,6 +210,9 @@ async fn attempt<C: Connect>(
         Ok(id) => id,
         Err(outcome) => return outcome,
     };
+    if job.protocol == Protocol::Sse {
+        return sse::attempt(job, connector, &session_id, symbols.len(), stream_until, books).await;
+    }
     // A created session is always redeemed, even when the user's time is already up: left
     // pending, it would hold the server's pending_sessions gauge up until it expired.
     let (mut ws, upgrade_sent_ms) = match upgrade(job, connector, &session_id, books).await {
@@ -315,12 +323,12 @@ async fn upgrade<C: Connect>(
 }
 
 /// How a stream's reading ended.
-struct Ended {
-    outcome: WsOutcome,
+pub(super) struct Ended {
+    pub(super) outcome: WsOutcome,
     /// The server ended it (close frame, end of stream, reset): nothing left to close.
-    by_server: bool,
+    pub(super) by_server: bool,
     /// For frames that still arrive while closing.
-    stream: StreamFacts,
+    pub(super) stream: StreamFacts,
 }
 
 /// Reads frames until `until`, recording each.
@@ -368,17 +376,17 @@ async fn read_stream<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// What a frame's accounting needs to know of its stream.
 #[derive(Clone, Copy)]
-struct StreamFacts {
+pub(super) struct StreamFacts {
     /// Symbols the session asked for.
-    asked: usize,
+    pub(super) asked: usize,
     /// Unix ms just before the upgrade request went out.
-    upgrade_sent_ms: u64,
+    pub(super) upgrade_sent_ms: u64,
     /// The stream's first text frame: its prices can be old, so they make no latency sample.
-    first: bool,
+    pub(super) first: bool,
 }
 
 /// Records one text frame in the stage open now; the failure it shows, if any.
-fn record_frame(job: &WsJob, books: &RefCell<Books>, text: &[u8], stream: StreamFacts) -> Option<WsOutcome> {
+pub(super) fn record_frame(job: &WsJob, books: &RefCell<Books>, text: &[u8], stream: StreamFacts) -> Option<WsOutcome> {
     let received_us = unix_us();
     let stage = job.live.stage.load(SeqCst);
     let opened_ms = job.live.stage_opened_unix_ms.get(stage).map_or(0, |b| b.load(SeqCst));
@@ -468,7 +476,7 @@ async fn close<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// The attempt's outcome so far, unless it is still `Ok`: the first failure is the one reported.
-fn first_failure(so_far: WsOutcome, kind: WsOutcome) -> WsOutcome {
+pub(super) fn first_failure(so_far: WsOutcome, kind: WsOutcome) -> WsOutcome {
     if so_far == WsOutcome::Ok {
         kind
     } else {
@@ -538,7 +546,7 @@ fn session_id(body: &[u8]) -> Option<String> {
 }
 
 /// The session id as a query value: unreserved bytes as they are, the rest %-encoded.
-fn percent_encoded(value: &str) -> String {
+pub(super) fn percent_encoded(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -550,7 +558,7 @@ fn percent_encoded(value: &str) -> String {
     out
 }
 
-fn unix_us() -> u64 {
+pub(super) fn unix_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 

@@ -172,7 +172,7 @@ impl Suite {
                 id: t.id.clone(),
                 error: Box::new(error),
             })?;
-            if plan.protocol == Protocol::Ws {
+            if plan.protocol.is_stream() {
                 return Err(test_err(
                     &t.id,
                     "ws plans have no ceiling to find: the suite runs HTTP and UDP plans".into(),
