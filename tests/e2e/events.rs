@@ -268,6 +268,22 @@ fn an_event_stream_carries_the_sessions_prices_as_the_websocket_frames_do(driver
     assert_eq!(stats["counters"]["tcp_requests"], 4);
     assert_eq!(stats["counters"]["responses_2xx"], 4);
 
+    // A session that asked for spreads gets them in its events too.
+    let body = br#"{"symbols":["BTC-USD"],"fields":["spread"]}"#;
+    let partner = server.key("partner").to_owned();
+    let created = server.request_with_body(
+        "POST",
+        "/v1/sessions",
+        &[("X-API-Key", &partner), ("Content-Type", "application/json")],
+        body,
+    );
+    assert_eq!(created.status, 200, "{}", created.text());
+    let created: Value = serde_json::from_slice(&created.body).expect("JSON");
+    let mut spreads = Events::open(&server, created["session_id"].as_str().expect("a session id"));
+    let event = spreads.next_prices();
+    assert!(event["prices"][0]["spread"].as_str().is_some_and(is_decimal), "{event}");
+    drop(spreads);
+
     // Churn: streams left by a close, or by a reset, all let go.
     for i in 0..20 {
         let mut events = Events::open(&server, &session(&server, &["SOL-USD"]));
