@@ -27,8 +27,8 @@ fn assert_price_object(raw: &str, object: &Value, symbol: &str, sources: u64) {
     let fields: Vec<&str> = object.as_object().expect("a price object").keys().map(String::as_str).collect();
     let mut expected = PRICE_FIELDS.to_vec();
     if object.get("venues").is_some() {
-        // With sources=1: the venues used, and where the price came from (v1.1).
-        expected.extend(["venues", "layer"]);
+        // With sources=1: the venues used, where the price came from, and their spread (v1.1).
+        expected.extend(["venues", "layer", "spread"]);
     }
     let mut sorted = expected.clone();
     sorted.sort_unstable();
@@ -99,6 +99,15 @@ fn price_with_sources(driver: Driver) {
     assert_eq!(body["price"], prices[1].1, "median of {prices:?}");
     let newest = venues.iter().filter_map(|v| v["ts"].as_u64()).max();
     assert_eq!(body["ts"].as_u64(), newest, "{body}");
+    // The spread: the highest minus the lowest of them, exactly (in units of 10^-18 here).
+    let exact = |text: &str| -> i128 {
+        let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+        let fraction = format!("{fraction:0<18}");
+        whole.parse::<i128>().expect("digits") * 10i128.pow(18) + fraction.parse::<i128>().expect("digits")
+    };
+    let spread = body["spread"].as_str().expect("spread is a decimal string");
+    assert!(is_decimal(spread), "{body}");
+    assert_eq!(exact(spread), exact(prices[2].1) - exact(prices[0].1), "{body}");
 }
 
 fn prices_with_missing(driver: Driver) {
