@@ -6,6 +6,7 @@
 
 use std::cmp::Ordering;
 use std::fmt;
+use std::ops::{Add, Div, Mul, Rem};
 
 /// The smallest exponent a price may have: 18 fractional digits, more than any venue sends.
 pub const EXPONENT_MIN: i8 = -18;
@@ -242,11 +243,13 @@ impl Decimal {
     /// positive price: `|self - reference| <= reference * bps / 10000`, decided exactly.
     #[inline]
     pub fn within_bps(self, reference: Self, bps: u32) -> bool {
+        // A bound over 100% counts as 100% (book.outlier_pct allows 50 at most): beyond it the
+        // products in `within_fraction` could overflow.
+        let bps = bps.min(10_000);
         // The venues of one symbol almost always quote with the same number of decimals.
-        if self.exponent == reference.exponent && reference.mantissa > 0 && self.mantissa >= 0 {
+        if self.exponent == reference.exponent {
             let diff = self.mantissa.abs_diff(reference.mantissa);
-            let (reference, bps) = (reference.mantissa as u64, u64::from(bps.min(10_000)));
-            return diff <= bps * (reference / 10_000) + bps * (reference % 10_000) / 10_000;
+            return reference.mantissa > 0 && within_fraction(diff, reference.mantissa.unsigned_abs(), bps.into());
         }
         let (Some(value), Some(reference), _) = align(self, reference) else {
             // Scaling overflowed: the two are more than 10^19 apart in magnitude, far outside
@@ -256,21 +259,26 @@ impl Decimal {
         if reference <= 0 {
             return false;
         }
-        // A bound over 100% counts as 100% (book.outlier_pct allows 50 at most): beyond it the
-        // products below could overflow.
-        let bps = bps.min(10_000);
         let diff = (value - reference).unsigned_abs();
         let reference = reference.unsigned_abs();
-        // reference * bps / 10000, floored, without the product (which could overflow). The
-        // floor is exact for the comparison: diff is an integer, so diff <= x iff diff <= floor(x).
         // In u64 when it fits (every read's common case: u128 division is a libcall).
-        if let (Ok(diff), Ok(reference)) = (u64::try_from(diff), u64::try_from(reference)) {
-            let bps = u64::from(bps);
-            return diff <= bps * (reference / 10_000) + bps * (reference % 10_000) / 10_000;
+        match (u64::try_from(diff), u64::try_from(reference)) {
+            (Ok(diff), Ok(reference)) => within_fraction(diff, reference, bps.into()),
+            _ => within_fraction(diff, reference, bps.into()),
         }
-        let bps = u128::from(bps);
-        diff <= bps * (reference / 10_000) + bps * (reference % 10_000) / 10_000
     }
+}
+
+/// `diff <= reference * bps / 10000`, with the product's floor computed in two parts so that it
+/// cannot overflow (`bps` at most 10000). The floor is exact for the comparison: `diff` is an
+/// integer, so `diff <= x` iff `diff <= floor(x)`.
+#[inline]
+fn within_fraction<T>(diff: T, reference: T, bps: T) -> bool
+where
+    T: Copy + PartialOrd + From<u32> + Add<Output = T> + Mul<Output = T> + Div<Output = T> + Rem<Output = T>,
+{
+    let scale = T::from(10_000);
+    diff <= bps * (reference / scale) + bps * (reference % scale) / scale
 }
 
 impl fmt::Display for Decimal {

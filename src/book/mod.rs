@@ -407,11 +407,7 @@ impl PriceBook {
     /// every venue is used. The feeds' common case, without sorting anything.
     fn all_in_line(&self, symbol: SymbolId, now_ms: u64) -> bool {
         let (mut fresh, mut low, mut high) = (0, Decimal::ZERO, Decimal::ZERO);
-        for v in 0..self.venues.len() {
-            let Some(quote) = self.cell(symbol, VenueId(v as u8)).read() else { continue };
-            if now_ms.saturating_sub(quote.recv_ms) > self.stale_after_ms {
-                continue;
-            }
+        for quote in self.fresh(symbol, now_ms) {
             if fresh == 0 || quote.price.cmp_value(low) == std::cmp::Ordering::Less {
                 low = quote.price;
             }
@@ -458,16 +454,21 @@ impl PriceBook {
     /// Every fresh venue quote of `symbol` into `out`; returns how many. Never allocates.
     pub fn fresh_quotes(&self, symbol: SymbolId, now_ms: u64, out: &mut [VenueQuote; VENUES_MAX]) -> usize {
         let mut count = 0;
-        for v in 0..self.venues.len() {
-            let venue = VenueId(v as u8);
-            let Some(quote) = self.cell(symbol, venue).read() else { continue };
-            if now_ms.saturating_sub(quote.recv_ms) > self.stale_after_ms {
-                continue;
-            }
-            out[count] = VenueQuote { venue, price: quote.price, ts_ms: quote.ts_ms, recv_ms: quote.recv_ms };
+        for (slot, quote) in out.iter_mut().zip(self.fresh(symbol, now_ms)) {
+            *slot = quote;
             count += 1;
         }
         count
+    }
+
+    /// The venue quotes of `symbol` no older than `stale_after_ms` at `now_ms`, in venue order.
+    fn fresh(&self, symbol: SymbolId, now_ms: u64) -> impl Iterator<Item = VenueQuote> + '_ {
+        (0..self.venues.len()).filter_map(move |v| {
+            let venue = VenueId(v as u8);
+            let quote = self.cell(symbol, venue).read()?;
+            let fresh = now_ms.saturating_sub(quote.recv_ms) <= self.stale_after_ms;
+            fresh.then_some(VenueQuote { venue, price: quote.price, ts_ms: quote.ts_ms, recv_ms: quote.recv_ms })
+        })
     }
 
     /// The served price of `symbol`: the median over fresh venues, else a recent fallback price;
@@ -500,15 +501,8 @@ impl PriceBook {
     }
 }
 
-/// Median of the quotes' prices (the exact mean of the middle two for an even count) with the
-/// newest event time and the spread. Sorts `quotes` in place (a no-op pass when they come sorted
-/// from [`PriceBook::used_quotes`]).
-pub fn median(quotes: &mut [VenueQuote]) -> Option<Served> {
-    quality::keep(quotes, OutlierBound::OFF);
-    median_of_sorted(quotes)
-}
-
-/// [`median`] of quotes already sorted by price, as [`PriceBook::used_quotes`] leaves them.
+/// Median of quotes sorted by price, as [`PriceBook::used_quotes`] leaves them: the price (the
+/// exact mean of the middle two for an even count), the newest event time and the spread.
 #[inline]
 pub fn median_of_sorted(quotes: &[VenueQuote]) -> Option<Served> {
     if quotes.is_empty() {

@@ -245,7 +245,7 @@ mod tests {
         let mut q = quotes(prices);
         let n = keep(&mut q, bound);
         let kept: Vec<Decimal> = q[..n].iter().map(|q| q.price).collect();
-        let median = crate::book::median(&mut q[..n]).expect("something kept").price;
+        let median = crate::book::median_of_sorted(&q[..n]).expect("something kept").price;
         (median, kept)
     }
 

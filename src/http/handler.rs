@@ -145,25 +145,8 @@ pub fn respond(
     if req.method == Method::Options && route_kind != Route::NotFound {
         return options(req, route_kind, cors, ctx, scratch, out);
     }
-    if route_kind == Route::Stream && req.method == Method::Get && req.event_stream && !req.upgrade.websocket {
-        return event_stream(req, query, cors, ctx, scratch, out);
-    }
     if route_kind == Route::Stream && req.method == Method::Get {
-        match upgrade::accept(route::param(query, b"session_id"), &req.upgrade, ctx) {
-            Ok((grant, key)) => {
-                handshake::write_accept(out, key);
-                scratch.status = 101;
-                ctx.counters.count_response(101);
-                return After::Upgrade(grant);
-            }
-            Err(refusal) => {
-                scratch.body.clear();
-                let mut reply = upgrade_refused(refusal, ctx, scratch);
-                connection_headers(&mut reply.extra, req, cors, ctx);
-                finish(ctx, &reply, scratch, out, false);
-                return if reply.extra.close { After::Close } else { After::KeepAlive };
-            }
-        }
+        return stream(req, query, cors, ctx, scratch, out);
     }
     let mut reply = route(route_kind, query, req, ctx, scratch);
     connection_headers(&mut reply.extra, req, cors, ctx);
@@ -179,10 +162,11 @@ pub fn respond(
     }
 }
 
-/// `GET /v1/stream` asking for `text/event-stream` (and no WebSocket upgrade): the session redeemed
-/// as for an upgrade, then a `200` head with no length, after which the connection is the stream.
-/// Refused with the very statuses of the WebSocket path.
-fn event_stream(
+/// `GET /v1/stream`: a WebSocket upgrade answered `101`, or, asking for `text/event-stream` with
+/// no upgrade, an event stream answered with a `200` head and no length. Either way the session is
+/// redeemed the same, and the connection is the stream from the next byte on; a refusal gets the
+/// same status in both.
+fn stream(
     req: &Request<'_>,
     query: &[u8],
     cors: Option<crate::http::cors::Allowed>,
@@ -190,14 +174,23 @@ fn event_stream(
     scratch: &mut Scratch,
     out: &mut FixedBuf,
 ) -> After {
-    match upgrade::accept_events(route::param(query, b"session_id"), ctx) {
-        Ok(grant) => {
+    let session_id = route::param(query, b"session_id");
+    let accepted = if req.asks_for_events() && !req.upgrade.websocket {
+        upgrade::accept_events(session_id, ctx).inspect(|_| {
             // Neither kept alive nor closed in words: the body runs until the connection ends.
-            let extra = Extra { cors, ..Extra::default() };
-            let reply = Reply::new(Status::OK, ContentType::EventStream, extra);
+            let reply = Reply::new(Status::OK, ContentType::EventStream, Extra { cors, ..Extra::default() });
             finish(ctx, &reply, scratch, out, false);
-            After::Upgrade(grant)
-        }
+        })
+    } else {
+        upgrade::accept(session_id, &req.upgrade, ctx).map(|(grant, key)| {
+            handshake::write_accept(out, key);
+            scratch.status = 101;
+            ctx.counters.count_response(101);
+            grant
+        })
+    };
+    match accepted {
+        Ok(grant) => After::Upgrade(grant),
         Err(refusal) => {
             let mut reply = upgrade_refused(refusal, ctx, scratch);
             connection_headers(&mut reply.extra, req, cors, ctx);
@@ -404,8 +397,7 @@ fn route(route: Route, query: &[u8], req: &Request<'_>, ctx: &Context<'_>, scrat
         Route::Price | Route::Prices | Route::Usage | Route::Reports | Route::Sessions => {
             keyed(route, query, req, ctx, scratch)
         }
-        // Reached only by methods `allows` refused above; GET is answered by `upgrade` or
-        // `event_stream`.
+        // Reached only by methods `allows` refused above; GET is answered by `stream`.
         Route::Stream | Route::NotFound => error(scratch, ErrorCode::NotFound, &[b"no such path"], Extra::default()),
     }
 }

@@ -35,9 +35,17 @@ pub struct Request<'b> {
     pub body: &'b [u8],
     /// What a WebSocket upgrade needs (RFC 6455 section 4.2.1); all empty on other requests.
     pub upgrade: Upgrade<'b>,
+    /// The `Accept` value, read only by `/v1/stream` ([`Request::asks_for_events`]): of several
+    /// `Accept` lines, the first that asks for events, else the last.
+    pub accept: Option<&'b [u8]>,
+}
+
+impl Request<'_> {
     /// `Accept` lists `text/event-stream` (not at `q=0`): a browser's `EventSource`, which
     /// `/v1/stream` answers with server-sent events.
-    pub event_stream: bool,
+    pub fn asks_for_events(&self) -> bool {
+        self.accept.is_some_and(accepts_event_stream)
+    }
 }
 
 /// A request that cannot be served; the connection is answered and then closed.
@@ -116,7 +124,7 @@ pub fn parse_head(buf: &[u8], limits: ReadLimits) -> Result<Option<Head<'_>>, Re
     let mut origin = None;
     let mut expect_continue = false;
     let mut upgrade = Upgrade::default();
-    let mut event_stream = false;
+    let mut accept: Option<&[u8]> = None;
     let mut content_length: Option<usize> = None;
     for header in req.headers.iter() {
         let name = header.name.as_bytes();
@@ -153,7 +161,11 @@ pub fn parse_head(buf: &[u8], limits: ReadLimits) -> Result<Option<Head<'_>>, Re
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             return Err(RequestError::TransferEncoding);
         } else if name.eq_ignore_ascii_case(b"accept") {
-            event_stream |= accepts_event_stream(header.value);
+            // Judged here only when a request repeats the header; one line is judged by the one
+            // route that cares, so no other request pays for reading its media ranges.
+            if !accept.is_some_and(accepts_event_stream) {
+                accept = Some(header.value);
+            }
         } else if name.eq_ignore_ascii_case(b"origin") {
             origin = Some(trim(header.value));
         } else if name.eq_ignore_ascii_case(b"expect") {
@@ -164,8 +176,7 @@ pub fn parse_head(buf: &[u8], limits: ReadLimits) -> Result<Option<Head<'_>>, Re
     if body_len > limits.body_bytes_max {
         return Err(RequestError::BodyTooLarge);
     }
-    let request =
-        Request { method, target, api_key, keep_alive, http10: !http11, origin, body: &[], upgrade, event_stream };
+    let request = Request { method, target, api_key, keep_alive, http10: !http11, origin, body: &[], upgrade, accept };
     Ok(Some(Head { request, head_len, body_len, expect_continue }))
 }
 
@@ -293,10 +304,12 @@ mod tests {
     fn reads_an_event_stream_accept() {
         let raw = b"GET /v1/stream?session_id=ab HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n";
         let (req, _) = one(raw).expect("valid").expect("complete");
-        assert!(req.event_stream);
+        assert!(req.asks_for_events());
         assert_eq!(req.upgrade, Upgrade::default());
         let (plain, _) = one(b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n").expect("valid").expect("complete");
-        assert!(!plain.event_stream);
+        assert!(!plain.asks_for_events());
+        let twice = b"GET /v1/stream HTTP/1.1\r\nAccept: text/event-stream\r\nAccept: */*\r\n\r\n";
+        assert!(one(twice).expect("valid").expect("complete").0.asks_for_events(), "any Accept line may ask");
         for yes in [
             &b"text/event-stream"[..],
             b"TEXT/Event-Stream",

@@ -28,7 +28,7 @@ use crate::stream::fanout::{Ending, StreamState};
 use crate::stream::frames::Framing;
 use crate::stream::grant::{Grant, KeySlot};
 use crate::stream::sessions::Redeemed;
-use crate::stream::symbols::{self, Expect, SymbolsError};
+use crate::stream::symbols::{self, Expect, Fields, SymbolsError};
 use crate::tls::session::Session;
 
 /// A `wss://` stream's TLS session, shared by its reader (opening) and writer (sealing) on
@@ -89,10 +89,11 @@ pub(super) fn start(
         super::set_user_timeout(fd, config.idle_timeout_ms);
     }
     let now = Now::read();
-    let session = opened.session.take();
-    let symbols = session.as_ref().map(|s| s.symbols().to_vec()).unwrap_or_default();
-    let fields = session.map(|s| s.fields).unwrap_or_default();
-    let state = Rc::new(StreamState::with_framing(&symbols, now.unix_ms, opened.framing).with_fields(fields));
+    let state = match opened.session.take() {
+        Some(session) => StreamState::open(session.symbols(), now.unix_ms, opened.framing, session.fields),
+        None => StreamState::open(&[], now.unix_ms, opened.framing, Fields::default()),
+    };
+    let state = Rc::new(state);
     state.socket.set(fd);
     let slot = local.fanout.add(&state, &local.shared.book, now, local.counters());
     let leftover = leftover.to_vec();

@@ -134,17 +134,18 @@ pub struct StreamState {
     /// The next frame carries prices asked for (a first frame, a symbol change), not moves.
     asked: Cell<bool>,
     /// Its price objects carry the spread (the session asked for it).
-    spread: Cell<bool>,
+    spread: bool,
 }
 
 impl StreamState {
     /// A new WebSocket stream watching `symbols`, all owed in its first frame.
     pub fn new(symbols: &[SymbolId], now_ms: u64) -> Self {
-        Self::with_framing(symbols, now_ms, Framing::WebSocket)
+        Self::open(symbols, now_ms, Framing::WebSocket, Fields::default())
     }
 
-    /// A new stream in `framing` watching `symbols`, all owed in its first frame.
-    pub fn with_framing(symbols: &[SymbolId], now_ms: u64, framing: Framing) -> Self {
+    /// A new stream in `framing` watching `symbols`, all owed in its first frame, its price
+    /// objects carrying the optional `fields` its session asked for.
+    pub fn open(symbols: &[SymbolId], now_ms: u64, framing: Framing, fields: Fields) -> Self {
         let state = Self {
             framing,
             watches: RefCell::new(Vec::new()),
@@ -161,21 +162,11 @@ impl StreamState {
             slot: Cell::new(u32::MAX),
             last_frame_ns: Cell::new(0),
             asked: Cell::new(true),
-            spread: Cell::new(false),
+            spread: fields.spread,
         };
         state.set_watches(symbols);
-        state.frame.set(Some(Vec::with_capacity(frames::capacity_for(symbols.len(), false))));
+        state.frame.set(Some(Vec::with_capacity(frames::capacity_for(symbols.len(), fields.spread))));
         state
-    }
-
-    /// The optional fields its session asked for; before the stream is added.
-    pub fn with_fields(self, fields: Fields) -> Self {
-        if fields.spread {
-            self.spread.set(true);
-            let symbols = self.watches.borrow().len();
-            self.frame.set(Some(Vec::with_capacity(frames::capacity_for(symbols, true))));
-        }
-        self
     }
 
     fn set_watches(&self, symbols: &[SymbolId]) {
@@ -296,7 +287,7 @@ impl StreamState {
     fn build(&self, owed: u128, book: &PriceBook, index: &SymbolIndex, now: Now, cache: &mut Encoded) {
         let Some(mut buf) = self.frame.take() else { return };
         let watches = self.watches.borrow();
-        let spread = self.spread.get();
+        let spread = self.spread;
         let needed = frames::capacity_for(watches.len(), spread);
         if buf.capacity() < needed {
             // Only after a symbol change to a larger set: once per change, never per update.
@@ -1180,7 +1171,7 @@ mod tests {
         let config = StreamConfig { frame_interval_ms_min: 0, ..StreamConfig::default() };
         let f = fixture(&config);
         f.write(f.ids[0], b"1", 0);
-        let events = Rc::new(StreamState::with_framing(&f.ids[..2], 1_000_000, Framing::EventStream));
+        let events = Rc::new(StreamState::open(&f.ids[..2], 1_000_000, Framing::EventStream, Fields::default()));
         f.fanout.add(&events, &f.book, at(0), f.block());
         let (websocket, _) = f.open(&f.ids[..2], 0);
         let first = event(&events).expect("a first event at once");
@@ -1197,7 +1188,7 @@ mod tests {
         let config = StreamConfig { ping_interval_ms: 100, idle_timeout_ms: 300, ..StreamConfig::default() };
         let f = fixture(&config);
         let now = 1_000_000;
-        let state = Rc::new(StreamState::with_framing(&f.ids[..1], now, Framing::EventStream));
+        let state = Rc::new(StreamState::open(&f.ids[..1], now, Framing::EventStream, Fields::default()));
         f.fanout.add(&state, &f.book, at(0), f.block());
         f.fanout.check(now + 50, &config, f.block(), |_| {});
         assert!(state.take_control(Vec::new()).is_empty(), "sent to recently");
