@@ -209,13 +209,11 @@ impl SessionTable {
         let slot = self.slots.get(id.slot as usize).ok_or(RedeemError::Unknown)?;
         let pending = word(id.generation, PENDING);
         if slot.word.load(Ordering::Acquire) != pending {
-            return Err(RedeemError::Unknown);
+            return Err(if swept(slot, &id, now_ms) { RedeemError::Expired } else { RedeemError::Unknown });
         }
-        let secret = u128::from(slot.secret[0].load(Ordering::Relaxed))
-            | u128::from(slot.secret[1].load(Ordering::Relaxed)) << 64;
         // Read before the CAS: a wrong guess must not consume someone else's session. If the slot
         // changed hands meanwhile, the CAS below fails on the generation.
-        if secret != id.secret {
+        if secret_of(slot) != id.secret {
             return Err(RedeemError::Unknown);
         }
         if slot
@@ -239,6 +237,9 @@ impl SessionTable {
         for (id, cell) in redeemed.symbols.iter_mut().zip(&slot.symbols).take(redeemed.len) {
             *id = SymbolId::from_raw(cell.load(Ordering::Relaxed));
         }
+        // A redeemed id is spent: wiping its secret keeps `swept` from calling it expired later.
+        slot.secret[0].store(0, Ordering::Relaxed);
+        slot.secret[1].store(0, Ordering::Relaxed);
         slot.word.store(word(id.generation.wrapping_add(1), FREE), Ordering::Release);
         counters.gauge_add(Gauge::PendingSessions, -1);
         if expired {
@@ -279,6 +280,21 @@ impl SessionTable {
         counters.stream_add(StreamCounter::SessionsExpired, 1);
         true
     }
+}
+
+fn secret_of(slot: &Slot) -> u128 {
+    u128::from(slot.secret[0].load(Ordering::Relaxed)) | u128::from(slot.secret[1].load(Ordering::Relaxed)) << 64
+}
+
+/// Whether `id`, no longer pending, was freed by the sweep (or a creation reclaiming it) after it
+/// expired, rather than redeemed: its slot, not reused since, still holds its secret and a past
+/// expiry. So a client late with its id is told it expired whenever the sweep happened to run.
+/// A slot reused meanwhile reads as unknown, which is what the id then is.
+fn swept(slot: &Slot, id: &SessionId, now_ms: u64) -> bool {
+    slot.word.load(Ordering::Acquire) == word(id.generation.wrapping_add(1), FREE)
+        && id.secret != 0
+        && secret_of(slot) == id.secret
+        && now_ms > slot.expires_ms.load(Ordering::Relaxed)
 }
 
 #[cfg(test)]
@@ -338,6 +354,26 @@ mod tests {
         let snap = counters.snapshot();
         assert_eq!(snap.gauge(Gauge::PendingSessions), 0);
         assert_eq!(snap.stream(StreamCounter::SessionsExpired), 3);
+    }
+
+    #[test]
+    fn an_id_swept_after_expiry_is_still_told_it_expired() {
+        let counters = Counters::new(1);
+        let block = counters.shard(0);
+        let table = SessionTable::new(2, 1_000);
+        let late = table.create(&[0; 32], &ids(&[0]), Fields::default(), 0, block).expect("room");
+        let used = table.create(&[0; 32], &ids(&[1]), Fields::default(), 0, block).expect("room");
+        table.redeem(&used.text(), 10, block).expect("pending");
+        assert_eq!(table.sweep(1_001, block), 1);
+        assert_eq!(table.redeem(&late.text(), 1_002, block), Err(RedeemError::Expired), "swept, then asked for");
+        assert_eq!(table.redeem(&used.text(), 1_002, block), Err(RedeemError::Unknown), "spent, not expired");
+        let mut forged = late;
+        forged.secret ^= 1;
+        assert_eq!(table.redeem(&forged.text(), 1_002, block), Err(RedeemError::Unknown));
+        assert_eq!(counters.snapshot().stream(StreamCounter::SessionsExpired), 1, "counted once, by the sweep");
+        table.create(&[0; 32], &ids(&[0]), Fields::default(), 1_003, block).expect("room");
+        table.create(&[0; 32], &ids(&[0]), Fields::default(), 1_003, block).expect("room");
+        assert_eq!(table.redeem(&late.text(), 1_004, block), Err(RedeemError::Unknown), "its slot reused");
     }
 
     #[test]
