@@ -1,6 +1,50 @@
 //! Reading an event stream (WHATWG HTML, "Server-sent events", the parsing rules): a client's
 //! sans-IO parser for `pricebeast query --sse` and the stress client's event-stream users. Bytes
 //! in, whole events out; a line past the bound is an error, never a buffer that grows forever.
+//! The request that opens a stream and the reading of its answer's head are here too, so that
+//! both clients ask and judge the answer alike.
+
+/// Response headers parsed at most: the server's answer to a stream request carries a handful.
+const HEADERS_MAX: usize = 32;
+
+/// The request for a session's event stream, as a browser's `EventSource` sends it;
+/// `session_id` goes into the query as given (encoded already where it needs to be).
+pub fn request(host: impl std::fmt::Display, session_id: &str) -> String {
+    format!(
+        "GET /v1/stream?session_id={session_id} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\
+         Cache-Control: no-cache\r\n\r\n"
+    )
+}
+
+/// What the head of the answer to a [`request`] says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    /// The head's length: the events start after it.
+    pub len: usize,
+    pub status: u16,
+    /// `Content-Type: text/event-stream`.
+    pub event_stream: bool,
+}
+
+impl Head {
+    /// Whether the answer is the stream: a `200` of `text/event-stream`. Anything else (an
+    /// error, or a server that knows no event streams) refuses it.
+    pub fn accepted(&self) -> bool {
+        self.status == 200 && self.event_stream
+    }
+}
+
+/// The answer's head at the start of `bytes`; `Ok(None)` while it is partial.
+pub fn head(bytes: &[u8]) -> Result<Option<Head>, httparse::Error> {
+    let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+    let mut response = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(len) = response.parse(bytes)? else { return Ok(None) };
+    let event_stream = response
+        .headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("content-type") && h.value.eq_ignore_ascii_case(b"text/event-stream"));
+    Ok(Some(Head { len, status: response.code.unwrap_or_default(), event_stream }))
+}
 
 /// What an event stream delivers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,6 +186,21 @@ mod tests {
             }
             assert_eq!(items, all(stream), "split at {split}");
         }
+    }
+
+    #[test]
+    fn the_request_asks_for_the_stream_and_the_head_judges_the_answer() {
+        let request = request("127.0.0.1:8080", "ab%2F");
+        assert!(request.starts_with("GET /v1/stream?session_id=ab%2F HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"));
+        assert!(request.contains("\r\nAccept: text/event-stream\r\n") && request.ends_with("\r\n\r\n"));
+        let ok = b"HTTP/1.1 200 OK\r\ncontent-type: Text/Event-Stream\r\n\r\n: ping\n";
+        let answer = head(ok).expect("valid").expect("whole");
+        assert_eq!((answer.status, answer.event_stream, answer.accepted()), (200, true, true));
+        assert_eq!(&ok[answer.len..], b": ping\n");
+        assert_eq!(head(&ok[..12]), Ok(None));
+        let refused = head(b"HTTP/1.1 410 Gone\r\nContent-Type: text/event-stream\r\n\r\n").expect("valid");
+        assert_eq!(refused.map(|answer| (answer.status, answer.accepted())), Some((410, false)));
+        assert!(head(b"garbage\r\n\r\n").is_err());
     }
 
     #[test]

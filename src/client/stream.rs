@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use tungstenite::Message;
 
-use crate::client::events::{EventParser, Item};
+use crate::client::events::{self, EventParser, Item};
 use crate::client::http;
 use crate::client::tls::TlsClient;
 
@@ -28,9 +28,7 @@ pub fn stream(
     timeout: Duration,
     mut on_frame: impl FnMut(&str) -> bool,
 ) -> anyhow::Result<()> {
-    let id = create_session(addr, tls, key, symbols, timeout)?;
-    let socket = http::connect(addr, tls, timeout).with_context(|| format!("connecting to {addr}"))?;
-    socket.tcp().set_read_timeout(Some(timeout.max(Duration::from_secs(30))))?;
+    let (id, socket) = session_and_connection(addr, tls, key, symbols, timeout)?;
     let url = format!("{}://{addr}/v1/stream?session_id={id}", if tls.is_some() { "wss" } else { "ws" });
     let (mut ws, _) = tungstenite::client::client(url.as_str(), socket).map_err(|e| anyhow::anyhow!("upgrade: {e}"))?;
     loop {
@@ -64,20 +62,14 @@ pub fn events(
     timeout: Duration,
     mut on_frame: impl FnMut(&str) -> bool,
 ) -> anyhow::Result<()> {
-    let id = create_session(addr, tls, key, symbols, timeout)?;
-    let mut socket = http::connect(addr, tls, timeout).with_context(|| format!("connecting to {addr}"))?;
-    socket.tcp().set_read_timeout(Some(timeout.max(Duration::from_secs(30))))?;
-    let request = format!(
-        "GET /v1/stream?session_id={id} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\
-         Cache-Control: no-cache\r\n\r\n"
-    );
-    socket.write_all(request.as_bytes()).context("sending the stream request")?;
+    let (id, mut socket) = session_and_connection(addr, tls, key, symbols, timeout)?;
+    socket.write_all(events::request(addr, &id).as_bytes()).context("sending the stream request")?;
     socket.flush()?;
     let mut buf = Vec::with_capacity(16 * 1024);
     let mut chunk = [0u8; 16 * 1024];
-    let head_len = loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end + 4;
+    let head = loop {
+        if let Some(head) = events::head(&buf).context("the answer's head")? {
+            break head;
         }
         if buf.len() > HEAD_BYTES_MAX {
             bail!("the answer's head is over {HEAD_BYTES_MAX} bytes");
@@ -88,20 +80,12 @@ pub fn events(
         }
         buf.extend_from_slice(&chunk[..n]);
     };
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut head = httparse::Response::new(&mut headers);
-    head.parse(&buf[..head_len]).context("the answer's head")?;
-    let status = head.code.unwrap_or_default();
-    let event_stream = head
-        .headers
-        .iter()
-        .any(|h| h.name.eq_ignore_ascii_case("content-type") && h.value.eq_ignore_ascii_case(b"text/event-stream"));
-    if status != 200 || !event_stream {
+    if !head.accepted() {
         // An error body is small and sized; what came with the head is enough to show it.
-        let body = String::from_utf8_lossy(&buf[head_len..]).into_owned();
-        bail!("GET /v1/stream: HTTP {status}: {body}");
+        let body = String::from_utf8_lossy(&buf[head.len..]).into_owned();
+        bail!("GET /v1/stream: HTTP {}: {body}", head.status);
     }
-    buf.drain(..head_len);
+    buf.drain(..head.len);
     let mut parser = EventParser::new(EVENT_LINE_BYTES_MAX);
     loop {
         while let Some(item) = parser.next(&mut buf).context("reading the event stream")? {
@@ -131,14 +115,15 @@ fn read_some(socket: &mut http::Stream, chunk: &mut [u8]) -> anyhow::Result<usiz
     }
 }
 
-/// `POST /v1/sessions` for `symbols`; the session id.
-fn create_session(
+/// `POST /v1/sessions` for `symbols`, then a new connection to redeem the session on (as a
+/// browser opens one), its reads allowed to wait out a quiet stream between frames.
+fn session_and_connection(
     addr: &str,
     tls: Option<&TlsClient>,
     key: &str,
     symbols: &[String],
     timeout: Duration,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, http::Stream)> {
     let body = serde_json::json!({ "symbols": symbols }).to_string();
     let headers = [("X-API-Key", key), ("Content-Type", "application/json")];
     let scheme = if tls.is_some() { "HTTPS" } else { "HTTP" };
@@ -149,5 +134,7 @@ fn create_session(
     }
     let session: serde_json::Value = serde_json::from_slice(&created.body).context("session response")?;
     let Some(id) = session["session_id"].as_str() else { bail!("no session_id in {session}") };
-    Ok(id.to_owned())
+    let socket = http::connect(addr, tls, timeout).with_context(|| format!("connecting to {addr}"))?;
+    socket.tcp().set_read_timeout(Some(timeout.max(Duration::from_secs(30))))?;
+    Ok((id.to_owned(), socket))
 }

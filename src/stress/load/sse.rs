@@ -10,13 +10,13 @@ use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
-use crate::client::events::{EventParser, Item};
+use crate::client::events::{self, EventParser, Item};
 use crate::stress::load::connect::Connect;
 use crate::stress::load::ws::{
-    first_failure, percent_encoded, record_frame, unix_us, Books, Ended, StreamFacts, WsJob, HEADERS_MAX,
+    closed, first_failure, open_stream, percent_encoded, record_frame, Books, Ended, StreamFacts, WsJob,
     RESPONSE_BYTES_MAX, WS_FRAME_BYTES_MAX,
 };
-use crate::stress::measure::{record_us, WsOutcome};
+use crate::stress::measure::WsOutcome;
 
 /// Room made in a stream's buffer before each read: a frame of 100 prices is about 10 KiB and
 /// simply takes a few reads. Every open stream holds its buffer.
@@ -39,55 +39,17 @@ pub(super) async fn attempt<C: Connect>(
     stream_until: Instant,
     books: &RefCell<Books>,
 ) -> WsOutcome {
-    let (mut events, sent_ms) = match open(job, connector, session_id, books).await {
-        Ok(open) => open,
-        Err(outcome) => return outcome,
-    };
+    let request = events::request(job.target, &percent_encoded(session_id));
+    let (mut events, sent_ms) =
+        match open_stream(job, connector, books, |stream| answer(stream, request.as_bytes())).await {
+            Ok(open) => open,
+            Err(outcome) => return outcome,
+        };
     job.progress.streams_open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let ended = read(job, &mut events, asked, sent_ms, stream_until, books).await;
     let outcome = close(job, events, ended, books).await;
     job.progress.streams_open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     outcome
-}
-
-/// The stream's request on a new connection, counted as the WebSocket upgrade is: the stream and
-/// the Unix ms just before its request went out.
-async fn open<C: Connect>(
-    job: &WsJob,
-    connector: &C,
-    session_id: &str,
-    books: &RefCell<Books>,
-) -> Result<(EventStream<C::Stream>, u64), WsOutcome> {
-    use std::sync::atomic::Ordering::SeqCst;
-    let live = &job.live;
-    live.handshakes_in_flight.fetch_add(1, SeqCst);
-    let started = Instant::now();
-    let sent_ms = unix_us() / 1000;
-    let request = format!(
-        "GET /v1/stream?session_id={} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\
-         Cache-Control: no-cache\r\n\r\n",
-        percent_encoded(session_id),
-        job.target
-    );
-    let result = match connector.connect(job.target, job.timeout).await {
-        Some(stream) => match tokio::time::timeout(job.timeout, answer(stream, request.as_bytes())).await {
-            Ok(answered) => answered,
-            Err(_) => Err(WsOutcome::Timeout),
-        },
-        None => Err(WsOutcome::Connect),
-    };
-    // Stage first, then the total, then in flight: the order the reconciliation relies on.
-    let stage = live.stage.load(SeqCst);
-    if result.is_ok() {
-        live.handshakes.fetch_add(1, SeqCst);
-    }
-    live.handshakes_in_flight.fetch_sub(1, SeqCst);
-    let events = result?;
-    let mut books = books.borrow_mut();
-    let r = books.at(stage);
-    r.counts.handshakes += 1;
-    record_us(&mut r.handshake_us, started.elapsed());
-    Ok((events, sent_ms))
 }
 
 /// Sends the request and reads the answer's head: a `200 text/event-stream` is the stream (what
@@ -112,20 +74,10 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, request: &[u8]
 }
 
 /// The length of a whole response head at the start of `bytes`, and whether it accepts the
-/// stream (`200` with `Content-Type: text/event-stream`); `None` while it is partial.
+/// stream; `None` while it is partial.
 fn head_of(bytes: &[u8]) -> Result<Option<(usize, bool)>, WsOutcome> {
-    let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
-    let mut response = httparse::Response::new(&mut headers);
-    match response.parse(bytes) {
-        Ok(httparse::Status::Complete(head)) => {
-            let event_stream = response.headers.iter().any(|h| {
-                h.name.eq_ignore_ascii_case("content-type") && h.value.eq_ignore_ascii_case(b"text/event-stream")
-            });
-            Ok(Some((head, response.code == Some(200) && event_stream)))
-        }
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(_) => Err(WsOutcome::Io),
-    }
+    let head = events::head(bytes).map_err(|_| WsOutcome::Io)?;
+    Ok(head.map(|head| (head.len, head.accepted())))
 }
 
 /// Reads what has come into `buf`'s spare room; 0 at the end of the stream (over TLS, with or
@@ -213,25 +165,14 @@ async fn close<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             if read_more(&mut events.stream, &mut events.buf).await? == 0 {
-                return Ok(());
+                return Ok(true);
             }
             if events.buf.len() > WS_FRAME_BYTES_MAX {
                 return Err(WsOutcome::BadFrame);
             }
         }
     };
-    let result = match tokio::time::timeout(job.timeout, closing).await {
-        Ok(result) => result,
-        Err(_) => Err(WsOutcome::Timeout),
-    };
-    match result {
-        Ok(()) => {
-            books.borrow_mut().at(job.live.stage.load(std::sync::atomic::Ordering::SeqCst)).counts.streams_closed += 1;
-            ended.outcome
-        }
-        Err(kind) if ended.outcome == WsOutcome::Ok => kind,
-        Err(_) => ended.outcome,
-    }
+    closed(job, books, ended.outcome, closing).await
 }
 
 #[cfg(test)]

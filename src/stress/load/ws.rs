@@ -10,6 +10,7 @@
 //! so that each stage's figures can be set against the server snapshot taken at its boundaries.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
@@ -39,7 +40,7 @@ const ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// The longest session answer read (a JSON error or `{"session_id":..}` is far smaller).
 pub(super) const RESPONSE_BYTES_MAX: usize = 16 * 1024;
 /// Response headers parsed at most.
-pub(super) const HEADERS_MAX: usize = 32;
+const HEADERS_MAX: usize = 32;
 /// A stream's read buffer: a frame of 100 prices is about 10 KiB and simply takes a few reads.
 /// tungstenite's default (128 KiB, allocated up front) would cost 1.3 GiB at 10,000 streams.
 const WS_READ_BYTES: usize = 4 * 1024;
@@ -210,11 +211,11 @@ async fn attempt<C: Connect>(
         Ok(id) => id,
         Err(outcome) => return outcome,
     };
+    // A created session is always redeemed, even when the user's time is already up: left
+    // pending, it would hold the server's pending_sessions gauge up until it expired.
     if job.protocol == Protocol::Sse {
         return sse::attempt(job, connector, &session_id, symbols.len(), stream_until, books).await;
     }
-    // A created session is always redeemed, even when the user's time is already up: left
-    // pending, it would hold the server's pending_sessions gauge up until it expired.
     let (mut ws, upgrade_sent_ms) = match upgrade(job, connector, &session_id, books).await {
         Ok(open) => open,
         Err(outcome) => return outcome,
@@ -282,44 +283,56 @@ async fn upgrade<C: Connect>(
     session_id: &str,
     books: &RefCell<Books>,
 ) -> Result<(WebSocketStream<C::Stream>, u64), WsOutcome> {
-    let live = &job.live;
-    live.handshakes_in_flight.fetch_add(1, SeqCst);
-    let started = Instant::now();
-    let sent_ms = unix_us() / 1000;
     let url = format!("{}://{}/v1/stream?session_id={}", C::WS_SCHEME, job.target, percent_encoded(session_id));
     let config = WebSocketConfig::default()
         .read_buffer_size(WS_READ_BYTES)
         .write_buffer_size(0)
         .max_message_size(Some(WS_FRAME_BYTES_MAX))
         .max_frame_size(Some(WS_FRAME_BYTES_MAX));
-    let result = match connector.connect(job.target, job.timeout).await {
-        Some(stream) => {
-            match tokio::time::timeout(
-                job.timeout,
-                tokio_tungstenite::client_async_with_config(url, stream, Some(config)),
-            )
-            .await
-            {
-                Ok(Ok((ws, _response))) => Ok(ws),
-                Ok(Err(WsError::Io(_) | WsError::ConnectionClosed | WsError::AlreadyClosed)) => Err(WsOutcome::Io),
-                // A refusal (an HTTP status), a bad accept key, a malformed answer.
-                Ok(Err(_)) => Err(WsOutcome::Handshake),
-                Err(_) => Err(WsOutcome::Timeout),
-            }
+    open_stream(job, connector, books, |stream| async move {
+        match tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await {
+            Ok((ws, _response)) => Ok(ws),
+            Err(WsError::Io(_) | WsError::ConnectionClosed | WsError::AlreadyClosed) => Err(WsOutcome::Io),
+            // A refusal (an HTTP status), a bad accept key, a malformed answer.
+            Err(_) => Err(WsOutcome::Handshake),
         }
+    })
+    .await
+}
+
+/// A stream opened on a new connection, counted as a handshake whatever its framing:
+/// `handshake` makes the connection the stream (the WebSocket upgrade, or the event-stream
+/// request and its answer's head) within the timeout. The stream and the Unix ms just before
+/// its request went out.
+pub(super) async fn open_stream<C: Connect, T, F>(
+    job: &WsJob,
+    connector: &C,
+    books: &RefCell<Books>,
+    handshake: impl FnOnce(C::Stream) -> F,
+) -> Result<(T, u64), WsOutcome>
+where
+    F: Future<Output = Result<T, WsOutcome>>,
+{
+    let live = &job.live;
+    live.handshakes_in_flight.fetch_add(1, SeqCst);
+    let started = Instant::now();
+    let sent_ms = unix_us() / 1000;
+    let result = match connector.connect(job.target, job.timeout).await {
+        Some(stream) => tokio::time::timeout(job.timeout, handshake(stream)).await.unwrap_or(Err(WsOutcome::Timeout)),
         None => Err(WsOutcome::Connect),
     };
+    // Stage first, then the total, then in flight: the order the reconciliation relies on.
     let stage = live.stage.load(SeqCst);
     if result.is_ok() {
         live.handshakes.fetch_add(1, SeqCst);
     }
     live.handshakes_in_flight.fetch_sub(1, SeqCst);
-    let ws = result?;
+    let stream = result?;
     let mut books = books.borrow_mut();
     let r = books.at(stage);
     r.counts.handshakes += 1;
     record_us(&mut r.handshake_us, started.elapsed());
-    Ok((ws, sent_ms))
+    Ok((stream, sent_ms))
 }
 
 /// How a stream's reading ended.
@@ -459,19 +472,25 @@ async fn close<S: AsyncRead + AsyncWrite + Unpin>(
         }
         Ok(answered)
     };
-    let result = match tokio::time::timeout(job.timeout, closing).await {
-        Ok(result) => result,
-        Err(_) => Err(WsOutcome::Timeout),
-    };
-    match result {
+    closed(job, books, ended.outcome, closing).await
+}
+
+/// The attempt's outcome once the client's end of its stream has run, within the timeout:
+/// `closing` says whether the server answered that end, which counts the stream closed.
+pub(super) async fn closed(
+    job: &WsJob,
+    books: &RefCell<Books>,
+    outcome: WsOutcome,
+    closing: impl Future<Output = Result<bool, WsOutcome>>,
+) -> WsOutcome {
+    match tokio::time::timeout(job.timeout, closing).await.unwrap_or(Err(WsOutcome::Timeout)) {
         Ok(answered) => {
             if answered {
                 books.borrow_mut().at(job.live.stage.load(SeqCst)).counts.streams_closed += 1;
             }
-            ended.outcome
+            outcome
         }
-        Err(kind) if ended.outcome == WsOutcome::Ok => kind,
-        Err(_) => ended.outcome,
+        Err(kind) => first_failure(outcome, kind),
     }
 }
 
