@@ -52,7 +52,7 @@ fi
 
 # The load-tool e2e tests (tests/e2e/loadtools.rs) run deploy/locust/locustfile.py with Locust
 # from PyPI; where pip may not install into the system's Python (PEP 668), into a virtual
-# environment under target/, where the tests look for it. (The k6 scripts are only parsed, by node.)
+# environment under target/, where the tests look for it.
 if ! command -v locust >/dev/null 2>&1 && [ ! -x target/locust/bin/locust ]; then
   say "installing Locust for the load-tool tests"
   if ! python3 -m pip install --quiet locust==2.47.0; then
@@ -65,6 +65,16 @@ if ! command -v locust >/dev/null 2>&1 && [ ! -x target/locust/bin/locust ]; the
     fi
     target/locust/bin/python -m pip install --quiet locust==2.47.0
   fi
+fi
+
+# The k6 scripts' checks (tests/e2e/loadtools.rs) run `node --check` on them as the ES modules k6
+# reads, and evaluate their stages under node; Debian's nodejs is enough.
+if ! command -v node >/dev/null 2>&1; then
+  say "installing node for the k6 script checks"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs
 fi
 
 # The command center test (tests/e2e/command_center.rs) drives Debian's headless Chromium over
