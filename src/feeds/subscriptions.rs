@@ -134,6 +134,11 @@ impl Subscriptions {
         Some(self.symbols[index].clone())
     }
 
+    /// How long a refused symbol waits before it is asked for again.
+    pub fn retry_every(&self) -> Duration {
+        self.retry_every
+    }
+
     /// The earliest time an ack falls due.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.next_deadline
