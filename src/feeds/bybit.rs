@@ -33,7 +33,7 @@ use serde::Deserialize;
 
 use crate::feeds::lenient::IfObject;
 use crate::feeds::venue::{decode, decode_plain, price, symbol_after, Frame, Keepalive, ParseError, Tick, Venue};
-use crate::mock_exchange::{recorded, recorded_for, strings_at, MockScript, Role};
+use crate::mock_exchange::{ack_per_request, recorded_for, strings_at, MockScript, Role};
 
 pub struct Bybit;
 
@@ -215,7 +215,7 @@ pub fn mock_script() -> MockScript {
         subscribe_symbols: |request| {
             strings_at(request, "/args").iter().filter_map(|t| t.strip_prefix("tickers.")).map(str::to_owned).collect()
         },
-        acks: |recording, _, _| recorded(recording, role, Role::Ack).map(str::to_owned).into_iter().collect(),
+        acks: |recording, _| ack_per_request(recording, role),
         refusal: |recording, symbol| recorded_for(recording, role, Role::Refusal, REFUSED, symbol),
     }
 }
@@ -324,7 +324,7 @@ mod tests {
         assert!(Bybit.subscribe_messages(&[], 0).is_empty());
         let script = mock_script();
         assert_eq!((script.subscribe_symbols)(&messages[2]), vec!["S20USDT", "S21USDT", "S22USDT"]);
-        let acks = (script.acks)(script.recording, &messages[2], &["S20USDT".into()]);
+        let acks = (script.acks)(script.recording, &["S20USDT".into()]);
         assert_eq!(acks.iter().map(|a| parse(a).0).collect::<Vec<_>>(), vec![Ok(Frame::ack())]);
         let refusal = (script.refusal)(script.recording, "S21USDT").expect("a refusal");
         assert_eq!(parse(&refusal).0, Ok(Frame::refused(Some("S21USDT"), "Invalid topic: tickers.S21USDT")));

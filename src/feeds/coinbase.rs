@@ -22,7 +22,7 @@ use serde::Deserialize;
 
 use crate::feeds::timefmt::rfc3339_ms;
 use crate::feeds::venue::{decode, decode_plain, price, Frame, Keepalive, ParseError, Tick, Venue};
-use crate::mock_exchange::{recorded, recorded_for, strings_at, MockScript, Role};
+use crate::mock_exchange::{ack_per_request, recorded_for, strings_at, MockScript, Role};
 
 pub struct Coinbase;
 
@@ -165,7 +165,7 @@ pub fn mock_script() -> MockScript {
         ping_reply: |_| None,
         heartbeat_ms: Some(1_000),
         subscribe_symbols: |request| strings_at(request, "/product_ids"),
-        acks: |recording, _, _| recorded(recording, role, Role::Ack).map(str::to_owned).into_iter().collect(),
+        acks: |recording, _| ack_per_request(recording, role),
         refusal: |recording, symbol| recorded_for(recording, role, Role::Refusal, REFUSED, symbol),
     }
 }
@@ -237,7 +237,7 @@ mod tests {
         let messages = Coinbase.subscribe_messages(&["BTC-USD", "ETH-USD"], 0);
         assert_eq!((script.subscribe_symbols)(&messages[0]), vec!["BTC-USD", "ETH-USD"]);
         assert!((script.subscribe_symbols)(&messages[1]).is_empty());
-        let acks = (script.acks)(script.recording, &messages[0], &["BTC-USD".into()]);
+        let acks = (script.acks)(script.recording, &["BTC-USD".into()]);
         assert_eq!(acks.iter().map(|a| parse(a).0).collect::<Vec<_>>(), vec![Ok(Frame::ack())]);
         let refusal = (script.refusal)(script.recording, "DOGE-EUR").expect("a refusal");
         assert_eq!(parse(&refusal).0, Ok(Frame::refused(Some("DOGE-EUR"), "DOGE-EUR is not a valid product")));

@@ -32,7 +32,7 @@ use serde::Deserialize;
 
 use crate::feeds::timefmt::unix_any_to_ms;
 use crate::feeds::venue::{decode, decode_plain, price, symbol_after, Frame, Keepalive, ParseError, Tick, Venue};
-use crate::mock_exchange::{recorded, recorded_for, strings_at, MockScript, Role};
+use crate::mock_exchange::{ack_per_request, recorded_for, strings_at, MockScript, Role};
 
 pub struct Gateio;
 
@@ -191,7 +191,7 @@ pub fn mock_script() -> MockScript {
         },
         heartbeat_ms: None,
         subscribe_symbols: |request| strings_at(request, "/payload"),
-        acks: |recording, _, _| recorded(recording, role, Role::Ack).map(str::to_owned).into_iter().collect(),
+        acks: |recording, _| ack_per_request(recording, role),
         refusal: |recording, symbol| recorded_for(recording, role, Role::Refusal, REFUSED, symbol),
     }
 }
@@ -282,7 +282,7 @@ mod tests {
         assert_eq!(parse(&pong).0, Ok(Frame::Heartbeat));
         assert_eq!((script.ping_reply)(&messages[0]), None);
         assert_eq!((script.subscribe_symbols)(&messages[0]), vec!["BTC_USDT", "ETH_USDT"]);
-        let acks = (script.acks)(script.recording, &messages[0], &["BTC_USDT".into()]);
+        let acks = (script.acks)(script.recording, &["BTC_USDT".into()]);
         assert_eq!(acks.iter().map(|a| parse(a).0).collect::<Vec<_>>(), vec![Ok(Frame::ack())]);
         let refusal = (script.refusal)(script.recording, "DOGE_EUR").expect("a refusal");
         assert_eq!(parse(&refusal).0, Ok(Frame::refused(Some("DOGE_EUR"), "unknown currency pair DOGE_EUR")));

@@ -201,7 +201,7 @@ pub fn mock_script() -> MockScript {
         ping_reply: |_| None,
         heartbeat_ms: Some(5_000),
         subscribe_symbols: |request| strings_at(request, "/subscriptions/0/symbols"),
-        acks: |recording, _, accepted| accepted.iter().filter_map(|s| snapshot(recording, s)).collect(),
+        acks: |recording, accepted| accepted.iter().filter_map(|s| snapshot(recording, s)).collect(),
         refusal: |recording, symbol| recorded_for(recording, role, Role::Refusal, REFUSED, symbol),
     }
 }
@@ -300,7 +300,7 @@ mod tests {
         assert_eq!(roles, vec![Ack, Other, Heartbeat, Ticker, Heartbeat, Other, Heartbeat, Ticker, Refusal]);
         let request = &Gemini.subscribe_messages(&["BTCUSD", "ETHUSD"], 0)[0];
         assert_eq!((script.subscribe_symbols)(request), vec!["BTCUSD", "ETHUSD"]);
-        let acks = (script.acks)(script.recording, request, &["BTCUSD".into(), "ETHUSD".into()]);
+        let acks = (script.acks)(script.recording, &["BTCUSD".into(), "ETHUSD".into()]);
         let parsed: Vec<_> = acks.iter().map(|a| parse(a)).collect();
         assert_eq!(parsed[0].0, Ok(Frame::ack_of("BTCUSD")));
         assert_eq!(parsed[0].1.len(), 1, "the recorded snapshot keeps its trade");

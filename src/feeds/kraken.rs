@@ -39,7 +39,7 @@ use crate::book::Decimal;
 use crate::feeds::lenient::IfObject;
 use crate::feeds::timefmt::rfc3339_ms;
 use crate::feeds::venue::{decode, decode_plain, price, Frame, Keepalive, ParseError, Tick, Venue};
-use crate::mock_exchange::{recorded_for, strings_at, MockScript, Role};
+use crate::mock_exchange::{ack_per_symbol, recorded_for, strings_at, MockScript, Role};
 
 pub struct Kraken;
 
@@ -145,12 +145,10 @@ fn read(envelope: Envelope<'_>, lasts: &[Spelled], sink: &mut dyn FnMut(Tick<'_>
     if envelope.method.as_deref() == Some("subscribe") {
         let acked = envelope.result.0.and_then(|r| r.symbol);
         let symbol = envelope.symbol.or(acked);
-        return Ok(match (failed, symbol) {
-            (true, symbol) => {
-                Frame::refused(symbol.as_deref(), envelope.error.as_deref().unwrap_or("subscribe refused"))
-            }
-            (false, symbol) => Frame::Ack { symbol: symbol.map(Cow::into_owned) },
-        });
+        if failed {
+            return Ok(Frame::refused(symbol.as_deref(), envelope.error.as_deref().unwrap_or("subscribe refused")));
+        }
+        return Ok(Frame::Ack { symbol: symbol.map(Cow::into_owned) });
     }
     if failed {
         return Ok(Frame::VenueError);
@@ -288,9 +286,7 @@ pub fn mock_script() -> MockScript {
         },
         heartbeat_ms: Some(1_000),
         subscribe_symbols: |request| strings_at(request, "/params/symbol"),
-        acks: |recording, _, accepted| {
-            accepted.iter().filter_map(|s| recorded_for(recording, role, Role::Ack, ACKED, s)).collect()
-        },
+        acks: |recording, accepted| ack_per_symbol(recording, role, ACKED, accepted),
         refusal: |recording, symbol| recorded_for(recording, role, Role::Refusal, REFUSED, symbol),
     }
 }
@@ -405,7 +401,7 @@ mod tests {
         let script = mock_script();
         let request = &Kraken.subscribe_messages(&["BTC/USD", "ETH/USD"], 0)[0];
         assert_eq!((script.subscribe_symbols)(request), vec!["BTC/USD", "ETH/USD"]);
-        let acks = (script.acks)(script.recording, request, &["BTC/USD".into(), "ETH/USD".into()]);
+        let acks = (script.acks)(script.recording, &["BTC/USD".into(), "ETH/USD".into()]);
         let parsed: Vec<Frame> = acks.iter().map(|a| parse(a).0.expect("an ack parses")).collect();
         assert_eq!(parsed, vec![Frame::ack_of("BTC/USD"), Frame::ack_of("ETH/USD")]);
         let refusal = (script.refusal)(script.recording, "DOGE/EUR").expect("a refusal");

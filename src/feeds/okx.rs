@@ -33,7 +33,7 @@ use serde::Deserialize;
 
 use crate::feeds::lenient::IfObject;
 use crate::feeds::venue::{decode, decode_plain, price, symbol_after, Frame, Keepalive, ParseError, Tick, Venue};
-use crate::mock_exchange::{recorded_for, MockScript, Role};
+use crate::mock_exchange::{ack_per_symbol, recorded_for, MockScript, Role};
 
 pub struct Okx;
 
@@ -217,9 +217,7 @@ pub fn mock_script() -> MockScript {
             let args = value.get("args").and_then(|a| a.as_array()).cloned().unwrap_or_default();
             args.iter().filter_map(|a| a.get("instId")?.as_str().map(str::to_owned)).collect()
         },
-        acks: |recording, _, accepted| {
-            accepted.iter().filter_map(|s| recorded_for(recording, role, Role::Ack, ACKED, s)).collect()
-        },
+        acks: |recording, accepted| ack_per_symbol(recording, role, ACKED, accepted),
         refusal: |recording, symbol| recorded_for(recording, role, Role::Refusal, REFUSED, symbol),
     }
 }
@@ -343,7 +341,7 @@ mod tests {
         assert!(Okx.subscribe_messages(&many, 0)[0].len() < 64 * 1024 / 4);
         let script = mock_script();
         assert_eq!((script.subscribe_symbols)(&messages[0]), vec!["BTC-USDT", "ETH-USDT"]);
-        let acks = (script.acks)(script.recording, &messages[0], &["BTC-USDT".into(), "ETH-USDT".into()]);
+        let acks = (script.acks)(script.recording, &["BTC-USDT".into(), "ETH-USDT".into()]);
         let parsed: Vec<_> = acks.iter().map(|a| parse(a).0).collect();
         assert_eq!(parsed, vec![Ok(Frame::ack_of("BTC-USDT")), Ok(Frame::ack_of("ETH-USDT"))]);
         let refusal = (script.refusal)(script.recording, "DOGE-EUR").expect("a refusal");

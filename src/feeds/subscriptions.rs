@@ -63,20 +63,7 @@ impl Subscriptions {
     /// their retry time.
     pub fn begin(&mut self, now: Instant) -> Vec<String> {
         self.acked = false;
-        let deadline = now + self.ack_deadline;
-        let mut asked = Vec::new();
-        for (state, symbol) in self.states.iter_mut().zip(&self.symbols) {
-            let ask = match *state {
-                State::Refused { retry_at } => retry_at <= now,
-                State::Idle | State::Pending { .. } | State::Subscribed => true,
-            };
-            if ask {
-                *state = State::Pending { deadline };
-                asked.push(symbol.clone());
-            }
-        }
-        self.recompute();
-        asked
+        self.ask(now, |state| !matches!(state, State::Refused { retry_at } if retry_at > now))
     }
 
     /// The connection ended: nothing is subscribed any more; refusals stand.
@@ -93,8 +80,10 @@ impl Subscriptions {
     /// When every symbol is refused and none is due, the time the first becomes due: a
     /// connection made before then would subscribe nothing.
     pub fn nothing_to_ask_until(&self, now: Instant) -> Option<Instant> {
-        let all_refused = self.states.iter().all(|s| matches!(s, State::Refused { .. }));
-        (all_refused && !self.states.is_empty()).then_some(self.next_retry).flatten().filter(|at| *at > now)
+        if self.states.is_empty() || !self.states.iter().all(|s| matches!(s, State::Refused { .. })) {
+            return None;
+        }
+        self.next_retry.filter(|at| *at > now)
     }
 
     /// An ack: of `symbol`, or of everything pending when the venue acks a whole request. Returns
@@ -134,6 +123,11 @@ impl Subscriptions {
         Some(self.symbols[index].clone())
     }
 
+    /// How long a refused symbol waits before it is asked for again.
+    pub fn retry_every(&self) -> Duration {
+        self.retry_every
+    }
+
     /// The earliest time an ack falls due.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.next_deadline
@@ -168,10 +162,16 @@ impl Subscriptions {
 
     /// The refused symbols due by `now`, now pending again: to subscribe on the live connection.
     pub fn retry_due(&mut self, now: Instant) -> Vec<String> {
+        self.ask(now, |state| matches!(state, State::Refused { retry_at } if retry_at <= now))
+    }
+
+    /// The symbols in a state `which` picks, now pending with their answer due an ack deadline
+    /// after `now`.
+    fn ask(&mut self, now: Instant, which: impl Fn(State) -> bool) -> Vec<String> {
         let deadline = now + self.ack_deadline;
         let mut asked = Vec::new();
         for (state, symbol) in self.states.iter_mut().zip(&self.symbols) {
-            if matches!(state, State::Refused { retry_at } if *retry_at <= now) {
+            if which(*state) {
                 *state = State::Pending { deadline };
                 asked.push(symbol.clone());
             }

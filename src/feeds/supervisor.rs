@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::book::SymbolId;
+use crate::client::response::sanitized;
 use crate::clock::Now;
 use crate::feeds::stats::VenueStats;
 use crate::feeds::subscriptions::{Expired, Subscriptions};
@@ -35,8 +36,6 @@ pub const REFUSED_RETRY_MS: u64 = 300_000;
 /// How long a close handshake may take when we leave a connection: the venue's close frame
 /// back, or its TCP close, before we close ours regardless.
 pub const CLOSE_WAIT_MS: u64 = 1_000;
-/// How much of an unreadable frame the log shows.
-pub const PREVIEW_BYTES: usize = 120;
 
 /// Reconnect delays: doubling from `initial_ms` up to `max_ms`, each drawn between half and all of
 /// the current step so that many nodes do not reconnect in lockstep.
@@ -91,10 +90,9 @@ enum Ended {
     Stalled(Duration),
     Closed,
     Failed(String),
-    /// The venue acked nothing within the deadline.
+    /// The venue acked nothing within the ack deadline.
     Unacked {
         unanswered: usize,
-        deadline: Duration,
     },
 }
 
@@ -174,11 +172,11 @@ async fn run(
                 writer.count_fault();
                 tracing::warn!(venue = name, "connection failed: {why}")
             }
-            Ended::Unacked { unanswered, deadline } => {
+            Ended::Unacked { unanswered } => {
                 writer.count_fault();
                 tracing::warn!(
                     venue = name,
-                    "connection failed: no subscription ack within {deadline:?} ({unanswered} symbols unanswered)"
+                    "connection failed: no subscription ack within {ack_deadline:?} ({unanswered} symbols unanswered)"
                 )
             }
         }
@@ -271,12 +269,16 @@ async fn session(link: Link<'_>, subscriptions: &mut Subscriptions, stop: &mut w
                 match message {
                     Message::Text(frame) => {
                         writer.count_message();
-                        let answer = read_frame(link, frame.as_bytes(), &mut text, &mut buffers, now_ms);
+                        // Only an answer to a subscribe can change what the gauges show.
+                        let Some(answer) = read_frame(link, frame.as_bytes(), &mut text, &mut buffers, now_ms) else {
+                            continue;
+                        };
                         match answer {
-                            Some(Frame::Ack { symbol }) => acked(link, subscriptions, symbol.as_deref()),
-                            Some(Frame::Refused { symbol, message }) => {
+                            Frame::Ack { symbol } => acked(link, subscriptions, symbol.as_deref()),
+                            Frame::Refused { symbol, message } => {
                                 refused(link, subscriptions, symbol.as_deref(), &message)
                             }
+                            // `read_frame` hands back nothing else.
                             _ => {}
                         }
                         up.settle(venue, &plan.url, subscriptions);
@@ -296,10 +298,7 @@ async fn session(link: Link<'_>, subscriptions: &mut Subscriptions, stop: &mut w
                     Expired::Nothing => {}
                     Expired::Failed { unanswered } => {
                         leave(&mut sink, &mut stream, "no subscription ack").await;
-                        let deadline = Duration::from_millis(
-                            plan.overrides.ack_deadline_ms.unwrap_or_else(|| venue.ack_deadline_ms()),
-                        );
-                        return Ended::Unacked { unanswered, deadline };
+                        return Ended::Unacked { unanswered };
                     }
                     Expired::Refused(symbols) => {
                         for symbol in &symbols {
@@ -373,7 +372,7 @@ fn refused(link: Link<'_>, subscriptions: &mut Subscriptions, symbol: Option<&st
     match subscriptions.refuse(symbol, tokio::time::Instant::now()) {
         Some(symbol) => {
             link.stats.refused(&symbol);
-            let retry = link.plan.overrides.refused_retry_ms.unwrap_or(REFUSED_RETRY_MS);
+            let retry = subscriptions.retry_every().as_millis();
             tracing::warn!(venue, symbol = %symbol, "subscription refused: {message} (asking again in {retry} ms)");
         }
         None => {
@@ -433,7 +432,7 @@ fn read_frame(
         Ok(Frame::VenueError) => {
             stats.venue_error();
             writer.count_fault();
-            tracing::warn!(venue = venue.name(), "venue reported an error: {}", preview(raw));
+            tracing::warn!(venue = venue.name(), "venue reported an error: {}", sanitized(raw));
             None
         }
         Ok(answer @ (Frame::Ack { .. } | Frame::Refused { .. })) => Some(answer),
@@ -446,7 +445,7 @@ fn read_frame(
                 tracing::warn!(
                     venue = venue.name(),
                     "unreadable frame ({e}; {count} so far, logged at most once a minute): {}",
-                    preview(raw)
+                    sanitized(raw)
                 );
             } else {
                 tracing::debug!(venue = venue.name(), "unreadable frame: {e}");
@@ -454,17 +453,6 @@ fn read_frame(
             None
         }
     }
-}
-
-/// The first [`PREVIEW_BYTES`] of a frame as printable ASCII: anything else shows as `.`, so a
-/// venue's bytes can never forge a log line.
-pub fn preview(frame: &[u8]) -> String {
-    let mut shown: String =
-        frame.iter().take(PREVIEW_BYTES).map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '.' }).collect();
-    if frame.len() > PREVIEW_BYTES {
-        shown.push_str(&format!("... ({} bytes)", frame.len()));
-    }
-    shown
 }
 
 /// A connection's part in the venue's gauges: up once its subscribe is settled (every symbol

@@ -18,6 +18,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 /// What a recorded server message is, for the mock.
@@ -53,9 +54,9 @@ pub struct MockScript {
     pub heartbeat_ms: Option<u64>,
     /// The venue symbols a client's subscribe request names.
     pub subscribe_symbols: fn(&str) -> Vec<String>,
-    /// The venue's acks of a subscribe request (`request`) whose `accepted` symbols it takes,
-    /// made from `recording`'s ack line: one per symbol, or one for the request.
-    pub acks: fn(recording: &str, request: &str, accepted: &[String]) -> Vec<String>,
+    /// The venue's acks of a subscribe request whose `accepted` symbols it takes, made from
+    /// `recording`'s ack line: one per symbol, or one for the request.
+    pub acks: fn(recording: &str, accepted: &[String]) -> Vec<String>,
     /// The venue's refusal of `symbol`, made from `recording`'s refusal line.
     pub refusal: fn(recording: &str, symbol: &str) -> Option<String>,
 }
@@ -69,6 +70,22 @@ pub fn recorded(recording: &str, role: fn(&str) -> Role, want: Role) -> Option<&
 /// another symbol, in the recorded format.
 pub fn recorded_for(recording: &str, role: fn(&str) -> Role, want: Role, from: &str, to: &str) -> Option<String> {
     recorded(recording, role, want).map(|line| line.replace(from, to))
+}
+
+/// The recorded ack, once: for a venue that acks a whole request, not its symbols.
+pub fn ack_per_request(recording: &str, role: fn(&str) -> Role) -> Vec<String> {
+    recorded(recording, role, Role::Ack).map(str::to_owned).into_iter().collect()
+}
+
+/// The recorded ack of `recorded_symbol`, made over for each of `accepted`: for a venue that acks
+/// each symbol.
+pub fn ack_per_symbol(
+    recording: &str,
+    role: fn(&str) -> Role,
+    recorded_symbol: &str,
+    accepted: &[String],
+) -> Vec<String> {
+    accepted.iter().filter_map(|s| recorded_for(recording, role, Role::Ack, recorded_symbol, s)).collect()
 }
 
 /// The strings of the JSON array at `pointer` in `request`; nothing for anything else.
@@ -155,13 +172,8 @@ impl MockControl {
         self.closes.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
-    fn closed_with(&self, code: u16) {
-        if let Ok(mut closes) = self.closes.lock() {
-            if closes.len() == RECEIVED_MAX {
-                closes.remove(0);
-            }
-            closes.push(code);
-        }
+    fn closed_with(&self, close: Option<CloseFrame>) {
+        keep(&self.closes, close.map_or(1005, |c| u16::from(c.code)));
     }
 
     pub fn connections_open(&self) -> usize {
@@ -186,14 +198,20 @@ impl MockControl {
         self.received.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
-    #[allow(clippy::disallowed_types)]
     fn record(&self, text: &str) {
-        if let Ok(mut received) = self.received.lock() {
-            if received.len() == RECEIVED_MAX {
-                received.remove(0);
-            }
-            received.push(text.to_owned());
+        keep(&self.received, text.to_owned());
+    }
+}
+
+/// Appends to one of the control's logs, dropping its oldest entry once it holds
+/// [`RECEIVED_MAX`].
+#[allow(clippy::disallowed_types)] // Test-support state, never on a shard.
+fn keep<T>(log: &std::sync::Mutex<Vec<T>>, entry: T) {
+    if let Ok(mut log) = log.lock() {
+        if log.len() == RECEIVED_MAX {
+            log.remove(0);
         }
+        log.push(entry);
     }
 }
 
@@ -287,7 +305,7 @@ async fn serve(
                 let text = match frame {
                     Message::Text(text) => text,
                     Message::Close(close) => {
-                        control.closed_with(close.map_or(1005, |c| u16::from(c.code)));
+                        control.closed_with(close);
                         continue;
                     }
                     _ => continue,
@@ -313,7 +331,7 @@ async fn serve(
                         refused.iter().filter_map(|s| (script.refusal)(script.recording, s)).collect();
                     // A request naming no symbol (Coinbase's heartbeats) is acked all the same.
                     if !accepted.is_empty() || asked.is_empty() {
-                        burst.extend((script.acks)(script.recording, text.as_str(), &accepted));
+                        burst.extend((script.acks)(script.recording, &accepted));
                     }
                     // The first subscribe gets the whole recording; a later one the tickers of
                     // what it newly asked for.
@@ -359,7 +377,7 @@ async fn serve(
     let drain = async {
         while let Some(Ok(frame)) = source.next().await {
             if let Message::Close(close) = frame {
-                control.closed_with(close.map_or(1005, |c| u16::from(c.code)));
+                control.closed_with(close);
                 return;
             }
         }

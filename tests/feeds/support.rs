@@ -19,6 +19,13 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 /// Reconnect quickly in tests; the production backoff starts at 250 ms.
 const BACKOFF: Backoff = Backoff { initial_ms: 20, max_ms: 200 };
 
+/// The mock exchange playing `venue`'s recording, on a port of its own.
+pub async fn mock(venue: &'static str, options: MockOptions) -> MockExchange {
+    let script = feeds::mock_script(venue).expect("the venue has a mock script");
+    let localhost: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+    MockExchange::start(script, options, localhost).await.expect("mock exchange starts")
+}
+
 /// A venue's client and its mock, running.
 pub struct Rig {
     pub mock: MockExchange,
@@ -39,26 +46,11 @@ impl Rig {
         silence_ms: Option<u64>,
     ) -> Self {
         let overrides = supervisor::Overrides { silence_ms, ..Default::default() };
-        Self::start_with(venue, symbols, options, overrides, &[]).await
+        Self::attach(venue, symbols, mock(venue, options).await, overrides)
     }
 
-    /// [`Rig::start`] with the client's rules overridden and the mock refusing `refuse` (venue
-    /// spellings) from the first subscribe.
-    pub async fn start_with(
-        venue: &'static str,
-        symbols: &[(&str, &str)],
-        options: MockOptions,
-        overrides: supervisor::Overrides,
-        refuse: &[&str],
-    ) -> Self {
-        let script = feeds::mock_script(venue).expect("the venue has a mock script");
-        let localhost: SocketAddr = "127.0.0.1:0".parse().expect("literal");
-        let mock = MockExchange::start(script, options, localhost).await.expect("mock exchange starts");
-        mock.control().refuse(refuse);
-        Self::attach(venue, symbols, mock, overrides)
-    }
-
-    /// The real client for `venue`, subscribed to `symbols`, against a running `mock`.
+    /// The real client for `venue`, subscribed to `symbols`, against a running `mock` told
+    /// beforehand what to do (refuse, withhold acks) from the first subscribe.
     pub fn attach(
         venue: &'static str,
         symbols: &[(&str, &str)],
@@ -204,7 +196,9 @@ pub async fn refused_symbol_costs_only_itself(
     };
     let options = MockOptions { repeat_ms: Some(50), heartbeat_ms: Some(100) };
     let started = Instant::now();
-    let rig = Rig::start_with(venue, symbols, options, overrides, &[refused]).await;
+    let mock = mock(venue, options).await;
+    mock.control().refuse(&[refused]);
+    let rig = Rig::attach(venue, symbols, mock, overrides);
     eventually("the refusal listed", || (rig.reading().refused == [refused]).then_some(())).await;
     let listed_after = started.elapsed();
     assert!(listed_after < Duration::from_millis(ACK_DEADLINE_MS), "{venue}: refused seen after {listed_after:?}");
@@ -245,9 +239,7 @@ fn probe_theirs<'a>(symbols: &[(&str, &'a str)], ours: &str) -> &'a str {
 pub async fn a_missing_ack_fails_the_connection(venue: &'static str, symbols: &[(&str, &str)]) {
     let overrides = supervisor::Overrides { ack_deadline_ms: Some(400), ..Default::default() };
     let options = MockOptions { repeat_ms: None, heartbeat_ms: Some(100) };
-    let script = feeds::mock_script(venue).expect("the venue has a mock script");
-    let localhost: SocketAddr = "127.0.0.1:0".parse().expect("literal");
-    let mock = MockExchange::start(script, options, localhost).await.expect("mock exchange starts");
+    let mock = mock(venue, options).await;
     mock.control().withhold_acks(true);
     let started = Instant::now();
     let rig = Rig::attach(venue, symbols, mock, overrides);
