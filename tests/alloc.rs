@@ -272,17 +272,17 @@ fn measure(driver: IoDriver) -> Measured {
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
     ws.write_all(upgrade.as_bytes()).expect("upgrade");
-    let mut frames = FrameReader { buf: [0; 8192], len: 0 };
-    frames.skip_head(&mut ws);
-    frames.next(&mut ws);
+    let mut frames = StreamReader::new();
+    frames.skip_head(&mut ws, b"HTTP/1.1 101 ");
+    frames.next_frame(&mut ws);
     let venue = shared.book.venue("a").expect("venue");
     let mut price = 9_700_000;
-    let mut update = |n: usize, frames: &mut FrameReader| {
+    let mut update = |n: usize, frames: &mut StreamReader| {
         for _ in 0..n {
             price += 1;
             let now = Now::read().unix_ms;
             shared.book.write(btc, venue, Decimal::new(price, -2).expect("in range"), now, now);
-            frames.next(&mut ws);
+            frames.next_frame(&mut ws);
         }
     };
     update(20, &mut frames);
@@ -300,15 +300,15 @@ fn measure(driver: IoDriver) -> Measured {
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
     wss.write_all(upgrade.as_bytes()).expect("upgrade");
-    let mut frames = FrameReader { buf: [0; 8192], len: 0 };
-    frames.skip_head(&mut wss);
-    frames.next(&mut wss);
-    let mut wss_update = |n: usize, frames: &mut FrameReader| {
+    let mut frames = StreamReader::new();
+    frames.skip_head(&mut wss, b"HTTP/1.1 101 ");
+    frames.next_frame(&mut wss);
+    let mut wss_update = |n: usize, frames: &mut StreamReader| {
         for _ in 0..n {
             price += 1;
             let now = Now::read().unix_ms;
             shared.book.write(btc, venue, Decimal::new(price, -2).expect("in range"), now, now);
-            frames.next(&mut wss);
+            frames.next_frame(&mut wss);
         }
     };
     wss_update(20, &mut frames);
@@ -323,20 +323,20 @@ fn measure(driver: IoDriver) -> Measured {
             "GET /v1/stream?session_id={id} HTTP/1.1\r\nAccept: text/event-stream\r\nOrigin: https://a.example\r\n\r\n"
         )
     };
-    let mut event_update = |n: usize, stream: &mut dyn Read, reader: &mut EventReader| {
+    let mut event_update = |n: usize, stream: &mut dyn Read, reader: &mut StreamReader| {
         for _ in 0..n {
             price += 1;
             let now = Now::read().unix_ms;
             shared.book.write(btc, venue, Decimal::new(price, -2).expect("in range"), now, now);
-            reader.next(stream);
+            reader.next_event(stream);
         }
     };
     let mut sse = TcpStream::connect(http_addr).expect("connect");
     sse.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
     sse.write_all(request(&create_session(http_addr)).as_bytes()).expect("request");
-    let mut reader = EventReader { buf: [0; 8192], len: 0 };
-    reader.skip_head(&mut sse);
-    reader.next(&mut sse);
+    let mut reader = StreamReader::new();
+    reader.skip_head(&mut sse, b"HTTP/1.1 200 ");
+    reader.next_event(&mut sse);
     event_update(20, &mut sse, &mut reader);
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     event_update(STREAM_UPDATES, &mut sse, &mut reader);
@@ -344,9 +344,9 @@ fn measure(driver: IoDriver) -> Measured {
     drop(sse);
     let mut secure_events = tls_connect(https_addr, &tls_client);
     secure_events.write_all(request(&create_session(http_addr)).as_bytes()).expect("request");
-    let mut reader = EventReader { buf: [0; 8192], len: 0 };
-    reader.skip_head(&mut secure_events);
-    reader.next(&mut secure_events);
+    let mut reader = StreamReader::new();
+    reader.skip_head(&mut secure_events, b"HTTP/1.1 200 ");
+    reader.next_event(&mut secure_events);
     event_update(20, &mut secure_events, &mut reader);
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     event_update(STREAM_UPDATES, &mut secure_events, &mut reader);
@@ -400,14 +400,19 @@ fn create_session_with(addr: std::net::SocketAddr, body: &[u8]) -> String {
     response[at..at + 48].to_owned()
 }
 
-/// Reads server frames from a fixed buffer: no allocation on the client side.
-struct FrameReader {
+/// Reads a stream's answer and its WebSocket frames or server-sent events from a fixed buffer: no
+/// allocation on the client side.
+struct StreamReader {
     buf: [u8; 8192],
     len: usize,
 }
 
-impl FrameReader {
-    fn fill(&mut self, stream: &mut impl Read) {
+impl StreamReader {
+    fn new() -> Self {
+        Self { buf: [0; 8192], len: 0 }
+    }
+
+    fn fill(&mut self, stream: &mut dyn Read) {
         let n = stream.read(&mut self.buf[self.len..]).expect("read");
         assert!(n > 0, "server closed the stream");
         self.len += n;
@@ -418,11 +423,11 @@ impl FrameReader {
         self.len -= n;
     }
 
-    /// Reads past the 101's head.
-    fn skip_head(&mut self, stream: &mut impl Read) {
+    /// Reads past the answer's head, which starts with `status` (`HTTP/1.1 101 `, `HTTP/1.1 200 `).
+    fn skip_head(&mut self, stream: &mut dyn Read, status: &[u8]) {
         loop {
             if let Some(end) = self.buf[..self.len].windows(4).position(|w| w == b"\r\n\r\n") {
-                assert!(self.buf.starts_with(b"HTTP/1.1 101 "), "not a 101");
+                assert!(self.buf.starts_with(status), "not a {}", String::from_utf8_lossy(status));
                 self.consume(end + 4);
                 return;
             }
@@ -431,7 +436,7 @@ impl FrameReader {
     }
 
     /// Reads one whole text frame.
-    fn next(&mut self, stream: &mut impl Read) {
+    fn next_frame(&mut self, stream: &mut dyn Read) {
         loop {
             if self.len >= 2 {
                 assert_eq!(self.buf[0], 0x81, "a final text frame");
@@ -448,40 +453,9 @@ impl FrameReader {
             self.fill(stream);
         }
     }
-}
-
-/// Reads server-sent events from a fixed buffer: no allocation on the client side.
-struct EventReader {
-    buf: [u8; 8192],
-    len: usize,
-}
-
-impl EventReader {
-    fn fill(&mut self, stream: &mut dyn Read) {
-        let n = stream.read(&mut self.buf[self.len..]).expect("read");
-        assert!(n > 0, "server closed the stream");
-        self.len += n;
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.buf.copy_within(n..self.len, 0);
-        self.len -= n;
-    }
-
-    /// Reads past the 200's head.
-    fn skip_head(&mut self, stream: &mut dyn Read) {
-        loop {
-            if let Some(end) = self.buf[..self.len].windows(4).position(|w| w == b"\r\n\r\n") {
-                assert!(self.buf.starts_with(b"HTTP/1.1 200 "), "not a 200");
-                self.consume(end + 4);
-                return;
-            }
-            self.fill(stream);
-        }
-    }
 
     /// Reads one whole `prices` event (up to the blank line that ends it).
-    fn next(&mut self, stream: &mut dyn Read) {
+    fn next_event(&mut self, stream: &mut dyn Read) {
         loop {
             if let Some(end) = self.buf[..self.len].windows(2).position(|w| w == b"\n\n") {
                 assert!(self.buf.starts_with(b"event: prices\ndata: {"), "a prices event");

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::streams::{create, gauges_return_to_zero, header, session, setup, streams_stat, symbols_of, Ws};
+use super::streams::{
+    create, gauges_return_to_zero, header, session, setup, streams_stat, symbols_of, watch_prices, Ws,
+};
 use super::support::{eventually, eventually_within, pause, Driver, Server, PATIENCE};
 use super::wire::{is_decimal, Transport};
 
@@ -413,20 +415,7 @@ fn a_slow_event_reader_is_conflated_then_closed_without_slowing_others(driver: D
     let mut quick = Events::open(&server, &session(&server, &all));
     quick.next_prices();
     // The quick reader's event rate and price age, alone and then beside a reader that stalls.
-    let watch = |quick: &mut Events, for_ms: u64| {
-        let started = Instant::now();
-        let (mut frames, mut ages) = (0u64, Vec::new());
-        while started.elapsed() < Duration::from_millis(for_ms) {
-            let frame = quick.next_prices();
-            let received = pricebeast::clock::Now::read().unix_ms;
-            for price in frame["prices"].as_array().into_iter().flatten() {
-                ages.push(received.saturating_sub(price["ts"].as_u64().unwrap_or(received)));
-            }
-            frames += 1;
-        }
-        ages.sort_unstable();
-        (frames as f64 * 1000.0 / for_ms as f64, ages[ages.len() / 2], ages[ages.len() * 99 / 100])
-    };
+    let watch = |quick: &mut Events, for_ms: u64| watch_prices(|| quick.next_prices(), for_ms);
     let (alone_rate, alone_p50, _) = watch(&mut quick, 1_500);
 
     // The slow reader asks for everything and never reads; a small receive buffer fills fast.

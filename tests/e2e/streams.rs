@@ -487,6 +487,23 @@ fn bad_frames_close_with_their_codes(driver: Driver) {
     gauges_return_to_zero(&server);
 }
 
+/// A quick reader's price frames for `for_ms` (`next` reads one): frames a second, and the median
+/// and p99 age of the prices they carried on arrival, ms.
+pub fn watch_prices(mut next: impl FnMut() -> Value, for_ms: u64) -> (f64, u64, u64) {
+    let started = Instant::now();
+    let (mut frames, mut ages) = (0u64, Vec::new());
+    while started.elapsed() < Duration::from_millis(for_ms) {
+        let frame = next();
+        let received = pricebeast::clock::Now::read().unix_ms;
+        for price in frame["prices"].as_array().into_iter().flatten() {
+            ages.push(received.saturating_sub(price["ts"].as_u64().unwrap_or(received)));
+        }
+        frames += 1;
+    }
+    ages.sort_unstable();
+    (frames as f64 * 1000.0 / for_ms as f64, ages[ages.len() / 2], ages[ages.len() * 99 / 100])
+}
+
 fn a_slow_client_is_conflated_then_closed_without_slowing_others(driver: Driver) {
     let server =
         setup(driver).set("stream", "send_stall_ms", "1500").set("stream", "send_buffer_bytes", "4096").start();
@@ -494,20 +511,7 @@ fn a_slow_client_is_conflated_then_closed_without_slowing_others(driver: Driver)
     let mut quick = Ws::open(&server, &session(&server, &all));
     quick.next_prices();
     // The quick client's frame rate and price age, alone and then beside a client that stalls.
-    let watch = |quick: &mut Ws, for_ms: u64| {
-        let started = Instant::now();
-        let (mut frames, mut ages) = (0u64, Vec::new());
-        while started.elapsed() < Duration::from_millis(for_ms) {
-            let frame = quick.next_prices();
-            let received = pricebeast::clock::Now::read().unix_ms;
-            for price in frame["prices"].as_array().into_iter().flatten() {
-                ages.push(received.saturating_sub(price["ts"].as_u64().unwrap_or(received)));
-            }
-            frames += 1;
-        }
-        ages.sort_unstable();
-        (frames as f64 * 1000.0 / for_ms as f64, ages[ages.len() / 2], ages[ages.len() * 99 / 100])
-    };
+    let watch = |quick: &mut Ws, for_ms: u64| watch_prices(|| quick.next_prices(), for_ms);
     let (alone_rate, alone_p50, _) = watch(&mut quick, 1_500);
 
     // The slow client asks for everything and never reads; a small receive buffer fills fast.
